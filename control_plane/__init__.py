@@ -1,0 +1,1 @@
+"""The thin control plane: reservations, GitHub installation links, callback tokens."""
