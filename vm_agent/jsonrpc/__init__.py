@@ -1,0 +1,1 @@
+"""JSON-RPC 2.0: one implementation for the agents stdio and the viewers websocket."""
