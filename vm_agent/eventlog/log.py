@@ -1,0 +1,372 @@
+"""The async face of the event log: group-committed appends, threaded reads.
+
+Durability point: `append` returns only after the transaction holding the
+event has committed (group commit: every append that arrives while a commit
+runs joins the next one, so concurrent appenders share a commit). With the
+default `synchronous="NORMAL"` in WAL mode a committed event survives a crash
+of the process (SIGKILL included) and the file is never corrupted; an OS crash
+or power loss may roll back the last commits (never corrupt). Pass
+`synchronous="FULL"` to fsync every commit and survive power loss as well.
+
+Seqs are assigned at the call of `append`, in call order, before the commit.
+A task cancelled while awaiting its append does not withdraw the event: it is
+committed with the batch (so seqs never have holes). If a commit fails the log
+stops (`EventLogClosed` for every waiting and later append, the error is
+raised by the `open` context): nothing of the failed batch was visible to
+anyone, and a restarted daemon continues from the last committed seq.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from . import reads, schema
+from .encode import encode_payload
+from .model import Event, EventLogClosed, SessionRecord
+from .writer import PendingEvent, PendingOp, Writer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RETENTION_BYTES = 64 * 1024 * 1024
+MAX_BATCH_ITEMS = 4096
+_T = TypeVar("_T")
+
+Listener = Callable[[Sequence[Event]], None]
+
+
+class _Batch:
+    __slots__ = ("done", "error", "items", "results")
+
+    def __init__(self) -> None:
+        self.items: list[PendingEvent | PendingOp] = []
+        self.done = anyio.Event()
+        self.results: list[object] = []
+        self.error: BaseException | None = None
+
+    async def wait(self, index: int) -> object:
+        await self.done.wait()
+        if self.error is not None:
+            raise EventLogClosed(f"event log write failed: {self.error!r}") from self.error
+        return self.results[index]
+
+
+class _ReaderPool:
+    """Read-only connections handed to worker threads one at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._idle: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = schema.connect(self._path, synchronous="NORMAL", readonly=True)
+        try:
+            return fn(conn)
+        finally:
+            with self._lock:
+                if self._closed:
+                    conn.close()
+                else:
+                    self._idle.append(conn)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+class EventLog:
+    """Per-session event streams, the sessions registry and outbox cursors.
+
+    Use `async with EventLog.open(path) as log:`; the context owns the writer
+    task and, on exit, commits what was appended and closes the file.
+    """
+
+    def __init__(self, path: Path, writer: Writer, readers: _ReaderPool) -> None:
+        self.path = path
+        self._writer = writer
+        self._readers = readers
+        self._assigned = writer.heads()  # seq handed out, per session
+        self._committed = dict(self._assigned)  # seq durable and readable
+        self._batches: deque[_Batch] = deque([_Batch()])
+        self._have_work = anyio.Event()
+        self._closing = False
+        self._failed: BaseException | None = None
+        self._listeners: list[Listener] = []
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        retention_bytes_per_session: int = DEFAULT_RETENTION_BYTES,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+    ) -> AsyncIterator[EventLog]:
+        """Open (creating if needed) the log at `path`, e.g. `<state_dir>/events.sqlite3`."""
+        if retention_bytes_per_session <= 0:
+            raise ValueError("retention_bytes_per_session must be positive")
+        file = Path(path)
+
+        def _open() -> Writer:
+            schema.prepare_file(file)
+            conn = schema.connect(file, synchronous=synchronous)
+            try:
+                schema.migrate(conn)
+                return Writer(conn, retention_bytes_per_session)
+            except BaseException:
+                conn.close()
+                raise
+
+        writer = await anyio.to_thread.run_sync(_open)
+        self = cls(file, writer, _ReaderPool(file))
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._write_loop)
+                try:
+                    yield self
+                finally:
+                    self._closing = True
+                    tg.cancel_scope.cancel()
+        finally:
+            self._closing = True
+            # Commit what was appended before the close, even when the body
+            # is being cancelled (a write is never interrupted midway).
+            with anyio.CancelScope(shield=True):
+                while self._failed is None and self._batches[0].items:
+                    await self._write_next()
+                self._fail_pending(EventLogClosed("event log closed"))
+                self._readers.close()
+                await anyio.to_thread.run_sync(self._close_writer)
+
+    def _close_writer(self) -> None:
+        conn = self._writer.conn
+        try:
+            if self._failed is None:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()
+
+    # Writing.
+
+    async def append(
+        self, session_id: str, type: str, data: Mapping[str, Any], ts: float | None = None
+    ) -> Event:
+        """Append one event; returns it once it is durable (see module doc).
+
+        `data` is stored exactly (key order kept, nothing validated or
+        dropped); it must be JSON-serializable (ValueError/TypeError
+        otherwise, raised before a seq is assigned). `ts` is Unix seconds
+        (now when omitted).
+        """
+        self._check_open()
+        seq = self._assigned.get(session_id, 0) + 1
+        when = time.time() if ts is None else float(ts)
+        payload, size = encode_payload(seq, session_id, when, type, data)
+        self._assigned[session_id] = seq
+        batch, index = self._enqueue(PendingEvent(session_id, seq, when, type, payload, size))
+        result = await batch.wait(index)
+        assert isinstance(result, Event)
+        return result
+
+    async def flush(self) -> None:
+        """Wait until everything appended before this call is durable."""
+        await self._op(lambda w: None)
+
+    async def upsert_session(
+        self,
+        session_id: str,
+        *,
+        agent: str,
+        cwd: str,
+        state: str,
+        acp_session_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        now: float | None = None,
+    ) -> SessionRecord:
+        """Insert or replace a session's registry row (created_at kept on update).
+
+        Ordered with appends: committed in the same batch order as events.
+        """
+        when = time.time() if now is None else now
+        record = SessionRecord(
+            session_id=session_id,
+            agent=agent,
+            cwd=cwd,
+            state=state,
+            acp_session_id=acp_session_id,
+            created_at=when,
+            updated_at=when,
+            metadata=dict(metadata or {}),
+        )
+        await self._op(lambda w: w.upsert_session(record))
+        stored = await self.get_session(session_id)
+        assert stored is not None
+        return stored
+
+    # Outbox cursors: positions are global rowids (`Event.rowid`).
+
+    async def get_delivery_cursor(self, name: str) -> int:
+        """The cursor's position (0 at first); asking registers the cursor.
+
+        While a cursor is registered, retention never drops an event past the
+        slowest cursor: undelivered events stay, even over the byte budget,
+        until the cursor moves past them (then the next append of that session
+        trims it back). `delete_delivery_cursor` releases that hold.
+        """
+        result = await self._op(lambda w: w.register_cursor(name))
+        assert isinstance(result, int)
+        return result
+
+    async def set_delivery_cursor(self, name: str, rowid: int) -> None:
+        await self._op(lambda w: w.set_cursor(name, rowid))
+
+    async def delete_delivery_cursor(self, name: str) -> None:
+        await self._op(lambda w: w.delete_cursor(name))
+
+    # Reading (each read is one consistent snapshot, in a worker thread).
+
+    async def read(self, session_id: str, after_seq: int = 0, limit: int = 1000) -> list[Event]:
+        """Events of `session_id` with seq > after_seq, in order, up to `limit`.
+
+        Raises `EventsDropped` if retention removed any of the requested
+        events (it never skips them silently). Only durable events are seen.
+        """
+        return await self._read(lambda c: reads.read_session(c, session_id, after_seq, limit))
+
+    async def read_global(
+        self,
+        after_rowid: int,
+        limit: int = 500,
+        max_bytes: int = 1024 * 1024,
+        types: Collection[str] | None = None,
+    ) -> tuple[list[Event], int]:
+        """The outbox read: see `reads.read_global`; returns (events, new cursor)."""
+        return await self._read(
+            lambda c: reads.read_global(c, after_rowid, limit, max_bytes, types)
+        )
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        return await self._read(lambda c: reads.get_session(c, session_id))
+
+    async def list_sessions(self) -> list[SessionRecord]:
+        return await self._read(reads.list_sessions)
+
+    async def stream_bounds(self, session_id: str) -> tuple[int, int, int]:
+        """(first_seq, head_seq, dropped_total) of a session's stored events."""
+        return await self._read(lambda c: reads.stream_bounds(c, session_id))
+
+    def head_seq(self, session_id: str) -> int:
+        """The last durable seq of a session (0 when none); no I/O."""
+        return self._committed.get(session_id, 0)
+
+    def heads(self) -> dict[str, int]:
+        """Last durable seq of every session with events; no I/O."""
+        return dict(self._committed)
+
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        """Call `listener(events)` on the event loop after each commit.
+
+        Events arrive in append order, only once durable. A listener must not
+        block (push into a bounded queue); its exceptions are logged and
+        ignored. Returns a function that removes the listener.
+        """
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def size_bytes(self) -> int:
+        """Bytes on disk of the database and its WAL (for a metric)."""
+        total = 0
+        for suffix in ("", "-wal"):
+            with suppress(FileNotFoundError):
+                total += os.stat(f"{self.path}{suffix}").st_size
+        return total
+
+    # Internals.
+
+    def _check_open(self) -> None:
+        if self._failed is not None:
+            raise EventLogClosed(f"event log failed: {self._failed!r}")
+        if self._closing:
+            raise EventLogClosed("event log closed")
+
+    def _enqueue(self, item: PendingEvent | PendingOp) -> tuple[_Batch, int]:
+        batch = self._batches[-1]
+        if len(batch.items) >= MAX_BATCH_ITEMS:
+            batch = _Batch()
+            self._batches.append(batch)
+        batch.items.append(item)
+        self._have_work.set()
+        return batch, len(batch.items) - 1
+
+    async def _op(self, op: PendingOp) -> object:
+        self._check_open()
+        batch, index = self._enqueue(op)
+        return await batch.wait(index)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        return await anyio.to_thread.run_sync(self._readers.run, fn)
+
+    async def _write_loop(self) -> None:
+        while True:
+            if not self._batches[0].items:
+                await self._have_work.wait()
+                self._have_work = anyio.Event()
+                continue
+            await self._write_next()
+
+    async def _write_next(self) -> None:
+        batch = self._batches[0]
+        if len(self._batches) == 1:
+            self._batches.append(_Batch())  # later appends join the next commit
+        self._batches.popleft()
+        try:
+            # Shielded: a commit is never abandoned halfway by a cancellation,
+            # so an append is never told "failed" for an event that landed.
+            with anyio.CancelScope(shield=True):
+                batch.results = await anyio.to_thread.run_sync(
+                    self._writer.write_batch, batch.items
+                )
+        except BaseException as exc:
+            self._failed = exc
+            batch.error = exc
+            batch.done.set()
+            self._fail_pending(exc)
+            raise
+        events = [r for r in batch.results if isinstance(r, Event)]
+        for event in events:
+            self._committed[event.session_id] = event.seq
+        batch.done.set()
+        if events:
+            self._notify(events)
+
+    def _fail_pending(self, exc: BaseException) -> None:
+        for batch in self._batches:
+            if not batch.done.is_set():
+                batch.error = exc
+                batch.done.set()
+
+    def _notify(self, events: Sequence[Event]) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(events)
+            except Exception:
+                log.exception("event log listener failed")
