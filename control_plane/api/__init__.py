@@ -1,0 +1,1 @@
+"""HTTP endpoints of the control plane (Starlette routes)."""

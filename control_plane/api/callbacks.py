@@ -1,0 +1,126 @@
+"""The callback endpoints a VM calls with its callback token (DESIGN.md section 5)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from anyio import to_thread
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from control_plane import node_store
+from control_plane.api.common import ApiError, parse_body, plane_of, require_callback
+from control_plane.secrets import SecretStoreError
+
+
+class ReadyBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    version: str
+    capacity: dict[str, Any] = Field(default_factory=dict)
+
+
+class SessionReport(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    session_id: str
+    state: str
+    agent: str
+
+
+class HeartbeatBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    sessions: list[SessionReport] = Field(default_factory=list)
+    usage: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    session_id: str = Field(min_length=1)
+    seq: int = Field(ge=1)
+    ts: float
+    type: str
+    data: Any = None
+
+
+class EventsBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    events: list[EventIn]
+
+
+class CredentialsBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    agent: str = Field(min_length=1)
+
+
+async def ready(request: Request) -> JSONResponse:
+    node_id = request.path_params["node_id"]
+    require_callback(request, node_id)
+    body = await parse_body(request, ReadyBody)
+    plane = plane_of(request)
+    await to_thread.run_sync(
+        node_store.record_ready, plane.engine, node_id, body.version, body.capacity, plane.clock()
+    )
+    return JSONResponse({"ok": True})
+
+
+async def heartbeat(request: Request) -> JSONResponse:
+    node_id = request.path_params["node_id"]
+    claims = require_callback(request, node_id)
+    body = await parse_body(request, HeartbeatBody)
+    plane = plane_of(request)
+    sessions = [s.model_dump() for s in body.sessions]
+    await to_thread.run_sync(
+        node_store.record_heartbeat, plane.engine, node_id, sessions, body.usage, plane.clock()
+    )
+    token = None
+    if plane.tokens.needs_refresh(claims):
+        token = plane.tokens.mint_callback_token(node_id)
+    return JSONResponse({"interval_s": plane.settings.heartbeat_interval_s, "token": token})
+
+
+async def events(request: Request) -> JSONResponse:
+    node_id = request.path_params["node_id"]
+    require_callback(request, node_id)
+    body = await parse_body(request, EventsBody)
+    plane = plane_of(request)
+    fail = plane.faults.next_events_batch_fails()
+    if fail and not plane.faults.store_before_failing:
+        raise ApiError(500, "injected fault: events batch refused")
+    batch = [node_store.NodeEvent(e.session_id, e.seq, e.ts, e.type, e.data) for e in body.events]
+    result = await to_thread.run_sync(
+        node_store.store_events, plane.engine, node_id, batch, plane.clock()
+    )
+    if fail:
+        raise ApiError(500, "injected fault: events batch stored, acknowledgement lost")
+    return JSONResponse({"stored": result.stored, "duplicates": result.duplicates})
+
+
+async def agent_credentials(request: Request) -> JSONResponse:
+    node_id = request.path_params["node_id"]
+    session_id = request.path_params["session_id"]
+    require_callback(request, node_id)
+    body = await parse_body(request, CredentialsBody)
+    plane = plane_of(request)
+    bound = await to_thread.run_sync(
+        node_store.bind_session, plane.engine, session_id, node_id, plane.clock()
+    )
+    if bound != node_id:
+        raise ApiError(403, "forbidden: session runs on another node")
+    try:
+        env = await to_thread.run_sync(plane.secrets.env_for, body.agent)
+    except SecretStoreError as exc:
+        raise ApiError(500, str(exc)) from exc
+    return JSONResponse({"env": env}, headers={"Cache-Control": "no-store"})
+
+
+routes = [
+    Route("/api/nodes/{node_id}/ready", ready, methods=["POST"]),
+    Route("/api/nodes/{node_id}/heartbeat", heartbeat, methods=["POST"]),
+    Route("/api/nodes/{node_id}/events", events, methods=["POST"]),
+    Route(
+        "/api/nodes/{node_id}/sessions/{session_id}/agent-credentials",
+        agent_credentials,
+        methods=["POST"],
+    ),
+]

@@ -1,0 +1,89 @@
+"""Shared HTTP plumbing: JSON errors, body parsing, bearer-token checks."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from control_plane.plane import ControlPlane
+from control_plane.tokens import (
+    ADMIN_SCOPE,
+    CALLBACK_AUDIENCE,
+    CALLBACK_SCOPE,
+    USER_AUDIENCE,
+    USER_SCOPE,
+    Claims,
+    TokenExpiredError,
+    TokenInvalidError,
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, **extra: Any) -> None:
+        super().__init__(error)
+        self.status = status
+        self.body = {"error": error, **extra}
+
+
+async def api_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse(exc.body, status_code=exc.status, headers=headers)
+
+
+def plane_of(request: Request) -> ControlPlane:
+    plane = request.app.state.plane
+    assert isinstance(plane, ControlPlane)
+    return plane
+
+
+async def parse_body(request: Request, model: type[M]) -> M:
+    try:
+        raw = json.loads(await request.body())
+    except ValueError as exc:
+        raise ApiError(400, "body is not JSON") from exc
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise ApiError(422, f"invalid body: {where}: {first['msg']}") from exc
+
+
+def _claims(request: Request) -> Claims:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "unauthorized")
+    try:
+        return plane_of(request).tokens.verify(token.strip())
+    except TokenExpiredError as exc:
+        raise ApiError(401, "token expired") from exc
+    except TokenInvalidError as exc:
+        raise ApiError(401, "unauthorized") from exc
+
+
+def require_callback(request: Request, node_id: str) -> Claims:
+    """A callback token of this very node: 401 if not ours or expired, 403 if another kind."""
+    claims = _claims(request)
+    if claims.aud != CALLBACK_AUDIENCE or claims.scopes != {CALLBACK_SCOPE}:
+        raise ApiError(403, "forbidden: not a callback token")
+    if claims.sub != node_id:
+        raise ApiError(403, "forbidden: token is for another node")
+    return claims
+
+
+def require_user(request: Request, *, admin: bool = False) -> Claims:
+    """A user token (scope "user"; "admin" too if asked). Callback/viewer tokens get 403."""
+    claims = _claims(request)
+    if claims.aud != USER_AUDIENCE or USER_SCOPE not in claims.scopes or not claims.sub:
+        raise ApiError(403, "forbidden: not a user token")
+    if admin and ADMIN_SCOPE not in claims.scopes:
+        raise ApiError(403, "forbidden: admin scope required")
+    return claims

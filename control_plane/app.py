@@ -1,0 +1,134 @@
+"""The control plane's ASGI app, and serving it with uvicorn inside an anyio task group."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket
+import time
+from collections.abc import AsyncIterator, Generator
+
+import anyio
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from control_plane.api import admin, callbacks, github, tasks
+from control_plane.api.common import ApiError, api_error_handler, plane_of
+from control_plane.keys import Clock
+from control_plane.plane import ControlPlane
+from control_plane.settings import ControlPlaneSettings
+
+
+async def _jwks(request: Request) -> JSONResponse:
+    # Short cache: verifiers pick up a rotated key well before it starts signing.
+    return JSONResponse(
+        plane_of(request).tokens.keys.jwks(), headers={"Cache-Control": "public, max-age=60"}
+    )
+
+
+async def _health(_request: Request) -> JSONResponse:
+    return JSONResponse({"ok": True})
+
+
+def create_app(
+    settings: ControlPlaneSettings,
+    *,
+    plane: ControlPlane | None = None,
+    clock: Clock = time.time,
+) -> Starlette:
+    """The app; opens the control plane (migrations, keys) unless one is given.
+
+    `app.state.plane` is the ControlPlane: its `tokens` mint tokens, its `faults`
+    hold the FAULT INJECTION knobs for tests.
+    """
+    plane = plane or ControlPlane.open(settings, clock=clock)
+    routes = [
+        Route("/.well-known/jwks.json", _jwks, methods=["GET"]),
+        Route("/health", _health, methods=["GET"]),
+        *callbacks.routes,
+        *admin.routes,
+        *tasks.routes,
+        *github.routes,
+    ]
+    app = Starlette(routes=routes, exception_handlers={ApiError: api_error_handler})
+    app.state.plane = plane
+    return app
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: the caller's task group owns shutdown."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None]:
+        yield
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise OSError(exc.errno, f"control plane: {host}:{port} is in use") from exc
+        raise
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+@contextlib.asynccontextmanager
+async def serve_control_plane(
+    settings: ControlPlaneSettings,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    app: Starlette | None = None,
+) -> AsyncIterator[str]:
+    """Serve the control plane until the block exits; yields its base URL.
+
+    Port 0 picks a free port. Pass `app` to reach its state (fault knobs, tokens) or to
+    serve the same app again after a stop (a restart); an app made here is closed here.
+    """
+    own_app = app is None
+    served = app if app is not None else create_app(settings)
+    sock = _bind(host, port)
+    bound_port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        served, log_level="warning", lifespan="off", timeout_graceful_shutdown=5
+    )
+    server = _QuietServer(config)
+    try:
+        async with anyio.create_task_group() as tg:
+            finished = anyio.Event()
+
+            async def run() -> None:
+                try:
+                    await server.serve(sockets=[sock])
+                finally:
+                    finished.set()
+
+            tg.start_soon(run)
+            while not server.started:  # uvicorn has no startup event to wait on
+                if finished.is_set():
+                    raise RuntimeError("control plane server stopped during startup")
+                await anyio.sleep(0.01)
+            url_host = f"[{host}]" if ":" in host else host
+            try:
+                yield f"http://{url_host}:{bound_port}"
+            finally:
+                server.should_exit = True
+    finally:
+        sock.close()
+        if own_app:
+            plane_of_app(served).close()
+
+
+def plane_of_app(app: Starlette) -> ControlPlane:
+    plane = app.state.plane
+    assert isinstance(plane, ControlPlane)
+    return plane
