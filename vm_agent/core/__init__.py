@@ -1,0 +1,1 @@
+"""The pure core: session state machine and disconnect classifier. No I/O, no clocks, no tasks."""

@@ -1,0 +1,75 @@
+"""Decisions the session machine hands the shell to carry out, in order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vm_agent.core.classifier import Classification, ExitFacts
+from vm_agent.core.vocabulary import OutcomeKind, SessionState
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    state: SessionState
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """The request is refused as it stands; tell the asker why."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendPrompt:
+    prompt_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendCancel:
+    """Send ``session/cancel`` and answer pending permission requests with ``cancelled``."""
+
+
+@dataclass(frozen=True, slots=True)
+class StopAgent:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Restart:
+    """Start a new process after ``delay_s``; load the ACP session when ``load`` is set."""
+
+    delay_s: float
+    load: bool
+    attempt: int
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordOutcome:
+    prompt_id: str
+    outcome: OutcomeKind
+    stop_reason: str | None = None
+    reason: str | None = None
+    error_code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EmitCrashReport:
+    classification: Classification
+    exit: ExitFacts
+    recovered: bool
+    recovery_error: str | None
+
+
+Action = (
+    StateChanged
+    | Refuse
+    | SendPrompt
+    | SendCancel
+    | StopAgent
+    | Restart
+    | RecordOutcome
+    | EmitCrashReport
+)

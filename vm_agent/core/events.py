@@ -1,0 +1,107 @@
+"""Facts the shell feeds the session machine. Every time is passed in (seconds, monotonic)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vm_agent.core.classifier import ExitFacts
+
+
+@dataclass(frozen=True, slots=True)
+class AgentReady:
+    """A process is up, initialized, and has an ACP session (new or loaded)."""
+
+    now: float
+    acp_session_id: str
+    load_session: bool
+    loaded: bool = False  # the session was loaded (session/load), not opened anew
+
+
+@dataclass(frozen=True, slots=True)
+class StartFailed:
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class PromptRequested:
+    now: float
+    prompt_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentOutput:
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class PromptAnswered:
+    now: float
+    stop_reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PromptErrored:
+    now: float
+    code: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequested:
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time passed; the machine checks its deadlines against ``now``."""
+
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    now: float
+    exit: ExitFacts
+
+
+@dataclass(frozen=True, slots=True)
+class RecoverySucceeded:
+    now: float
+    acp_session_id: str
+    loaded: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryFailed:
+    now: float
+    message: str
+    retryable: bool  # the process died or hung (try again) vs the agent refused (do not)
+
+
+@dataclass(frozen=True, slots=True)
+class StopRequested:
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class RecoverRequested:
+    """Someone asks a stopped or failed session to come back (after a daemon restart)."""
+
+    now: float
+
+
+Event = (
+    AgentReady
+    | StartFailed
+    | PromptRequested
+    | AgentOutput
+    | PromptAnswered
+    | PromptErrored
+    | CancelRequested
+    | Tick
+    | Disconnected
+    | RecoverySucceeded
+    | RecoveryFailed
+    | StopRequested
+    | RecoverRequested
+)

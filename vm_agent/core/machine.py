@@ -1,0 +1,372 @@
+"""The session state machine (DESIGN.md section 3): facts in, decisions out.
+
+Like h11, it owns no sockets, processes or clocks: the shell tells it what happened
+(with the time) and carries out the actions it returns, in order. Every prompt it accepts
+ends in exactly one ``RecordOutcome``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from vm_agent.core import actions as a
+from vm_agent.core import events as e
+from vm_agent.core.classifier import Classification, DisconnectFacts, ExitFacts, classify
+from vm_agent.core.vocabulary import DisconnectClass, OutcomeKind, SessionState
+
+S = SessionState
+AUTH_REQUIRED_CODE = -32000
+REQUEST_CANCELLED_CODE = -32800
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPolicy:
+    prompt_timeout_s: float | None = None
+    no_output_timeout_s: float | None = None
+    cancel_grace_s: float = 5.0
+    restart_budget: int = 3
+    restart_window_s: float = 300.0
+    min_uptime_s: float = 3.0
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+
+    def backoff(self, restarts_in_window: int) -> float:
+        """Zero for the first restart in the window, then doubling up to the cap."""
+        if restarts_in_window <= 0:
+            return 0.0
+        return float(min(self.backoff_max_s, self.backoff_base_s * 2 ** (restarts_in_window - 1)))
+
+
+class _Stopping(Enum):
+    """Why we are stopping the agent ourselves, if we are."""
+
+    NO = 0
+    DEADLINE = 1
+    CANCEL = 2
+    SESSION = 3
+
+
+class _RestartKind(Enum):
+    CRASH = "crash"  # recovery of a resumable disconnect: counts against the budget
+    RESET = "reset"  # a new process after we stopped one (cancel grace, deadline)
+    MANUAL = "manual"  # someone asked a stopped or failed session to come back
+
+
+@dataclass
+class SessionMachine:
+    policy: SessionPolicy = field(default_factory=SessionPolicy)
+    state: SessionState = S.STARTING
+    acp_session_id: str | None = None
+    load_session: bool = False
+    prompt_id: str | None = None
+    error: str | None = None
+    _stopping: _Stopping = _Stopping.NO
+    _prompt_deadline: float | None = None
+    _output_deadline: float | None = None
+    _grace_deadline: float | None = None
+    _restarts: list[float] = field(default_factory=list)
+    _restart_kind: _RestartKind = _RestartKind.CRASH
+    _attempt: int = 0
+    _crash: tuple[Classification, ExitFacts] | None = None  # waits for the recovery's result
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When the shell should send the next ``Tick`` (None: no deadline is armed)."""
+        times = [
+            t
+            for t in (self._prompt_deadline, self._output_deadline, self._grace_deadline)
+            if t is not None
+        ]
+        return min(times) if times else None
+
+    def restarts_in_window(self, now: float) -> int:
+        return sum(1 for t in self._restarts if now - t < self.policy.restart_window_s)
+
+    # -- the one entry point ----------------------------------------------------------------
+
+    def handle(self, event: e.Event) -> list[a.Action]:
+        match event:
+            case e.AgentReady():
+                return self._on_ready(event)
+            case e.StartFailed():
+                return self._on_start_failed(event)
+            case e.PromptRequested():
+                return self._on_prompt(event)
+            case e.AgentOutput():
+                if self.state is S.PROMPTING and self.policy.no_output_timeout_s:
+                    self._arm_output_deadline(event.now)
+                return []
+            case e.PromptAnswered():
+                return self._on_answer(event.stop_reason, None, "")
+            case e.PromptErrored():
+                return self._on_answer(None, event.code, event.message)
+            case e.CancelRequested():
+                return self._on_cancel(event)
+            case e.Tick():
+                return self._on_tick(event.now)
+            case e.Disconnected():
+                return self._on_disconnect(event)
+            case e.RecoverySucceeded():
+                return self._on_recovered(event)
+            case e.RecoveryFailed():
+                return self._on_recovery_failed(event.now, event.message, event.retryable)
+            case e.StopRequested():
+                return self._on_stop()
+            case e.RecoverRequested():
+                return self._on_recover_requested()
+        raise TypeError(f"unknown event {event!r}")  # pragma: no cover
+
+    # -- handlers ---------------------------------------------------------------------------
+
+    def _on_ready(self, ev: e.AgentReady) -> list[a.Action]:
+        if self.state is not S.STARTING:
+            return []
+        self.acp_session_id = ev.acp_session_id
+        self.load_session = ev.load_session
+        note = "ACP session loaded" if ev.loaded else "ACP session opened"
+        return self._enter(S.READY, note)
+
+    def _on_start_failed(self, ev: e.StartFailed) -> list[a.Action]:
+        if self.state is not S.STARTING:
+            return []
+        self.error = ev.message
+        return self._enter(S.ERROR, ev.message)
+
+    def _on_prompt(self, ev: e.PromptRequested) -> list[a.Action]:
+        if self.state is not S.READY:
+            why = {
+                S.PROMPTING: "a prompt is already running in this session",
+                S.CANCELLING: "a prompt is being cancelled in this session",
+                S.STARTING: "the session is still starting",
+                S.RECOVERING: "the session is recovering its agent",
+                S.ERROR: f"the session is in error: {self.error}",
+                S.STOPPED: "the session is stopped",
+            }[self.state]
+            return [a.Refuse(why)]
+        self.prompt_id = ev.prompt_id
+        self._stopping = _Stopping.NO
+        p = self.policy
+        self._prompt_deadline = ev.now + p.prompt_timeout_s if p.prompt_timeout_s else None
+        self._output_deadline = None
+        if p.no_output_timeout_s:
+            self._arm_output_deadline(ev.now)
+        return [*self._enter(S.PROMPTING), a.SendPrompt(ev.prompt_id)]
+
+    def _on_answer(self, stop_reason: str | None, code: int | None, msg: str) -> list[a.Action]:
+        if self.state not in (S.PROMPTING, S.CANCELLING) or self.prompt_id is None:
+            return []
+        if self._stopping is not _Stopping.NO:
+            return []  # we already decided to stop it; the disconnect will settle the outcome
+        cancelling = self.state is S.CANCELLING
+        if stop_reason is not None:
+            kind = OutcomeKind.CANCELLED if stop_reason == "cancelled" else OutcomeKind.COMPLETED
+            outcome = a.RecordOutcome(self.prompt_id, kind, stop_reason=stop_reason)
+            note = None
+        elif code == AUTH_REQUIRED_CODE:
+            outcome = a.RecordOutcome(
+                self.prompt_id, OutcomeKind.AUTH_REQUIRED, reason=msg, error_code=code
+            )
+            note = "the agent needs authentication"
+        elif cancelling and code == REQUEST_CANCELLED_CODE:
+            outcome = a.RecordOutcome(
+                self.prompt_id, OutcomeKind.CANCELLED, reason=msg, error_code=code
+            )
+            note = None
+        else:
+            outcome = a.RecordOutcome(
+                self.prompt_id, OutcomeKind.FAILED, reason=msg, error_code=code
+            )
+            note = None
+        self._end_prompt()
+        return [outcome, *self._enter(S.READY, note)]
+
+    def _on_cancel(self, ev: e.CancelRequested) -> list[a.Action]:
+        if self.state is S.PROMPTING:
+            self._grace_deadline = ev.now + self.policy.cancel_grace_s
+            return [*self._enter(S.CANCELLING), a.SendCancel()]
+        if self.state is S.RECOVERING and self.prompt_id is not None:
+            # The prompt's turn is over for the person; recovery still brings the session back.
+            pid, self.prompt_id = self.prompt_id, None
+            reason = "cancelled while the agent was being recovered"
+            return [a.RecordOutcome(pid, OutcomeKind.CANCELLED, reason=reason)]
+        return []
+
+    def _on_tick(self, now: float) -> list[a.Action]:
+        if self.state not in (S.PROMPTING, S.CANCELLING) or self._stopping is not _Stopping.NO:
+            return []
+        if self._prompt_deadline is not None and now >= self._prompt_deadline:
+            self._stopping = _Stopping.DEADLINE
+            return [a.StopAgent("the prompt deadline passed")]
+        if self._output_deadline is not None and now >= self._output_deadline:
+            self._stopping = _Stopping.DEADLINE
+            return [a.StopAgent("the agent produced no output before the no-output deadline")]
+        if self._grace_deadline is not None and now >= self._grace_deadline:
+            self._stopping = _Stopping.CANCEL
+            return [a.StopAgent("the agent did not answer the cancel within the grace period")]
+        return []
+
+    def _on_disconnect(self, ev: e.Disconnected) -> list[a.Action]:
+        if self.state is S.RECOVERING:
+            return self._on_recovery_failed(ev.now, ev.exit.describe(), retryable=True)
+        if self.state is S.STARTING:
+            return self._on_start_failed(e.StartFailed(ev.exit.describe()))
+        if self.state not in (S.READY, S.PROMPTING, S.CANCELLING):
+            return []
+        verdict = classify(
+            DisconnectFacts(
+                exit=ev.exit,
+                stop_requested=self._stopping is _Stopping.SESSION,
+                cancel_pending=self.state is S.CANCELLING,
+                deadline_passed=self._stopping is _Stopping.DEADLINE,
+                load_session_supported=self.load_session,
+                acp_session_id_known=self.acp_session_id is not None,
+                restarts_in_window=self.restarts_in_window(ev.now),
+                restart_budget=self.policy.restart_budget,
+                min_uptime_s=self.policy.min_uptime_s,
+            )
+        )
+        pid = self.prompt_id
+        self._clear_deadlines()
+        self._stopping = _Stopping.NO
+        if verdict.kind is DisconnectClass.RESUMABLE:
+            self._crash = (verdict, ev.exit)
+            return self._restart(ev.now, _RestartKind.CRASH, verdict.reason)
+        if verdict.kind is DisconnectClass.CRASHED:
+            self.prompt_id = None
+            self.error = verdict.reason
+            out: list[a.Action] = []
+            if pid is not None:
+                out.append(a.RecordOutcome(pid, OutcomeKind.CRASHED, reason=verdict.reason))
+            out.append(a.EmitCrashReport(verdict, ev.exit, recovered=False, recovery_error=None))
+            return out + self._enter(S.ERROR, verdict.reason)
+        # timeout or cancelled: the prompt ends now; a fresh process brings the session back
+        self.prompt_id = None
+        kind = (
+            OutcomeKind.TIMEOUT
+            if verdict.kind is DisconnectClass.TIMEOUT
+            else OutcomeKind.CANCELLED
+        )
+        out = [a.RecordOutcome(pid, kind, reason=verdict.reason)] if pid is not None else []
+        return out + self._restart(ev.now, _RestartKind.RESET, verdict.reason)
+
+    def _on_recovered(self, ev: e.RecoverySucceeded) -> list[a.Action]:
+        if self.state is not S.RECOVERING:
+            return []
+        self.acp_session_id = ev.acp_session_id
+        out: list[a.Action] = []
+        if self._crash is not None:
+            verdict, exit_facts = self._crash
+            self._crash = None
+            if self.prompt_id is not None:
+                out.append(
+                    a.RecordOutcome(self.prompt_id, OutcomeKind.RECOVERED, reason=verdict.reason)
+                )
+            out.append(a.EmitCrashReport(verdict, exit_facts, recovered=True, recovery_error=None))
+        self.prompt_id = None
+        self.error = None
+        note = (
+            "a new agent process loaded the session"
+            if ev.loaded
+            else ("a new agent process opened a new ACP session (the agent cannot load sessions)")
+        )
+        return out + self._enter(S.READY, note)
+
+    def _on_recovery_failed(self, now: float, message: str, retryable: bool) -> list[a.Action]:
+        if self.state is not S.RECOVERING:
+            return []
+        if (
+            self._restart_kind is _RestartKind.CRASH
+            and retryable
+            and self.restarts_in_window(now) < self.policy.restart_budget
+        ):
+            return self._restart(now, _RestartKind.CRASH, message)
+        out: list[a.Action] = []
+        reason = f"recovery failed: {message}"
+        if self._crash is not None:
+            verdict, exit_facts = self._crash
+            self._crash = None
+            if self.restarts_in_window(now) >= self.policy.restart_budget:
+                reason += f" (restart budget of {self.policy.restart_budget} spent)"
+            crashed = Classification(DisconnectClass.CRASHED, f"{verdict.reason}; {reason}")
+            if self.prompt_id is not None:
+                out.append(
+                    a.RecordOutcome(self.prompt_id, OutcomeKind.CRASHED, reason=crashed.reason)
+                )
+            out.append(
+                a.EmitCrashReport(crashed, exit_facts, recovered=False, recovery_error=message)
+            )
+        self.prompt_id = None
+        self.error = reason
+        return out + self._enter(S.ERROR, reason)
+
+    def _on_stop(self) -> list[a.Action]:
+        if self.state is S.STOPPED:
+            return []
+        out: list[a.Action] = []
+        if self.prompt_id is not None:
+            out.append(
+                a.RecordOutcome(
+                    self.prompt_id, OutcomeKind.CANCELLED, reason="the session was stopped"
+                )
+            )
+        if self._crash is not None:
+            verdict, exit_facts = self._crash
+            out.append(
+                a.EmitCrashReport(verdict, exit_facts, recovered=False, recovery_error="stopped")
+            )
+            self._crash = None
+        self.prompt_id = None
+        self._clear_deadlines()
+        self._stopping = _Stopping.SESSION
+        return [*out, a.StopAgent("the session was stopped"), *self._enter(S.STOPPED)]
+
+    def _on_recover_requested(self) -> list[a.Action]:
+        if self.state not in (S.STOPPED, S.ERROR):
+            return [a.Refuse(f"the session is {self.state.value}, not stopped or in error")]
+        if not (self.load_session and self.acp_session_id):
+            return [a.Refuse("the agent cannot load this session (no loadSession or no ACP id)")]
+        self._stopping = _Stopping.NO
+        self._restart_kind = _RestartKind.MANUAL
+        self._attempt = 1
+        return [
+            *self._enter(S.RECOVERING, "loading the session in a new agent process"),
+            a.Restart(0.0, load=True, attempt=1, why="recovery was asked for"),
+        ]
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _restart(self, now: float, kind: _RestartKind, why: str) -> list[a.Action]:
+        load = self.load_session and self.acp_session_id is not None
+        delay = 0.0
+        if kind is _RestartKind.CRASH:
+            delay = self.policy.backoff(self.restarts_in_window(now))
+            self._restarts.append(now)
+            self._attempt = self._attempt + 1 if self._restart_kind is kind else 1
+        else:
+            self._attempt = 1
+        self._restart_kind = kind
+        note = f"restarting the agent ({why})"
+        if self.state is S.RECOVERING:
+            return [a.Restart(delay, load=load, attempt=self._attempt, why=why)]
+        return [
+            *self._enter(S.RECOVERING, note),
+            a.Restart(delay, load=load, attempt=self._attempt, why=why),
+        ]
+
+    def _enter(self, state: SessionState, note: str | None = None) -> list[a.Action]:
+        self.state = state
+        return [a.StateChanged(state, note)]
+
+    def _arm_output_deadline(self, now: float) -> None:
+        assert self.policy.no_output_timeout_s is not None
+        self._output_deadline = now + self.policy.no_output_timeout_s
+
+    def _clear_deadlines(self) -> None:
+        self._prompt_deadline = self._output_deadline = self._grace_deadline = None
+
+    def _end_prompt(self) -> None:
+        self.prompt_id = None
+        self._clear_deadlines()
+        self._stopping = _Stopping.NO
