@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, tuple_, update
+from sqlalchemy import Connection, Engine, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from control_plane.db import node_events, nodes, session_bindings
@@ -66,6 +66,22 @@ def get_node(engine: Engine, node_id: str) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
+_KEYS_PER_QUERY = 400  # stay far below any database's bound-parameter limit
+
+
+def _existing_keys(
+    conn: Connection, node_id: str, keys: list[tuple[str, int]]
+) -> set[tuple[str, int]]:
+    found: set[tuple[str, int]] = set()
+    pair = tuple_(node_events.c.session_id, node_events.c.seq)
+    for i in range(0, len(keys), _KEYS_PER_QUERY):
+        query = select(node_events.c.session_id, node_events.c.seq).where(
+            node_events.c.node_id == node_id, pair.in_(keys[i : i + _KEYS_PER_QUERY])
+        )
+        found.update((sid, seq) for sid, seq in conn.execute(query).all())
+    return found
+
+
 def store_events(
     engine: Engine, node_id: str, events: Sequence[NodeEvent], now: float
 ) -> IngestResult:
@@ -78,14 +94,7 @@ def store_events(
     for _ in range(_MAX_INSERT_ATTEMPTS):
         try:
             with engine.begin() as conn:
-                existing = set(
-                    conn.execute(
-                        select(node_events.c.session_id, node_events.c.seq).where(
-                            node_events.c.node_id == node_id,
-                            tuple_(node_events.c.session_id, node_events.c.seq).in_(list(unique)),
-                        )
-                    ).tuples()
-                )
+                existing = _existing_keys(conn, node_id, list(unique))
                 new = [ev for key, ev in unique.items() if key not in existing]
                 if new:
                     conn.execute(
