@@ -1,0 +1,3 @@
+from cloud_init.cli import main
+
+main()
