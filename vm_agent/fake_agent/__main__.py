@@ -1,0 +1,5 @@
+import sys
+
+from vm_agent.fake_agent import main
+
+sys.exit(main())
