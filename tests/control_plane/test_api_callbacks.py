@@ -1,0 +1,198 @@
+"""The callback endpoints over real HTTP on loopback: auth, refresh, ingest, credentials."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+
+from control_plane.settings import ControlPlaneSettings
+from control_plane.tokens import TokenIssuer
+from tests.control_plane.conftest import FakeClock
+from tests.control_plane.harness import running
+
+pytestmark = [pytest.mark.anyio, pytest.mark.integration]
+
+HEARTBEAT = {"sessions": [{"session_id": "s1", "state": "ready", "agent": "fake"}], "usage": {}}
+
+
+def events(session: str, *seqs: int) -> dict[str, object]:
+    return {
+        "events": [
+            {"session_id": session, "seq": s, "ts": 1.5, "type": "acp.update", "data": {"n": s}}
+            for s in seqs
+        ]
+    }
+
+
+async def test_ready_then_node_is_recorded(settings: ControlPlaneSettings) -> None:
+    async with running(settings) as cp:
+        body = {"version": "0.1.0", "capacity": {"vcpu": 2, "memory_mb": 4096}}
+        r = await cp.client.post("/api/nodes/n1/ready", json=body, headers=cp.callback("n1"))
+        assert (r.status_code, r.json()) == (200, {"ok": True})
+        node = (await cp.client.get("/api/nodes/n1", headers=cp.admin())).json()
+        assert (node["version"], node["capacity"]) == ("0.1.0", body["capacity"])
+
+
+async def test_heartbeat_refreshes_token_past_half_life(settings: ControlPlaneSettings) -> None:
+    clock = FakeClock(time.time())
+    async with running(settings, clock) as cp:
+        token = cp.plane.tokens.mint_callback_token("n1")
+        r = await cp.client.post(
+            "/api/nodes/n1/heartbeat", json=HEARTBEAT, headers=cp.bearer(token)
+        )
+        assert r.status_code == 200
+        assert r.json() == {"interval_s": 30, "token": None}
+
+        clock.advance(settings.callback_token_ttl_s / 2 + 1)
+        r = await cp.client.post(
+            "/api/nodes/n1/heartbeat", json=HEARTBEAT, headers=cp.bearer(token)
+        )
+        fresh = r.json()["token"]
+        assert isinstance(fresh, str) and fresh != token
+        claims = cp.plane.tokens.verify(fresh)
+        assert (claims.sub, claims.exp) == ("n1", int(clock.now) + settings.callback_token_ttl_s)
+        # The fresh token works after the old one expired.
+        clock.advance(settings.callback_token_ttl_s / 2)
+        r = await cp.client.post(
+            "/api/nodes/n1/heartbeat", json=HEARTBEAT, headers=cp.bearer(token)
+        )
+        assert r.status_code == 401
+        r = await cp.client.post(
+            "/api/nodes/n1/heartbeat", json=HEARTBEAT, headers=cp.bearer(fresh)
+        )
+        assert r.status_code == 200
+        node = (await cp.client.get("/api/nodes/n1", headers=cp.admin())).json()
+        assert node["sessions"] == HEARTBEAT["sessions"]
+
+
+CALLBACK_CALLS = [
+    ("/api/nodes/n1/ready", {"version": "1", "capacity": {}}),
+    ("/api/nodes/n1/heartbeat", HEARTBEAT),
+    ("/api/nodes/n1/events", events("s1", 1)),
+    ("/api/nodes/n1/sessions/s1/agent-credentials", {"agent": "fake"}),
+]
+
+
+@pytest.mark.parametrize(("path", "body"), CALLBACK_CALLS)
+async def test_callback_scope_enforcement(
+    settings: ControlPlaneSettings, path: str, body: dict[str, object]
+) -> None:
+    clock = FakeClock(time.time())
+    async with running(settings, clock) as cp:
+        tokens = cp.plane.tokens
+
+        async def status(headers: dict[str, str]) -> tuple[int, object]:
+            r = await cp.client.post(path, json=body, headers=headers)
+            return r.status_code, r.json()
+
+        assert await status({}) == (401, {"error": "unauthorized"})
+        assert (await status(cp.callback("n2")))[0] == 403  # another node's token
+        viewer = tokens.mint_viewer_token("n1", ["read", "write"])
+        assert (await status(cp.bearer(viewer)))[0] == 403
+        assert (await status(cp.user("alice")))[0] == 403
+        assert (await status(cp.admin()))[0] == 403
+        past = tokens.with_clock(lambda: clock.now - 2 * settings.callback_token_ttl_s)
+        expired = past.mint_callback_token("n1")
+        assert await status(cp.bearer(expired)) == (401, {"error": "token expired"})
+        forged = TokenIssuer.from_settings(
+            settings.model_copy(update={"state_dir": settings.state_dir.parent / "forger"})
+        ).mint_callback_token("n1")
+        assert await status(cp.bearer(forged)) == (401, {"error": "unauthorized"})
+        # An HS256 token whose "key" is the public JWK must not pass (pinned algorithm).
+        kid = tokens.keys.signing_key().kid
+        hs = jwt.encode(
+            {"sub": "n1", "scope": "node-callback", "aud": "control-plane", "exp": 2**31},
+            "x" * 32,
+            algorithm="HS256",
+            headers={"kid": kid},
+        )
+        assert (await status(cp.bearer(hs)))[0] == 401
+        assert (await status(cp.callback("n1")))[0] == 200
+
+
+async def test_events_are_stored_exactly_once(settings: ControlPlaneSettings) -> None:
+    async with running(settings) as cp:
+        post = "/api/nodes/n1/events"
+        r = await cp.client.post(post, json=events("s1", 1, 2, 3), headers=cp.callback("n1"))
+        assert r.json() == {"stored": 3, "duplicates": 0}
+        r = await cp.client.post(post, json=events("s1", 3, 4), headers=cp.callback("n1"))
+        assert r.json() == {"stored": 1, "duplicates": 1}
+        r = await cp.client.post(post, json=events("s1", 1, 2, 3, 4), headers=cp.callback("n1"))
+        assert r.json() == {"stored": 0, "duplicates": 4}
+        await cp.client.post(post, json=events("s2", 1), headers=cp.callback("n1"))
+
+        r = await cp.client.get(post, params={"session_id": "s1"}, headers=cp.admin())
+        stored = r.json()["events"]
+        assert [e["seq"] for e in stored] == [1, 2, 3, 4]
+        assert stored[0] == {
+            "session_id": "s1",
+            "seq": 1,
+            "ts": 1.5,
+            "type": "acp.update",
+            "data": {"n": 1},
+        }
+        # The read endpoint wants an admin token: not the callback token, not a plain user.
+        assert (await cp.client.get(post, headers=cp.callback("n1"))).status_code == 403
+        assert (await cp.client.get(post, headers=cp.user("bob"))).status_code == 403
+        assert len((await cp.client.get(post, headers=cp.admin())).json()["events"]) == 5
+
+
+async def test_bad_bodies(settings: ControlPlaneSettings) -> None:
+    async with running(settings) as cp:
+        h = cp.callback("n1")
+        r = await cp.client.post("/api/nodes/n1/events", content=b"{", headers=h)
+        assert r.status_code == 400
+        r = await cp.client.post("/api/nodes/n1/events", json=events("s1", 0), headers=h)
+        assert r.status_code == 422
+        assert "seq" in r.json()["error"]
+
+
+async def test_agent_credentials_only_for_the_node_running_the_session(
+    settings: ControlPlaneSettings, tmp_path: Path
+) -> None:
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"claude": {"ANTHROPIC_API_KEY": "sk-test-123"}}))
+    settings = settings.model_copy(update={"secrets_file": secrets})
+    async with running(settings) as cp:
+        path = "/api/nodes/{}/sessions/sess-1/agent-credentials"
+        r = await cp.client.post(
+            path.format("n1"), json={"agent": "claude"}, headers=cp.callback("n1")
+        )
+        assert r.status_code == 200
+        assert r.json() == {"env": {"ANTHROPIC_API_KEY": "sk-test-123"}}
+        assert r.headers["cache-control"] == "no-store"
+        r = await cp.client.post(
+            path.format("n2"), json={"agent": "claude"}, headers=cp.callback("n2")
+        )
+        assert r.status_code == 403
+        assert "sk-test" not in r.text
+        r = await cp.client.post(
+            path.format("n1"), json={"agent": "fake"}, headers=cp.callback("n1")
+        )
+        assert r.json() == {"env": {}}
+
+
+async def test_fault_knob_fails_every_other_batch(settings: ControlPlaneSettings) -> None:
+    async with running(settings) as cp:
+        post = "/api/nodes/n1/events"
+        cp.plane.faults.fail_every_other_events_batch = True
+        codes = []
+        for seq in range(1, 5):
+            r = await cp.client.post(post, json=events("s", seq), headers=cp.callback("n1"))
+            codes.append(r.status_code)
+        assert codes == [500, 200, 500, 200]
+        stored = (await cp.client.get(post, headers=cp.admin())).json()["events"]
+        assert [e["seq"] for e in stored] == [2, 4]  # failed batches stored nothing
+
+        cp.plane.faults.store_before_failing = True
+        r = await cp.client.post(post, json=events("s", 5), headers=cp.callback("n1"))
+        assert r.status_code == 500
+        stored = (await cp.client.get(post, headers=cp.admin())).json()["events"]
+        assert [e["seq"] for e in stored] == [2, 4, 5]  # stored, acknowledgement lost
+        cp.plane.faults.fail_every_other_events_batch = False
+        r = await cp.client.post(post, json=events("s", 5), headers=cp.callback("n1"))
+        assert r.json() == {"stored": 0, "duplicates": 1}
