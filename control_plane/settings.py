@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,6 +31,15 @@ class ControlPlaneSettings(BaseSettings):
     # FAULT INJECTION (tests only): with the knob above, store the failing batch before
     # answering 500 (a lost acknowledgement) instead of storing nothing.
     fault_store_before_failing: bool = False
+
+    # Bodies past this size are refused (413) before they are parsed.
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+
+    @field_validator("public_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        # It is compared byte for byte as `iss`; one spelling only.
+        return value.rstrip("/")
 
     @property
     def max_token_ttl_s(self) -> int:

@@ -25,7 +25,7 @@ class SessionReport(BaseModel):
     model_config = ConfigDict(extra="allow")
     session_id: str
     state: str
-    agent: str
+    agent: str | None = None
 
 
 class HeartbeatBody(BaseModel):

@@ -43,9 +43,24 @@ def plane_of(request: Request) -> ControlPlane:
     return plane
 
 
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"body larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def parse_body(request: Request, model: type[M]) -> M:
+    body = await _read_body(request, plane_of(request).settings.max_body_bytes)
     try:
-        raw = json.loads(await request.body())
+        raw = json.loads(body)
     except ValueError as exc:
         raise ApiError(400, "body is not JSON") from exc
     try:

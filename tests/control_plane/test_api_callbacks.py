@@ -196,3 +196,16 @@ async def test_fault_knob_fails_every_other_batch(settings: ControlPlaneSettings
         cp.plane.faults.fail_every_other_events_batch = False
         r = await cp.client.post(post, json=events("s", 5), headers=cp.callback("n1"))
         assert r.json() == {"stored": 0, "duplicates": 1}
+
+
+async def test_oversized_body_is_refused(settings: ControlPlaneSettings) -> None:
+    settings = settings.model_copy(update={"max_body_bytes": 1000})
+    async with running(settings) as cp:
+        r = await cp.client.post(
+            "/api/nodes/n1/events", json=events("s1", *range(1, 100)), headers=cp.callback("n1")
+        )
+        assert r.status_code == 413
+        r = await cp.client.post(
+            "/api/nodes/n1/events", json=events("s1", 1), headers=cp.callback("n1")
+        )
+        assert r.status_code == 200

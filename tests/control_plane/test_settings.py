@@ -1,0 +1,21 @@
+"""Settings come from CONTROL_PLANE_* variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from control_plane.settings import ControlPlaneSettings
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CONTROL_PLANE_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("CONTROL_PLANE_PUBLIC_URL", "http://127.0.0.1:9/")
+    monkeypatch.setenv("CONTROL_PLANE_HEARTBEAT_INTERVAL_S", "7")
+    monkeypatch.setenv("CONTROL_PLANE_SECRETS_FILE", str(tmp_path / "s.json"))
+    s = ControlPlaneSettings()  # type: ignore[call-arg]
+    assert s.public_url == "http://127.0.0.1:9"
+    assert s.heartbeat_interval_s == 7
+    assert s.secrets_file == tmp_path / "s.json"
+    assert s.fault_fail_every_other_events_batch is False
