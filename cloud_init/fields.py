@@ -26,13 +26,12 @@ _PINNED = re.compile(r"vm-agent==" + _VERSION)
 _WHEEL_NAME = re.compile(r"vm_agent-" + _VERSION + r"-py3-none-any\.whl")
 _SHA256_FRAGMENT = re.compile(r"sha256=[0-9a-f]{64}")
 _DIGITS = re.compile(r"[0-9]{1,9}")
-# Well-known credential shapes (GitHub, OpenAI/Anthropic, AWS, GitLab, Slack, Google,
-# DigitalOcean, Hetzner, JWTs): a field other than the callback token holding one of
-# these is a mistake that would put a credential on the VM.
+# Well-known credential prefixes (GitHub, OpenAI/Anthropic, GitLab, Slack, AWS, Google,
+# DigitalOcean, JWTs), case-sensitive so that e.g. "asia-east1" stays a fine hostname:
+# a field other than the callback token holding one would put a credential on the VM.
 _SECRET_MARKERS = re.compile(
     r"(?<![A-Za-z0-9])(?:gh[pousr]_|github_pat_|sk-|glpat-|xox[abposr]-|AKIA|ASIA|AIza"
-    r"|dop_v1_|hcloud|eyJ)",
-    re.IGNORECASE,
+    r"|dop_v1_|eyJ)"
 )
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 

@@ -52,7 +52,7 @@ printf 'vm.swappiness = %s\n' "$swappiness" > "$sysctl_conf"
 
 _INSTALL_BODY = r"""
 export DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-mkdir -p -m 0700 "$work"
+install -d -m 0700 "$work"
 export TMPDIR="$work"
 
 # Debian and Ubuntu ship venv and ensurepip in a separate package.
