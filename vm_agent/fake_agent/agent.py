@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from typing import Any
 
 import anyio
@@ -110,7 +109,7 @@ class FakeAgent:
 
     async def _new_session(self, params: dict[str, Any]) -> dict[str, Any]:
         cwd = _cwd(params)
-        session_id = "fake-" + uuid.uuid4().hex
+        session_id = "fake-" + os.urandom(16).hex()
         self.sessions[session_id] = Session(session_id, cwd)
         self.store.open(session_id)
         return {"sessionId": session_id}
