@@ -47,7 +47,7 @@ class ControlPlane:
         self.engine = engine
         self.tokens = tokens
         self.clock = clock
-        self.secrets = FileSecretStore(settings.secrets_file)
+        self.secrets = FileSecretStore(settings.secrets_file, settings.agent_secrets)
         self.faults = FaultInjection(
             fail_every_other_events_batch=settings.fault_fail_every_other_events_batch,
             store_before_failing=settings.fault_store_before_failing,

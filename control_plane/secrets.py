@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
+
+from pydantic import SecretStr
 
 
 class SecretStoreError(RuntimeError):
@@ -11,14 +14,21 @@ class SecretStoreError(RuntimeError):
 
 
 class FileSecretStore:
-    """JSON `{"agent name": {"ENV_VAR": "value"}}`, read on each lookup so edits apply."""
+    """JSON `{"agent name": {"ENV_VAR": "value"}}`, read on each lookup so edits apply.
 
-    def __init__(self, path: Path | None) -> None:
+    `fallback` (from the environment) serves agents the file does not name.
+    """
+
+    def __init__(
+        self, path: Path | None, fallback: Mapping[str, Mapping[str, SecretStr]] | None = None
+    ) -> None:
         self._path = path
+        self._fallback = fallback or {}
 
     def env_for(self, agent: str) -> dict[str, str]:
+        from_env = {k: v.get_secret_value() for k, v in self._fallback.get(agent, {}).items()}
         if self._path is None:
-            return {}
+            return from_env
         try:
             doc = json.loads(self._path.read_text())
         except (OSError, ValueError) as exc:
@@ -26,7 +36,9 @@ class FileSecretStore:
             raise SecretStoreError(f"cannot read secrets file {self._path}") from exc
         if not isinstance(doc, dict):
             raise SecretStoreError(f"secrets file {self._path} is not a JSON object")
-        env = doc.get(agent) or {}
+        if agent not in doc:
+            return from_env
+        env = doc[agent] or {}
         if not isinstance(env, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in env.items()
         ):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -16,6 +16,9 @@ class ControlPlaneSettings(BaseSettings):
     public_url: str
     # Dev secret store: JSON {"agent name": {"ENV_VAR": "value"}}.
     secrets_file: Path | None = None
+    # Dev secret store from the environment: CONTROL_PLANE_AGENT_SECRETS='{"claude": {...}}'.
+    # The secrets file, if set, wins for an agent that both name.
+    agent_secrets: dict[str, dict[str, SecretStr]] = Field(default_factory=dict)
     # SQLAlchemy URL; default is a SQLite file under state_dir.
     database_url: str | None = None
     callback_token_ttl_s: int = Field(default=24 * 3600, gt=0)

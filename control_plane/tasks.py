@@ -158,3 +158,12 @@ def load_task(engine: Engine, task_id: str) -> TaskRecord | None:
         provenance=json.loads(row["reservation_provenance_json"]),
         placement_explanation=row["placement_explanation"],
     )
+
+
+def submit_task(
+    engine: Engine, sub: TaskSubmission, default_provider: str, now: float
+) -> TaskRecord:
+    """Plan and store a task (audit only; placement is untouched)."""
+    record = plan_task(sub, default_provider)
+    store_task(engine, record, now)
+    return record

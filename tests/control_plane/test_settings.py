@@ -19,3 +19,23 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert s.heartbeat_interval_s == 7
     assert s.secrets_file == tmp_path / "s.json"
     assert s.fault_fail_every_other_events_batch is False
+
+
+def test_agent_secrets_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from control_plane.secrets import FileSecretStore
+
+    monkeypatch.setenv(
+        "CONTROL_PLANE_AGENT_SECRETS",
+        '{"codex": {"OPENAI_API_KEY": "sk-env"}, "claude": {"ANTHROPIC_API_KEY": "sk-env"}}',
+    )
+    s = ControlPlaneSettings(state_dir=tmp_path, public_url="http://x")
+    assert "sk-env" not in repr(s)
+    file = tmp_path / "secrets.json"
+    file.write_text('{"claude": {"ANTHROPIC_API_KEY": "sk-file"}}')
+    store = FileSecretStore(file, s.agent_secrets)
+    assert store.env_for("claude") == {"ANTHROPIC_API_KEY": "sk-file"}
+    assert store.env_for("codex") == {"OPENAI_API_KEY": "sk-env"}
+    assert store.env_for("fake") == {}
+    assert FileSecretStore(None, s.agent_secrets).env_for("claude") == {
+        "ANTHROPIC_API_KEY": "sk-env"
+    }
