@@ -22,6 +22,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         log(f"fake-agent: error: {exc}")
         return 2
+    except SystemExit as exc:  # argparse's --help and usage errors: keep main() -> int
+        return exc.code if isinstance(exc.code, int) else 2
     if config.scenario == "exit-on-start" and (
         not config.once or first_time(config.state_dir or ".", "exit-on-start")
     ):

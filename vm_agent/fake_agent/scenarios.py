@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Awaitable, Callable
@@ -102,10 +103,11 @@ async def stderr_flood(turn: Turn, text: str) -> str:
     # Blocking writes on purpose: a client that does not drain stderr stalls us here.
     line = b"fake-agent: stderr flood " + b"." * 998 + b"\n"
     remaining = turn.config.stderr_bytes
-    while remaining > 0:
-        part = line[:remaining] if remaining < len(line) else line
-        write_all(2, part)
-        remaining -= len(part)
+    with contextlib.suppress(OSError):  # nobody reads stderr any more: just go on
+        while remaining > 0:
+            part = line[:remaining] if remaining < len(line) else line
+            write_all(2, part)
+            remaining -= len(part)
     return await echo(turn, text)
 
 

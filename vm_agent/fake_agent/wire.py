@@ -60,7 +60,8 @@ class ClientCallError(Exception):
 
 def log(text: str) -> None:
     """One line to stderr, unbuffered (it must survive an `os._exit` right after)."""
-    write_all(2, (text.rstrip("\n") + "\n").encode("utf-8", "replace"))
+    with contextlib.suppress(OSError):  # a closed stderr must not break the protocol
+        write_all(2, (text.rstrip("\n") + "\n").encode("utf-8", "replace"))
 
 
 def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
