@@ -209,3 +209,27 @@ async def test_oversized_body_is_refused(settings: ControlPlaneSettings) -> None
             "/api/nodes/n1/events", json=events("s1", 1), headers=cp.callback("n1")
         )
         assert r.status_code == 200
+
+
+async def test_concurrent_overlapping_batches_store_each_event_once(
+    settings: ControlPlaneSettings,
+) -> None:
+    import anyio
+
+    async with running(settings) as cp:
+        results: list[dict[str, int]] = []
+
+        async def send(seqs: range) -> None:
+            r = await cp.client.post(
+                "/api/nodes/n1/events", json=events("s", *seqs), headers=cp.callback("n1")
+            )
+            assert r.status_code == 200, r.text
+            results.append(r.json())
+
+        async with anyio.create_task_group() as tg:
+            for start in range(1, 40, 5):
+                tg.start_soon(send, range(start, start + 10))
+        stored = (await cp.client.get("/api/nodes/n1/events", headers=cp.admin())).json()
+        assert [e["seq"] for e in stored["events"]] == list(range(1, 46))
+        assert sum(r["stored"] for r in results) == 45
+        assert sum(r["stored"] + r["duplicates"] for r in results) == 80
