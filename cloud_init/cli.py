@@ -41,13 +41,21 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and the caller chooses the exit status."""
 
     def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments"):
+            # Not echoed: a mistyped flag may be followed by a secret.
+            message = "unrecognized arguments (not repeated here)"
         raise _Usage(message)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m cloud_init", description="Render vm-agent user-data.")
+    # No abbreviations: "--callback-token" must not quietly mean "--callback-token-file".
+    parser = _Parser(
+        prog="python -m cloud_init", description="Render vm-agent user-data.", allow_abbrev=False
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    render_cmd = commands.add_parser("render", help="print #cloud-config user-data")
+    render_cmd = commands.add_parser(
+        "render", help="print #cloud-config user-data", allow_abbrev=False
+    )
     required = render_cmd.add_argument_group("required")
     required.add_argument("--node-id", required=True)
     required.add_argument("--hostname", required=True)

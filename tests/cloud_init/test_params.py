@@ -15,6 +15,9 @@ from cloud_init import (
 )
 from tests.cloud_init.helpers import PLANE, TOKEN, WHEEL, valid_inputs
 
+WHEEL_NAME = "vm_agent-0.1.0-py3-none-any.whl"
+Swap = SwapSettings
+
 INJECTIONS = ["\n", "x\ny", "'", '"', "$(id)", "`id`", ";id", " ", "\\", "\t", "#"]
 
 
@@ -91,12 +94,18 @@ def test_injection_is_refused_in_every_text_field(
         ({"agent_package": "vm-agent>=0.1"}, "agent_package"),
         ({"agent_package": "other==1.0"}, "agent_package"),
         ({"agent_package": "vm-agent==0.1.0 --index-url=https://evil"}, "agent_package"),
-        ({"agent_package": "https://evil.example.com/vm_agent-0.1.0-py3-none-any.whl"}, "agent_package"),
+        (
+            {"agent_package": "https://evil.example.com/vm_agent-0.1.0-py3-none-any.whl"},
+            "agent_package",
+        ),
         ({"agent_package": PLANE + ":8443/vm_agent-0.1.0-py3-none-any.whl"}, "agent_package"),
         ({"agent_package": PLANE + "/evil-0.1.0-py3-none-any.whl"}, "agent_package"),
         ({"agent_package": PLANE + "/vm_agent-0.1.0.tar.gz"}, "agent_package"),
         ({"agent_package": WHEEL + "#md5=abc"}, "agent_package"),
-        ({"agent_package": "http://cp.example.com/vm_agent-0.1.0-py3-none-any.whl"}, "agent_package"),
+        (
+            {"agent_package": "http://cp.example.com/vm_agent-0.1.0-py3-none-any.whl"},
+            "agent_package",
+        ),
     ],
 )
 def test_bounds_and_shapes_are_refused_naming_the_field(
@@ -200,8 +209,14 @@ def test_swap_settings_from_env_defaults() -> None:
     ("env", "expected"),
     [
         ({"SWAP_SIZE_MB": "0"}, SwapSettings(size_mb=0, swappiness=60)),
-        ({"SWAP_SIZE_MB": "65536", "SWAP_SWAPPINESS": "100"}, SwapSettings(size_mb=65536, swappiness=100)),
-        ({"SWAP_SIZE_MB": "4096", "SWAP_SWAPPINESS": "0"}, SwapSettings(size_mb=4096, swappiness=0)),
+        (
+            {"SWAP_SIZE_MB": "65536", "SWAP_SWAPPINESS": "100"},
+            SwapSettings(size_mb=65536, swappiness=100),
+        ),
+        (
+            {"SWAP_SIZE_MB": "4096", "SWAP_SWAPPINESS": "0"},
+            SwapSettings(size_mb=4096, swappiness=0),
+        ),
         ({"SWAP_SWAPPINESS": "10", "OTHER": "x"}, SwapSettings(size_mb=2048, swappiness=10)),
     ],
 )

@@ -144,7 +144,10 @@ def test_largest_valid_parameters_stay_under_the_limit() -> None:
         control_plane_url=PLANE + long_path,
         jwks_url=PLANE + long_path,
         callback_token="a" * 2000 + "." + "b" * 2000 + "." + "c" * 94,
-        agent_package=PLANE + "/" + "d" * 1900 + "/vm_agent-0.1.0-py3-none-any.whl#sha256="
+        agent_package=PLANE
+        + "/"
+        + "d" * 1900
+        + "/vm_agent-0.1.0-py3-none-any.whl#sha256="
         + "0" * 64,
     )
     assert len(text.encode()) <= MAX_USER_DATA_BYTES

@@ -83,4 +83,4 @@ def test_extracted_scripts_pass_shellcheck(variant: str) -> None:
 
 @pytest.mark.integration
 def test_shellcheck_catches_an_unquoted_variable() -> None:
-    assert shellcheck('f=$1\nrm -rf $f\n').returncode != 0
+    assert shellcheck("f=$1\nrm -rf $f\n").returncode != 0

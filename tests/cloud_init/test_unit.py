@@ -16,8 +16,8 @@ DAEMON_SHUTDOWN_BOUND_S = 10
 def directives() -> dict[tuple[str, str], str]:
     section = ""
     found: dict[tuple[str, str], str] = {}
-    for line in UNIT_SOURCE.read_text().splitlines():
-        line = line.strip()
+    for raw in UNIT_SOURCE.read_text().splitlines():
+        line = raw.strip()
         if not line or line.startswith("#"):
             continue
         if line.startswith("["):
