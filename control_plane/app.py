@@ -122,6 +122,12 @@ async def serve_control_plane(
                 yield f"http://{url_host}:{bound_port}"
             finally:
                 server.should_exit = True
+    except BaseExceptionGroup as group:
+        # The caller's own error (an assertion in a test, say) comes out as itself,
+        # not wrapped in the group of the task group that ran beside it.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
     finally:
         sock.close()
         if own_app:

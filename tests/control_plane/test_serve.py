@@ -44,3 +44,11 @@ async def test_stops_cleanly_with_an_open_keepalive_connection(
             assert (await client.get(f"{url}/health")).json() == {"ok": True}
         with pytest.raises(httpx.TransportError):
             await client.get(f"{url}/health")
+
+
+async def test_the_callers_error_comes_out_unwrapped(settings: ControlPlaneSettings) -> None:
+    with pytest.raises(KeyError, match="boom"):
+        async with serve_control_plane(settings) as url:
+            async with httpx.AsyncClient() as client:
+                assert (await client.get(f"{url}/health")).status_code == 200
+            raise KeyError("boom")
