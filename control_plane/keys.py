@@ -120,14 +120,29 @@ def _write_private(path: Path, text: str) -> None:
 class KeyStore:
     """The signing keys of one control plane, persisted in `state_dir`."""
 
-    def __init__(self, path: Path, keys: list[SigningKey], retention_s: float, clock: Clock):
+    def __init__(
+        self,
+        path: Path,
+        keys: list[SigningKey],
+        retention_s: float,
+        clock: Clock,
+        activation_delay_s: float = 0.0,
+    ) -> None:
         self._path = path
+        self._activation_delay_s = activation_delay_s
         self._keys = sorted(keys, key=lambda k: k.not_before)
         self._retention_s = retention_s + RETENTION_SLACK_S
         self._clock = clock
 
     @classmethod
-    def open(cls, state_dir: Path, *, retention_s: float, clock: Clock = time.time) -> KeyStore:
+    def open(
+        cls,
+        state_dir: Path,
+        *,
+        retention_s: float,
+        clock: Clock = time.time,
+        activation_delay_s: float = 0.0,
+    ) -> KeyStore:
         """Load the keys, creating the first one (signing at once) if there is none."""
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = state_dir / KEYS_FILENAME
@@ -138,7 +153,7 @@ class KeyStore:
                 log.warning("tightening mode of %s from %o to 600", path, mode)
                 os.chmod(path, 0o600)
             keys = [SigningKey.from_json(k) for k in json.loads(path.read_text())["keys"]]
-        store = cls(path, keys, retention_s, clock)
+        store = cls(path, keys, retention_s, clock, activation_delay_s)
         if not keys:
             now = clock()
             store._keys = [SigningKey.generate(now, now)]
@@ -176,10 +191,12 @@ class KeyStore:
     def jwks(self) -> dict[str, list[dict[str, str]]]:
         return {"keys": [k.public_jwk() for k in self.published()]}
 
-    def rotate(self, activate_after_s: float = 0.0) -> SigningKey:
-        """Publish a new key now; it signs once `activate_after_s` has passed."""
+    def rotate(self, activate_after_s: float | None = None) -> SigningKey:
+        """Publish a new key now; it signs once `activate_after_s` (default: the store's
+        activation delay) has passed."""
+        delay = self._activation_delay_s if activate_after_s is None else activate_after_s
         now = self._clock()
-        new = SigningKey.generate(now, now + activate_after_s)
+        new = SigningKey.generate(now, now + delay)
         self._keys = [*self.published(), new]  # drop keys whose tokens all expired
         self._keys.sort(key=lambda k: k.not_before)
         self._save()

@@ -94,7 +94,12 @@ class TokenIssuer:
     def from_settings(
         cls, settings: ControlPlaneSettings, *, clock: Clock = time.time
     ) -> TokenIssuer:
-        keys = KeyStore.open(settings.state_dir, retention_s=settings.max_token_ttl_s, clock=clock)
+        keys = KeyStore.open(
+            settings.state_dir,
+            retention_s=settings.max_token_ttl_s,
+            clock=clock,
+            activation_delay_s=settings.key_activation_delay_s,
+        )
         return cls(
             keys,
             settings.public_url,

@@ -160,3 +160,17 @@ def test_mint_dev_tokens(settings: ControlPlaneSettings) -> None:
     assert tokens.verify(dev.callback_token).sub == "dev-node"
     assert tokens.verify(dev.viewer_token).raw["node"] == "dev-node"
     assert "admin" in tokens.verify(dev.admin_token).scopes
+
+
+def test_rotation_defaults_to_the_configured_activation_delay(
+    settings: ControlPlaneSettings,
+) -> None:
+    clock = FakeClock(time.time())
+    delayed = settings.model_copy(update={"key_activation_delay_s": 90.0})
+    tokens = TokenIssuer.from_settings(delayed, clock=clock)
+    old = tokens.keys.signing_key()
+    new = tokens.keys.rotate()
+    assert new.not_before == clock.now + 90
+    assert tokens.keys.signing_key().kid == old.kid
+    clock.advance(90)
+    assert tokens.keys.signing_key().kid == new.kid
