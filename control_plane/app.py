@@ -66,7 +66,8 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A listening socket; bind first to learn the port (for `public_url`), then serve on it."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -88,16 +89,19 @@ async def serve_control_plane(
     port: int = 0,
     *,
     app: Starlette | None = None,
+    sock: socket.socket | None = None,
 ) -> AsyncIterator[str]:
     """Serve the control plane until the block exits; yields its base URL.
 
     Port 0 picks a free port. Pass `app` to reach its state (fault knobs, tokens) or to
     serve the same app again after a stop (a restart); an app made here is closed here.
+    Pass `sock` (from bind_socket) to serve on a port chosen before the settings were
+    made; host and port are then ignored. The socket is closed when the block exits.
     """
     own_app = app is None
     served = app if app is not None else create_app(settings)
-    sock = _bind(host, port)
-    bound_port = sock.getsockname()[1]
+    sock = sock if sock is not None else bind_socket(host, port)
+    host, bound_port = sock.getsockname()[:2]
     config = uvicorn.Config(
         served, log_level="warning", lifespan="off", timeout_graceful_shutdown=5
     )

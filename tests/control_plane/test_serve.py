@@ -52,3 +52,16 @@ async def test_the_callers_error_comes_out_unwrapped(settings: ControlPlaneSetti
             async with httpx.AsyncClient() as client:
                 assert (await client.get(f"{url}/health")).status_code == 200
             raise KeyError("boom")
+
+
+async def test_serve_on_a_socket_bound_before_the_settings(tmp_path) -> None:
+    from control_plane.app import bind_socket
+
+    sock = bind_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    settings = ControlPlaneSettings(state_dir=tmp_path / "s", public_url=f"http://127.0.0.1:{port}")
+    async with serve_control_plane(settings, sock=sock) as url:
+        assert url == settings.public_url
+        async with httpx.AsyncClient() as client:
+            jwks = (await client.get(f"{url}/.well-known/jwks.json")).json()
+            assert len(jwks["keys"]) == 1
