@@ -44,6 +44,9 @@ async def test_append_assigns_gapless_seqs_per_session_and_reads_back(db: Path) 
         assert await log.read("s0", after_seq=7) == (await log.read("s0"))[7:]
         assert await log.read("s0", after_seq=10) == []
         assert await log.read("nobody") == []
+        assert await log.read_payloads("nobody") == []
+        payloads = await log.read_payloads("s1", after_seq=4, limit=3)
+        assert [json.loads(p)["seq"] for p in payloads] == [5, 6, 7]
         assert log.head_seq("nobody") == 0
 
 
@@ -177,7 +180,11 @@ async def test_retention_drops_oldest_and_says_so(db: Path) -> None:
         with pytest.raises(EventsDropped) as info:
             await log.read("big", after_seq=first - 3)
         assert info.value.dropped_count == 2
+        with pytest.raises(EventsDropped):
+            await log.read_payloads("big", after_seq=0)
+        payloads = await log.read_payloads("big", after_seq=first - 1, limit=10**6)
         kept = await read_all(log, "big", after_seq=first - 1)
+        assert payloads == [e.payload for e in kept]
         assert [e.seq for e in kept] == list(range(first, 51))
         assert sum(len(e.payload.encode()) for e in kept) <= 2_000
         assert [e.seq for e in await log.read("small")] == [1]  # other sessions untouched
@@ -278,6 +285,8 @@ async def test_read_of_100k_events(db: Path) -> None:
         events = await log.read("big", 0, limit=100_000)
         assert len(events) == 100_000
         assert [e.seq for e in events] == list(range(1, 100_001))
+        payloads = await log.read_payloads("big", 0, limit=100_000)
+        assert payloads == [e.payload for e in events]
 
 
 async def _append_n(
@@ -285,3 +294,14 @@ async def _append_n(
 ) -> None:
     for _ in range(n):
         await log.append(session_id, "acp.update", data, ts=float(w))
+
+
+async def test_concurrent_appends_share_commits(db: Path) -> None:
+    commits: list[int] = []
+    async with EventLog.open(db) as log:
+        log.add_listener(lambda events: commits.append(len(events)))
+        async with anyio.create_task_group() as tg:
+            for w in range(50):
+                tg.start_soon(_append_n, log, f"s{w % 5}", {}, 20, w)
+    assert sum(commits) == 1000
+    assert len(commits) < 1000 / 5  # group commit: many appends per transaction

@@ -252,6 +252,15 @@ class EventLog:
         """
         return await self._read(lambda c: reads.read_session(c, session_id, after_seq, limit))
 
+    async def read_payloads(
+        self, session_id: str, after_seq: int = 0, limit: int = 1000
+    ) -> list[str]:
+        """Like `read`, payloads only (the i-th has seq after_seq + 1 + i).
+
+        The resume fast path: the stored JSON text, ready to send.
+        """
+        return await self._read(lambda c: reads.read_payloads(c, session_id, after_seq, limit))
+
     async def read_global(
         self,
         after_rowid: int,

@@ -19,6 +19,18 @@ def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
         conn.execute("COMMIT")
 
 
+def _available(conn: sqlite3.Connection, session_id: str, after_seq: int) -> bool:
+    """Whether the session has events; raises if some after `after_seq` were dropped."""
+    row = conn.execute(
+        "SELECT first_seq FROM streams WHERE session_id = ?", (session_id,)
+    ).fetchone()
+    if row is None:
+        return False
+    if after_seq + 1 < row[0]:
+        raise EventsDropped(session_id, after_seq, row[0])
+    return True
+
+
 def read_session(
     conn: sqlite3.Connection, session_id: str, after_seq: int, limit: int
 ) -> list[Event]:
@@ -27,19 +39,32 @@ def read_session(
     Raises EventsDropped when retention removed events the reader asked for.
     """
     with _snapshot(conn):
-        row = conn.execute(
-            "SELECT first_seq FROM streams WHERE session_id = ?", (session_id,)
-        ).fetchone()
-        if row is None:
+        if not _available(conn, session_id, after_seq):
             return []
-        if after_seq + 1 < row[0]:
-            raise EventsDropped(session_id, after_seq, row[0])
         rows = conn.execute(
-            "SELECT id, seq, ts, type, payload FROM events "
+            "SELECT id, session_id, seq, ts, type, payload FROM events "
             "WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
             (session_id, after_seq, limit),
         ).fetchall()
-    return [Event(rid, session_id, seq, ts, typ, payload) for rid, seq, ts, typ, payload in rows]
+    return list(map(Event._make, rows))
+
+
+def read_payloads(
+    conn: sqlite3.Connection, session_id: str, after_seq: int, limit: int
+) -> list[str]:
+    """The fast path of `read_session`: payloads only, for sending as they are.
+
+    A session's stored seqs are contiguous (retention drops only the oldest),
+    so the i-th payload has seq `after_seq + 1 + i`.
+    """
+    with _snapshot(conn):
+        if not _available(conn, session_id, after_seq):
+            return []
+        rows = conn.execute(
+            "SELECT payload FROM events WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (session_id, after_seq, limit),
+        ).fetchall()
+    return [payload for (payload,) in rows]
 
 
 def read_global(
