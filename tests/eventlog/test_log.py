@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from vm_agent.eventlog import Event, EventLog, EventLogClosed, EventsDropped
+from vm_agent.eventlog import Event, EventLog, EventLogClosed, EventLogError, EventsDropped
 
 pytestmark = pytest.mark.anyio
 
@@ -305,3 +305,23 @@ async def test_concurrent_appends_share_commits(db: Path) -> None:
                 tg.start_soon(_append_n, log, f"s{w % 5}", {}, 20, w)
     assert sum(commits) == 1000
     assert len(commits) < 1000 / 5  # group commit: many appends per transaction
+
+
+async def test_a_second_opener_of_the_same_file_is_refused(db: Path) -> None:
+    async with EventLog.open(db) as log:
+        await log.append("s", "t", {}, ts=1.0)
+        with pytest.raises(EventLogError, match="in use"):
+            async with EventLog.open(db):
+                pass
+        await log.append("s", "t", {}, ts=1.0)
+    async with EventLog.open(db) as log:  # released at close
+        assert log.head_seq("s") == 2
+
+
+async def test_an_error_in_the_body_propagates_as_itself(db: Path) -> None:
+    with pytest.raises(KeyError):
+        async with EventLog.open(db) as log:
+            await log.append("s", "t", {}, ts=1.0)
+            raise KeyError("boom")
+    async with EventLog.open(db) as log:
+        assert log.head_seq("s") == 1

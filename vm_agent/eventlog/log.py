@@ -111,6 +111,7 @@ class EventLog:
         self._closing = False
         self._failed: BaseException | None = None
         self._listeners: list[Listener] = []
+        self._lock_fd = -1
 
     @classmethod
     @asynccontextmanager
@@ -126,26 +127,39 @@ class EventLog:
             raise ValueError("retention_bytes_per_session must be positive")
         file = Path(path)
 
-        def _open() -> Writer:
+        def _open() -> tuple[Writer, int]:
             schema.prepare_file(file)
-            conn = schema.connect(file, synchronous=synchronous)
+            lock = schema.lock_file(file)
             try:
-                schema.migrate(conn)
-                return Writer(conn, retention_bytes_per_session)
+                conn = schema.connect(file, synchronous=synchronous)
+                try:
+                    schema.migrate(conn)
+                    return Writer(conn, retention_bytes_per_session), lock
+                except BaseException:
+                    conn.close()
+                    raise
             except BaseException:
-                conn.close()
+                os.close(lock)
                 raise
 
-        writer = await anyio.to_thread.run_sync(_open)
+        writer, lock = await anyio.to_thread.run_sync(_open)
         self = cls(file, writer, _ReaderPool(file))
+        self._lock_fd = lock
+        body_error: Exception | None = None
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._write_loop)
                 try:
                     yield self
+                except Exception as exc:
+                    # Re-raised below as itself, not wrapped in the task
+                    # group's ExceptionGroup.
+                    body_error = exc
                 finally:
                     self._closing = True
                     tg.cancel_scope.cancel()
+            if body_error is not None:
+                raise body_error
         finally:
             self._closing = True
             # Commit what was appended before the close, even when the body
@@ -164,6 +178,7 @@ class EventLog:
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             conn.close()
+            os.close(self._lock_fd)
 
     # Writing.
 

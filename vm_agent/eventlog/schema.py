@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 from pathlib import Path
+
+from .model import EventLogError
 
 SCHEMA_VERSION = 1
 
@@ -60,6 +63,21 @@ def prepare_file(path: Path) -> None:
         os.fchmod(fd, 0o600)
     finally:
         os.close(fd)
+
+
+def lock_file(path: Path) -> int:
+    """Hold `<path>.lock` exclusively (released when the fd closes or we die).
+
+    Two daemons appending to one file would hand out the same seqs; the second
+    is refused at open with a message instead.
+    """
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise EventLogError(f"{path} is in use by another process") from None
+    return fd
 
 
 def connect(path: Path, *, synchronous: str, readonly: bool = False) -> sqlite3.Connection:
