@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
@@ -35,6 +34,7 @@ import anyio.to_thread
 from . import reads, schema
 from .encode import encode_payload
 from .model import Event, EventLogClosed, SessionRecord
+from .readers import ReaderPool
 from .writer import PendingEvent, PendingOp, Writer
 
 log = logging.getLogger(__name__)
@@ -62,37 +62,6 @@ class _Batch:
         return self.results[index]
 
 
-class _ReaderPool:
-    """Read-only connections handed to worker threads one at a time."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._idle: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        with self._lock:
-            conn = self._idle.pop() if self._idle else None
-        if conn is None:
-            conn = schema.connect(self._path, synchronous="NORMAL", readonly=True)
-        try:
-            return fn(conn)
-        finally:
-            with self._lock:
-                if self._closed:
-                    conn.close()
-                else:
-                    self._idle.append(conn)
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
-
-
 class EventLog:
     """Per-session event streams, the sessions registry and outbox cursors.
 
@@ -100,7 +69,7 @@ class EventLog:
     task and, on exit, commits what was appended and closes the file.
     """
 
-    def __init__(self, path: Path, writer: Writer, readers: _ReaderPool) -> None:
+    def __init__(self, path: Path, writer: Writer, readers: ReaderPool) -> None:
         self.path = path
         self._writer = writer
         self._readers = readers
@@ -143,7 +112,7 @@ class EventLog:
                 raise
 
         writer, lock = await anyio.to_thread.run_sync(_open)
-        self = cls(file, writer, _ReaderPool(file))
+        self = cls(file, writer, ReaderPool(file))
         self._lock_fd = lock
         body_error: Exception | None = None
         try:
