@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,9 +107,9 @@ class Writer:
             self._heads[sid] = head
             self._bytes[sid] = self._bytes.get(sid, 0) + added
 
-    def _enforce_retention(self, touched: dict[str, tuple[int, int]]) -> None:
+    def _enforce_retention(self, sessions: Iterable[str]) -> None:
         floor = min(self.cursors.values()) if self.cursors else None
-        for sid in touched:
+        for sid in sessions:
             total = self._bytes[sid]
             if total <= self.retention_bytes:
                 continue
@@ -173,10 +173,18 @@ class Writer:
             (name, position),
         )
         self.cursors[name] = position
+        self._release_held()
 
     def delete_cursor(self, name: str) -> None:
         self.conn.execute("DELETE FROM cursors WHERE name = ?", (name,))
         self.cursors.pop(name, None)
+        self._release_held()
+
+    def _release_held(self) -> None:
+        # Events held for a cursor may be droppable once it moved or went.
+        self._enforce_retention(
+            [sid for sid, size in self._bytes.items() if size > self.retention_bytes]
+        )
 
 
 def metadata_from_json(text: str) -> dict[str, Any]:
