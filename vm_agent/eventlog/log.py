@@ -213,8 +213,9 @@ class EventLog:
 
         While a cursor is registered, retention never drops an event past the
         slowest cursor: undelivered events stay, even over the byte budget,
-        until the cursor moves past them (then the next append of that session
-        trims it back). `delete_delivery_cursor` releases that hold.
+        until the cursor moves past them (moving it trims the sessions over
+        budget at once). `delete_delivery_cursor` releases that hold. A cursor
+        may move backwards (re-delivery is allowed: at least once).
         """
         result = await self._op(lambda w: w.register_cursor(name))
         assert isinstance(result, int)
