@@ -42,6 +42,13 @@ async def _bench(directory: Path, events: int) -> None:
         print(f"append, 1 sequential appender:      {n / took:10.0f} events/s ({n} events)")
 
         start = time.perf_counter()
+        for _ in range(events - 1):
+            log.submit("piped", "acp.update", UPDATE, ts=1.0)
+        await log.submit("piped", "acp.update", UPDATE, ts=1.0).durable()
+        took = time.perf_counter() - start
+        print(f"submit, 1 session pipelined:        {events / took:10.0f} events/s ({events})")
+
+        start = time.perf_counter()
         async with anyio.create_task_group() as tg:
             for worker in range(50):
                 tg.start_soon(_appender, log, f"s{worker % 10}", events // 50)

@@ -323,3 +323,17 @@ async def test_an_error_in_the_body_propagates_as_itself(db: Path) -> None:
             raise KeyError("boom")
     async with EventLog.open(db) as log:
         assert log.head_seq("s") == 1
+
+
+async def test_submit_assigns_seqs_at_once_and_commits_in_order(db: Path) -> None:
+    seen: list[int] = []
+    async with EventLog.open(db) as log:
+        log.add_listener(lambda events: seen.extend(e.seq for e in events))
+        handles = [log.submit("s", "acp.update", {"i": i}, ts=1.0) for i in range(5000)]
+        assert [h.seq for h in handles] == list(range(1, 5001))
+        assert log.head_seq("s") == 0  # nothing durable yet: no await happened
+        last = await handles[-1].durable()
+        assert last.seq == 5000 and log.head_seq("s") == 5000
+        assert seen == list(range(1, 5001))  # every earlier one committed too
+        assert (await handles[0].durable()).data == {"i": 0}
+        assert [e.seq for e in await read_all(log, "s")] == list(range(1, 5001))

@@ -5,7 +5,8 @@ every session's events, the sessions registry and the outbox delivery
 cursors; `<file>.lock` keeps a second process out.
 
 - `EventLog.append` assigns the next per-session seq at once and returns the
-  event when its batch has committed (group commit). Durable means: survives a
+  event when its batch has committed (group commit); `submit` is the
+  pipelined form (`await handle.durable()` later). Durable means: survives a
   crash of the process (SIGKILL); with `synchronous="FULL"` also power loss.
 - `read`/`read_payloads` page a session from any seq; `EventsDropped` says
   what retention (a byte budget per session, oldest dropped first) removed.
@@ -15,7 +16,7 @@ cursors; `<file>.lock` keeps a second process out.
   needs (state, ACP session id, head seq).
 """
 
-from .log import DEFAULT_RETENTION_BYTES, EventLog, Listener
+from .log import DEFAULT_RETENTION_BYTES, Appended, EventLog, Listener
 from .model import (
     EVENT_TYPES,
     Event,
@@ -28,6 +29,7 @@ from .model import (
 __all__ = [
     "DEFAULT_RETENTION_BYTES",
     "EVENT_TYPES",
+    "Appended",
     "Event",
     "EventLog",
     "EventLogClosed",

@@ -62,6 +62,23 @@ class _Batch:
         return self.results[index]
 
 
+class Appended:
+    """A submitted event: its seq is fixed; `durable()` waits for its commit."""
+
+    __slots__ = ("_batch", "_index", "seq", "session_id")
+
+    def __init__(self, session_id: str, seq: int, batch: _Batch, index: int) -> None:
+        self.session_id = session_id
+        self.seq = seq
+        self._batch = batch
+        self._index = index
+
+    async def durable(self) -> Event:
+        result = await self._batch.wait(self._index)
+        assert isinstance(result, Event)
+        return result
+
+
 class EventLog:
     """Per-session event streams, the sessions registry and outbox cursors.
 
@@ -161,15 +178,25 @@ class EventLog:
         otherwise, raised before a seq is assigned). `ts` is Unix seconds
         (now when omitted).
         """
+        return await self.submit(session_id, type, data, ts).durable()
+
+    def submit(
+        self, session_id: str, type: str, data: Mapping[str, Any], ts: float | None = None
+    ) -> Appended:
+        """Assign the next seq now and queue the event for the next commit.
+
+        The pipelined form of `append` (which is `await submit(...).durable()`):
+        a relay can submit many events without waiting for each commit, then
+        await the last one's `durable()` (commits are in submission order) or
+        `flush()`. Viewers learn of events only after their commit (listeners).
+        """
         self._check_open()
         seq = self._assigned.get(session_id, 0) + 1
         when = time.time() if ts is None else float(ts)
         payload, size = encode_payload(seq, session_id, when, type, data)
         self._assigned[session_id] = seq
         batch, index = self._enqueue(PendingEvent(session_id, seq, when, type, payload, size))
-        result = await batch.wait(index)
-        assert isinstance(result, Event)
-        return result
+        return Appended(session_id, seq, batch, index)
 
     async def flush(self) -> None:
         """Wait until everything appended before this call is durable."""
