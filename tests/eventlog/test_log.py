@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import stat
 from collections.abc import Sequence
 from pathlib import Path
@@ -337,3 +338,39 @@ async def test_submit_assigns_seqs_at_once_and_commits_in_order(db: Path) -> Non
         assert seen == list(range(1, 5001))  # every earlier one committed too
         assert (await handles[0].durable()).data == {"i": 0}
         assert [e.seq for e in await read_all(log, "s")] == list(range(1, 5001))
+
+
+async def test_a_failed_commit_stops_the_log_and_loses_only_that_batch(db: Path) -> None:
+    async with EventLog.open(db) as log:
+        await log.append("s", "t", {}, ts=1.0)
+    conn = sqlite3.connect(db)
+    conn.execute(
+        "CREATE TRIGGER fail BEFORE INSERT ON events WHEN NEW.type = 'boom' "
+        "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
+    )
+    conn.commit()
+    conn.close()
+    errors: list[BaseException] = []
+    with pytest.raises(BaseExceptionGroup) as group:
+        async with EventLog.open(db) as log:
+            ok = log.submit("s", "t", {}, ts=1.0)
+            bad = log.submit("s", "boom", {}, ts=1.0)
+            # The writer's failure cancels the body (structured concurrency);
+            # shielded, it can still see what each handle says.
+            with anyio.CancelScope(shield=True):
+                for handle in (ok, bad):
+                    try:
+                        await handle.durable()
+                    except EventLogClosed as exc:
+                        errors.append(exc)
+                with pytest.raises(EventLogClosed):
+                    await log.append("s", "t", {}, ts=1.0)
+    assert group.group_contains(sqlite3.IntegrityError)
+    assert len(errors) == 2  # the whole batch failed together
+    conn = sqlite3.connect(db)
+    conn.execute("DROP TRIGGER fail")
+    conn.commit()
+    conn.close()
+    async with EventLog.open(db) as log:
+        assert log.head_seq("s") == 1
+        assert (await log.append("s", "t", {}, ts=1.0)).seq == 2
