@@ -1,2 +1,3 @@
 """vm-agent: supervisor for ACP coding agents on cloud VMs."""
+
 __version__ = "0.1.0"

@@ -41,10 +41,21 @@ def exit_(**kw: object) -> ExitFacts:
         (replace(OK, exit=exit_(in_flight="initialize")), D.CRASHED, "during initialize"),
         (replace(OK, exit=exit_(in_flight="session/load")), D.CRASHED, "during session/load"),
         (replace(OK, exit=exit_(in_flight="session/new")), D.CRASHED, "during session/new"),
-        (replace(OK, exit=exit_(uptime_s=0.5)), D.CRASHED, "within 3s of starting"),
-        (replace(OK, exit=exit_(uptime_s=2.99)), D.CRASHED, "within 3s"),
-        (replace(OK, exit=exit_(uptime_s=3.0)), D.RESUMABLE, "loaded"),
-        (replace(OK, min_uptime_s=10.0, exit=exit_(uptime_s=5.0)), D.CRASHED, "within 10s"),
+        # a first process that crashes soon after a quick prompt is still resumable
+        (replace(OK, exit=exit_(uptime_s=0.5)), D.RESUMABLE, "loaded"),
+        # a recovered process dying soon after: the recovery is not working
+        (
+            replace(OK, started_by_recovery=True, exit=exit_(uptime_s=0.5)),
+            D.CRASHED,
+            "within 3s of being recovered",
+        ),
+        (replace(OK, started_by_recovery=True, exit=exit_(uptime_s=2.99)), D.CRASHED, "within 3s"),
+        (replace(OK, started_by_recovery=True, exit=exit_(uptime_s=3.0)), D.RESUMABLE, "loaded"),
+        (
+            replace(OK, started_by_recovery=True, min_uptime_s=10.0, exit=exit_(uptime_s=5.0)),
+            D.CRASHED,
+            "within 10s",
+        ),
         (replace(OK, load_session_supported=False), D.CRASHED, "does not support session/load"),
         (replace(OK, acp_session_id_known=False), D.CRASHED, "before an ACP session"),
         (replace(OK, restarts_in_window=3), D.CRASHED, "budget is spent"),

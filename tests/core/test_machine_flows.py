@@ -116,11 +116,16 @@ def test_agent_without_load_session_crashes() -> None:
     ]
 
 
-def test_death_right_after_start_is_a_crash() -> None:
+def test_death_right_after_a_recovery_is_a_crash_but_not_after_a_first_start() -> None:
     m = ready()
     m.handle(e.PromptRequested(1, "p1"))
     out = m.handle(e.Disconnected(2, ExitFacts(exit_code=1, uptime_s=0.4)))
+    assert isinstance(out[-1], a.Restart)  # a first process: quick prompt, quick crash
+    m.handle(e.RecoverySucceeded(3, "acp-1", loaded=True))
+    m.handle(e.PromptRequested(4, "p2"))
+    out = m.handle(e.Disconnected(5, ExitFacts(exit_code=1, uptime_s=0.4)))
     assert outcomes(out)[0].outcome is O.CRASHED
+    assert "of being recovered" in (outcomes(out)[0].reason or "")
 
 
 def test_timeout_ignores_a_late_answer_and_restarts() -> None:

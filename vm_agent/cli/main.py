@@ -1,10 +1,38 @@
-"""The `vm-agent` command line: one sub-command per job."""
+"""The ``vm-agent`` command line: one sub-command per job."""
 
 from __future__ import annotations
 
+import argparse
+import logging
 import sys
+
+from vm_agent import __version__
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vm-agent", description="Supervisor for ACP agents.")
+    parser.add_argument("--version", action="version", version=f"vm-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    from vm_agent.cli import prompt
+
+    prompt.add_arguments(sub.add_parser("prompt", help="run one prompt against one agent"))
+    sub.add_parser("fake-agent", help="the fake ACP agent (for dev and tests)", add_help=False)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("vm-agent: not yet implemented", file=sys.stderr)
-    return 2
+    args_list = sys.argv[1:] if argv is None else argv
+    if args_list[:1] == ["fake-agent"]:
+        # The fake agent parses its own flags and imports little, to start fast.
+        from vm_agent.fake_agent import main as fake_main
+
+        return fake_main(args_list[1:])
+    args = _parser().parse_args(args_list)
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+    if args.command == "prompt":
+        from vm_agent.cli import prompt
+
+        return prompt.run(args)
+    return 2  # pragma: no cover - argparse enforces the choices

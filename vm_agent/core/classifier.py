@@ -44,6 +44,8 @@ class DisconnectFacts:
     restarts_in_window: int = 0
     restart_budget: int = 3
     min_uptime_s: float = 3.0
+    # The process was started by a recovery: dying soon after means the recovery failed.
+    started_by_recovery: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +70,10 @@ def classify(f: DisconnectFacts) -> Classification:
     crashed = DisconnectClass.CRASHED
     if f.exit.in_flight in STARTUP_METHODS:
         return Classification(crashed, f"{what} during {f.exit.in_flight}")
-    if f.exit.uptime_s < f.min_uptime_s:
+    if f.started_by_recovery and f.exit.uptime_s < f.min_uptime_s:
         return Classification(
-            crashed, f"{what}: within {f.min_uptime_s:g}s of starting, so it cannot be resumed"
+            crashed,
+            f"{what}: within {f.min_uptime_s:g}s of being recovered, so recovery is not working",
         )
     if not f.load_session_supported:
         return Classification(crashed, f"{what}; the agent does not support session/load")

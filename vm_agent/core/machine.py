@@ -69,6 +69,7 @@ class SessionMachine:
     _restart_kind: _RestartKind = _RestartKind.CRASH
     _attempt: int = 0
     _crash: tuple[Classification, ExitFacts] | None = None  # waits for the recovery's result
+    _recovered_process: bool = False  # the running process was started by a crash recovery
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -125,6 +126,7 @@ class SessionMachine:
             return []
         self.acp_session_id = ev.acp_session_id
         self.load_session = ev.load_session
+        self._recovered_process = False
         note = "ACP session loaded" if ev.loaded else "ACP session opened"
         return self._enter(S.READY, note)
 
@@ -225,6 +227,7 @@ class SessionMachine:
                 restarts_in_window=self.restarts_in_window(ev.now),
                 restart_budget=self.policy.restart_budget,
                 min_uptime_s=self.policy.min_uptime_s,
+                started_by_recovery=self._recovered_process,
             )
         )
         pid = self.prompt_id
@@ -255,6 +258,7 @@ class SessionMachine:
         if self.state is not S.RECOVERING:
             return []
         self.acp_session_id = ev.acp_session_id
+        self._recovered_process = self._restart_kind is _RestartKind.CRASH
         out: list[a.Action] = []
         if self._crash is not None:
             verdict, exit_facts = self._crash

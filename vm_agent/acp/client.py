@@ -1,0 +1,210 @@
+"""The ACP client role over one agent connection, typed where the daemon acts on a message.
+
+Relayed ``session/update`` payloads stay raw (an update variant we do not know is never
+dropped); responses we act on (``initialize``, ``session/new``) are validated with the
+``agent-client-protocol`` package's models. Requests from the agent go to the services
+given in ``ClientServices``; we advertise exactly the capabilities those services cover.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import anyio
+from acp import schema
+from anyio.abc import TaskStatus
+from pydantic import ValidationError
+
+from vm_agent import __version__
+from vm_agent.jsonrpc.connection import Connection, ProtocolErrorHook, RequestHandler, router
+from vm_agent.jsonrpc.errors import INTERNAL_ERROR, INVALID_PARAMS, JsonRpcError
+from vm_agent.jsonrpc.transport import Transport
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+
+
+class AgentProtocolError(Exception):
+    """The agent answered something that is not ACP (a malformed response)."""
+
+
+class FileService(Protocol):
+    async def read_text_file(self, params: Any) -> dict[str, Any]: ...
+    async def write_text_file(self, params: Any) -> dict[str, Any]: ...
+
+
+class TerminalService(Protocol):
+    async def create(self, params: Any) -> dict[str, Any]: ...
+    async def output(self, params: Any) -> dict[str, Any]: ...
+    async def wait_for_exit(self, params: Any) -> dict[str, Any]: ...
+    async def kill(self, params: Any) -> dict[str, Any]: ...
+    async def release(self, params: Any) -> dict[str, Any]: ...
+
+
+UpdateHandler = Callable[[Any], Awaitable[None] | None]
+PermissionHandler = Callable[[Any], Awaitable[dict[str, Any]]]
+
+
+@dataclass(slots=True)
+class ClientServices:
+    on_update: UpdateHandler
+    request_permission: PermissionHandler
+    fs: FileService | None = None
+    terminals: TerminalService | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentInfo:
+    """What ``initialize`` told us, reduced to what the daemon acts on."""
+
+    protocol_version: int
+    load_session: bool
+    resume_session: bool
+    auth_methods: tuple[str, ...]
+    name: str | None
+    version: str | None
+    raw: dict[str, Any]
+
+
+M = TypeVar("M", bound=schema.BaseModel)
+
+
+def _validated(model: type[M], value: Any, method: str) -> M:
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "result"
+        raise AgentProtocolError(f"{method}: bad answer at {where}: {first['msg']}") from exc
+
+
+class AcpClient:
+    def __init__(
+        self,
+        transport: Transport,
+        services: ClientServices,
+        *,
+        name: str,
+        on_protocol_error: ProtocolErrorHook | None = None,
+    ) -> None:
+        self.services = services
+        self.conn = Connection(
+            transport, self._router(), name=name, on_protocol_error=on_protocol_error
+        )
+        self.info: AgentInfo | None = None
+
+    def _router(self) -> Any:
+        s = self.services
+        requests: dict[str, RequestHandler] = {
+            "session/request_permission": self._guard_params(s.request_permission)
+        }
+        if s.fs is not None:
+            requests["fs/read_text_file"] = self._guard_params(s.fs.read_text_file)
+            requests["fs/write_text_file"] = self._guard_params(s.fs.write_text_file)
+        if s.terminals is not None:
+            t = s.terminals
+            requests.update(
+                {
+                    "terminal/create": self._guard_params(t.create),
+                    "terminal/output": self._guard_params(t.output),
+                    "terminal/wait_for_exit": self._guard_params(t.wait_for_exit),
+                    "terminal/kill": self._guard_params(t.kill),
+                    "terminal/release": self._guard_params(t.release),
+                }
+            )
+        return router(requests, {"session/update": self._on_update})
+
+    @staticmethod
+    def _guard_params(handler: Callable[[Any], Awaitable[Any]]) -> RequestHandler:
+        def call(params: Any) -> Awaitable[Any]:
+            if not isinstance(params, dict):
+                raise JsonRpcError(INVALID_PARAMS, "params must be an object")
+            return handler(params)
+
+        return call
+
+    def _on_update(self, params: Any) -> Awaitable[None] | None:
+        if not isinstance(params, dict):
+            log.warning("%s: session/update without object params; skipped", self.conn.name)
+            return None
+        return self.services.on_update(params)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        await self.conn.run(task_status=task_status)
+
+    def client_capabilities(self) -> dict[str, Any]:
+        fs = self.services.fs is not None
+        return {
+            "fs": {"readTextFile": fs, "writeTextFile": fs},
+            "terminal": self.services.terminals is not None,
+        }
+
+    # -- client to agent --------------------------------------------------------------------
+
+    async def initialize(self) -> AgentInfo:
+        raw = await self.conn.request(
+            "initialize",
+            {
+                "protocolVersion": PROTOCOL_VERSION,
+                "clientCapabilities": self.client_capabilities(),
+                "clientInfo": {"name": "vm-agent", "title": "vm-agent", "version": __version__},
+            },
+        )
+        answer = _validated(schema.InitializeResponse, raw, "initialize")
+        caps = answer.agent_capabilities or schema.AgentCapabilities()
+        session_caps = caps.session_capabilities
+        self.info = AgentInfo(
+            protocol_version=answer.protocol_version,
+            load_session=bool(caps.load_session),
+            resume_session=bool(session_caps and session_caps.resume is not None),
+            auth_methods=_auth_method_ids(raw),
+            name=answer.agent_info.name if answer.agent_info else None,
+            version=answer.agent_info.version if answer.agent_info else None,
+            raw=raw,
+        )
+        return self.info
+
+    async def authenticate(self, method_id: str) -> None:
+        await self.conn.request("authenticate", {"methodId": method_id})
+
+    async def new_session(self, cwd: str) -> str:
+        raw = await self.conn.request("session/new", {"cwd": cwd, "mcpServers": []})
+        return _validated(schema.NewSessionResponse, raw, "session/new").session_id
+
+    async def load_session(self, session_id: str, cwd: str) -> None:
+        await self.conn.request(
+            "session/load", {"sessionId": session_id, "cwd": cwd, "mcpServers": []}
+        )
+
+    async def resume_session(self, session_id: str, cwd: str) -> None:
+        await self.conn.request(
+            "session/resume", {"sessionId": session_id, "cwd": cwd, "mcpServers": []}
+        )
+
+    async def prompt(self, session_id: str, prompt: list[dict[str, Any]]) -> str:
+        """Runs a prompt turn; returns the agent's stop reason as it said it."""
+        raw = await self.conn.request("session/prompt", {"sessionId": session_id, "prompt": prompt})
+        # Kept as a string: a stop reason newer than our schema is still an answer.
+        reason = raw.get("stopReason") if isinstance(raw, dict) else None
+        if not isinstance(reason, str):
+            raise AgentProtocolError("session/prompt: answer has no stopReason")
+        return reason
+
+    async def cancel(self, session_id: str) -> None:
+        await self.conn.notify("session/cancel", {"sessionId": session_id})
+
+    async def set_mode(self, session_id: str, mode_id: str) -> None:
+        await self.conn.request("session/set_mode", {"sessionId": session_id, "modeId": mode_id})
+
+
+def _auth_method_ids(raw: dict[str, Any]) -> tuple[str, ...]:
+    methods = raw.get("authMethods") or []
+    return tuple(m["id"] for m in methods if isinstance(m, dict) and isinstance(m.get("id"), str))
+
+
+def internal_error(message: str) -> JsonRpcError:
+    return JsonRpcError(INTERNAL_ERROR, message)

@@ -1,0 +1,108 @@
+"""The agent catalog: names to command lines, with an operator's override file on top.
+
+The override file (``AGENTS_FILE``) is TOML::
+
+    [agents.claude]
+    command = ["/usr/local/bin/claude-agent-acp"]
+    credentials = ["ANTHROPIC_API_KEY"]   # variables fetched from the control plane at spawn
+    env = { CLAUDE_CODE_MAX_OUTPUT_TOKENS = "8192" }  # fixed, non-secret variables
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class AgentSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    command: tuple[str, ...] = Field(min_length=1)
+    credentials: tuple[str, ...] = ()
+    env: Mapping[str, str] = Field(default_factory=dict)
+
+    @field_validator("command")
+    @classmethod
+    def _non_empty_program(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value[0].strip():
+            raise ValueError("the program must not be empty")
+        return value
+
+    def with_args(self, *args: str) -> AgentSpec:
+        return self.model_copy(update={"command": (*self.command, *args)})
+
+
+def fake_agent_command(*args: str) -> tuple[str, ...]:
+    # The same interpreter as the daemon, so the fake agent needs nothing on PATH.
+    return (sys.executable, "-m", "vm_agent", "fake-agent", *args)
+
+
+def builtin_agents() -> dict[str, AgentSpec]:
+    specs = [
+        AgentSpec(name="claude", command=("claude-agent-acp",), credentials=("ANTHROPIC_API_KEY",)),
+        AgentSpec(name="codex", command=("codex-acp",), credentials=("OPENAI_API_KEY",)),
+        AgentSpec(name="gemini", command=("gemini", "--acp"), credentials=("GEMINI_API_KEY",)),
+        AgentSpec(name="opencode", command=("opencode", "acp")),
+        AgentSpec(name="fake", command=fake_agent_command("--scenario", "echo")),
+    ]
+    return {s.name: s for s in specs}
+
+
+class CatalogError(Exception):
+    pass
+
+
+class Catalog:
+    def __init__(self, agents: Mapping[str, AgentSpec]) -> None:
+        self._agents = dict(agents)
+
+    @classmethod
+    def load(cls, override_file: Path | None = None) -> Catalog:
+        agents = builtin_agents()
+        if override_file is not None:
+            agents.update(_read_overrides(override_file))
+        return cls(agents)
+
+    def get(self, name: str) -> AgentSpec:
+        try:
+            return self._agents[name]
+        except KeyError:
+            known = ", ".join(sorted(self._agents))
+            raise CatalogError(f"unknown agent {name!r} (known: {known})") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._agents)
+
+
+def _read_overrides(path: Path) -> dict[str, AgentSpec]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise CatalogError(f"cannot read agents file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogError(f"agents file {path} is not valid TOML: {exc}") from exc
+    table = data.get("agents", {})
+    if not isinstance(table, dict):
+        raise CatalogError(f"agents file {path}: [agents] must be a table")
+    out: dict[str, AgentSpec] = {}
+    for name, entry in table.items():
+        if not isinstance(entry, dict):
+            raise CatalogError(f"agents file {path}: [agents.{name}] must be a table")
+        fields = dict(entry)
+        if isinstance(fields.get("command"), str):  # a shell-like string is fine too
+            fields["command"] = shlex.split(fields["command"])
+        try:
+            out[name] = AgentSpec(name=name, **fields)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise CatalogError(
+                f"agents file {path}: agents.{name}.{where}: {first['msg']}"
+            ) from exc
+    return out

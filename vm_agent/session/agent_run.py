@@ -1,0 +1,220 @@
+"""One generation of a session's agent: spawn, open the ACP session, watch for the disconnect.
+
+Each run reports to its session through ``RunReport`` callbacks with plain facts; the
+session feeds them to its machine. Leaving a run always stops the process group.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import anyio
+
+from vm_agent.acp.client import AcpClient, AgentInfo, AgentProtocolError, ClientServices
+from vm_agent.acp.fs import FileSystemService
+from vm_agent.acp.terminals import TerminalManager
+from vm_agent.agent_env import build_agent_env
+from vm_agent.agent_process import AgentProcess, AgentStartError, spawn_agent
+from vm_agent.catalog import AgentSpec
+from vm_agent.core.classifier import ExitFacts
+from vm_agent.jsonrpc.connection import PeerClosed
+from vm_agent.jsonrpc.errors import JsonRpcError
+from vm_agent.session.config import CredentialsProvider, SessionConfig
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class StartFailure:
+    message: str
+    retryable: bool  # the process died or hung (try again) vs the agent refused (do not)
+    stderr_tail: str = ""
+
+
+class RunReport(Protocol):
+    """What a run tells its session. Each method is awaited in order."""
+
+    async def opened(
+        self, run: AgentRun, info: AgentInfo, acp_session_id: str, loaded: bool
+    ) -> None: ...
+    async def failed(self, failure: StartFailure) -> None: ...
+    async def disconnected(self, run: AgentRun, exit: ExitFacts) -> None: ...
+
+
+UpdateSink = Callable[[Any], Awaitable[None] | None]
+PermissionSink = Callable[[Any], Awaitable[dict[str, Any]]]
+
+
+class AgentRun:
+    """The live half of a session for as long as one agent process lives."""
+
+    def __init__(self, session_id: str, spec: AgentSpec, cwd: Path, config: SessionConfig) -> None:
+        self.session_id = session_id
+        self.spec = spec
+        self.cwd = cwd
+        self.config = config
+        self.client: AcpClient | None = None
+        self.process: AgentProcess | None = None
+        self.current_request: str | None = None
+        self.protocol_errors = 0
+        self._stop = anyio.Event()
+        self.done = anyio.Event()
+
+    def stop(self) -> None:
+        """Ask the run to stop its process (the disconnect is then reported as usual)."""
+        self._stop.set()
+
+    async def request(self, method: str, call: Awaitable[T]) -> T:
+        """Tracks the method in flight, for the classifier and the crash report."""
+        self.current_request = method
+        try:
+            return await call
+        finally:
+            if self.current_request == method:
+                self.current_request = None
+
+    async def run(
+        self,
+        *,
+        load_acp_session: str | None,
+        report: RunReport,
+        on_update: UpdateSink,
+        on_permission: PermissionSink,
+        credentials: CredentialsProvider | None,
+    ) -> None:
+        try:
+            await self._run(load_acp_session, report, on_update, on_permission, credentials)
+        finally:
+            self.done.set()
+
+    async def _run(
+        self,
+        load: str | None,
+        report: RunReport,
+        on_update: UpdateSink,
+        on_permission: PermissionSink,
+        credentials: CredentialsProvider | None,
+    ) -> None:
+        cfg = self.config
+        own_env: dict[str, str] = dict(self.spec.env)
+        try:
+            if credentials is not None and self.spec.credentials:
+                own_env.update(await credentials(self.session_id, self.spec))
+        except Exception as exc:
+            log.warning("session %s: credentials unavailable: %s", self.session_id, exc)
+            await report.failed(StartFailure(f"agent credentials unavailable: {exc}", True))
+            return
+        base_env = build_agent_env(cfg.daemon_env, allowed=cfg.env_allow)
+        env = build_agent_env(cfg.daemon_env, own_env, allowed=cfg.env_allow)
+        try:
+            async with (
+                spawn_agent(
+                    self.spec.command,
+                    cwd=self.cwd,
+                    env=env,
+                    max_line_bytes=cfg.max_line_bytes,
+                    tail_bytes=cfg.stderr_tail_bytes,
+                    stop_timings=cfg.stop_timings,
+                ) as proc,
+                TerminalManager(
+                    cwd=self.cwd,
+                    base_env=base_env,  # terminals never get the agent's own secrets
+                    default_output_limit=cfg.terminal_output_limit,
+                ) as terminals,
+            ):
+                self.process = proc
+                services = ClientServices(
+                    on_update=on_update,
+                    request_permission=on_permission,
+                    fs=FileSystemService(
+                        self.cwd, max_read_bytes=cfg.fs_max_bytes, max_write_bytes=cfg.fs_max_bytes
+                    ),
+                    terminals=terminals,
+                )
+                client = AcpClient(
+                    proc.transport,
+                    services,
+                    name=f"session {self.session_id} agent pid {proc.pid}",
+                    on_protocol_error=self._count_protocol_error,
+                )
+                async with anyio.create_task_group() as tg:
+                    await tg.start(client.run)
+                    opened = await self._open(client, proc, load, report)
+                    if opened:
+                        self.client = client
+                        await self._wait_for_disconnect(proc, client)
+                        exit_facts = await self._exit_facts(proc)
+                        await report.disconnected(self, exit_facts)
+                    tg.cancel_scope.cancel()
+        except AgentStartError as exc:
+            await report.failed(StartFailure(str(exc), retryable=False))
+
+    def _count_protocol_error(self, what: str) -> None:
+        self.protocol_errors += 1
+
+    async def _open(
+        self, client: AcpClient, proc: AgentProcess, load: str | None, report: RunReport
+    ) -> bool:
+        cwd = str(self.cwd)
+        method = "initialize"
+        try:
+            with anyio.fail_after(self.config.start_timeout_s):
+                info = await self.request(method, client.initialize())
+                if load is not None:
+                    method = "session/load"
+                    await self.request(method, client.load_session(load, cwd))
+                    acp_id = load
+                else:
+                    method = "session/new"
+                    acp_id = await self.request(method, client.new_session(cwd))
+        except JsonRpcError as exc:
+            failure = StartFailure(
+                f"the agent refused {method}: {exc.message} (JSON-RPC {exc.code})",
+                retryable=False,
+            )
+        except (PeerClosed, TimeoutError, AgentProtocolError) as exc:
+            if isinstance(exc, TimeoutError):
+                what = f"the agent did not answer {method} within {self.config.start_timeout_s:g}s"
+            elif isinstance(exc, AgentProtocolError):
+                what = str(exc)
+            else:
+                record = await proc.stop(self.config.stop_timings)
+                what = f"the agent {record.describe()} during {method}"
+            failure = StartFailure(what, retryable=not isinstance(exc, AgentProtocolError))
+        else:
+            await report.opened(self, info, acp_id, load is not None)
+            return True
+        await proc.stop(self.config.stop_timings)
+        await proc.settle_stderr()
+        await report.failed(
+            StartFailure(failure.message, failure.retryable, proc.stderr.text()[-4096:])
+        )
+        return False
+
+    async def _wait_for_disconnect(self, proc: AgentProcess, client: AcpClient) -> None:
+        async with anyio.create_task_group() as tg:
+
+            async def first(event: anyio.Event) -> None:
+                await event.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(first, proc.exited)
+            tg.start_soon(first, client.conn.closed)
+            tg.start_soon(first, self._stop)
+
+    async def _exit_facts(self, proc: AgentProcess) -> ExitFacts:
+        in_flight = self.current_request
+        record = await proc.stop(self.config.stop_timings)
+        await proc.settle_stderr()
+        return ExitFacts(
+            exit_code=record.exit_code,
+            signal=record.signal,
+            oom_killed=record.oom_killed,
+            uptime_s=record.uptime_s,
+            in_flight=in_flight,
+        )

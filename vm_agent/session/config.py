@@ -1,0 +1,30 @@
+"""How sessions run: deadlines, budgets, bounds. One value object handed to every session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+from vm_agent.agent_env import DEFAULT_ALLOWED
+from vm_agent.agent_process import StopTimings
+from vm_agent.catalog import AgentSpec
+from vm_agent.core.machine import SessionPolicy
+from vm_agent.jsonrpc.framing import DEFAULT_MAX_LINE_BYTES
+from vm_agent.stderr_tail import DEFAULT_TAIL_BYTES
+
+# Fetches an agent's own secret variables (its API key) at spawn time: (session id, spec).
+CredentialsProvider = Callable[[str, AgentSpec], Awaitable[Mapping[str, str]]]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    policy: SessionPolicy = field(default_factory=SessionPolicy)
+    start_timeout_s: float = 60.0
+    stop_timings: StopTimings = field(default_factory=StopTimings)
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    stderr_tail_bytes: int = DEFAULT_TAIL_BYTES
+    env_allow: tuple[str, ...] = DEFAULT_ALLOWED
+    daemon_env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    fs_max_bytes: int = 8 * 1024 * 1024
+    terminal_output_limit: int = 1024 * 1024

@@ -1,0 +1,191 @@
+"""The supervisor: owns every session of the daemon, their tasks, and their shutdown.
+
+Sessions are independent: each runs in its own task tree, so one session's crash loop,
+hang or flood never stops another (they share only the event log's group commit).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from vm_agent.acp.permissions import AskPolicy, PermissionPolicy
+from vm_agent.catalog import Catalog
+from vm_agent.eventlog import EventLog, EventsDropped
+from vm_agent.redact import Redactor
+from vm_agent.session.config import CredentialsProvider, SessionConfig
+from vm_agent.session.session import AgentSession
+
+log = logging.getLogger(__name__)
+
+_SESSION_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+class UnknownSession(KeyError):
+    def __init__(self, session_id: str) -> None:
+        super().__init__(session_id)
+        self.session_id = session_id
+
+    def __str__(self) -> str:
+        return f"unknown session {self.session_id!r}"
+
+
+class Supervisor:
+    def __init__(
+        self,
+        *,
+        log: EventLog,
+        catalog: Catalog,
+        config: SessionConfig,
+        redactor: Redactor,
+        credentials: CredentialsProvider | None = None,
+        permission_policy: Callable[[], PermissionPolicy] = AskPolicy,
+    ) -> None:
+        self.log = log
+        self.catalog = catalog
+        self.config = config
+        self.redactor = redactor
+        self.credentials = credentials
+        self.permission_policy = permission_policy
+        self.sessions: dict[str, AgentSession] = {}
+        self._tg: TaskGroup | None = None
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Owns the sessions' tasks until cancelled (call ``shutdown`` first for a clean stop)."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            task_status.started()
+            await anyio.sleep_forever()
+
+    def get(self, session_id: str) -> AgentSession:
+        try:
+            return self.sessions[session_id]
+        except KeyError:
+            raise UnknownSession(session_id) from None
+
+    def describe_all(self) -> list[dict[str, Any]]:
+        return [s.describe() for s in self.sessions.values()]
+
+    async def start_session(
+        self,
+        agent: str,
+        cwd: str | Path,
+        *,
+        session_id: str | None = None,
+        load_acp_session: str | None = None,
+        permissions: PermissionPolicy | None = None,
+    ) -> AgentSession:
+        spec = self.catalog.get(agent)
+        path = Path(cwd)
+        if not path.is_absolute():
+            raise ValueError(f"cwd must be an absolute path, not {str(cwd)!r}")
+        if not await anyio.Path(path).is_dir():
+            raise ValueError(f"cwd {str(cwd)!r} is not a directory")
+        sid = session_id or f"s-{uuid.uuid4().hex[:16]}"
+        if not sid or len(sid) > 128 or not set(sid) <= _SESSION_ID_CHARS:
+            raise ValueError("session_id must be 1-128 characters of [A-Za-z0-9._-]")
+        if sid in self.sessions:
+            raise ValueError(f"session {sid!r} exists already")
+        session = AgentSession(
+            session_id=sid,
+            spec=spec,
+            cwd=path,
+            log=self.log,
+            config=self.config,
+            permissions=permissions or self.permission_policy(),
+            redactor=self.redactor,
+            credentials=self.credentials,
+            load_acp_session=load_acp_session,
+        )
+        self.sessions[sid] = session
+        await self._group.start(session.run)
+        return session
+
+    async def restore(self, *, recover: bool = False) -> list[AgentSession]:
+        """Brings back the sessions an earlier daemon left in the log, as stopped sessions.
+
+        A prompt that was running when that daemon died gets its one outcome now.
+        """
+        restored: list[AgentSession] = []
+        for record in await self.log.list_sessions():
+            if record.session_id in self.sessions:
+                continue
+            try:
+                spec = self.catalog.get(record.agent)
+            except KeyError:
+                log.warning(
+                    "session %s: agent %r is no longer in the catalog",
+                    record.session_id,
+                    record.agent,
+                )
+                continue
+            await self._close_orphan_prompt(record.session_id, record.state)
+            session = AgentSession(
+                session_id=record.session_id,
+                spec=spec,
+                cwd=Path(record.cwd),
+                log=self.log,
+                config=self.config,
+                permissions=self.permission_policy(),
+                redactor=self.redactor,
+                credentials=self.credentials,
+                restored=record,
+            )
+            self.sessions[record.session_id] = session
+            await self._group.start(session.run)
+            restored.append(session)
+            if recover and session.restorable and record.state not in ("stopped", "error"):
+                await session.recover()
+        return restored
+
+    async def _close_orphan_prompt(self, session_id: str, state: str) -> None:
+        if state not in ("prompting", "cancelling", "recovering"):
+            return
+        head = self.log.head_seq(session_id)
+        try:
+            tail = await self.log.read(session_id, max(0, head - 500), 500)
+        except EventsDropped:
+            return
+        started = [e.data["prompt_id"] for e in tail if e.type == "prompt.started"]
+        finished = {e.data["prompt_id"] for e in tail if e.type == "prompt.finished"}
+        for prompt_id in started:
+            if prompt_id not in finished:
+                await self.log.append(
+                    session_id,
+                    "prompt.finished",
+                    {
+                        "session_id": session_id,
+                        "prompt_id": prompt_id,
+                        "outcome": "crashed",
+                        "reason": "the daemon stopped while this prompt was running",
+                    },
+                )
+
+    async def shutdown(self, within_s: float = 10.0) -> None:
+        """Stops every session's agent, concurrently, within a bound."""
+        sessions = list(self.sessions.values())
+        with anyio.move_on_after(within_s) as scope:
+            async with anyio.create_task_group() as tg:
+                for session in sessions:
+                    tg.start_soon(self._stop_one, session)
+        if scope.cancelled_caught:
+            log.warning("shutdown: sessions still stopping after %.0fs", within_s)
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    @staticmethod
+    async def _stop_one(session: AgentSession) -> None:
+        session.close()
+        await session.stopped_for_good.wait()
+
+    @property
+    def _group(self) -> TaskGroup:
+        if self._tg is None:
+            raise RuntimeError("the supervisor is not running")
+        return self._tg
