@@ -30,6 +30,7 @@ SCENARIOS: tuple[str, ...] = (
     "flood",
     "spawns-children",
     "env",
+    "prompt-error",
 )
 
 # Scenarios that stream with a pause by default; every other one streams at full speed.

@@ -12,7 +12,7 @@ import anyio
 from vm_agent.fake_agent.tools import tools
 from vm_agent.fake_agent.transcript import AGENT
 from vm_agent.fake_agent.turn import CANCELLED, END_TURN, Turn, split_text
-from vm_agent.fake_agent.wire import encode, log, write_all
+from vm_agent.fake_agent.wire import RpcError, encode, log, write_all
 
 PromptBehaviour = Callable[[Turn, str], Awaitable[str]]
 
@@ -116,6 +116,12 @@ async def env(turn: Turn, text: str) -> str:
     return END_TURN
 
 
+async def prompt_error(turn: Turn, text: str) -> str:
+    """Streams one chunk, then fails the turn with an internal error while staying alive."""
+    turn.chunk(text[:8] or "working")
+    raise RpcError(-32603, "Internal error: the model backend is unavailable")
+
+
 def flood_text(index: int, size: int) -> str:
     """`size` ASCII characters starting with the update's index."""
     head = f"{index:08d} "
@@ -180,4 +186,5 @@ def behaviours() -> dict[str, PromptBehaviour]:
         "flood": flood,
         "spawns-children": echo,
         "env": env,
+        "prompt-error": prompt_error,
     }

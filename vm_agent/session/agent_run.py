@@ -53,8 +53,16 @@ PermissionSink = Callable[[Any], Awaitable[dict[str, Any]]]
 class AgentRun:
     """The live half of a session for as long as one agent process lives."""
 
-    def __init__(self, session_id: str, spec: AgentSpec, cwd: Path, config: SessionConfig) -> None:
+    def __init__(
+        self,
+        session_id: str,
+        spec: AgentSpec,
+        cwd: Path,
+        config: SessionConfig,
+        on_spawned: Callable[[int], None] | None = None,
+    ) -> None:
         self.session_id = session_id
+        self._on_spawned = on_spawned
         self.spec = spec
         self.cwd = cwd
         self.config = config
@@ -73,10 +81,18 @@ class AgentRun:
         """Tracks the method in flight, for the classifier and the crash report."""
         self.current_request = method
         try:
-            return await call
-        finally:
-            if self.current_request == method:
-                self.current_request = None
+            result = await call
+        except PeerClosed:
+            raise  # it stays "in flight": the peer went away while we waited for it
+        except BaseException:
+            self._done_with(method)
+            raise
+        self._done_with(method)
+        return result
+
+    def _done_with(self, method: str) -> None:
+        if self.current_request == method:
+            self.current_request = None
 
     async def run(
         self,
@@ -128,6 +144,8 @@ class AgentRun:
                 ) as terminals,
             ):
                 self.process = proc
+                if self._on_spawned is not None:
+                    self._on_spawned(proc.pid)
                 services = ClientServices(
                     on_update=on_update,
                     request_permission=on_permission,

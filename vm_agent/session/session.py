@@ -94,6 +94,7 @@ class AgentSession:
         self._replaying = False
         self.replayed_updates = 0
         self._unconfirmed = 0
+        self.spawned_pids: list[int] = []  # every agent process this session started
         self._permission_ids = itertools.count(1)
 
     # -- queries ----------------------------------------------------------------------------
@@ -289,7 +290,7 @@ class AgentSession:
     # -- agent runs -------------------------------------------------------------------------
 
     def _start_run(self, delay: float, load: str | None) -> None:
-        run = AgentRun(self.id, self.spec, self.cwd, self.config)
+        run = AgentRun(self.id, self.spec, self.cwd, self.config, self.spawned_pids.append)
         self._run = run
         self._task_group.start_soon(self._go, run, delay, load)
 

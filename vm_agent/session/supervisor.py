@@ -20,6 +20,7 @@ from vm_agent.catalog import Catalog
 from vm_agent.eventlog import EventLog, EventsDropped
 from vm_agent.redact import Redactor
 from vm_agent.session.config import CredentialsProvider, SessionConfig
+from vm_agent.session.outcome import Outcome
 from vm_agent.session.session import AgentSession
 
 log = logging.getLogger(__name__)
@@ -137,12 +138,30 @@ class Supervisor:
                 credentials=self.credentials,
                 restored=record,
             )
+            await self._load_outcomes(session)
             self.sessions[record.session_id] = session
             await self._group.start(session.run)
             restored.append(session)
             if recover and session.restorable and record.state not in ("stopped", "error"):
                 await session.recover()
         return restored
+
+    async def _load_outcomes(self, session: AgentSession) -> None:
+        """Outcomes by prompt id, so a prompt retried after a daemon restart never runs twice."""
+        after = 0
+        while True:
+            try:
+                page = await self.log.read(session.id, after, 5000)
+            except EventsDropped as exc:
+                after = exc.first_available_seq - 1
+                continue
+            if not page:
+                return
+            for event in page:
+                if event.type == "prompt.finished":
+                    outcome = Outcome.model_validate(event.data)
+                    session.outcomes[outcome.prompt_id] = outcome
+            after = page[-1].seq
 
     async def _close_orphan_prompt(self, session_id: str, state: str) -> None:
         if state not in ("prompting", "cancelling", "recovering"):
