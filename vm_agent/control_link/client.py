@@ -1,0 +1,251 @@
+"""The HTTP client of the callback API (DESIGN.md section 5).
+
+One `httpx.AsyncClient` (connections reused, explicit timeouts). Each call is retried by
+tenacity with exponential backoff and full jitter on connection errors, 5xx and 429 (a
+`Retry-After` is honoured, capped); other 4xx are not retried. 401 raises
+`CallbackUnauthorized`, 403 `CallbackForbidden`; retries used up raise `CallbackUnavailable`.
+
+The token is read from the store at every attempt (a refresh applies at once) and sent only
+in the `Authorization` header: httpx logs the method, URL and status, never headers, and
+tenacity logs nothing unless given a logger (none is).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Self
+
+import anyio
+import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity.wait import wait_random_exponential
+
+from vm_agent.control_link.health import FailureReason, LinkHealth, LinkMetrics, LinkState
+from vm_agent.control_link.token import CallbackTokenStore
+from vm_agent.eventlog import Event
+
+
+class CallbackError(Exception):
+    """A callback did not succeed."""
+
+
+class CallbackUnauthorized(CallbackError):
+    """401: the callback token expired or was revoked."""
+
+
+class CallbackForbidden(CallbackError):
+    """403: the token is not allowed this call (another node's, or the wrong kind)."""
+
+
+class CallbackUnavailable(CallbackError):
+    """Network errors, 5xx or 429 on every attempt."""
+
+
+class CallbackRejected(CallbackError):
+    """Another 4xx (not retried: sending the same request again cannot help)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class CallbackProtocolError(CallbackError):
+    """A 2xx answer whose body is not what the API promises."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int = 4
+    initial_s: float = 0.5  # the backoff's scale: attempt n waits up to initial * 2**n
+    max_s: float = 10.0
+    max_retry_after_s: float = 120.0
+    timeout_s: float = 15.0
+    connect_timeout_s: float = 5.0
+
+
+class HeartbeatAnswer(NamedTuple):
+    interval_s: float | None
+    token: str | None
+
+
+class _Retryable(Exception):
+    def __init__(self, reason: FailureReason, detail: str, retry_after: float | None) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+class ControlPlaneClient:
+    def __init__(
+        self,
+        base_url: str,
+        node_id: str,
+        tokens: CallbackTokenStore,
+        *,
+        http: httpx.AsyncClient | None = None,
+        metrics: LinkMetrics | None = None,
+        retry: RetryPolicy | None = None,
+        health: LinkHealth | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.node_id = node_id
+        self.tokens = tokens
+        self.retry = retry or RetryPolicy()
+        self.health = health or LinkHealth(metrics)
+        self._own_http = http is None
+        self.http = http or httpx.AsyncClient(
+            timeout=httpx.Timeout(self.retry.timeout_s, connect=self.retry.connect_timeout_s),
+            follow_redirects=False,  # never carry the token to another place
+        )
+        self._backoff = wait_random_exponential(
+            multiplier=self.retry.initial_s, max=self.retry.max_s
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._own_http:
+            await self.http.aclose()
+
+    # The calls.
+
+    async def ready(self, version: str, capacity: Mapping[str, Any]) -> None:
+        await self._post("ready", _json({"version": version, "capacity": dict(capacity)}))
+
+    async def heartbeat(
+        self, sessions: Sequence[Mapping[str, Any]], usage: Mapping[str, Any]
+    ) -> HeartbeatAnswer:
+        body = _json({"sessions": [dict(s) for s in sessions], "usage": dict(usage)})
+        answer = await self._post("heartbeat", body)
+        interval = answer.get("interval_s")
+        token = answer.get("token")
+        if interval is not None and (
+            not isinstance(interval, int | float) or isinstance(interval, bool) or interval <= 0
+        ):
+            raise CallbackProtocolError("heartbeat answer: interval_s is not a positive number")
+        if token is not None and (not isinstance(token, str) or not token.strip()):
+            raise CallbackProtocolError("heartbeat answer: token is not a non-empty string")
+        return HeartbeatAnswer(None if interval is None else float(interval), token)
+
+    async def post_events(self, events: Sequence[Event]) -> tuple[int, int]:
+        """Post stored events as they are (each payload is already `{session_id, seq, ...}`)."""
+        body = b'{"events":[' + ",".join(e.payload for e in events).encode("utf-8") + b"]}"
+        answer = await self._post("events", body)
+        stored, duplicates = answer.get("stored"), answer.get("duplicates")
+        if not isinstance(stored, int) or not isinstance(duplicates, int):
+            raise CallbackProtocolError("events answer: stored/duplicates are not integers")
+        return stored, duplicates
+
+    async def agent_credentials(self, session_id: str, agent: str) -> dict[str, str]:
+        path = f"sessions/{session_id}/agent-credentials"
+        answer = await self._post(path, _json({"agent": agent}))
+        env = answer.get("env")
+        if not isinstance(env, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+        ):
+            # Never echo the body: it holds secrets.
+            raise CallbackProtocolError("agent-credentials answer: env is not a map of strings")
+        return dict(env)
+
+    # Plumbing.
+
+    async def _post(self, path: str, body: bytes) -> dict[str, Any]:
+        url = f"{self.base_url}/api/nodes/{self.node_id}/{path}"
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(_Retryable),
+            stop=stop_after_attempt(self.retry.attempts),
+            wait=self._wait,
+            sleep=anyio.sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    response = await self._once(url, body)
+                    self.health.succeeded()
+                    return _answer(response)
+        except _Retryable as exc:
+            self.health.failed(LinkState.UNREACHABLE, exc.detail)
+            raise CallbackUnavailable(f"{path}: {exc.detail}") from None
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    async def _once(self, url: str, body: bytes) -> httpx.Response:
+        headers = {
+            "Authorization": f"Bearer {self.tokens.value}",
+            "Content-Type": "application/json",
+        }
+        try:
+            response = await self.http.post(url, content=body, headers=headers)
+        except httpx.TransportError as exc:
+            self.health.attempt_failed("network")
+            raise _Retryable("network", f"{type(exc).__name__}: {exc}", None) from None
+        status = response.status_code
+        if status < 300:
+            return response
+        detail = f"HTTP {status}: {_error_text(response)}"
+        if status == 401:
+            self.health.attempt_failed("unauthorized")
+            self.health.failed(LinkState.UNAUTHORIZED, detail)
+            raise CallbackUnauthorized(detail)
+        if status == 403:
+            self.health.attempt_failed("forbidden")
+            self.health.failed(LinkState.FORBIDDEN, detail)
+            raise CallbackForbidden(detail)
+        if status == 429 or status >= 500:
+            self.health.attempt_failed("server_error")
+            raise _Retryable("server_error", detail, _retry_after(response))
+        self.health.attempt_failed("other")
+        raise CallbackRejected(status, detail)
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, _Retryable) and exc.retry_after is not None:
+            return min(exc.retry_after, self.retry.max_retry_after_s)
+        return float(self._backoff(state))
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode("utf-8")
+
+
+def _answer(response: httpx.Response) -> dict[str, Any]:
+    try:
+        value = response.json()
+    except ValueError:
+        raise CallbackProtocolError(f"HTTP {response.status_code}: body is not JSON") from None
+    if not isinstance(value, dict):
+        raise CallbackProtocolError(f"HTTP {response.status_code}: body is not a JSON object")
+    return value
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        value = response.json()
+    except ValueError:
+        return response.reason_phrase or "error"
+    error = value.get("error") if isinstance(value, dict) else None
+    return str(error)[:200] if error else response.reason_phrase or "error"
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds from a `Retry-After` header (delta seconds or an HTTP date)."""
+    raw = response.headers.get("retry-after")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    if raw.isdigit():
+        return float(raw)
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

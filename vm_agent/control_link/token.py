@@ -1,0 +1,160 @@
+"""The callback token: read from its file, kept in memory, replaced atomically when refreshed.
+
+The file must be readable by its owner only (mode 0600 or stricter); a file that group or
+others can read is refused at start, because anyone who reads it can speak for this node.
+Every token the store holds (the first and each refreshed one) is registered with the
+redactor, so it never reaches a log line, a crash report or an event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import jwt
+
+from vm_agent.redact import Redactor
+
+
+class TokenFileError(OSError):
+    """The callback token file cannot be used (one line for a person; an OSError)."""
+
+
+class InsecureTokenFile(TokenFileError):
+    """Group or others have any access to the file (read, write or execute)."""
+
+
+class CallbackTokenStore:
+    """The node's callback token. Thread-safe; `value` never touches the disk."""
+
+    def __init__(self, path: Path, value: str, redactor: Redactor | None = None) -> None:
+        self.path = path
+        self._redactor = redactor
+        self._lock = threading.Lock()
+        self._value = ""
+        self._set(value)
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str], redactor: Redactor | None = None
+    ) -> CallbackTokenStore:
+        """Read the token file; raises `InsecureTokenFile` or `TokenFileError` (one line each)."""
+        file = Path(path)
+        return cls(file, _read_token_file(file), redactor)
+
+    def reload(self) -> bool:
+        """Read the file again (an operator may have put a new token there after a 401).
+
+        Returns whether the token changed; raises like `load`.
+        """
+        value = _read_token_file(self.path)
+        with self._lock:
+            if value == self._value:
+                return False
+            self._set(value)
+            return True
+
+    @property
+    def value(self) -> str:
+        return self._value
+
+    def expires_at(self) -> float | None:
+        """The token's `exp` (Unix seconds), read without verifying; None if it has none."""
+        try:
+            claims = jwt.decode(self._value, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            return None
+        exp = claims.get("exp")
+        return float(exp) if isinstance(exp, int | float) else None
+
+    def expires_in_s(self, now: float | None = None) -> float | None:
+        exp = self.expires_at()
+        if exp is None:
+            return None
+        return exp - (time.time() if now is None else now)
+
+    def replace(self, new_token: str) -> None:
+        """Write `new_token` to the file atomically (mode 0600), then use it.
+
+        Blocking file I/O (small): call it from a worker thread in async code. The old
+        token stays known to the redactor. On a write error (OSError, raised) the new token
+        is used all the same: it is valid, and the old one will expire.
+        """
+        token = new_token.strip()
+        if not token or not token.isascii() or any(c.isspace() for c in token):
+            raise ValueError("a callback token is one non-empty ASCII word")
+        if self._redactor is not None:
+            self._redactor.add_secret(token)  # before it can appear anywhere
+        with self._lock:
+            if token == self._value:
+                return
+            try:
+                _write_atomically(self.path, token.encode("ascii") + b"\n")
+            finally:
+                self._value = token
+
+    def _set(self, value: str) -> None:
+        if self._redactor is not None:
+            self._redactor.add_secret(value)
+        self._value = value
+
+
+def _read_token_file(file: Path) -> str:
+    try:
+        fd = os.open(file, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise TokenFileError(f"callback token file {file} does not exist") from None
+    except OSError as exc:
+        raise TokenFileError(f"cannot open callback token file {file}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        # fstat on the open file: no window between the check and the read.
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise TokenFileError(f"callback token file {file} is not a regular file")
+        mode = stat.S_IMODE(info.st_mode)
+        if mode & 0o077:
+            raise InsecureTokenFile(
+                f"callback token file {file} has mode {mode:04o}: group or others have "
+                f"access to it; run `chmod 600 {file}`"
+            )
+        raw = fh.read(64 * 1024)
+    try:
+        value = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise TokenFileError(f"callback token file {file} is not ASCII text") from None
+    if not value:
+        raise TokenFileError(f"callback token file {file} is empty")
+    if any(c.isspace() for c in value):
+        raise TokenFileError(f"callback token file {file} holds more than one word")
+    return value
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Temp file in the same directory, 0600, fsync, rename over, fsync the directory."""
+    directory = path.parent
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        os.fchmod(fd, 0o600)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
