@@ -32,6 +32,9 @@ READ_SCOPE = "read"
 WRITE_SCOPE = "write"
 MAX_TOKEN_CHARS = 16 * 1024
 MAX_JWKS_BYTES = 1024 * 1024
+# A cached JWKS older than this is refetched on the next verify (subject to the
+# floor), so a key the control plane stopped publishing stops being trusted.
+MAX_CACHE_AGE_S = 600.0
 _TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 
 
@@ -98,6 +101,7 @@ class JwksVerifier:
         self._keys: dict[str, jwt.PyJWK] = {}
         self._lock = anyio.Lock()
         self._last_attempt: float | None = None
+        self._fetched_at: float | None = None  # last successful fetch
         self._last_error: str | None = None
         self._generation = 0  # fetch attempts completed; lets waiters skip a fetch
         self.fetch_count = 0
@@ -192,6 +196,14 @@ class JwksVerifier:
     async def _key(self, kid: str) -> jwt.PyJWK:
         key = self._keys.get(kid)
         if key is not None:
+            if not self._stale():
+                return key
+            # A failed refresh keeps the cached keys: the control plane being down
+            # must not lock every viewer out.
+            await self._refresh()
+            key = self._keys.get(kid)
+            if key is None:
+                raise Unauthorized(f"kid {kid!r} is no longer in the JWKS")
             return key
         fetched = await self._refresh()
         key = self._keys.get(kid)
@@ -206,6 +218,13 @@ class JwksVerifier:
         if self._last_error:
             raise Unauthorized(f"unknown kid {kid!r}: JWKS fetch failed: {self._last_error}")
         raise Unauthorized(f"unknown kid {kid!r}: not in the JWKS")
+
+    def _stale(self) -> bool:
+        fetched = self._fetched_at
+        if fetched is None:
+            return True
+        age = self._clock() - fetched
+        return age < 0 or age > MAX_CACHE_AGE_S
 
     async def _refresh(self) -> bool:
         """Fetch the JWKS unless one was attempted within the floor; True if one ran
@@ -222,6 +241,7 @@ class JwksVerifier:
             self._last_attempt = now
             try:
                 self._keys = await self._fetch()
+                self._fetched_at = now
                 self._last_error = None
             except _FetchError as exc:
                 self._last_error = str(exc)

@@ -25,7 +25,7 @@ from control_plane.app import bind_socket, create_app, serve_control_plane
 from control_plane.plane import ControlPlane
 from control_plane.settings import ControlPlaneSettings
 from control_plane.tokens import TokenIssuer
-from vm_agent.auth import JwksVerifier, Unauthorized, ViewerIdentity
+from vm_agent.auth import MAX_CACHE_AGE_S, JwksVerifier, Unauthorized, ViewerIdentity
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -269,6 +269,24 @@ async def test_key_rotation_picked_up_by_refetch(cp: Plane) -> None:
         assert len(cp.requests) == 2
         assert (await verifier.verify(old_token)).can_read  # old key still published
         assert len(cp.requests) == 2
+    finally:
+        await verifier.aclose()
+
+
+async def test_stale_cache_refetched_but_kept_when_the_plane_is_down(cp: Plane) -> None:
+    verifier = cp.verifier(min_refetch_interval_s=30.0)
+    try:
+        await verifier.verify(cp.tokens.mint_viewer_token(NODE, ["read"]))
+        cp.clock.advance(MAX_CACHE_AGE_S + 1)
+        await verifier.verify(cp.tokens.mint_viewer_token(NODE, ["read"]))
+        assert len(cp.requests) == 2  # the old cache was refreshed
+        await verifier.verify(cp.tokens.mint_viewer_token(NODE, ["read"]))
+        assert len(cp.requests) == 2
+        # A stale cache whose refresh fails still serves the keys it has.
+        cp.clock.advance(MAX_CACHE_AGE_S + 1)
+        verifier.jwks_url = cp.url + "/missing"
+        assert (await verifier.verify(cp.tokens.mint_viewer_token(NODE, ["read"]))).can_read
+        assert len(cp.requests) == 3
     finally:
         await verifier.aclose()
 
