@@ -1,0 +1,205 @@
+"""The viewer API's methods (DESIGN.md section 4) for one authenticated viewer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from vm_agent.acp.permissions import AskPolicy
+from vm_agent.catalog import CatalogError
+from vm_agent.eventlog import EventsDropped
+from vm_agent.jsonrpc.connection import Router
+from vm_agent.jsonrpc.errors import INVALID_REQUEST, JsonRpcError
+from vm_agent.server import errors
+from vm_agent.server import params as p
+from vm_agent.server.fanout import FanOut, Subscription
+from vm_agent.server.prompts import PromptRuns
+from vm_agent.server.protocols import Identity
+from vm_agent.server.transport import WebSocketTransport
+from vm_agent.session.session import AgentSession, SessionRefused
+from vm_agent.session.supervisor import Supervisor, UnknownSession
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Any], Awaitable[Any]]
+
+READ_METHODS = frozenset({"session/list", "session/subscribe"})
+WRITE_METHODS = frozenset(
+    {
+        "session/start",
+        "session/prompt",
+        "session/cancel",
+        "session/stop",
+        "session/recover",
+        "permission/respond",
+    }
+)
+
+
+@dataclass(eq=False)
+class ViewerContext:
+    """What one viewer's methods work with; the task groups outlive the requests."""
+
+    name: str
+    identity: Identity
+    transport: WebSocketTransport
+    supervisor: Supervisor
+    fanout: FanOut
+    prompts: PromptRuns
+    server_tg: TaskGroup  # owns prompts: they outlive the viewer that asked
+    viewer_tg: TaskGroup  # owns this viewer's subscriptions
+
+
+class ViewerMethods:
+    def __init__(self, ctx: ViewerContext) -> None:
+        self.ctx = ctx
+        self.subscriptions: list[Subscription] = []
+
+    def router(self) -> Router:
+        table: dict[str, Handler] = {
+            "session/start": self.start,
+            "session/prompt": self.prompt,
+            "session/cancel": self.cancel,
+            "session/stop": self.stop,
+            "session/recover": self.recover,
+            "session/list": self.list,
+            "session/subscribe": self.subscribe,
+            "permission/respond": self.permission_respond,
+        }
+        requests = {name: self._guard(name, fn) for name, fn in table.items()}
+        requests["auth"] = self._second_auth
+        return Router(requests=requests)
+
+    def _guard(self, method: str, fn: Handler) -> Callable[[Any], Awaitable[Any]]:
+        # Called inline by the connection: a refusal here answers without starting a task.
+        def check(params: Any) -> Awaitable[Any]:
+            ident = self.ctx.identity
+            if method in WRITE_METHODS and not ident.can_write:
+                raise errors.forbidden(method, "write")
+            if method in READ_METHODS and not (ident.can_read or ident.can_write):
+                raise errors.forbidden(method, "read")
+            return fn(params)
+
+        return check
+
+    @staticmethod
+    def _second_auth(params: Any) -> Awaitable[Any]:
+        raise JsonRpcError(INVALID_REQUEST, "already authenticated on this connection")
+
+    def _session(self, session_id: str) -> AgentSession:
+        try:
+            return self.ctx.supervisor.get(session_id)
+        except UnknownSession:
+            raise errors.unknown_session(session_id) from None
+
+    # -- write ------------------------------------------------------------------------------
+
+    async def start(self, raw: Any) -> dict[str, Any]:
+        args = p.parse(p.StartParams, "session/start", raw)
+        log.info(
+            "%s (%s) starts a %s session (reservation %s)",
+            self.ctx.name,
+            self.ctx.identity.subject,
+            args.agent,
+            args.reservation,
+        )
+        try:
+            # Shielded: a viewer leaving must not cut the supervisor's start in half.
+            with anyio.CancelScope(shield=True):
+                session = await self.ctx.supervisor.start_session(
+                    args.agent,
+                    args.cwd,
+                    session_id=args.session_id,
+                    load_acp_session=args.acp_session_id,
+                )
+        except CatalogError as exc:
+            raise JsonRpcError.invalid_params(f"session/start: {exc}") from None
+        except ValueError as exc:
+            raise JsonRpcError.invalid_params(f"session/start: {exc}") from None
+        await session.wait_settled()
+        return session.describe()
+
+    async def prompt(self, raw: Any) -> dict[str, Any]:
+        args = p.parse(p.PromptParams, "session/prompt", raw)
+        session = self._session(args.session_id)
+        try:
+            outcome = await self.ctx.prompts.run(
+                self.ctx.server_tg, session, args.prompt_id, args.prompt
+            )
+        except SessionRefused as exc:
+            raise errors.refused(str(exc)) from None
+        return outcome.to_json()
+
+    async def cancel(self, raw: Any) -> dict[str, Any]:
+        session = self._session(p.parse(p.SessionParams, "session/cancel", raw).session_id)
+        with anyio.CancelScope(shield=True):
+            await session.cancel()
+        return {}
+
+    async def stop(self, raw: Any) -> dict[str, Any]:
+        session = self._session(p.parse(p.SessionParams, "session/stop", raw).session_id)
+        with anyio.CancelScope(shield=True):
+            await session.stop()
+        return {}
+
+    async def recover(self, raw: Any) -> dict[str, Any]:
+        session = self._session(p.parse(p.SessionParams, "session/recover", raw).session_id)
+        try:
+            with anyio.CancelScope(shield=True):
+                await session.recover()
+        except SessionRefused as exc:
+            raise errors.refused(str(exc)) from None
+        await session.wait_settled()
+        return session.describe()
+
+    async def permission_respond(self, raw: Any) -> dict[str, Any]:
+        args = p.parse(p.PermissionParams, "permission/respond", raw)
+        session = self._session(args.session_id)
+        policy = session.permissions
+        if not isinstance(policy, AskPolicy):
+            raise errors.refused("this session answers its permission requests by policy")
+        policy.respond(args.request_id, args.option_id, cancelled=args.cancelled)
+        return {}
+
+    # -- read -------------------------------------------------------------------------------
+
+    async def list(self, raw: Any) -> dict[str, Any]:
+        p.parse(p.ListParams, "session/list", raw)
+        return {"sessions": self.ctx.supervisor.describe_all()}
+
+    async def subscribe(self, raw: Any) -> dict[str, Any]:
+        args = p.parse(p.SubscribeParams, "session/subscribe", raw)
+        self._session(args.session_id)
+        if any(s.session_id == args.session_id for s in self.subscriptions):
+            raise JsonRpcError(
+                INVALID_REQUEST, f"already subscribed to session {args.session_id!r}"
+            )
+        fanout = self.ctx.fanout
+        head = fanout.log.head_seq(args.session_id)
+        if args.after_seq > head:
+            raise JsonRpcError.invalid_params(
+                f"session/subscribe: after_seq {args.after_seq} is past the head seq {head}"
+            )
+        try:
+            sub, first = await fanout.subscribe(args.session_id, args.after_seq, self.ctx.transport)
+        except EventsDropped as exc:
+            raise JsonRpcError(
+                errors.EVENTS_DROPPED,
+                f"events {exc.after_seq + 1}..{exc.first_available_seq - 1} were dropped; "
+                f"the first available seq is {exc.first_available_seq}",
+                {"first_available_seq": exc.first_available_seq},
+            ) from None
+        self.subscriptions.append(sub)
+        # The pump starts on a later turn of the loop: the answer below is queued first.
+        self.ctx.viewer_tg.start_soon(fanout.pump, sub, first)
+        return {"head_seq": fanout.log.head_seq(args.session_id)}
+
+    def close(self) -> None:
+        for sub in self.subscriptions:
+            self.ctx.fanout.unsubscribe(sub)
+        self.subscriptions.clear()
