@@ -241,3 +241,16 @@ async def test_failed_on_another_agent_error(tmp_path: Path) -> None:
         assert (outcome.outcome, outcome.error_code) == ("failed", -32603)
         assert "backend is unavailable" in (outcome.reason or "")
         assert s.state.value == "ready"
+
+
+@pytest.mark.slow
+async def test_recovery_uses_session_resume_when_advertised(tmp_path: Path) -> None:
+    agent = fake("crash-mid-prompt", "--state-dir", str(tmp_path / "agent"), "--once", "--resume")
+    async with running(tmp_path, [agent]) as h:
+        s = await h.ready("crash-mid-prompt")
+        assert (await s.prompt("p0", text_prompt("some history"))).outcome == "recovered"
+        assert s.replayed_updates == 0  # resume sends no replay at all
+        await s.wait_settled()
+        last = (await h.of_type(s, "session.state"))[-1]
+        assert last["note"] == "a new agent process loaded the session"
+        assert (await s.prompt("p1", text_prompt("on we go"))).outcome == "completed"

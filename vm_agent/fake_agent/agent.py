@@ -58,6 +58,8 @@ class FakeAgent:
             "session/load": self._load_session,
             "session/prompt": self._prompt,
         }
+        if config.resume:
+            self._methods["session/resume"] = self._resume_session
 
     @property
     def load_session(self) -> bool:
@@ -94,7 +96,7 @@ class FakeAgent:
             "agentCapabilities": {
                 "loadSession": self.load_session,
                 "promptCapabilities": {"image": False, "audio": False, "embeddedContext": True},
-                "sessionCapabilities": {},
+                "sessionCapabilities": {"resume": {}} if self.config.resume else {},
             },
             "agentInfo": {"name": "fake-agent", "title": "Fake agent", "version": __version__},
             "authMethods": auth_methods,
@@ -131,6 +133,15 @@ class FakeAgent:
                 "session/update",
                 {"sessionId": session_id, "update": text_chunk(update_kind, text)},
             )
+        self.sessions[session_id] = Session(session_id, cwd)
+        self.store.open(session_id)
+        return {}
+
+    async def _resume_session(self, params: dict[str, Any]) -> dict[str, Any]:
+        session_id = _string(params, "sessionId")
+        cwd = _cwd(params)
+        if self.store.load(session_id) is None:
+            raise RpcError(-32002, f"Resource not found: session {session_id}")
         self.sessions[session_id] = Session(session_id, cwd)
         self.store.open(session_id)
         return {}

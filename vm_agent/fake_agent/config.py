@@ -64,6 +64,7 @@ class Config:
     pid_file: str | None = None
     state_dir: str | None = None
     once: bool = False
+    resume: bool = False  # advertise and serve session/resume (a load without replay)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +123,12 @@ def _parser() -> argparse.ArgumentParser:
     for option in _OPTIONS:
         parser.add_argument(option.flag, dest=option.dest, default=None, help=option.help)
     parser.add_argument(
+        "--resume",
+        action="store_true",
+        default=None,
+        help="advertise sessionCapabilities.resume and answer session/resume",
+    )
+    parser.add_argument(
         "--once",
         action="store_true",
         default=None,
@@ -149,6 +156,10 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     if once is None and "FAKE_AGENT_ONCE" in environ:
         once = _parse_bool(environ["FAKE_AGENT_ONCE"])
     values["once"] = bool(once)
+    resume = args["resume"]
+    if resume is None and "FAKE_AGENT_RESUME" in environ:
+        resume = _parse_bool(environ["FAKE_AGENT_RESUME"])
+    values["resume"] = bool(resume)
 
     scenario = values.pop("scenario", None)
     if scenario is None:

@@ -183,7 +183,12 @@ class AgentRun:
         try:
             with anyio.fail_after(self.config.start_timeout_s):
                 info = await self.request(method, client.initialize())
-                if load is not None:
+                if load is not None and info.resume_session:
+                    # Resume restores the session without replaying history we would drop.
+                    method = "session/resume"
+                    await self.request(method, client.resume_session(load, cwd))
+                    acp_id = load
+                elif load is not None:
                     method = "session/load"
                     await self.request(method, client.load_session(load, cwd))
                     acp_id = load
