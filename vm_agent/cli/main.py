@@ -13,9 +13,16 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vm-agent", description="Supervisor for ACP agents.")
     parser.add_argument("--version", action="version", version=f"vm-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    from vm_agent.cli import prompt
+    from vm_agent.cli import attach, dev, prompt, serve
 
     prompt.add_arguments(sub.add_parser("prompt", help="run one prompt against one agent"))
+    serve.add_arguments(sub.add_parser("serve", help="run the daemon (configured by VM_AGENT_*)"))
+    dev.add_arguments(
+        sub.add_parser("dev", help="run the control plane and the daemon together on loopback")
+    )
+    attach.add_arguments(
+        sub.add_parser("attach", help="a terminal viewer: stream a session, send a prompt")
+    )
     sub.add_parser("fake-agent", help="the fake ACP agent (for dev and tests)", add_help=False)
     return parser
 
@@ -35,4 +42,16 @@ def main(argv: list[str] | None = None) -> int:
         from vm_agent.cli import prompt
 
         return prompt.run(args)
+    if args.command == "serve":
+        from vm_agent.cli import serve
+
+        return serve.run(args)
+    if args.command == "dev":
+        from vm_agent.cli import dev
+
+        return dev.run(args)
+    if args.command == "attach":
+        from vm_agent.cli import attach
+
+        return attach.run(args)
     return 2  # pragma: no cover - argparse enforces the choices

@@ -1,0 +1,166 @@
+"""``vm-agent dev``: the control plane and the daemon together on loopback, in one process.
+
+The control plane (SQLite under the dev directory) mints the daemon's callback token and
+a viewer token; the daemon verifies viewers with its JWKS and reports to it, and runs the
+fake agent in a few scenarios. Ctrl-C stops both cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import socket
+import sys
+from pathlib import Path
+
+import anyio
+
+from control_plane.app import bind_socket, serve_control_plane
+from control_plane.settings import ControlPlaneSettings
+from control_plane.tokens import mint_dev_tokens
+from vm_agent.catalog import fake_agent_command
+from vm_agent.daemon import EXIT_CONFIG, EXIT_FAILED, DaemonReady, run_daemon
+from vm_agent.settings import ENV_PREFIX, Settings, SettingsError, load_settings
+
+DEV_NODE_ID = "dev-node"
+DEFAULT_PORT = 8080
+DEFAULT_CONTROL_PLANE_PORT = 8700
+_VIEWER_TOKEN_TTL_S = 12 * 3600  # a working day of pasting the same attach line
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dev-dir", type=Path, default=Path(".dev"), help="state (default ./.dev)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="the daemon's port (0: any)")
+    p.add_argument(
+        "--control-plane-port",
+        type=int,
+        default=DEFAULT_CONTROL_PLANE_PORT,
+        help="the control plane's port (0: any)",
+    )
+
+
+def dev_agents(dev_dir: Path) -> dict[str, list[str]]:
+    """The fake agent in a few scenarios; transcripts under the dev dir, so sessions load."""
+    state = str(dev_dir / "fake-agent")
+    return {
+        "fake": list(fake_agent_command("--scenario", "echo", "--state-dir", state)),
+        "fake-slow": list(
+            fake_agent_command(
+                "--scenario", "slow", "--chunks", "20", "--delay-ms", "300", "--state-dir", state
+            )
+        ),
+        "fake-tools": list(fake_agent_command("--scenario", "tools", "--state-dir", state)),
+        # Crashes in the first prompt only, then loads the session again (a recovery).
+        "fake-crash": list(
+            fake_agent_command("--scenario", "crash-mid-prompt", "--once", "--state-dir", state)
+        ),
+    }
+
+
+def write_agents_file(path: Path, agents: dict[str, list[str]]) -> None:
+    # JSON strings are valid TOML basic strings (same escapes), so quoting is exact.
+    lines = ["# written by `vm-agent dev`; rewritten at every start", ""]
+    for name, command in agents.items():
+        quoted = ", ".join(json.dumps(arg) for arg in command)
+        lines += [f"[agents.{name}]", f"command = [{quoted}]", ""]
+    path.write_text("\n".join(lines))
+
+
+def write_secret(path: Path, value: str) -> None:
+    """Atomically, mode 0600 from the first byte."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    os.replace(tmp, path)
+
+
+def dev_settings(dev_dir: Path, control_plane_url: str, jwks_url: str, port: int) -> Settings:
+    """Dev settings; other ``VM_AGENT_*`` variables (timeouts, say) still apply."""
+    values = {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith(ENV_PREFIX) and k != f"{ENV_PREFIX}ENV_FILE"
+    }
+    agents_file = dev_dir / "agents.toml"
+    write_agents_file(agents_file, dev_agents(dev_dir))
+    values.update(
+        {
+            # Never the production env file: only one under the dev dir, if someone writes it.
+            f"{ENV_PREFIX}ENV_FILE": str(dev_dir / "env"),
+            f"{ENV_PREFIX}DEV_MODE": "1",
+            f"{ENV_PREFIX}NODE_ID": DEV_NODE_ID,
+            f"{ENV_PREFIX}CONTROL_PLANE_URL": control_plane_url,
+            f"{ENV_PREFIX}JWKS_URL": jwks_url,
+            f"{ENV_PREFIX}CALLBACK_TOKEN_FILE": str(dev_dir / "callback-token"),
+            f"{ENV_PREFIX}LISTEN_HOST": "127.0.0.1",
+            f"{ENV_PREFIX}LISTEN_PORT": str(port),
+            f"{ENV_PREFIX}STATE_DIR": str(dev_dir / "daemon"),
+            f"{ENV_PREFIX}AGENTS_FILE": str(agents_file),
+            f"{ENV_PREFIX}LOG_FORMAT": "console",
+        }
+    )
+    return load_settings(values)
+
+
+def _command_name() -> str:
+    # Paste-able: the same vm-agent this was started as.
+    argv0 = sys.argv[0] if sys.argv else ""
+    if Path(argv0).name == "vm-agent":
+        return shlex.quote(argv0)
+    return f"{shlex.quote(sys.executable)} -m vm_agent"
+
+
+def banner(ready: DaemonReady, control_plane_url: str, viewer_token: str, cwd: Path) -> str:
+    attach = (
+        f"{_command_name()} attach --url {ready.viewer_url} --token {viewer_token} "
+        f"--start fake --cwd {shlex.quote(str(cwd))} --prompt hello"
+    )
+    return "\n".join(
+        [
+            "",
+            "vm-agent dev is running (Ctrl-C stops it)",
+            f"  control plane: {control_plane_url}",
+            f"  viewer url:    {ready.viewer_url}",
+            f"  viewer token:  {viewer_token}",
+            "  agents:        " + ", ".join(dev_agents(Path("."))),
+            "  try:",
+            f"    {attach}",
+            "",
+        ]
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    dev_dir: Path = args.dev_dir.resolve()
+    try:
+        dev_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        sock = bind_socket("127.0.0.1", args.control_plane_port)
+    except OSError as exc:
+        print(f"vm-agent dev: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return anyio.run(_run, args, dev_dir, sock)
+
+
+async def _run(args: argparse.Namespace, dev_dir: Path, sock: socket.socket) -> int:
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    cp_settings = ControlPlaneSettings(
+        state_dir=dev_dir / "control-plane",
+        public_url=url,
+        viewer_token_ttl_s=_VIEWER_TOKEN_TTL_S,
+    )
+    async with serve_control_plane(cp_settings, sock=sock) as base_url:
+        tokens = mint_dev_tokens(cp_settings, DEV_NODE_ID)
+        write_secret(dev_dir / "callback-token", tokens.callback_token)
+        try:
+            settings = dev_settings(dev_dir, base_url, tokens.jwks_url, args.port)
+        except SettingsError as exc:
+            print(f"vm-agent dev: {exc}", file=sys.stderr, flush=True)
+            return EXIT_CONFIG
+
+        def show(ready: DaemonReady) -> None:
+            print(banner(ready, base_url, tokens.viewer_token, Path.cwd()), flush=True)
+
+        return await run_daemon(settings, on_ready=show)

@@ -1,0 +1,25 @@
+"""``vm-agent serve``: the daemon, configured from ``VM_AGENT_*`` variables (DESIGN.md 6)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import anyio
+
+from vm_agent.daemon import EXIT_CONFIG, run_daemon
+from vm_agent.settings import SettingsError, load_settings
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    # Everything comes from the environment and VM_AGENT_ENV_FILE, as systemd gives it.
+    p.epilog = "Configured by VM_AGENT_* variables and the file VM_AGENT_ENV_FILE names."
+
+
+def run(_args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"vm-agent: {exc}", file=sys.stderr, flush=True)
+        return EXIT_CONFIG
+    return anyio.run(run_daemon, settings)

@@ -1,0 +1,304 @@
+"""The daemon process (`vm-agent serve`): assembles the parts and owns their lifetimes.
+
+One task tree: the signal watcher and the systemd watchdog beside the daemon proper, which
+holds the event log open around the supervisor, the control-plane link and the viewer
+server. Shutdown walks the tree from the outside in: stop accepting, tell viewers, stop
+every agent process group within a bound, cancel the rest, and let the log commit and close.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from vm_agent import __version__
+from vm_agent.auth import JwksVerifier
+from vm_agent.catalog import Catalog, CatalogError
+from vm_agent.control_link import (
+    CallbackTokenStore,
+    ControlLink,
+    InsecureTokenFile,
+    TokenFileError,
+)
+from vm_agent.core.machine import SessionPolicy
+from vm_agent.eventlog import EventLog
+from vm_agent.logs import setup_logging
+from vm_agent.metrics import Metrics
+from vm_agent.procgroup import signal_group
+from vm_agent.redact import Redactor
+from vm_agent.sdnotify import SdNotifier
+from vm_agent.server import ViewerServer
+from vm_agent.session.config import SessionConfig
+from vm_agent.session.supervisor import Supervisor
+from vm_agent.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+SHUTDOWN_REASON = "daemon shutting down"
+# Telling viewers is a courtesy: it never holds up stopping the agents for long.
+_CLOSE_VIEWERS_WITHIN_S = 5.0
+
+
+class StartupError(Exception):
+    """The daemon cannot start as configured; one line for a person (exit status 2)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonReady:
+    """What the daemon tells its caller once it serves (`vm-agent dev` prints it)."""
+
+    host: str
+    port: int
+    node_id: str
+    sessions: int
+
+    @property
+    def viewer_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ws://{host}:{self.port}/v1/ws"
+
+
+OnReady = Callable[[DaemonReady], None]
+
+
+def session_config(settings: Settings, daemon_env: Mapping[str, str]) -> SessionConfig:
+    policy = SessionPolicy(
+        prompt_timeout_s=settings.prompt_timeout_s,
+        no_output_timeout_s=settings.no_output_timeout_s,
+        cancel_grace_s=settings.cancel_grace_s,
+        restart_budget=settings.restart_budget,
+        restart_window_s=settings.restart_window_s,
+    )
+    return SessionConfig(
+        policy=policy, max_line_bytes=settings.max_line_bytes, daemon_env=dict(daemon_env)
+    )
+
+
+def load_callback_tokens(settings: Settings, redactor: Redactor) -> CallbackTokenStore | None:
+    """The callback token, or None when the daemon runs without a control plane (dev only).
+
+    Outside dev mode a missing or insecure token file is a `StartupError`.
+    """
+    if settings.control_plane_url is None:
+        return None
+    try:
+        return CallbackTokenStore.load(settings.callback_token_file, redactor=redactor)
+    except InsecureTokenFile as exc:
+        # Refused in dev mode too: a token others can read is never fine.
+        raise StartupError(f"VM_AGENT_CALLBACK_TOKEN_FILE: {exc}") from exc
+    except TokenFileError as exc:
+        if settings.dev_mode:
+            log.warning("dev mode: %s; not reporting to the control plane", exc)
+            return None
+        raise StartupError(f"VM_AGENT_CALLBACK_TOKEN_FILE: {exc}") from exc
+
+
+class _Stop:
+    """The first SIGTERM/SIGINT asks for a clean stop; a second one forces the exit."""
+
+    def __init__(self, notifier: SdNotifier) -> None:
+        self.requested = anyio.Event()
+        self.notifier = notifier
+        self.supervisor: Supervisor | None = None
+
+    async def watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            task_status.started()
+            async for signum in signals:
+                if not self.requested.is_set():
+                    log.info("%s: shutting down", signal.Signals(signum).name)
+                    self.requested.set()
+                else:
+                    self.force(signal.Signals(signum).name)
+
+    def force(self, why: str) -> None:
+        """Exits now; the agents' process groups are killed first so none is left behind."""
+        log.warning("%s again: forcing the exit", why)
+        if self.supervisor is not None:
+            for session in list(self.supervisor.sessions.values()):
+                pid = session.agent_pid
+                if pid is not None:
+                    signal_group(pid, signal.SIGKILL)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(EXIT_FAILED)
+
+
+async def run_daemon(
+    settings: Settings,
+    *,
+    env: Mapping[str, str] | None = None,
+    on_ready: OnReady | None = None,
+) -> int:
+    """Runs the daemon until SIGTERM/SIGINT; returns the process exit status."""
+    environ: Mapping[str, str] = os.environ if env is None else env
+    redactor = Redactor()
+    setup_logging(settings.log_format, redactor)
+    # One line per callback request is noise at INFO; failures are logged by the link.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        catalog = Catalog.load(settings.agents_file)
+        if settings.jwks_url is None:
+            raise StartupError("VM_AGENT_JWKS_URL is required to verify viewers' tokens")
+        if settings.issuer is None:
+            raise StartupError("VM_AGENT_JWT_ISSUER (or VM_AGENT_CONTROL_PLANE_URL) is required")
+        tokens = load_callback_tokens(settings, redactor)
+    except CatalogError as exc:
+        print(f"vm-agent: VM_AGENT_AGENTS_FILE: {exc}", file=sys.stderr, flush=True)
+        return EXIT_CONFIG
+    except StartupError as exc:
+        print(f"vm-agent: {exc}", file=sys.stderr, flush=True)
+        return EXIT_CONFIG
+    notifier = SdNotifier.from_env(dict(environ))
+    stop = _Stop(notifier)
+    parts = _Parts(
+        settings=settings,
+        environ=environ,
+        redactor=redactor,
+        catalog=catalog,
+        tokens=tokens,
+        notifier=notifier,
+        stop=stop,
+        on_ready=on_ready,
+    )
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(stop.watch)
+            tg.start_soon(notifier.watchdog_loop)
+            await parts.run()
+            tg.cancel_scope.cancel()
+    except Exception as exc:
+        leaf = _first_leaf(exc)
+        log.error("the daemon stopped on an error: %s", leaf, exc_info=leaf)
+        notifier.status(f"failed: {leaf}")
+        return EXIT_FAILED
+    log.info("stopped")
+    return EXIT_OK
+
+
+class _Parts:
+    """The daemon proper: built in `run`, in dependency order, inside the event log."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        environ: Mapping[str, str],
+        redactor: Redactor,
+        catalog: Catalog,
+        tokens: CallbackTokenStore | None,
+        notifier: SdNotifier,
+        stop: _Stop,
+        on_ready: OnReady | None,
+    ) -> None:
+        self.settings = settings
+        self.environ = environ
+        self.redactor = redactor
+        self.catalog = catalog
+        self.tokens = tokens
+        self.notifier = notifier
+        self.stop = stop
+        self.on_ready = on_ready
+
+    async def run(self) -> None:
+        s = self.settings
+        s.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        assert s.jwks_url is not None and s.issuer is not None  # checked before
+        verifier = JwksVerifier(jwks_url=s.jwks_url, issuer=s.issuer, node_id=s.node_id)
+        try:
+            async with EventLog.open(
+                s.event_log_path, retention_bytes_per_session=s.retention_bytes_per_session
+            ) as events:
+                await self._serve(events, verifier)
+                await events.flush()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await verifier.aclose()
+
+    async def _serve(self, events: EventLog, verifier: JwksVerifier) -> None:
+        s = self.settings
+        metrics = Metrics()
+        remove_listener = events.add_listener(metrics.observe_events)
+        metrics.set_eventlog_size_source(events.size_bytes)
+        supervisor = Supervisor(
+            log=events,
+            catalog=self.catalog,
+            config=session_config(s, self.environ),
+            redactor=self.redactor,
+        )
+        self.stop.supervisor = supervisor
+        metrics.set_session_source(
+            lambda: Counter(x.state.value for x in supervisor.sessions.values())
+        )
+        link: ControlLink | None = None
+        if self.tokens is not None:
+            link = ControlLink(
+                s, events, supervisor, self.tokens, redactor=self.redactor, metrics=metrics
+            )
+            # Set before any session exists: a session keeps the provider it was made with.
+            supervisor.credentials = link.credentials_provider
+        server = ViewerServer(
+            settings=s,
+            supervisor=supervisor,
+            log=events,
+            verifier=verifier,
+            metrics=metrics,
+            health=partial(_health, link),
+        )
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(supervisor.run)
+                restored = await supervisor.restore(recover=s.recover_on_start)
+                if restored:
+                    log.info("restored %d sessions from the event log", len(restored))
+                if link is not None:
+                    await tg.start(link.run)
+                port = await tg.start(partial(server.serve, s.listen_host, s.listen_port))
+                ready = DaemonReady(s.listen_host, int(port), s.node_id, len(supervisor.sessions))
+                log.info("vm-agent %s serving viewers on %s", __version__, ready.viewer_url)
+                self.notifier.ready()
+                self.notifier.status(
+                    f"serving on {s.listen_host}:{ready.port}; {ready.sessions} sessions"
+                )
+                if self.on_ready is not None:
+                    self.on_ready(ready)
+                await self.stop.requested.wait()
+                await self._shut_down(server, supervisor)
+                tg.cancel_scope.cancel()
+        finally:
+            remove_listener()
+
+    async def _shut_down(self, server: ViewerServer, supervisor: Supervisor) -> None:
+        s = self.settings
+        self.notifier.stopping()
+        self.notifier.status("stopping: closing viewers and stopping agents")
+        server.stop_accepting()
+        with anyio.move_on_after(_CLOSE_VIEWERS_WITHIN_S):
+            await server.close_viewers(code=1001, reason=SHUTDOWN_REASON)
+        running = sum(1 for x in supervisor.sessions.values() if x.agent_pid is not None)
+        log.info("stopping %d agent processes (within %.0fs)", running, s.shutdown_timeout_s)
+        await supervisor.shutdown(s.shutdown_timeout_s)
+
+
+def _health(link: ControlLink | None) -> dict[str, Any]:
+    # The server reports sessions, viewers and uptime itself; the link is ours to add.
+    return {"control_plane": link.status() if link is not None else {"state": "disabled"}}
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
