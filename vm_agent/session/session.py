@@ -186,7 +186,8 @@ class AgentSession:
         """Waits until the session is neither starting nor recovering; returns its state."""
         while self.state in (SessionState.STARTING, SessionState.RECOVERING):
             await self._state_changed.wait()
-        return self.state
+        async with self._lock:  # the change's own events are in the log too
+            return self.state
 
     async def cancel(self) -> None:
         await self._feed(ev.CancelRequested(self._clock()))
