@@ -74,3 +74,12 @@ def test_prompt_text_joins_text_blocks_only() -> None:
         "junk",
     ]
     assert prompt_text(blocks) == "ab"
+
+
+def test_switches_from_flags_and_environment() -> None:
+    assert parse_config(["--scenario", "echo", "--timestamps"], {}).timestamps is True
+    env = {"FAKE_AGENT_TIMESTAMPS": "1", "FAKE_AGENT_RESUME": "yes"}
+    config = parse_config(["--scenario", "echo"], env)
+    assert (config.timestamps, config.resume, config.once) == (True, True, False)
+    with pytest.raises(ConfigError, match="FAKE_AGENT_TIMESTAMPS"):
+        parse_config(["--scenario", "echo"], {"FAKE_AGENT_TIMESTAMPS": "maybe"})

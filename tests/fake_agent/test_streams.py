@@ -12,6 +12,7 @@ import pytest
 
 from tests.fake_agent.harness import Agent, alive, chunk_texts
 from vm_agent.fake_agent.scenarios import GARBAGE_LINES, flood_text
+from vm_agent.fake_agent.turn import SENT_AT
 from vm_agent.fake_agent.wire import encode
 
 pytestmark = pytest.mark.integration
@@ -164,3 +165,19 @@ def test_spawns_children_in_its_own_group(tmp_path: Path) -> None:
                     break
                 time.sleep(0.05)
             assert not alive(pid)
+
+
+def test_timestamps_put_the_send_time_in_each_updates_meta(tmp_path: Path) -> None:
+    with Agent("--scenario", "echo", "--chunks", "3", "--timestamps") as agent:
+        session_id = agent.start(str(tmp_path))
+        before = time.time()
+        updates, answer = agent.call(
+            "session/prompt",
+            {"sessionId": session_id, "prompt": [{"type": "text", "text": "abcdef"}]},
+        )
+        after = time.time()
+        assert answer["result"] == {"stopReason": "end_turn"}
+        assert chunk_texts(updates) == ["ab", "cd", "ef"]
+        stamps = [u["params"]["update"]["_meta"][SENT_AT] for u in updates]
+        assert len(stamps) == 3
+        assert before <= stamps[0] <= stamps[1] <= stamps[2] <= after

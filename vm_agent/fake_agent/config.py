@@ -65,6 +65,7 @@ class Config:
     state_dir: str | None = None
     once: bool = False
     resume: bool = False  # advertise and serve session/resume (a load without replay)
+    timestamps: bool = False  # put the send time in each update's _meta (latency benchmarks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +114,14 @@ _OPTIONS: tuple[_Option, ...] = (
 )
 
 
+# On/off flags: `--flag`, or FAKE_AGENT_<FLAG>=1|0 from the environment.
+_SWITCHES: tuple[tuple[str, str], ...] = (
+    ("--resume", "advertise sessionCapabilities.resume and answer session/resume"),
+    ("--once", "crash scenarios crash only the first time per --state-dir"),
+    ("--timestamps", "put time.time() of each update's send in its _meta (vm_agent/sent_at)"),
+)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fake-agent",
@@ -122,18 +131,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     for option in _OPTIONS:
         parser.add_argument(option.flag, dest=option.dest, default=None, help=option.help)
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        default=None,
-        help="advertise sessionCapabilities.resume and answer session/resume",
-    )
-    parser.add_argument(
-        "--once",
-        action="store_true",
-        default=None,
-        help="crash scenarios crash only the first time per --state-dir",
-    )
+    for flag, help_text in _SWITCHES:
+        parser.add_argument(flag, action="store_true", default=None, help=help_text)
     return parser
 
 
@@ -152,14 +151,13 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
             values[option.dest] = option.convert(raw)
         except ValueError as exc:
             raise ConfigError(f"{source}: invalid value {raw!r} ({exc})") from None
-    once = args["once"]
-    if once is None and "FAKE_AGENT_ONCE" in environ:
-        once = _parse_bool(environ["FAKE_AGENT_ONCE"])
-    values["once"] = bool(once)
-    resume = args["resume"]
-    if resume is None and "FAKE_AGENT_RESUME" in environ:
-        resume = _parse_bool(environ["FAKE_AGENT_RESUME"])
-    values["resume"] = bool(resume)
+    for flag, _ in _SWITCHES:
+        dest = flag.removeprefix("--")
+        switch = args[dest]
+        env_name = ENV_PREFIX + dest.upper()
+        if switch is None and env_name in environ:
+            switch = _parse_bool(env_name, environ[env_name])
+        values[dest] = bool(switch)
 
     scenario = values.pop("scenario", None)
     if scenario is None:
@@ -172,13 +170,13 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     return config
 
 
-def _parse_bool(text: str) -> bool:
+def _parse_bool(name: str, text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in _TRUE:
         return True
     if lowered in _FALSE:
         return False
-    raise ConfigError(f"FAKE_AGENT_ONCE: invalid value {text!r} (use 1 or 0)")
+    raise ConfigError(f"{name}: invalid value {text!r} (use 1 or 0)")
 
 
 def _check(config: Config) -> None:

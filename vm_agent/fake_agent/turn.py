@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -14,6 +15,8 @@ from vm_agent.fake_agent.transcript import AGENT, TranscriptStore, first_time
 from vm_agent.fake_agent.wire import LinePeer
 
 END_TURN = "end_turn"
+# The `_meta` key of an update's send time (wall clock, seconds) under `--timestamps`.
+SENT_AT = "vm_agent/sent_at"
 CANCELLED = "cancelled"
 
 
@@ -63,6 +66,9 @@ class Turn:
         return self.session.cancel.is_set()
 
     def update(self, update: dict[str, Any]) -> None:
+        if self.config.timestamps:
+            # Read last, right before the line is encoded and written (benchmarks' latency).
+            update = {**update, "_meta": {SENT_AT: time.time()}}
         self.peer.notify("session/update", {"sessionId": self.session.session_id, "update": update})
 
     def chunk(self, text: str) -> None:
