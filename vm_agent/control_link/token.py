@@ -111,9 +111,9 @@ def _read_token_file(file: Path) -> str:
         raise TokenFileError(f"callback token file {file} does not exist") from None
     except OSError as exc:
         raise TokenFileError(f"cannot open callback token file {file}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as fh:
+    try:
         # fstat on the open file: no window between the check and the read.
-        info = os.fstat(fh.fileno())
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise TokenFileError(f"callback token file {file} is not a regular file")
         mode = stat.S_IMODE(info.st_mode)
@@ -122,7 +122,9 @@ def _read_token_file(file: Path) -> str:
                 f"callback token file {file} has mode {mode:04o}: group or others have "
                 f"access to it; run `chmod 600 {file}`"
             )
-        raw = fh.read(64 * 1024)
+        raw = os.read(fd, 64 * 1024)
+    finally:
+        os.close(fd)
     try:
         value = raw.decode("ascii").strip()
     except UnicodeDecodeError:
