@@ -21,9 +21,10 @@ from acp.schema import (
     WriteTextFileRequest,
     WriteTextFileResponse,
 )
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from vm_agent.jsonrpc.errors import INTERNAL_ERROR, RESOURCE_NOT_FOUND, JsonRpcError
+from vm_agent.jsonrpc.validation import parse_params
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -33,22 +34,6 @@ DEFAULT_MAX_BYTES = 8 * MiB
 
 def _invalid(message: str) -> JsonRpcError:
     return JsonRpcError.invalid_params(message)
-
-
-def _parse(model: type[M], params: dict[str, Any], method: str) -> M:
-    try:
-        return model.model_validate(params)
-    except ValidationError as exc:
-        raise _invalid(f"invalid {method} params: {short_validation_message(exc)}") from exc
-
-
-def short_validation_message(exc: ValidationError) -> str:
-    """The first problem of a pydantic error in one line, e.g. ``path: Field required``."""
-    errors = exc.errors()
-    first = errors[0]
-    where = ".".join(str(part) for part in first["loc"]) or "params"
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{where}: {first['msg']}{more}"
 
 
 def _os_error(action: str, path: str, exc: OSError) -> JsonRpcError:
@@ -96,7 +81,7 @@ class FileSystemService:
         return self._roots
 
     async def read_text_file(self, params: dict[str, Any]) -> dict[str, Any]:
-        req = _parse(ReadTextFileRequest, params, "fs/read_text_file")
+        req = parse_params(ReadTextFileRequest, params, "fs/read_text_file")
         if req.line is not None and req.line < 1:
             raise _invalid(f"line must be 1 or more (lines are 1-based), got {req.line}")
         if req.limit is not None and req.limit < 0:
@@ -106,7 +91,7 @@ class FileSystemService:
         return ReadTextFileResponse(content=text).model_dump(by_alias=True, exclude_none=True)
 
     async def write_text_file(self, params: dict[str, Any]) -> dict[str, Any]:
-        req = _parse(WriteTextFileRequest, params, "fs/write_text_file")
+        req = parse_params(WriteTextFileRequest, params, "fs/write_text_file")
         try:
             data = req.content.encode("utf-8")
         except UnicodeEncodeError as exc:

@@ -14,19 +14,13 @@ from acp.schema import (
     RequestPermissionRequest,
     RequestPermissionResponse,
 )
-from pydantic import ValidationError
 
-from vm_agent.acp.fs import short_validation_message
 from vm_agent.jsonrpc.errors import INVALID_REQUEST, RESOURCE_NOT_FOUND, JsonRpcError
+from vm_agent.jsonrpc.validation import parse_params
 
 
 def parse_permission_request(params: dict[str, Any]) -> RequestPermissionRequest:
-    try:
-        return RequestPermissionRequest.model_validate(params)
-    except ValidationError as exc:
-        raise JsonRpcError.invalid_params(
-            f"invalid session/request_permission params: {short_validation_message(exc)}"
-        ) from exc
+    return parse_params(RequestPermissionRequest, params, "session/request_permission")
 
 
 def selected(option_id: str) -> dict[str, Any]:

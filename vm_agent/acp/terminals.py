@@ -30,11 +30,11 @@ from acp.schema import (
     WaitForTerminalExitResponse,
 )
 from anyio.abc import Process, TaskGroup
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from vm_agent import procgroup
-from vm_agent.acp.fs import short_validation_message
 from vm_agent.jsonrpc.errors import INVALID_REQUEST, RESOURCE_NOT_FOUND, JsonRpcError
+from vm_agent.jsonrpc.validation import parse_params
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +44,6 @@ DEFAULT_OUTPUT_LIMIT = 1 * MiB
 MAX_OUTPUT_LIMIT = 16 * MiB
 _READ_CHUNK = 65536
 _SHELL_CHARS = frozenset("|&;<>()$`*?~'\"\\")
-
-
-def _parse(model: type[M], params: dict[str, Any], method: str) -> M:
-    try:
-        return model.model_validate(params)
-    except ValidationError as exc:
-        raise JsonRpcError.invalid_params(
-            f"invalid {method} params: {short_validation_message(exc)}"
-        ) from exc
 
 
 def _is_continuation(byte: int) -> bool:
@@ -185,7 +176,7 @@ class TerminalManager:
         return list(self._terminals)
 
     async def create(self, params: dict[str, Any]) -> dict[str, Any]:
-        req = _parse(CreateTerminalRequest, params, "terminal/create")
+        req = parse_params(CreateTerminalRequest, params, "terminal/create")
         if self._tg is None:
             raise RuntimeError("TerminalManager used outside its async with block")
         if len(self._terminals) >= self._max_terminals:
@@ -230,7 +221,7 @@ class TerminalManager:
         )
 
     async def output(self, params: dict[str, Any]) -> dict[str, Any]:
-        req = _parse(TerminalOutputRequest, params, "terminal/output")
+        req = parse_params(TerminalOutputRequest, params, "terminal/output")
         term = self._get(req.terminal_id)
         done = term.exit_status is not None
         answer = TerminalOutputResponse(
@@ -241,7 +232,7 @@ class TerminalManager:
         return answer.model_dump(by_alias=True, exclude_none=True)
 
     async def wait_for_exit(self, params: dict[str, Any]) -> dict[str, Any]:
-        req = _parse(WaitForTerminalExitRequest, params, "terminal/wait_for_exit")
+        req = parse_params(WaitForTerminalExitRequest, params, "terminal/wait_for_exit")
         term = self._get(req.terminal_id)
         await term.exited.wait()
         assert term.exit_status is not None
@@ -252,7 +243,7 @@ class TerminalManager:
 
     async def kill(self, params: dict[str, Any]) -> dict[str, Any]:
         """Stops the command's process group; the terminal stays for its output and status."""
-        req = _parse(KillTerminalRequest, params, "terminal/kill")
+        req = parse_params(KillTerminalRequest, params, "terminal/kill")
         term = self._get(req.terminal_id)
         await self._stop_group(term)
         # The group is gone; the status follows within the output drain grace.
@@ -261,7 +252,7 @@ class TerminalManager:
 
     async def release(self, params: dict[str, Any]) -> dict[str, Any]:
         """Kills the command if it still runs and forgets the terminal."""
-        req = _parse(ReleaseTerminalRequest, params, "terminal/release")
+        req = parse_params(ReleaseTerminalRequest, params, "terminal/release")
         term = self._get(req.terminal_id)
         del self._terminals[req.terminal_id]
         with anyio.CancelScope(shield=True):

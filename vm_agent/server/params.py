@@ -6,8 +6,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from vm_agent.acp.fs import short_validation_message
 from vm_agent.jsonrpc.errors import JsonRpcError
+from vm_agent.jsonrpc.validation import short_validation_message
 
 
 class _Params(BaseModel):
