@@ -14,16 +14,17 @@ import shlex
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
-from control_plane.app import bind_socket, serve_control_plane
-from control_plane.settings import ControlPlaneSettings
-from control_plane.tokens import mint_dev_tokens
 from vm_agent.catalog import fake_agent_command
-from vm_agent.daemon import EXIT_CONFIG, EXIT_FAILED, DaemonReady, run_daemon
 from vm_agent.settings import ENV_PREFIX, Settings, SettingsError, load_settings
 
+if TYPE_CHECKING:
+    from vm_agent.daemon import DaemonReady
+
+EXIT_FAILED, EXIT_CONFIG = 1, 2
 DEV_NODE_ID = "dev-node"
 DEFAULT_PORT = 8080
 DEFAULT_CONTROL_PLANE_PORT = 8700
@@ -134,6 +135,8 @@ def banner(ready: DaemonReady, control_plane_url: str, viewer_token: str, cwd: P
 
 
 def run(args: argparse.Namespace) -> int:
+    from control_plane.app import bind_socket  # noqa: PLC0415 - see _run
+
     dev_dir: Path = args.dev_dir.resolve()
     try:
         dev_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -145,6 +148,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace, dev_dir: Path, sock: socket.socket) -> int:
+    # Imported here, not at the top: `vm-agent` builds every sub-command's parser, and the
+    # control plane and the daemon are heavy imports that other commands do not need.
+    from control_plane.app import serve_control_plane  # noqa: PLC0415
+    from control_plane.settings import ControlPlaneSettings  # noqa: PLC0415
+    from control_plane.tokens import mint_dev_tokens  # noqa: PLC0415
+    from vm_agent.daemon import run_daemon  # noqa: PLC0415
+
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     cp_settings = ControlPlaneSettings(
         state_dir=dev_dir / "control-plane",

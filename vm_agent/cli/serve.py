@@ -7,8 +7,9 @@ import sys
 
 import anyio
 
-from vm_agent.daemon import EXIT_CONFIG, run_daemon
 from vm_agent.settings import SettingsError, load_settings
+
+EXIT_CONFIG = 2
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,4 +23,7 @@ def run(_args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"vm-agent: {exc}", file=sys.stderr, flush=True)
         return EXIT_CONFIG
+    # Imported here: the daemon's modules are heavy and a bad setting should fail fast.
+    from vm_agent.daemon import run_daemon  # noqa: PLC0415
+
     return anyio.run(run_daemon, settings)

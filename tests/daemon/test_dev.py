@@ -1,0 +1,114 @@
+"""`vm-agent dev` end to end (a subprocess), `vm-agent attach` against it, and its files."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import stat
+import subprocess
+from pathlib import Path
+
+import anyio
+import pytest
+from anyio.streams.text import TextReceiveStream
+
+from tests.daemon.harness import base_env, vm_agent
+from vm_agent.catalog import Catalog
+from vm_agent.cli.dev import dev_agents, write_agents_file, write_secret
+
+
+def test_dev_agents_file_loads_as_a_catalog(tmp_path: Path) -> None:
+    odd = tmp_path / 'a "quoted" dir'
+    odd.mkdir()
+    path = tmp_path / "agents.toml"
+    write_agents_file(path, dev_agents(odd))
+    catalog = Catalog.load(path)
+    assert {"fake", "fake-slow", "fake-tools", "fake-crash"} <= set(catalog.names())
+    command = catalog.get("fake-crash").command
+    assert command[command.index("--state-dir") + 1] == str(odd / "fake-agent")
+
+
+def test_write_secret_is_0600_and_replaces(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    write_secret(path, "first")
+    write_secret(path, "second")
+    assert path.read_text() == "second\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+async def _read_until(stream: TextReceiveStream, pattern: str, seen: list[str]) -> re.Match[str]:
+    with anyio.fail_after(90):
+        while not (found := re.search(pattern, "".join(seen))):
+            seen.append(await stream.receive())
+    return found
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_dev_prints_url_and_token_attach_prompts_ctrl_c_stops(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    dev_dir = tmp_path / "dev"
+    argv = vm_agent("dev", "--dev-dir", str(dev_dir), "--port", "0", "--control-plane-port", "0")
+    with (tmp_path / "dev.log").open("wb") as log:
+        process = await anyio.open_process(argv, env=base_env(), stderr=log)
+    try:
+        assert process.stdout is not None
+        out: list[str] = []
+        stream = TextReceiveStream(process.stdout)
+        url = (await _read_until(stream, r"viewer url: +(ws://127\.0\.0\.1:\d+/v1/ws)\n", out))[1]
+        token = (await _read_until(stream, r"viewer token: +(\S+)\n", out))[1]
+        await _read_until(stream, r" attach --url .*--prompt hello\n", out)
+        assert stat.S_IMODE((dev_dir / "callback-token").stat().st_mode) == 0o600
+        assert token not in (tmp_path / "dev.log").read_text()
+
+        attach = vm_agent(
+            "attach", "--url", url, "--start", "fake", "--cwd", str(work),
+            "--prompt", "hello", "--json",
+        )  # fmt: skip
+        env = {**base_env(), "VM_AGENT_TOKEN": token}  # the token from the environment
+        done = await anyio.run_process(attach, env=env, check=False)
+        assert done.returncode == 0, done.stderr.decode()
+        lines = [json.loads(line) for line in done.stdout.decode().splitlines()]
+        events, outcome = lines[:-1], lines[-1]
+        assert outcome["outcome"] == "completed"
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+        assert any(e["type"] == "prompt.finished" for e in events)
+        text = "".join(
+            e["data"]["update"]["content"].get("text", "")
+            for e in events
+            if e["type"] == "acp.update"
+            and e["data"]["update"].get("sessionUpdate") == "agent_message_chunk"
+        )
+        assert "hello" in text
+
+        refused = await anyio.run_process(
+            [*attach[:-1]], env={**base_env(), "VM_AGENT_TOKEN": "not-a-jwt"}, check=False
+        )
+        assert refused.returncode == 1
+        assert b"unauthorized" in refused.stderr
+
+        process.send_signal(signal.SIGINT)
+        with anyio.fail_after(60):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            with anyio.CancelScope(shield=True):
+                await process.wait()
+
+
+def test_attach_without_token_is_a_usage_error() -> None:
+    env = base_env()
+    done = subprocess.run(
+        vm_agent("attach", "--url", "ws://127.0.0.1:9/v1/ws"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "VM_AGENT_TOKEN" in done.stderr

@@ -1,0 +1,89 @@
+"""`vm-agent serve` refuses a bad configuration at start: exit 2, one line naming it."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.daemon.harness import base_env, vm_agent, write_token
+
+pytestmark = pytest.mark.integration
+
+
+def env_for(tmp: Path, **extra: str) -> dict[str, str]:
+    env = base_env()
+    env.update(
+        {
+            "VM_AGENT_ENV_FILE": str(tmp / "no-env-file"),
+            "VM_AGENT_NODE_ID": "node-1",
+            # Nothing listens there: every case below must stop before any network call.
+            "VM_AGENT_CONTROL_PLANE_URL": "http://127.0.0.1:9",
+            "VM_AGENT_JWKS_URL": "http://127.0.0.1:9/.well-known/jwks.json",
+            "VM_AGENT_CALLBACK_TOKEN_FILE": str(tmp / "callback-token"),
+            "VM_AGENT_STATE_DIR": str(tmp / "state"),
+            "VM_AGENT_LISTEN_PORT": "0",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def serve(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        vm_agent("serve"), env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def one_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def test_bad_port_names_the_variable(tmp_path: Path) -> None:
+    done = serve(env_for(tmp_path, VM_AGENT_LISTEN_PORT="99999"))
+    assert done.returncode == 2
+    assert "VM_AGENT_LISTEN_PORT" in one_line(done.stderr)
+    assert not (tmp_path / "state").exists()
+
+
+def test_bad_value_in_env_file(tmp_path: Path) -> None:
+    env_file = tmp_path / "env"
+    env_file.write_text("VM_AGENT_LOG_FORMAT=xml\n")
+    done = serve(env_for(tmp_path, VM_AGENT_ENV_FILE=str(env_file)))
+    assert done.returncode == 2
+    assert "VM_AGENT_LOG_FORMAT" in one_line(done.stderr)
+
+
+def test_insecure_token_file_is_refused(tmp_path: Path) -> None:
+    write_token(tmp_path / "callback-token", "secret-callback-token-value", mode=0o640)
+    done = serve(env_for(tmp_path))
+    assert done.returncode == 2
+    line = one_line(done.stderr)
+    assert "VM_AGENT_CALLBACK_TOKEN_FILE" in line
+    assert "0640" in line
+    assert "secret-callback-token-value" not in done.stderr + done.stdout
+
+
+def test_missing_token_file_is_refused_outside_dev_mode(tmp_path: Path) -> None:
+    done = serve(env_for(tmp_path))
+    assert done.returncode == 2
+    line = one_line(done.stderr)
+    assert "VM_AGENT_CALLBACK_TOKEN_FILE" in line
+    assert "does not exist" in line
+
+
+def test_missing_control_plane_outside_dev_mode(tmp_path: Path) -> None:
+    env = env_for(tmp_path)
+    del env["VM_AGENT_CONTROL_PLANE_URL"]
+    done = serve(env)
+    assert done.returncode == 2
+    assert "VM_AGENT_CONTROL_PLANE_URL" in one_line(done.stderr)
+
+
+def test_unknown_agents_file(tmp_path: Path) -> None:
+    done = serve(env_for(tmp_path, VM_AGENT_AGENTS_FILE=str(tmp_path / "missing.toml")))
+    assert done.returncode == 2
+    assert "VM_AGENT_AGENTS_FILE" in one_line(done.stderr)
