@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import re
+import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ from control_plane.app import bind_socket, create_app, serve_control_plane
 from control_plane.plane import ControlPlane
 from control_plane.settings import ControlPlaneSettings
 from control_plane.tokens import jwks_url
+from vm_agent.procgroup import group_alive
 
 NODE = "node-1"
 _NOT_INHERITED = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
@@ -157,6 +159,35 @@ def children(pid: int) -> list[int]:
         if len(fields) > 1 and fields[1] == str(pid):
             out.append(int(entry.name))
     return out
+
+
+async def serving(tmp: Path, plane: Plane, notify: Notify, agents: Path) -> tuple[Process, str]:
+    start = len(notify.messages)
+    env = daemon_env(
+        tmp,
+        plane,
+        VM_AGENT_AGENTS_FILE=str(agents),
+        NOTIFY_SOCKET=str(notify.path),
+        WATCHDOG_USEC="200000",
+    )
+    process = await start_process(vm_agent("serve"), env, tmp / "daemon.log")
+    await notify.wait_for("READY=1", start=start)
+    port = (await notify.wait_for(r"STATUS=serving on [^ ]+:(\d+);.*", start=start))[1]
+    return process, f"ws://127.0.0.1:{port}/v1/ws"
+
+
+async def sigterm_and_wait(process: Process) -> int:
+    process.send_signal(signal.SIGTERM)
+    with anyio.fail_after(60):
+        return await process.wait()
+
+
+async def agent_gone(pgid: int) -> bool:
+    # The daemon waits for the group itself; a short grace covers /proc catching up.
+    with anyio.move_on_after(5):
+        while group_alive(pgid):
+            await anyio.sleep(0.05)
+    return not group_alive(pgid)
 
 
 class Viewer:

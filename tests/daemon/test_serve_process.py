@@ -3,24 +3,24 @@ prompt, no agent left behind, and a restart on the same state directory."""
 
 from __future__ import annotations
 
+import json
 import signal
 import tempfile
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
 from tests.daemon.harness import (
-    Notify,
-    Plane,
     Viewer,
+    agent_gone,
     children,
     control_plane,
-    daemon_env,
     notify_socket,
-    start_process,
-    vm_agent,
+    serving,
+    sigterm_and_wait,
     write_token,
 )
 from vm_agent.catalog import fake_agent_command
@@ -43,35 +43,17 @@ def write_agents(tmp: Path) -> Path:
     return path
 
 
-async def serving(
-    tmp: Path, plane: Plane, notify: Notify, agents: Path
-) -> tuple[anyio.abc.Process, str]:
-    start = len(notify.messages)
-    env = daemon_env(
-        tmp,
-        plane,
-        VM_AGENT_AGENTS_FILE=str(agents),
-        NOTIFY_SOCKET=str(notify.path),
-        WATCHDOG_USEC="200000",
-    )
-    process = await start_process(vm_agent("serve"), env, tmp / "daemon.log")
-    await notify.wait_for("READY=1", start=start)
-    port = (await notify.wait_for(r"STATUS=serving on [^ ]+:(\d+);.*", start=start))[1]
-    return process, f"ws://127.0.0.1:{port}/v1/ws"
-
-
-async def sigterm_and_wait(process: anyio.abc.Process) -> int:
-    process.send_signal(signal.SIGTERM)
-    with anyio.fail_after(60):
-        return await process.wait()
-
-
-async def agent_gone(pgid: int) -> bool:
-    # The daemon waits for the group itself; a short grace covers /proc catching up.
-    with anyio.move_on_after(5):
-        while group_alive(pgid):
-            await anyio.sleep(0.05)
-    return not group_alive(pgid)
+async def check_health_and_metrics(url: str, secret: str) -> None:
+    base = url.replace("ws://", "http://").removesuffix("/v1/ws")
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        health = await http.get("/health")
+        assert health.status_code == 200
+        assert health.json()["node_id"] == "node-1"
+        assert "control_plane" in health.json()
+        metrics = await http.get("/metrics")
+        assert metrics.status_code == 200
+        assert "vm_agent_sessions" in metrics.text
+    assert secret not in health.text + metrics.text
 
 
 async def test_sigterm_during_prompt_then_restart_recovers(tmp_path: Path) -> None:
@@ -84,13 +66,15 @@ async def test_sigterm_during_prompt_then_restart_recovers(tmp_path: Path) -> No
             control_plane(tmp_path / "cp") as plane,
             notify_socket(Path(short) / "notify") as notify,
         ):
-            write_token(tmp_path / "callback-token", plane.callback_token())
+            callback_token = plane.callback_token()
+            write_token(tmp_path / "callback-token", callback_token)
             token = plane.viewer_token()
 
             # -- first daemon: a prompt is streaming when SIGTERM comes --------------------
             process, url = await serving(tmp_path, plane, notify, agents)
             await notify.wait_for("WATCHDOG=1")
             await notify.wait_for("WATCHDOG=1", start=len(notify.messages))  # more than one
+            await check_health_and_metrics(url, callback_token)
             async with Viewer.connect(url, token) as viewer:
                 started = await viewer.call(
                     "session/start", {"agent": "fake-slow", "cwd": str(work), "session_id": SESSION}
@@ -159,3 +143,37 @@ async def test_sigterm_during_prompt_then_restart_recovers(tmp_path: Path) -> No
                 outcome = await viewer.answer(p2)
                 assert outcome["outcome"] == "cancelled"
             assert await sigterm_and_wait(process) == 0
+
+
+async def test_second_signal_forces_the_exit(tmp_path: Path) -> None:
+    # An agent whose group ignores SIGTERM and outlives its stdin: the clean stop has to
+    # wait for the SIGKILL, and a second signal in that wait ends the daemon at once.
+    stubborn = (
+        "trap '' TERM; "
+        + " ".join(f"'{arg}'" for arg in fake_agent_command("--scenario", "echo"))
+        + "; sleep 600"
+    )
+    agents = tmp_path / "agents.toml"
+    agents.write_text(f'[agents.stubborn]\ncommand = ["sh", "-c", {json.dumps(stubborn)}]\n')
+    work = tmp_path / "work"
+    work.mkdir()
+    with tempfile.TemporaryDirectory(prefix="vmad-") as short:
+        async with (
+            control_plane(tmp_path / "cp") as plane,
+            notify_socket(Path(short) / "notify") as notify,
+        ):
+            write_token(tmp_path / "callback-token", plane.callback_token())
+            process, url = await serving(tmp_path, plane, notify, agents)
+            async with Viewer.connect(url, plane.viewer_token()) as viewer:
+                started = await viewer.call(
+                    "session/start", {"agent": "stubborn", "cwd": str(work)}
+                )
+                assert started["state"] == "ready"
+            (agent_pid,) = children(process.pid)
+            process.send_signal(signal.SIGTERM)
+            await notify.wait_for("STOPPING=1")
+            process.send_signal(signal.SIGTERM)
+            with anyio.fail_after(60):
+                assert await process.wait() == 1
+            assert "forcing the exit" in (tmp_path / "daemon.log").read_text()
+            assert await agent_gone(agent_pid), f"agent group {agent_pid} still alive"
