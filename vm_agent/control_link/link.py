@@ -51,13 +51,15 @@ log = logging.getLogger("vm_agent.control_link")
 
 @dataclass(frozen=True, slots=True)
 class LinkTimings:
-    """Retry and backoff bounds (tests shorten them)."""
+    """Retry, backoff and batch bounds (tests shorten them)."""
 
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     ready_backoff_initial_s: float = 1.0
     outbox_backoff_initial_s: float = 1.0
     outbox_backoff_max_s: float = 30.0
     outbox_idle_wait_s: float = 30.0
+    outbox_batch_max_events: int = 500
+    outbox_batch_max_bytes: int = 1024 * 1024
     # The control plane's interval is clamped to these bounds.
     min_interval_s: float = 1.0
     max_interval_s: float = 3600.0
@@ -104,6 +106,8 @@ class ControlLink:
             backoff_initial_s=self.timings.outbox_backoff_initial_s,
             backoff_max_s=self.timings.outbox_backoff_max_s,
             idle_wait_s=self.timings.outbox_idle_wait_s,
+            batch_max_events=self.timings.outbox_batch_max_events,
+            batch_max_bytes=self.timings.outbox_batch_max_bytes,
             auth_retry_s=lambda: self.interval_s,
             metrics=metrics,
         )

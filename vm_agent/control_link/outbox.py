@@ -123,7 +123,10 @@ class OutboxSender:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         self.cursor = await self.log.get_delivery_cursor(self.cursor_name)
-        self.last_rowid = max(self.last_rowid, self.cursor)
+        # The newest rowid, for `depth` from the start: a read matching no type returns
+        # no events and the position past everything stored.
+        _, top = await self.log.read_global(self.cursor, 1, 1, types=())
+        self.last_rowid = max(self.last_rowid, self.cursor, top)
         remove = self.log.add_listener(self._on_commit)
         try:
             task_status.started()
