@@ -182,7 +182,9 @@ async def run_daemon(
             tg.cancel_scope.cancel()
     except Exception as exc:
         leaf = _first_leaf(exc)
-        log.error("the daemon stopped on an error: %s", leaf, exc_info=leaf)
+        # An OSError (a port in use, a state dir it may not write) says all in one line.
+        trace = None if isinstance(leaf, OSError) else leaf
+        log.error("the daemon stopped on an error: %s", leaf, exc_info=trace)
         notifier.status(f"failed: {leaf}")
         return EXIT_FAILED
     log.info("stopped")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from pathlib import Path
 
@@ -57,6 +58,7 @@ def test_bad_value_in_env_file(tmp_path: Path) -> None:
     assert "VM_AGENT_LOG_FORMAT" in one_line(done.stderr)
 
 
+@pytest.mark.slow  # imports the whole daemon
 def test_insecure_token_file_is_refused(tmp_path: Path) -> None:
     write_token(tmp_path / "callback-token", "secret-callback-token-value", mode=0o640)
     done = serve(env_for(tmp_path))
@@ -67,6 +69,7 @@ def test_insecure_token_file_is_refused(tmp_path: Path) -> None:
     assert "secret-callback-token-value" not in done.stderr + done.stdout
 
 
+@pytest.mark.slow  # imports the whole daemon
 def test_missing_token_file_is_refused_outside_dev_mode(tmp_path: Path) -> None:
     done = serve(env_for(tmp_path))
     assert done.returncode == 2
@@ -83,7 +86,21 @@ def test_missing_control_plane_outside_dev_mode(tmp_path: Path) -> None:
     assert "VM_AGENT_CONTROL_PLANE_URL" in one_line(done.stderr)
 
 
+@pytest.mark.slow  # imports the whole daemon
 def test_unknown_agents_file(tmp_path: Path) -> None:
     done = serve(env_for(tmp_path, VM_AGENT_AGENTS_FILE=str(tmp_path / "missing.toml")))
     assert done.returncode == 2
     assert "VM_AGENT_AGENTS_FILE" in one_line(done.stderr)
+
+
+@pytest.mark.slow  # imports the whole daemon
+def test_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    write_token(tmp_path / "callback-token", "a-callback-token-value")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = serve(env_for(tmp_path, VM_AGENT_LISTEN_PORT=str(port)))
+    assert done.returncode == 1
+    assert "address already in use" in done.stderr
+    assert "Traceback" not in done.stderr
