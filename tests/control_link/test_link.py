@@ -149,7 +149,7 @@ async def test_a_token_for_another_node_is_forbidden_said_once_and_nothing_spins
             async with anyio.create_task_group() as tg:
                 await tg.start(link.run)
                 await wait_for(lambda: link.health.state is LinkState.FORBIDDEN)
-                await anyio.sleep(1.5)  # a hot loop would make hundreds of calls here
+                await anyio.sleep(1.0)  # a hot loop would make hundreds of calls here
                 await log.append("s1", "session.state", {"state": "ready", "i": 5})
                 await wait_for(lambda: link.outbox.depth == 6)
                 status = link.status()
