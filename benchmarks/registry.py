@@ -1,0 +1,27 @@
+"""The benchmarks by name, in the order `python -m benchmarks` runs them."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from benchmarks import (
+    crash_detection,
+    footprint,
+    recovery,
+    relay_latency,
+    relay_throughput,
+    resume,
+)
+from benchmarks.harness import Context
+from benchmarks.stats import Figure
+
+Benchmark = Callable[[Context], Awaitable[list[Figure]]]
+
+BENCHMARKS: dict[str, Benchmark] = {
+    relay_throughput.NAME: relay_throughput.run,
+    relay_latency.NAME: relay_latency.run,
+    crash_detection.NAME: crash_detection.run,
+    recovery.NAME: recovery.run,
+    resume.NAME: resume.run,
+    footprint.NAME: footprint.run,
+}

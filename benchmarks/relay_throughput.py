@@ -1,0 +1,160 @@
+"""Figure 1: relay throughput of a flood to 1 and 10 viewers, against stdio baselines."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+
+import anyio
+
+from benchmarks import harness as h
+from benchmarks.rawacp import acp_flood, raw_flood
+from benchmarks.stats import Figure, Goal, Summary
+
+NAME = "relay_throughput"
+
+
+@dataclass(frozen=True)
+class Params:
+    count: int
+    repeats: int
+    sizes: tuple[int, ...] = (40, 1024)
+    viewers: tuple[int, ...] = (1, 10)
+
+
+SCALES = {
+    "smoke": Params(count=200, repeats=1, viewers=(1, 3)),
+    "quick": Params(count=5_000, repeats=3),
+    "full": Params(count=20_000, repeats=5),
+}
+PROMPT_TIMEOUT_S = 120.0
+
+
+def flood_args(count: int, size: int) -> list[str]:
+    return ["--scenario", "flood", "--count", str(count), "--size", str(size)]
+
+
+async def _daemon_rates(
+    ctx: h.Context, d: h.Daemon, agent: str, *, count: int, viewers: int, repeats: int
+) -> list[float]:
+    """Events/s of each prompt's flood, until the last update reached the last viewer."""
+    progress = h.Progress("acp.update", viewers)
+    rates: list[float] = []
+    async with (
+        anyio.create_task_group() as tg,
+        h.viewer(tg, d) as driver,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        session_id = await driver.start_session(agent, ctx.scratch("cwd"))
+        head = await driver.head_seq(session_id)
+        connected: list[h.Viewer] = []
+        for _ in range(viewers):
+            v = await stack.enter_async_context(h.viewer(tg, d, progress.hook))
+            progress.bind(v)
+            connected.append(v)
+        for v in connected:
+            await v.subscribe(session_id, head)
+        for rep in range(repeats):
+            progress.expect(count)
+            with anyio.fail_after(PROMPT_TIMEOUT_S):
+                async with anyio.create_task_group() as run:
+                    start = time.time()
+                    run.start_soon(progress.done.wait)
+                    outcome = await driver.prompt(session_id, "go", h.prompt_id(f"f{rep}"))
+            if outcome.get("outcome") != "completed":
+                raise RuntimeError(f"flood prompt ended {outcome}")
+            bad = [v for v in connected if v.gaps or v.close_code is not None]
+            if bad:
+                raise RuntimeError(
+                    f"{len(bad)} viewers saw gaps or were closed "
+                    f"({bad[0].close_code} {bad[0].close_reason})"
+                )
+            rates.append(count / (progress.finished_at - start))
+        tg.cancel_scope.cancel()
+    return rates
+
+
+async def run(ctx: h.Context) -> list[Figure]:
+    p = SCALES[ctx.scale]
+    cwd = ctx.scratch("cwd")
+    raw: dict[int, list[float]] = {}
+    acp: dict[int, list[float]] = {}
+    for size in p.sizes:
+        args = flood_args(p.count, size)
+        raw[size] = []
+        acp[size] = []
+        for _ in range(p.repeats):
+            took = await anyio.to_thread.run_sync(raw_flood, args, cwd, p.count)
+            raw[size].append(p.count / took)
+            acp[size].append(p.count / await acp_flood(args, cwd, p.count))
+        ctx.say(
+            f"  {size} B: raw {Summary.of(raw[size]).median:,.0f}/s, "
+            f"acp {Summary.of(acp[size]).median:,.0f}/s"
+        )
+
+    agents = {f"flood-{size}": flood_args(p.count, size) for size in p.sizes}
+    relayed: dict[tuple[int, int], list[float]] = {}
+    async with h.daemon(ctx.cp, ctx.scratch("daemon"), agents) as d:
+        for size in p.sizes:
+            for viewers in p.viewers:
+                rates = await _daemon_rates(
+                    ctx, d, f"flood-{size}", count=p.count, viewers=viewers, repeats=p.repeats
+                )
+                relayed[(size, viewers)] = rates
+                ctx.say(f"  {size} B to {viewers} viewers: {Summary.of(rates).median:,.0f}/s")
+
+    figures: list[Figure] = []
+    for size in p.sizes:
+        label = "1 KB" if size == 1024 else f"{size} B"
+        raw_s, acp_s = Summary.of(raw[size]), Summary.of(acp[size])
+        one = min(p.viewers)
+        many = max(p.viewers)
+        one_s = Summary.of(relayed[(size, one)])
+        many_s = Summary.of(relayed[(size, many)])
+        figures += [
+            _figure(
+                f"{label} chunks to {one} viewer",
+                one_s,
+                "raw stdout reader",
+                raw_s,
+                goal=Goal("ratio >= 0.5", 0.5, "higher", on_ratio=True),
+                count=p.count,
+            ),
+            _figure(
+                f"{label} chunks to {one} viewer",
+                one_s,
+                "acp ClientSideConnection",
+                acp_s,
+                goal=Goal("ratio > 1", 1.0, "higher", on_ratio=True),
+                count=p.count,
+            ),
+            _figure(
+                f"{label} chunks to {many} viewers",
+                many_s,
+                "raw stdout reader",
+                raw_s,
+                goal=Goal("ratio >= 0.35", 0.35, "higher", on_ratio=True),
+                count=p.count,
+            ),
+        ]
+    return figures
+
+
+def _figure(
+    name: str, value: Summary, baseline_name: str, baseline: Summary, *, goal: Goal, count: int
+) -> Figure:
+    return Figure(
+        benchmark=NAME,
+        name=name,
+        unit="events/s",
+        value=value,
+        baseline_name=baseline_name,
+        baseline=baseline,
+        goals=(goal,),
+        note=""
+        if "acp" in baseline_name
+        else f"{count} session/update notifications a run, "
+        "end to end from the prompt request to the last update at the last viewer",
+        extra={"count": count},
+    )
