@@ -103,11 +103,15 @@ class _Attach:
     finished_seen: anyio.Event = field(default_factory=anyio.Event)
     outcome: dict[str, Any] | None = None
     cancel_asked: anyio.Event = field(default_factory=anyio.Event)
+    # Set once the outcome is printed: an event still in flight must not follow it.
+    finished: bool = False
     permission_requests: list[dict[str, Any]] = field(default_factory=list)
     permission_asked: anyio.Event = field(default_factory=anyio.Event)
 
     def on_event(self, params: Any) -> None:
-        if not isinstance(params, dict) or params.get("session_id") != self.session_id:
+        if self.finished or not isinstance(params, dict):
+            return
+        if params.get("session_id") != self.session_id:
             return
         seq = params.get("seq")
         if not isinstance(seq, int) or seq <= self.last_seq:
@@ -283,6 +287,7 @@ async def _converse(attach: _Attach, conn: Connection) -> int:
         await conn.closed.wait()
         raise PeerClosed(conn.close_reason or "closed")
     outcome = attach.outcome or await _prompt_once(attach, conn)
+    attach.finished = True
     if attach.args.json:
         print(json.dumps(outcome), flush=True)
     else:
