@@ -179,10 +179,8 @@ class ControlPlaneClient:
         raise AssertionError("unreachable: tenacity either returns or raises")
 
     async def _once(self, url: str, body: bytes) -> httpx.Response:
-        headers = {
-            "Authorization": f"Bearer {self.tokens.value}",
-            "Content-Type": "application/json",
-        }
+        token = self.tokens.value
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         try:
             response = await self.http.post(url, content=body, headers=headers)
         except httpx.TransportError as exc:
@@ -192,6 +190,10 @@ class ControlPlaneClient:
         if status < 300:
             return response
         detail = f"HTTP {status}: {_error_text(response)}"
+        if status in (401, 403) and self.tokens.value != token:
+            # The token was replaced while this request ran: its refusal is stale news.
+            self.health.attempt_failed("unauthorized" if status == 401 else "forbidden")
+            raise _Retryable("unauthorized", detail, 0.0)
         if status == 401:
             self.health.attempt_failed("unauthorized")
             self.health.failed(LinkState.UNAUTHORIZED, detail)
