@@ -50,6 +50,7 @@ EXIT_CONFIG = 2
 SHUTDOWN_REASON = "daemon shutting down"
 # Telling viewers is a courtesy: it never holds up stopping the agents for long.
 _CLOSE_VIEWERS_WITHIN_S = 5.0
+_STATUS_EVERY_S = 15.0
 
 
 class StartupError(Exception):
@@ -109,9 +110,8 @@ def load_callback_tokens(settings: Settings, redactor: Redactor) -> CallbackToke
 class _Stop:
     """The first SIGTERM/SIGINT asks for a clean stop; a second one forces the exit."""
 
-    def __init__(self, notifier: SdNotifier) -> None:
+    def __init__(self) -> None:
         self.requested = anyio.Event()
-        self.notifier = notifier
         self.supervisor: Supervisor | None = None
 
     async def watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -163,7 +163,7 @@ async def run_daemon(
         print(f"vm-agent: {exc}", file=sys.stderr, flush=True)
         return EXIT_CONFIG
     notifier = SdNotifier.from_env(dict(environ))
-    stop = _Stop(notifier)
+    stop = _Stop()
     parts = _Parts(
         settings=settings,
         environ=environ,
@@ -187,6 +187,8 @@ async def run_daemon(
         log.error("the daemon stopped on an error: %s", leaf, exc_info=trace)
         notifier.status(f"failed: {leaf}")
         return EXIT_FAILED
+    finally:
+        notifier.close()
     log.info("stopped")
     return EXIT_OK
 
@@ -277,11 +279,25 @@ class _Parts:
                 )
                 if self.on_ready is not None:
                     self.on_ready(ready)
+                tg.start_soon(self._status_loop, supervisor, server, ready.port)
                 await self.stop.requested.wait()
                 await self._shut_down(server, supervisor)
                 tg.cancel_scope.cancel()
         finally:
             remove_listener()
+
+    async def _status_loop(self, supervisor: Supervisor, server: ViewerServer, port: int) -> None:
+        # `systemctl status` shows this line; refreshed, since sessions come and go.
+        if not self.notifier.enabled:
+            return
+        while True:
+            await anyio.sleep(_STATUS_EVERY_S)
+            states = Counter(x.state.value for x in supervisor.sessions.values())
+            summary = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "none"
+            self.notifier.status(
+                f"serving on {self.settings.listen_host}:{port}; sessions: {summary}; "
+                f"viewers: {server.viewer_count}"
+            )
 
     async def _shut_down(self, server: ViewerServer, supervisor: Supervisor) -> None:
         s = self.settings

@@ -136,8 +136,12 @@ async def test_sigterm_during_prompt_then_restart_recovers(tmp_path: Path) -> No
                         "prompt": [{"type": "text", "text": "again"}],
                     },
                 )
-                await viewer.until(
+                p2_started = await viewer.until(
                     lambda e: e["type"] == "prompt.started" and e["data"]["prompt_id"] == "p2"
+                )
+                # Streaming: the agent has the prompt (a cancel sent sooner may overtake it).
+                await viewer.until(
+                    lambda e: e["type"] == "acp.update" and e["seq"] > p2_started["seq"] + 1
                 )
                 await viewer.call("session/cancel", {"session_id": SESSION})
                 outcome = await viewer.answer(p2)
