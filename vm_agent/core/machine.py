@@ -351,7 +351,7 @@ class SessionMachine:
         else:
             self._attempt = 1
         self._restart_kind = kind
-        note = f"restarting the agent ({why})"
+        note = f"restarting the agent: {why}"
         if self.state is S.RECOVERING:
             return [a.Restart(delay, load=load, attempt=self._attempt, why=why)]
         return [
