@@ -122,8 +122,8 @@ async def test_sigterm_during_prompt_then_restart_recovers(tmp_path: Path) -> No
                 assert all(by_seq[e["seq"]] == e for e in seen), "replay differs from live"
                 finished = [e for e in replay if e["type"] == "prompt.finished"]
                 assert [e["data"]["prompt_id"] for e in finished] == ["p1"]
-                # The stop came from the daemon's shutdown: the prompt got exactly one outcome.
-                assert finished[0]["data"]["outcome"] in ("cancelled", "crashed")
+                # The daemon's shutdown cancelled the running prompt: one outcome, recorded.
+                assert finished[0]["data"]["outcome"] == "cancelled"
 
                 recovered = await viewer.call("session/recover", {"session_id": SESSION})
                 assert recovered["state"] == "ready"

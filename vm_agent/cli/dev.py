@@ -129,6 +129,8 @@ def banner(ready: DaemonReady, control_plane_url: str, viewer_token: str, cwd: P
             "  agents:        " + ", ".join(dev_agents(Path("."))),
             "  try:",
             f"    {attach}",
+            "  (--start fake-tools asks for permissions: add --permission allow;"
+            " --session ID --after-seq N to follow a session)",
             "",
         ]
     )
