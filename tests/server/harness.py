@@ -1,0 +1,216 @@
+"""A real control plane, event log, supervisor with fake agents and viewer server on loopback."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from websockets.asyncio.client import ClientConnection, connect
+
+from control_plane.app import bind_socket, create_app, serve_control_plane
+from control_plane.settings import ControlPlaneSettings
+from control_plane.tokens import TokenIssuer
+from vm_agent.agent_process import StopTimings
+from vm_agent.auth import JwksVerifier
+from vm_agent.catalog import AgentSpec, Catalog, fake_agent_command
+from vm_agent.core.machine import SessionPolicy
+from vm_agent.eventlog import EventLog
+from vm_agent.metrics import Metrics
+from vm_agent.redact import Redactor
+from vm_agent.server import ViewerServer
+from vm_agent.session.config import SessionConfig
+from vm_agent.session.supervisor import Supervisor
+from vm_agent.settings import Settings
+
+NODE = "node-1"
+
+
+def fake(scenario: str, *args: str, name: str | None = None) -> AgentSpec:
+    return AgentSpec(
+        name=name or scenario, command=fake_agent_command("--scenario", scenario, *args)
+    )
+
+
+def text(value: str) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": value}]
+
+
+class RpcError(Exception):
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(f"{error.get('message')} ({error.get('code')})")
+        self.code: int = error["code"]
+        self.message: str = error["message"]
+        self.data = error.get("data")
+
+
+@dataclass
+class Client:
+    """A bare JSON-RPC viewer over a real websocket client."""
+
+    ws: ClientConnection
+    events: list[dict[str, Any]] = field(default_factory=list)
+    _ids: int = 0
+
+    async def send(self, obj: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps(obj))
+
+    async def recv(self) -> dict[str, Any]:
+        message: dict[str, Any] = json.loads(await self.ws.recv())
+        return message
+
+    async def request(self, method: str, params: Any = None) -> dict[str, Any]:
+        """Sends a request; returns the whole answer (notifications met meanwhile are kept)."""
+        self._ids += 1
+        msg_id = self._ids
+        req: dict[str, Any] = {"jsonrpc": "2.0", "id": msg_id, "method": method}
+        if params is not None:
+            req["params"] = params
+        await self.send(req)
+        return await self.answer(msg_id)
+
+    async def answer(self, msg_id: int | str) -> dict[str, Any]:
+        while True:
+            msg = await self.recv()
+            if msg.get("method") == "session/event":
+                self.events.append(msg["params"])
+            elif msg.get("id") == msg_id:
+                return msg
+
+    async def call(self, method: str, params: Any = None) -> Any:
+        msg = await self.request(method, params)
+        if "error" in msg:
+            raise RpcError(msg["error"])
+        return msg["result"]
+
+    async def events_until(self, seq: int) -> list[dict[str, Any]]:
+        """Reads notifications until one with ``seq`` (or later) has arrived."""
+        while not self.events or self.events[-1]["seq"] < seq:
+            msg = await self.recv()
+            if msg.get("method") == "session/event":
+                self.events.append(msg["params"])
+        return self.events
+
+    def seqs(self) -> list[int]:
+        return [e["seq"] for e in self.events]
+
+
+@dataclass
+class Daemon:
+    url: str  # ws://127.0.0.1:PORT/v1/ws
+    http_url: str
+    tokens: TokenIssuer
+    issuer: str
+    server: ViewerServer
+    supervisor: Supervisor
+    log: EventLog
+    metrics: Metrics
+    workdir: Path
+
+    def token(self, *scopes: str, node: str = NODE, ttl_s: int = 300) -> str:
+        return self.tokens.mint_viewer_token(node, list(scopes or ("read", "write")), ttl_s)
+
+    @asynccontextmanager
+    async def viewer(
+        self, token: str | None = None, *, bearer: bool = True, **kw: Any
+    ) -> AsyncIterator[Client]:
+        tok = token if token is not None else self.token()
+        if bearer:
+            kw.setdefault("additional_headers", {"Authorization": f"Bearer {tok}"})
+        kw.setdefault("max_size", None)
+        async with connect(self.url, **kw) as ws:
+            yield Client(ws)
+
+    async def start(self, client: Client, agent: str, **params: Any) -> dict[str, Any]:
+        result: dict[str, Any] = await client.call(
+            "session/start", {"agent": agent, "cwd": str(self.workdir), **params}
+        )
+        return result
+
+
+@asynccontextmanager
+async def daemon(
+    tmp_path: Path,
+    agents: list[AgentSpec] | None = None,
+    *,
+    queue_limit: int = 10_000,
+    max_frame_bytes: int = 64 * 1024,
+    auth_timeout_s: float = 10.0,
+) -> AsyncIterator[Daemon]:
+    workdir = tmp_path / "work"
+    workdir.mkdir(parents=True, exist_ok=True)
+    sock = bind_socket("127.0.0.1", 0)
+    cp_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    cp_settings = ControlPlaneSettings(
+        state_dir=tmp_path / "cp", public_url=cp_url, key_activation_delay_s=0
+    )
+    app = create_app(cp_settings)
+    settings = Settings(
+        node_id=NODE,
+        dev_mode=True,
+        state_dir=tmp_path / "state",
+        viewer_queue_limit=queue_limit,
+        max_frame_bytes=max_frame_bytes,
+    )
+    config = SessionConfig(
+        policy=SessionPolicy(cancel_grace_s=1.0, backoff_base_s=0.05),
+        stop_timings=StopTimings(stdin_grace_s=0.3, term_grace_s=1.0),
+        start_timeout_s=20,
+    )
+    catalog = Catalog({a.name: a for a in agents or [fake("echo")]})
+    metrics = Metrics()
+    async with (
+        serve_control_plane(cp_settings, app=app, sock=sock),
+        EventLog.open(settings.event_log_path) as log,
+    ):
+        verifier = JwksVerifier(
+            jwks_url=f"{cp_url}/.well-known/jwks.json", issuer=cp_url, node_id=NODE
+        )
+        supervisor = Supervisor(log=log, catalog=catalog, config=config, redactor=Redactor())
+        server = ViewerServer(
+            settings=settings,
+            supervisor=supervisor,
+            log=log,
+            verifier=verifier,
+            metrics=metrics,
+            health=lambda: {"control_plane": "connected"},
+            auth_timeout_s=auth_timeout_s,
+        )
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(supervisor.run)
+                port = await tg.start(server.serve, "127.0.0.1", 0)
+                try:
+                    yield Daemon(
+                        url=f"ws://127.0.0.1:{port}/v1/ws",
+                        http_url=f"http://127.0.0.1:{port}",
+                        tokens=app.state.plane.tokens,
+                        issuer=cp_url,
+                        server=server,
+                        supervisor=supervisor,
+                        log=log,
+                        metrics=metrics,
+                        workdir=workdir,
+                    )
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        server.stop_accepting()
+                        await server.close_viewers()
+                        await supervisor.shutdown(15)
+                    tg.cancel_scope.cancel()
+        finally:
+            await verifier.aclose()
+
+
+def metric_value(metrics: Metrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, labels or None)
+    return 0.0 if value is None else value
+
+
+def now() -> float:
+    return time.time()
