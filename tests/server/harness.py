@@ -214,3 +214,23 @@ def metric_value(metrics: Metrics, name: str, **labels: str) -> float:
 
 def now() -> float:
     return time.time()
+
+
+async def settled_head(d: Daemon, session_id: str) -> int:
+    """The head seq once the session is idle again and everything is durable."""
+    session = d.supervisor.get(session_id)
+    with anyio.fail_after(20):
+        while session.state.value in ("starting", "prompting", "cancelling", "recovering"):
+            await anyio.sleep(0.01)
+    await anyio.sleep(0.05)
+    await d.log.flush()
+    return d.log.head_seq(session_id)
+
+
+def prompt_request(msg_id: str, session_id: str, words: str, prompt_id: str) -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "id": msg_id,
+        "method": "session/prompt",
+        "params": {"session_id": session_id, "prompt": text(words), "prompt_id": prompt_id},
+    }

@@ -153,6 +153,7 @@ async def test_errors(tmp_path: Path) -> None:
             assert (await v.answer("first"))["result"]["outcome"] == "completed"
 
 
+@pytest.mark.slow
 async def test_cancel_stop_and_recover(tmp_path: Path) -> None:
     agent = fake("hang", "--state-dir", str(tmp_path / "agent-state"))
     async with daemon(tmp_path, [agent]) as d, d.viewer() as v:

@@ -46,6 +46,9 @@ class Subscription:
         """A committed event, from the log listener; never waits."""
         if not self.live or seq <= self.last_sent:
             return
+        if self.transport.closing:
+            self.live = False  # overflowed or leaving: nothing more to send
+            return
         if seq != self.last_sent + 1:
             log.error(
                 "session %s: live event %d after %d; filling the gap from the log",

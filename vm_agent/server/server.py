@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import socket
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 WS_PATH = "/v1/ws"
 PEER = "viewer"
+DEFAULT_SEND_BUFFER_BYTES = 256 * 1024
 
 
 class ViewerServer:
@@ -46,7 +48,11 @@ class ViewerServer:
         health: http.HealthExtra | None = None,
         auth_timeout_s: float = 10.0,
         close_timeout_s: float = 5.0,
+        viewer_send_buffer_bytes: int | None = DEFAULT_SEND_BUFFER_BYTES,
     ) -> None:
+        """``viewer_send_buffer_bytes`` caps the kernel's send buffer of each viewer socket
+        (None keeps the system's autotuning, up to several MiB a viewer), so that what a
+        viewer that stops reading can hold is about its queue and no more."""
         self.settings = settings
         self.supervisor = supervisor
         self.log = log
@@ -55,6 +61,7 @@ class ViewerServer:
         self.health = health
         self.auth_timeout_s = auth_timeout_s
         self.close_timeout_s = close_timeout_s
+        self.viewer_send_buffer_bytes = viewer_send_buffer_bytes
         self.fanout = FanOut(log)
         self.prompts = PromptRuns()
         self._started = time.monotonic()
@@ -156,6 +163,8 @@ class ViewerServer:
     async def _handle(self, ws: ServerConnection, tg: TaskGroup) -> None:
         viewer_id = next(self._viewer_ids)
         name = f"viewer {viewer_id} ({_peer(ws)})"
+        if self.viewer_send_buffer_bytes is not None:
+            _cap_send_buffer(ws, self.viewer_send_buffer_bytes)
         metrics = self.metrics
         transport = WebSocketTransport(
             ws,
@@ -205,6 +214,16 @@ class ViewerServer:
     def _auth_failed(self) -> None:
         if self.metrics is not None:
             self.metrics.ws_auth_failures_total.inc()
+
+
+def _cap_send_buffer(ws: ServerConnection, size: int) -> None:
+    sock = ws.transport.get_extra_info("socket")
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+    except OSError as exc:
+        log.debug("cannot cap the send buffer: %s", exc)
 
 
 def _peer(ws: ServerConnection) -> str:

@@ -49,6 +49,7 @@ class WebSocketTransport:
         self._queue: deque[bytes] = deque()
         self._wake = anyio.Event()
         self._room = anyio.Event()
+        self._room_wanted = False
         self._close: tuple[int, str] | None = None
         self._on_overflow = on_overflow
         self._count_in = count_in
@@ -84,8 +85,10 @@ class WebSocketTransport:
     async def wait_for_room(self, free: int) -> None:
         """Waits until at least ``free`` messages fit (replay pulls at the viewer's pace)."""
         while not self.closing and self.queue_limit - len(self._queue) < free:
+            self._room_wanted = True
             await self._room.wait()
             self._room = anyio.Event()
+            self._room_wanted = False
         if self.closing:
             raise TransportClosed("viewer closing")
 
@@ -110,28 +113,37 @@ class WebSocketTransport:
     async def run_writer(self) -> None:
         """Drains the queue into the socket until the viewer is closed."""
         try:
-            while True:
-                while not self._queue and self._close is None:
-                    await self._wake.wait()
-                    self._wake = anyio.Event()
-                if self._close is not None:
-                    await self._close_socket(*self._close)
-                    return
-                frame = self._queue.popleft()
-                self._room.set()
-                try:
-                    with anyio.CancelScope() as self._send_scope:
-                        await self.ws.send(frame, text=True)
-                except ConnectionClosed:
-                    return
-                finally:
-                    self._send_scope = None
-                if self._count_out is not None:
-                    self._count_out(1)
+            # One cancel scope for the whole drain: ``request_close`` cancels it when the
+            # writer is stuck on a viewer that does not read (the frame being written is
+            # already in the socket's buffer, so nothing is cut in half).
+            with anyio.CancelScope() as self._send_scope:
+                await self._drain()
+            self._send_scope = None
+            if self._close is not None:
+                await self._close_socket(*self._close)
         finally:
+            self._send_scope = None
             self._queue.clear()
             self.closed.set()
             self._room.set()
+
+    async def _drain(self) -> None:
+        queue, ws, count = self._queue, self.ws, self._count_out
+        while True:
+            while not queue and self._close is None:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+            if self._close is not None:
+                return
+            frame = queue.popleft()
+            if self._room_wanted:
+                self._room.set()
+            try:
+                await ws.send(frame, text=True)
+            except ConnectionClosed:
+                return
+            if count is not None:
+                count(1)
 
     async def _close_socket(self, code: int, reason: str) -> None:
         self.close_code = code
