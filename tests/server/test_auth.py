@@ -119,9 +119,9 @@ async def test_bad_tokens_close_4001_unauthorized(tmp_path: Path, forge: Any) ->
 
 
 async def test_a_malformed_authorization_header_is_refused(tmp_path: Path) -> None:
-    async with daemon(tmp_path) as d:
-        async with d.viewer(bearer=False, additional_headers={"Authorization": "Basic abc"}) as v:
-            assert await _refused(v) == (4001, "unauthorized")
+    basic = {"Authorization": "Basic abc"}
+    async with daemon(tmp_path) as d, d.viewer(bearer=False, additional_headers=basic) as v:
+        assert await _refused(v) == (4001, "unauthorized")
 
 
 async def test_first_message_auth(tmp_path: Path) -> None:

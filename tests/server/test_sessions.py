@@ -87,70 +87,68 @@ async def test_a_viewer_that_leaves_mid_prompt_gets_the_outcome_on_return(tmp_pa
 
 
 async def test_errors(tmp_path: Path) -> None:
-    async with daemon(tmp_path, [fake("slow", "--chunks", "3", "--delay-ms", "200")]) as d:
-        async with d.viewer() as v:
-            with pytest.raises(RpcError) as err:
-                await v.call(
-                    "session/prompt", {"session_id": "nope", "prompt": text("x"), "prompt_id": "p"}
-                )
-            assert err.value.code == -32002 and "nope" in err.value.message
-            with pytest.raises(RpcError) as err:
-                await v.call("session/subscribe", {"session_id": "ghost"})
-            assert err.value.code == -32002 and "ghost" in err.value.message
-            with pytest.raises(RpcError) as err:
-                await v.call("session/start", {"agent": "slow", "cwd": str(d.workdir), "extra": 1})
-            assert err.value.code == -32602 and "extra" in err.value.message
-            with pytest.raises(RpcError) as err:
-                await v.call("session/start", {"agent": "missing", "cwd": str(d.workdir)})
-            assert err.value.code == -32602 and "unknown agent" in err.value.message
-            with pytest.raises(RpcError) as err:
-                await v.call("session/start", {"agent": "slow", "cwd": "relative/dir"})
-            assert err.value.code == -32602 and "absolute" in err.value.message
-            with pytest.raises(RpcError) as err:
-                await v.call("session/frobnicate", {})
-            assert err.value.code == -32601
-            await d.start(v, "slow", session_id="s1")
-            for bad, word in [
-                ({"session_id": "s1", "prompt": [], "prompt_id": "p"}, "prompt"),
-                ({"session_id": "s1", "prompt": [{"text": "no type"}], "prompt_id": "p"}, "type"),
-                ({"session_id": "s1", "prompt": text("x")}, "prompt_id"),
-                ({"session_id": "s1", "prompt": "just a string", "prompt_id": "p"}, "prompt"),
-            ]:
-                with pytest.raises(RpcError) as err:
-                    await v.call("session/prompt", bad)
-                assert err.value.code == -32602 and word in err.value.message, err.value.message
-            with pytest.raises(RpcError) as err:
-                await v.call("session/prompt", ["positional"])
-            assert err.value.code == -32602
-            with pytest.raises(RpcError) as err:
-                await v.call("permission/respond", {"session_id": "s1", "request_id": "r"})
-            assert err.value.code == -32602
-            with pytest.raises(RpcError) as err:
-                await v.call(
-                    "permission/respond",
-                    {"session_id": "s1", "request_id": "r", "option_id": "allow"},
-                )
-            assert err.value.code == -32002  # no such pending request
-            with pytest.raises(RpcError) as err:
-                await v.call("session/subscribe", {"session_id": "s1", "after_seq": 10_000})
-            assert err.value.code == -32602
-
-            # A second prompt while one runs is refused, with the reason.
-            first = {"session_id": "s1", "prompt": text("a b c"), "prompt_id": "p1"}
-            await v.send(
-                {"jsonrpc": "2.0", "id": "first", "method": "session/prompt", "params": first}
+    agent = fake("slow", "--chunks", "3", "--delay-ms", "200")
+    async with daemon(tmp_path, [agent]) as d, d.viewer() as v:
+        with pytest.raises(RpcError) as err:
+            await v.call(
+                "session/prompt", {"session_id": "nope", "prompt": text("x"), "prompt_id": "p"}
             )
-            session = d.supervisor.get("s1")
-            with anyio.fail_after(10):
-                while session.state.value != "prompting":
-                    await anyio.sleep(0.01)
+        assert err.value.code == -32002 and "nope" in err.value.message
+        with pytest.raises(RpcError) as err:
+            await v.call("session/subscribe", {"session_id": "ghost"})
+        assert err.value.code == -32002 and "ghost" in err.value.message
+        with pytest.raises(RpcError) as err:
+            await v.call("session/start", {"agent": "slow", "cwd": str(d.workdir), "extra": 1})
+        assert err.value.code == -32602 and "extra" in err.value.message
+        with pytest.raises(RpcError) as err:
+            await v.call("session/start", {"agent": "missing", "cwd": str(d.workdir)})
+        assert err.value.code == -32602 and "unknown agent" in err.value.message
+        with pytest.raises(RpcError) as err:
+            await v.call("session/start", {"agent": "slow", "cwd": "relative/dir"})
+        assert err.value.code == -32602 and "absolute" in err.value.message
+        with pytest.raises(RpcError) as err:
+            await v.call("session/frobnicate", {})
+        assert err.value.code == -32601
+        await d.start(v, "slow", session_id="s1")
+        for bad, word in [
+            ({"session_id": "s1", "prompt": [], "prompt_id": "p"}, "prompt"),
+            ({"session_id": "s1", "prompt": [{"text": "no type"}], "prompt_id": "p"}, "type"),
+            ({"session_id": "s1", "prompt": text("x")}, "prompt_id"),
+            ({"session_id": "s1", "prompt": "just a string", "prompt_id": "p"}, "prompt"),
+        ]:
             with pytest.raises(RpcError) as err:
-                await v.call(
-                    "session/prompt", {"session_id": "s1", "prompt": text("b"), "prompt_id": "p2"}
-                )
-            assert err.value.code == -32001
-            assert "already running" in err.value.message
-            assert (await v.answer("first"))["result"]["outcome"] == "completed"
+                await v.call("session/prompt", bad)
+            assert err.value.code == -32602 and word in err.value.message, err.value.message
+        with pytest.raises(RpcError) as err:
+            await v.call("session/prompt", ["positional"])
+        assert err.value.code == -32602
+        with pytest.raises(RpcError) as err:
+            await v.call("permission/respond", {"session_id": "s1", "request_id": "r"})
+        assert err.value.code == -32602
+        with pytest.raises(RpcError) as err:
+            await v.call(
+                "permission/respond",
+                {"session_id": "s1", "request_id": "r", "option_id": "allow"},
+            )
+        assert err.value.code == -32002  # no such pending request
+        with pytest.raises(RpcError) as err:
+            await v.call("session/subscribe", {"session_id": "s1", "after_seq": 10_000})
+        assert err.value.code == -32602
+
+        # A second prompt while one runs is refused, with the reason.
+        first = {"session_id": "s1", "prompt": text("a b c"), "prompt_id": "p1"}
+        await v.send({"jsonrpc": "2.0", "id": "first", "method": "session/prompt", "params": first})
+        session = d.supervisor.get("s1")
+        with anyio.fail_after(10):
+            while session.state.value != "prompting":
+                await anyio.sleep(0.01)
+        with pytest.raises(RpcError) as err:
+            await v.call(
+                "session/prompt", {"session_id": "s1", "prompt": text("b"), "prompt_id": "p2"}
+            )
+        assert err.value.code == -32001
+        assert "already running" in err.value.message
+        assert (await v.answer("first"))["result"]["outcome"] == "completed"
 
 
 @pytest.mark.slow
