@@ -141,6 +141,7 @@ async def daemon(
     queue_limit: int = 10_000,
     max_frame_bytes: int = 64 * 1024,
     auth_timeout_s: float = 10.0,
+    retention_bytes: int = 64 * 1024 * 1024,
 ) -> AsyncIterator[Daemon]:
     workdir = tmp_path / "work"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -166,7 +167,7 @@ async def daemon(
     metrics = Metrics()
     async with (
         serve_control_plane(cp_settings, app=app, sock=sock),
-        EventLog.open(settings.event_log_path) as log,
+        EventLog.open(settings.event_log_path, retention_bytes_per_session=retention_bytes) as log,
     ):
         verifier = JwksVerifier(
             jwks_url=f"{cp_url}/.well-known/jwks.json", issuer=cp_url, node_id=NODE
