@@ -123,6 +123,8 @@ class WebSocketTransport:
                 await self._close_socket(*self._close)
         finally:
             self._send_scope = None
+            if self.close_code is None:
+                self.close_code = self.ws.close_code
             self._queue.clear()
             self.closed.set()
             self._room.set()
