@@ -254,3 +254,36 @@ async def test_recovery_uses_session_resume_when_advertised(tmp_path: Path) -> N
         last = (await h.of_type(s, "session.state"))[-1]
         assert last["note"] == "a new agent process loaded the session"
         assert (await s.prompt("p1", text_prompt("on we go"))).outcome == "completed"
+
+
+async def test_a_refusal_reaches_every_caller_of_that_prompt_id(tmp_path: Path) -> None:
+    async with running(tmp_path, [fake("slow", "--chunks", "5", "--delay-ms", "100")]) as h:
+        s = await h.ready("slow")
+        refused: list[str] = []
+
+        async def second_prompt() -> None:
+            try:
+                await s.prompt("p2", text_prompt("busy"))
+            except SessionRefused as exc:
+                refused.append(str(exc))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(s.prompt, "p1", text_prompt("slow one"))
+            await anyio.sleep(0.2)
+            with anyio.fail_after(5):
+                async with anyio.create_task_group() as callers:
+                    callers.start_soon(second_prompt)
+                    callers.start_soon(second_prompt)
+        assert len(refused) == 2 and all("already running" in r for r in refused)
+
+
+async def test_a_cancelled_caller_leaves_the_prompt_running_once(tmp_path: Path) -> None:
+    async with running(tmp_path, [fake("slow", "--chunks", "4", "--delay-ms", "100")]) as h:
+        s = await h.ready("slow")
+        with anyio.move_on_after(0.15):
+            await s.prompt("p1", text_prompt("keep going"))
+        with anyio.fail_after(10):
+            outcome = await s.prompt("p1", text_prompt("keep going"))
+        assert outcome.outcome == "completed"
+        assert len(await h.of_type(s, "prompt.started")) == 1
+        assert await h.states(s) == ["starting", "ready", "prompting", "ready"]

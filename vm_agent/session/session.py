@@ -42,6 +42,14 @@ Clock = Callable[[], float]
 _CONFIRM_EVERY = 512
 
 
+class _PromptWait:
+    __slots__ = ("done", "refused")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.refused: str | None = None
+
+
 class SessionRefused(Exception):
     """A request the session cannot take in its present state (e.g. a second prompt)."""
 
@@ -87,7 +95,7 @@ class AgentSession:
         self._state_changed = anyio.Event()
         self.stopped_for_good = anyio.Event()
         self._prompts: dict[str, list[dict[str, Any]]] = {}
-        self._waiters: dict[str, anyio.Event] = {}
+        self._waiters: dict[str, _PromptWait] = {}
         self.outcomes: dict[str, Outcome] = {}
         self.crash_reports: list[CrashReport] = []
         self._crashed_stderr: tuple[str, bool] = ("", False)
@@ -166,20 +174,27 @@ class AgentSession:
         return self.machine.load_session and self.acp_session_id is not None
 
     async def prompt(self, prompt_id: str, prompt: list[dict[str, Any]]) -> Outcome:
-        """Runs one prompt to its outcome; the same ``prompt_id`` never runs twice."""
+        """Runs one prompt to its outcome; the same ``prompt_id`` never runs twice.
+
+        Callers with the same id share one run (and one refusal). A caller cancelled while
+        waiting leaves the prompt running: its outcome is kept for the next asker.
+        """
         if prompt_id in self.outcomes:
             return self.outcomes[prompt_id]
-        waiter = self._waiters.get(prompt_id)
-        if waiter is None:
-            waiter = self._waiters[prompt_id] = anyio.Event()
+        wait = self._waiters.get(prompt_id)
+        if wait is None:
+            wait = self._waiters[prompt_id] = _PromptWait()
             self._prompts[prompt_id] = prompt
             done = await self._feed(ev.PromptRequested(self._clock(), prompt_id))
             refusal = next((x for x in done if isinstance(x, a.Refuse)), None)
             if refusal is not None:
                 del self._waiters[prompt_id]
                 self._prompts.pop(prompt_id, None)
-                raise SessionRefused(refusal.reason)
-        await waiter.wait()
+                wait.refused = refusal.reason
+                wait.done.set()
+        await wait.done.wait()
+        if wait.refused is not None:
+            raise SessionRefused(wait.refused)
         return self.outcomes[prompt_id]
 
     async def wait_settled(self) -> SessionState:
@@ -204,13 +219,15 @@ class AgentSession:
     # -- the machine ------------------------------------------------------------------------
 
     async def _feed(self, event: ev.Event) -> list[a.Action]:
-        # One at a time, so the events the actions append keep the machine's order.
-        async with self._lock:
-            actions = self.machine.handle(event)
-            self._deadlines_changed.set()
-            for act in actions:
-                await self._carry_out(act)
-            return actions
+        # One at a time, so the events the actions append keep the machine's order; shielded,
+        # so a cancelled caller never leaves the machine's decision half carried out.
+        with anyio.CancelScope(shield=True):
+            async with self._lock:
+                actions = self.machine.handle(event)
+                self._deadlines_changed.set()
+                for act in actions:
+                    await self._carry_out(act)
+        return actions
 
     async def _carry_out(self, act: a.Action) -> None:
         match act:
@@ -238,9 +255,9 @@ class AgentSession:
                 outcome = Outcome.from_action(self.id, act)
                 self.outcomes[act.prompt_id] = outcome
                 await self.log.append(self.id, "prompt.finished", outcome.to_json())
-                waiter = self._waiters.pop(act.prompt_id, None)
-                if waiter is not None:
-                    waiter.set()
+                wait = self._waiters.pop(act.prompt_id, None)
+                if wait is not None:
+                    wait.done.set()
             case a.EmitCrashReport():
                 tail, cut = self._crashed_stderr
                 report = build_crash_report(
