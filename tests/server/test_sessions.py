@@ -190,3 +190,14 @@ async def test_detaching_never_stops_a_session(tmp_path: Path) -> None:
                 "session/prompt", {"session_id": "s1", "prompt": text("hi"), "prompt_id": "p"}
             )
             assert outcome["outcome"] == "completed"
+
+
+async def test_the_reservation_is_kept_with_the_session(tmp_path: Path) -> None:
+    reservation = {"cpuMillis": 2000, "memoryMb": 4096, "source": "task", "sourceId": "t-1"}
+    async with daemon(tmp_path) as d, d.viewer() as v:
+        session = await d.start(v, "echo", session_id="s1", reservation=reservation)
+        assert session["reservation"] == reservation
+        [listed] = (await v.call("session/list"))["sessions"]
+        assert listed["reservation"] == reservation
+        record = await d.log.get_session("s1")
+        assert record is not None and record.metadata["reservation"] == reservation

@@ -116,6 +116,7 @@ class ViewerMethods:
                     args.cwd,
                     session_id=args.session_id,
                     load_acp_session=args.acp_session_id,
+                    reservation=args.reservation,
                 )
         except CatalogError as exc:
             raise JsonRpcError.invalid_params(f"session/start: {exc}") from None

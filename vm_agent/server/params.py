@@ -18,8 +18,9 @@ class StartParams(_Params):
     agent: str = Field(min_length=1)
     cwd: str = Field(min_length=1)
     session_id: str | None = None
-    # The control plane's reservation this session runs under (kept for the log only).
-    reservation: str | None = None
+    # The control plane's reservation this session runs under (an id or the resolved
+    # reservation object); kept with the session in the registry.
+    reservation: str | dict[str, Any] | None = None
     acp_session_id: str | None = None
 
 

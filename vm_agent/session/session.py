@@ -68,6 +68,7 @@ class AgentSession:
         credentials: CredentialsProvider | None = None,
         load_acp_session: str | None = None,
         restored: SessionRecord | None = None,
+        reservation: str | dict[str, Any] | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         self.id = session_id
@@ -80,11 +81,14 @@ class AgentSession:
         self.credentials = credentials
         self.machine = SessionMachine(config.policy)
         self._restored = restored
+        # The control plane's reservation this session runs under, kept with the session.
+        self.reservation = reservation
         if restored is not None:
             # Known from the log of an earlier daemon: no process yet; recover() loads it.
             self.machine.state = SessionState.STOPPED
             self.machine.acp_session_id = restored.acp_session_id
             self.machine.load_session = bool(restored.metadata.get("load_session"))
+            self.reservation = restored.metadata.get("reservation")
         self._load_first = load_acp_session
         self._clock = clock
         self._run: AgentRun | None = None
@@ -130,6 +134,7 @@ class AgentSession:
             "head_seq": self.log.head_seq(self.id),
             "prompt_id": self.machine.prompt_id,
             "error": self.machine.error,
+            "reservation": self.reservation,
         }
 
     # -- life -------------------------------------------------------------------------------
@@ -290,7 +295,11 @@ class AgentSession:
             cwd=str(self.cwd),
             state=state.value,
             acp_session_id=self.machine.acp_session_id,
-            metadata={"load_session": self.machine.load_session, "error": self.machine.error},
+            metadata={
+                "load_session": self.machine.load_session,
+                "error": self.machine.error,
+                "reservation": self.reservation,
+            },
         )
         self._state_changed.set()
         self._state_changed = anyio.Event()

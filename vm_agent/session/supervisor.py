@@ -81,6 +81,7 @@ class Supervisor:
         session_id: str | None = None,
         load_acp_session: str | None = None,
         permissions: PermissionPolicy | None = None,
+        reservation: str | dict[str, Any] | None = None,
     ) -> AgentSession:
         spec = self.catalog.get(agent)
         path = Path(cwd)
@@ -103,6 +104,7 @@ class Supervisor:
             redactor=self.redactor,
             credentials=self.credentials,
             load_acp_session=load_acp_session,
+            reservation=reservation,
         )
         self.sessions[sid] = session
         await self._group.start(session.run)
