@@ -32,7 +32,7 @@ class Params:
     repeats: int
 
 
-SCALES = {"smoke": Params(repeats=2), "quick": Params(repeats=10), "full": Params(repeats=30)}
+SCALES = {"smoke": Params(repeats=2), "quick": Params(repeats=10), "full": Params(repeats=25)}
 
 
 @dataclass

@@ -23,7 +23,7 @@ from pathlib import Path
 import anyio
 
 from benchmarks import harness as h
-from benchmarks.procstat import cpu_seconds, rss_kb
+from benchmarks.procstat import children, cpu_seconds, rss_kb
 from benchmarks.rawacp import RawAgent
 from benchmarks.relay_latency import sent_at
 from benchmarks.stats import Figure, Goal, Summary
@@ -122,6 +122,8 @@ class Streamed:
     updates: int
     closed: int
     gaps: int
+    agents_cpu_share: float  # the agents' own CPU, summed (they share the 2 cores)
+    viewers_cpu_share: float  # this process (the viewers) over the same window
 
 
 async def streaming(ctx: h.Context, p: Params) -> Streamed:
@@ -144,19 +146,32 @@ async def streaming(ctx: h.Context, p: Params) -> Streamed:
                 await anyio.sleep(2 * p.settle_s)  # every session streaming
                 lag.worst = 0.0
                 updates0 = lag.updates
+                agents = children(d.pid)
+                agents0, mine0 = _cpu_sum(agents), time.process_time()
                 cpu0, t0 = cpu_seconds(d.pid), time.monotonic()
                 await anyio.sleep(p.window_s)
                 cpu1, t1 = cpu_seconds(d.pid), time.monotonic()
+                agents1, mine1 = _cpu_sum(agents), time.process_time()
                 result = Streamed(
                     cpu_share=(cpu1 - cpu0) / (t1 - t0),
                     worst_lag_s=lag.worst,
                     updates=lag.updates - updates0,
                     closed=sum(1 for v in viewers if v.close_code is not None),
                     gaps=sum(v.gaps for v in viewers),
+                    agents_cpu_share=(agents1 - agents0) / (t1 - t0),
+                    viewers_cpu_share=(mine1 - mine0) / (t1 - t0),
                 )
                 prompts.cancel_scope.cancel()
         tg.cancel_scope.cancel()
     return result
+
+
+def _cpu_sum(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(pid)
+    return total
 
 
 def bare_reader_cpu(p: Params, cwd: Path) -> float:
@@ -209,6 +224,7 @@ async def run(ctx: h.Context) -> list[Figure]:
     raw_cpu = await anyio.to_thread.run_sync(bare_reader_cpu, p, ctx.scratch("cwd"))
     ctx.say(f"  CPU, {p.sessions} streaming: {st.cpu_share:.1%} (bare reader {raw_cpu:.1%})")
     behind = bool(st.closed or st.gaps or st.worst_lag_s > BEHIND_S)
+    per_event_us = st.cpu_share * p.window_s / max(st.updates, 1) * 1e6
     bare_s = Summary.of([bare])
     figures = [
         Figure(
@@ -250,13 +266,19 @@ async def run(ctx: h.Context) -> list[Figure]:
             (Goal("< 50%", 50.0, "lower"),),
             note=f"window {p.window_s:g} s; viewers behind: {'YES' if behind else 'none'} "
             f"(closed {st.closed}, gaps {st.gaps}, worst update lag "
-            f"{st.worst_lag_s * 1000:.0f} ms, {st.updates} updates received in the window)",
+            f"{st.worst_lag_s * 1000:.0f} ms, {st.updates} of "
+            f"{int(p.sessions * 100 * p.window_s)} updates received in the window, "
+            f"{per_event_us:.0f} us of daemon CPU per relayed event); "
+            f"meanwhile the {p.sessions} agents used {st.agents_cpu_share:.0%} and the "
+            f"viewers' process {st.viewers_cpu_share:.0%} of one core",
             extra={
                 "viewers_behind": behind,
                 "worst_lag_ms": st.worst_lag_s * 1000,
                 "closed": st.closed,
                 "gaps": st.gaps,
                 "updates": st.updates,
+                "agents_cpu_share": st.agents_cpu_share,
+                "viewers_cpu_share": st.viewers_cpu_share,
             },
         ),
     ]

@@ -12,10 +12,11 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -26,6 +27,7 @@ from anyio.abc import Process, TaskGroup
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from benchmarks import procstat
 from control_plane.app import bind_socket, serve_control_plane
 from control_plane.settings import ControlPlaneSettings
 from control_plane.tokens import TokenIssuer, jwks_url
@@ -309,6 +311,31 @@ async def viewer(
 
 def prompt_id(prefix: str) -> str:
     return f"{prefix}-{os.urandom(6).hex()}"
+
+
+@dataclass
+class CpuWatch:
+    """CPU shares (of one core) of the daemon and of this process (the viewers) meanwhile."""
+
+    daemon_pid: int
+    daemon: list[float] = field(default_factory=list)
+    viewers: list[float] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def measure(self) -> Iterator[None]:
+        d0, v0, t0 = procstat.cpu_seconds(self.daemon_pid), time.process_time(), time.monotonic()
+        yield
+        wall = max(time.monotonic() - t0, 1e-9)
+        self.daemon.append((procstat.cpu_seconds(self.daemon_pid) - d0) / wall)
+        self.viewers.append((time.process_time() - v0) / wall)
+
+    def describe(self) -> str:
+        if not self.daemon:
+            return ""
+        return (
+            f"daemon CPU {statistics.median(self.daemon):.0%}, viewers' process "
+            f"{statistics.median(self.viewers):.0%} of one core"
+        )
 
 
 @dataclass(frozen=True)

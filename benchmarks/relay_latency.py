@@ -32,7 +32,7 @@ class Params:
 SCALES = {
     "smoke": Params(chunks=20, repeats=1),
     "quick": Params(chunks=200, repeats=3),
-    "full": Params(chunks=500, repeats=5),
+    "full": Params(chunks=300, repeats=5),
 }
 
 
