@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import stat
 import subprocess
 from pathlib import Path
@@ -100,6 +101,7 @@ async def test_dev_prints_url_and_token_attach_prompts_ctrl_c_stops(tmp_path: Pa
                 await process.wait()
 
 
+@pytest.mark.integration
 def test_attach_without_token_is_a_usage_error() -> None:
     env = base_env()
     done = subprocess.run(
@@ -112,3 +114,20 @@ def test_attach_without_token_is_a_usage_error() -> None:
     )
     assert done.returncode == 2
     assert "VM_AGENT_TOKEN" in done.stderr
+
+
+@pytest.mark.integration
+def test_attach_that_never_connects_fails_at_once(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a port nobody listens on: bound, not listening
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        done = subprocess.run(
+            vm_agent("attach", "--url", f"ws://127.0.0.1:{port}/v1/ws", "--token", "t"),
+            env=base_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert "cannot connect" in done.stderr

@@ -107,6 +107,7 @@ class _Attach:
     finished: bool = False
     permission_requests: list[dict[str, Any]] = field(default_factory=list)
     permission_asked: anyio.Event = field(default_factory=anyio.Event)
+    connections: int = 0  # websocket handshakes that succeeded
 
     def on_event(self, params: Any) -> None:
         if self.finished or not isinstance(params, dict):
@@ -191,6 +192,9 @@ def run(args: argparse.Namespace) -> int:
     if not token:
         print(f"vm-agent attach: give --token or set {TOKEN_ENV}", file=sys.stderr)
         return EXIT_USAGE
+    if not args.url.startswith(("ws://", "wss://")):
+        print("vm-agent attach: --url must be a ws:// or wss:// URL", file=sys.stderr)
+        return EXIT_USAGE
     if args.cwd is not None and args.start is None:
         print("vm-agent attach: --cwd goes with --start", file=sys.stderr)
         return EXIT_USAGE
@@ -229,6 +233,7 @@ async def _interrupts(attach: _Attach, scope: anyio.CancelScope) -> None:
 async def _attach_loop(attach: _Attach) -> int:
     delay = _BACKOFF_FIRST_S
     while True:
+        before = attach.connections
         try:
             return await _one_connection(attach)
         except Exception as exc:
@@ -241,7 +246,12 @@ async def _attach_loop(attach: _Attach) -> int:
                 return EXIT_FAILED
             if not isinstance(leaf, _RETRYABLE):
                 raise
+            if attach.connections == 0:  # never connected: a wrong URL, a daemon not up
+                print(f"vm-agent attach: cannot connect: {leaf}", file=sys.stderr, flush=True)
+                return EXIT_FAILED
             print(f"-- disconnected ({leaf}); reconnecting", file=sys.stderr, flush=True)
+        if attach.connections > before:
+            delay = _BACKOFF_FIRST_S  # this one had connected: start the backoff over
         await anyio.sleep(delay)
         delay = min(_BACKOFF_MAX_S, delay * 2)
 
@@ -256,6 +266,7 @@ async def _one_connection(attach: _Attach) -> int:
         if exc.response.status_code in (401, 403):
             raise _Unauthorized(f"HTTP {exc.response.status_code}") from exc
         raise
+    attach.connections += 1
     transport = _ClientTransport(ws)
     conn = Connection(
         transport, router(notifications={"session/event": attach.on_event}), name="daemon"
