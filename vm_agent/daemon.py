@@ -107,8 +107,12 @@ def load_callback_tokens(settings: Settings, redactor: Redactor) -> CallbackToke
         raise StartupError(f"VM_AGENT_CALLBACK_TOKEN_FILE: {exc}") from exc
 
 
-class _Stop:
-    """The first SIGTERM/SIGINT asks for a clean stop; a second one forces the exit."""
+class Stopper:
+    """The first SIGTERM/SIGINT asks for a clean stop; a second one forces the exit.
+
+    `vm-agent dev` runs `watch` before it starts the control plane, so that a Ctrl-C at
+    any moment takes this path (not asyncio's default of cancelling the main task).
+    """
 
     def __init__(self) -> None:
         self.requested = anyio.Event()
@@ -142,8 +146,12 @@ async def run_daemon(
     *,
     env: Mapping[str, str] | None = None,
     on_ready: OnReady | None = None,
+    stopper: Stopper | None = None,
 ) -> int:
-    """Runs the daemon until SIGTERM/SIGINT; returns the process exit status."""
+    """Runs the daemon until SIGTERM/SIGINT; returns the process exit status.
+
+    A caller that gives `stopper` runs its `watch` itself, from before this call.
+    """
     environ: Mapping[str, str] = os.environ if env is None else env
     redactor = Redactor()
     setup_logging(settings.log_format, redactor)
@@ -163,7 +171,7 @@ async def run_daemon(
         print(f"vm-agent: {exc}", file=sys.stderr, flush=True)
         return EXIT_CONFIG
     notifier = SdNotifier.from_env(dict(environ))
-    stop = _Stop()
+    stop = stopper or Stopper()
     parts = _Parts(
         settings=settings,
         environ=environ,
@@ -176,7 +184,8 @@ async def run_daemon(
     )
     try:
         async with anyio.create_task_group() as tg:
-            await tg.start(stop.watch)
+            if stopper is None:
+                await tg.start(stop.watch)
             tg.start_soon(notifier.watchdog_loop)
             await parts.run()
             tg.cancel_scope.cancel()
@@ -205,7 +214,7 @@ class _Parts:
         catalog: Catalog,
         tokens: CallbackTokenStore | None,
         notifier: SdNotifier,
-        stop: _Stop,
+        stop: Stopper,
         on_ready: OnReady | None,
     ) -> None:
         self.settings = settings

@@ -47,6 +47,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     which.add_argument("--start", metavar="AGENT", help="start a session of this catalog agent")
     p.add_argument("--cwd", type=Path, help="the new session's working directory (with --start)")
     p.add_argument("--after-seq", type=int, default=0, help="show events after this seq")
+    p.add_argument(
+        "--recover",
+        action="store_true",
+        help="with --session: load a stopped session in a new agent process first",
+    )
     p.add_argument("--prompt", help="send this prompt; exit after its outcome (0 if completed)")
     p.add_argument(
         "--permission",
@@ -149,6 +154,9 @@ class _Attach:
         mine = [s for s in known.get("sessions", []) if s.get("session_id") == self.session_id]
         if mine:
             self._set_state(str(mine[0].get("state")))
+            if self.args.recover and self.state in ("stopped", "error"):
+                described = await conn.request("session/recover", {"session_id": self.session_id})
+                self._set_state(str(described.get("state")))
         elif self.args.start is not None and not self.started:
             cwd = (self.args.cwd or Path.cwd()).resolve()
             params = {"agent": self.args.start, "cwd": str(cwd), "session_id": self.session_id}
@@ -197,6 +205,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.cwd is not None and args.start is None:
         print("vm-agent attach: --cwd goes with --start", file=sys.stderr)
+        return EXIT_USAGE
+    if args.recover and args.session is None:
+        print("vm-agent attach: --recover goes with --session", file=sys.stderr)
         return EXIT_USAGE
     if args.prompt is not None and args.session is None and args.start is None:
         print("vm-agent attach: --prompt needs --session or --start", file=sys.stderr)

@@ -22,7 +22,7 @@ from vm_agent.catalog import fake_agent_command
 from vm_agent.settings import ENV_PREFIX, Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
-    from vm_agent.daemon import DaemonReady
+    from vm_agent.daemon import DaemonReady, Stopper
 
 EXIT_FAILED, EXIT_CONFIG = 1, 2
 DEV_NODE_ID = "dev-node"
@@ -137,7 +137,15 @@ def banner(ready: DaemonReady, control_plane_url: str, viewer_token: str, cwd: P
 
 
 def run(args: argparse.Namespace) -> int:
-    from control_plane.app import bind_socket  # noqa: PLC0415 - see _run
+    # The heavy imports happen here, before the event loop: a Ctrl-C during them is a
+    # plain KeyboardInterrupt, and inside the loop the Stopper owns SIGINT from the start.
+    # (Not at the top of the module: `vm-agent` builds every sub-command's parser.)
+    try:
+        import vm_agent.daemon  # noqa: PLC0415, F401
+        from control_plane.app import bind_socket  # noqa: PLC0415
+        from control_plane.tokens import mint_dev_tokens  # noqa: PLC0415, F401
+    except KeyboardInterrupt:
+        return 130
 
     dev_dir: Path = args.dev_dir.resolve()
     try:
@@ -150,9 +158,24 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace, dev_dir: Path, sock: socket.socket) -> int:
-    # Imported here, not at the top: `vm-agent` builds every sub-command's parser, and the
-    # control plane and the daemon are heavy imports that other commands do not need.
-    from control_plane.app import serve_control_plane  # noqa: PLC0415
+    from vm_agent.daemon import Stopper as StopperImpl  # noqa: PLC0415 - loaded by run()
+
+    stopper = StopperImpl()
+    code = EXIT_FAILED
+    async with anyio.create_task_group() as tg:
+        # Signals first: a Ctrl-C while the control plane starts is a clean stop too.
+        await tg.start(stopper.watch)
+        try:
+            code = await _dev(args, dev_dir, sock, stopper)
+        finally:
+            tg.cancel_scope.cancel()
+    return code
+
+
+async def _dev(
+    args: argparse.Namespace, dev_dir: Path, sock: socket.socket, stopper: Stopper
+) -> int:
+    from control_plane.app import serve_control_plane  # noqa: PLC0415 - loaded by run()
     from control_plane.settings import ControlPlaneSettings  # noqa: PLC0415
     from control_plane.tokens import mint_dev_tokens  # noqa: PLC0415
     from vm_agent.daemon import run_daemon  # noqa: PLC0415
@@ -164,6 +187,8 @@ async def _run(args: argparse.Namespace, dev_dir: Path, sock: socket.socket) -> 
         viewer_token_ttl_s=_VIEWER_TOKEN_TTL_S,
     )
     async with serve_control_plane(cp_settings, sock=sock) as base_url:
+        if stopper.requested.is_set():
+            return 0
         tokens = mint_dev_tokens(cp_settings, DEV_NODE_ID)
         write_secret(dev_dir / "callback-token", tokens.callback_token)
         try:
@@ -175,4 +200,4 @@ async def _run(args: argparse.Namespace, dev_dir: Path, sock: socket.socket) -> 
         def show(ready: DaemonReady) -> None:
             print(banner(ready, base_url, tokens.viewer_token, Path.cwd()), flush=True)
 
-        return await run_daemon(settings, on_ready=show)
+        return await run_daemon(settings, on_ready=show, stopper=stopper)
