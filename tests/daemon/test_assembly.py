@@ -1,0 +1,74 @@
+"""The daemon's assembly helpers, without processes: settings into session config, and
+which callback token situations start, skip the control plane, or refuse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.daemon.harness import write_token
+from vm_agent.daemon import DaemonReady, StartupError, load_callback_tokens, session_config
+from vm_agent.redact import Redactor
+from vm_agent.settings import Settings, load_settings
+
+
+def settings(tmp: Path, **extra: str) -> Settings:
+    env = {
+        "VM_AGENT_ENV_FILE": str(tmp / "none"),
+        "VM_AGENT_CONTROL_PLANE_URL": "http://127.0.0.1:9",
+        "VM_AGENT_JWKS_URL": "http://127.0.0.1:9/jwks",
+        "VM_AGENT_CALLBACK_TOKEN_FILE": str(tmp / "token"),
+        **extra,
+    }
+    return load_settings(env)
+
+
+def test_session_config_takes_the_settings(tmp_path: Path) -> None:
+    s = settings(
+        tmp_path,
+        VM_AGENT_PROMPT_TIMEOUT_S="12.5",
+        VM_AGENT_NO_OUTPUT_TIMEOUT_S="7",
+        VM_AGENT_CANCEL_GRACE_S="2",
+        VM_AGENT_RESTART_BUDGET="5",
+        VM_AGENT_RESTART_WINDOW_S="60",
+        VM_AGENT_MAX_LINE_BYTES="65536",
+    )
+    config = session_config(s, {"PATH": "/usr/bin", "VM_AGENT_SECRET": "x"})
+    policy = config.policy
+    assert (policy.prompt_timeout_s, policy.no_output_timeout_s) == (12.5, 7.0)
+    assert (policy.cancel_grace_s, policy.restart_budget, policy.restart_window_s) == (2, 5, 60)
+    assert config.max_line_bytes == 65536
+    assert config.daemon_env["PATH"] == "/usr/bin"
+
+
+def test_token_loaded_and_known_to_the_redactor(tmp_path: Path) -> None:
+    write_token(tmp_path / "token", "callback-token-value-123")
+    redactor = Redactor()
+    store = load_callback_tokens(settings(tmp_path), redactor)
+    assert store is not None and store.value == "callback-token-value-123"
+    assert "callback-token-value-123" not in redactor.redact("token callback-token-value-123")
+
+
+def test_missing_token_refused_in_production_skipped_in_dev(tmp_path: Path) -> None:
+    with pytest.raises(StartupError, match="VM_AGENT_CALLBACK_TOKEN_FILE"):
+        load_callback_tokens(settings(tmp_path), Redactor())
+    dev = settings(tmp_path, VM_AGENT_DEV_MODE="1")
+    assert load_callback_tokens(dev, Redactor()) is None
+
+
+def test_insecure_token_refused_even_in_dev(tmp_path: Path) -> None:
+    write_token(tmp_path / "token", "callback-token-value-123", mode=0o604)
+    dev = settings(tmp_path, VM_AGENT_DEV_MODE="1")
+    with pytest.raises(StartupError, match="0604"):
+        load_callback_tokens(dev, Redactor())
+
+
+def test_no_control_plane_means_no_token(tmp_path: Path) -> None:
+    dev = load_settings({"VM_AGENT_ENV_FILE": str(tmp_path / "none"), "VM_AGENT_DEV_MODE": "1"})
+    assert load_callback_tokens(dev, Redactor()) is None
+
+
+def test_viewer_url_brackets_ipv6() -> None:
+    assert DaemonReady("::1", 8080, "n", 0).viewer_url == "ws://[::1]:8080/v1/ws"
+    assert DaemonReady("127.0.0.1", 80, "n", 0).viewer_url == "ws://127.0.0.1:80/v1/ws"
