@@ -63,6 +63,8 @@ def _goal_cell(figure: Figure) -> str:
     parts = []
     for goal, met in figure.verdicts():
         mark = "n/a" if met is None else ("met" if met else "NOT met")
+        if figure.void:
+            mark = f"not assessable: {figure.void}"
         parts.append(f"{goal.text}: {mark}")
     return "; ".join(parts)
 

@@ -84,6 +84,8 @@ class Figure:
     goals: tuple[Goal, ...] = ()
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # Why the goals cannot be judged from this value (e.g. the load was not reached).
+    void: str = ""
 
     @property
     def ratio(self) -> float | None:
@@ -92,6 +94,9 @@ class Figure:
         return self.value.median / self.baseline.median
 
     def verdicts(self) -> list[tuple[Goal, bool | None]]:
+        """Each goal and whether it is met (None: not assessable, see `void`)."""
+        if self.void:
+            return [(g, None) for g in self.goals]
         return [(g, g.met(self.value.median, self.ratio)) for g in self.goals]
 
     def to_json(self) -> dict[str, Any]:
@@ -108,5 +113,6 @@ class Figure:
                 for g, met in self.verdicts()
             ],
             "note": self.note,
+            "void": self.void,
             "extra": self.extra,
         }

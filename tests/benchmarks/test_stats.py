@@ -93,3 +93,25 @@ def test_markdown_table_has_a_row_per_figure_and_the_machine() -> None:
     assert "0.55" in rows[0] and "met" in rows[0]
     assert "Test CPU" in text and "2 CPUs" in text
     assert "- relay: a: why" in text
+
+
+def test_a_void_figure_judges_no_goal() -> None:
+    figure = Figure(
+        "footprint",
+        "cpu",
+        "%",
+        Summary.of([10.0]),
+        goals=(Goal("< 50%", 50.0, "lower"),),
+        void="the load was not reached",
+    )
+    assert figure.verdicts() == [(figure.goals[0], None)]
+    assert figure.to_json()["goals"][0]["met"] is None
+    info = {
+        "nproc": 2,
+        "cpu_model": "x",
+        "memory_mb": 1,
+        "python": "3.11",
+        "kernel": "6",
+        "implementation": "CPython",
+    }
+    assert "not assessable: the load was not reached" in markdown([figure], info, "quick")
