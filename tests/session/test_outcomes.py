@@ -287,3 +287,22 @@ async def test_a_cancelled_caller_leaves_the_prompt_running_once(tmp_path: Path)
         assert outcome.outcome == "completed"
         assert len(await h.of_type(s, "prompt.started")) == 1
         assert await h.states(s) == ["starting", "ready", "prompting", "ready"]
+
+
+async def test_a_cancel_right_after_the_prompt_never_overtakes_it(tmp_path: Path) -> None:
+    policy = SessionPolicy(cancel_grace_s=5.0)
+    async with running(
+        tmp_path, [fake("slow", "--chunks", "50", "--delay-ms", "100")], policy=policy
+    ) as h:
+        s = await h.ready("slow")
+        pid = s.agent_pid
+        for i in range(3):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(s.prompt, f"p{i}", text_prompt("long " * 20))
+                await anyio.sleep(0)
+                while s.state.value != "prompting":
+                    await anyio.sleep(0)
+                await s.cancel()  # at once: the prompt may not be written yet
+            outcome = s.outcomes[f"p{i}"]
+            assert (outcome.outcome, outcome.stop_reason) == ("cancelled", "cancelled")
+        assert s.agent_pid == pid  # the agent honoured each cancel: never force-stopped

@@ -185,9 +185,13 @@ class AcpClient:
             "session/resume", {"sessionId": session_id, "cwd": cwd, "mcpServers": []}
         )
 
-    async def prompt(self, session_id: str, prompt: list[dict[str, Any]]) -> str:
+    async def prompt(
+        self, session_id: str, prompt: list[dict[str, Any]], *, sent: anyio.Event | None = None
+    ) -> str:
         """Runs a prompt turn; returns the agent's stop reason as it said it."""
-        raw = await self.conn.request("session/prompt", {"sessionId": session_id, "prompt": prompt})
+        raw = await self.conn.request(
+            "session/prompt", {"sessionId": session_id, "prompt": prompt}, sent=sent
+        )
         # Kept as a string: a stop reason newer than our schema is still an answer.
         reason = raw.get("stopReason") if isinstance(raw, dict) else None
         if not isinstance(reason, str):

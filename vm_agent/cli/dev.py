@@ -141,9 +141,9 @@ def run(args: argparse.Namespace) -> int:
     # plain KeyboardInterrupt, and inside the loop the Stopper owns SIGINT from the start.
     # (Not at the top of the module: `vm-agent` builds every sub-command's parser.)
     try:
-        import vm_agent.daemon  # noqa: PLC0415, F401
-        from control_plane.app import bind_socket  # noqa: PLC0415
-        from control_plane.tokens import mint_dev_tokens  # noqa: PLC0415, F401
+        import vm_agent.daemon  # noqa: F401
+        from control_plane.app import bind_socket
+        from control_plane.tokens import mint_dev_tokens  # noqa: F401
     except KeyboardInterrupt:
         return 130
 
@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace, dev_dir: Path, sock: socket.socket) -> int:
-    from vm_agent.daemon import Stopper as StopperImpl  # noqa: PLC0415 - loaded by run()
+    from vm_agent.daemon import Stopper as StopperImpl
 
     stopper = StopperImpl()
     code = EXIT_FAILED
@@ -175,10 +175,10 @@ async def _run(args: argparse.Namespace, dev_dir: Path, sock: socket.socket) -> 
 async def _dev(
     args: argparse.Namespace, dev_dir: Path, sock: socket.socket, stopper: Stopper
 ) -> int:
-    from control_plane.app import serve_control_plane  # noqa: PLC0415 - loaded by run()
-    from control_plane.settings import ControlPlaneSettings  # noqa: PLC0415
-    from control_plane.tokens import mint_dev_tokens  # noqa: PLC0415
-    from vm_agent.daemon import run_daemon  # noqa: PLC0415
+    from control_plane.app import serve_control_plane
+    from control_plane.settings import ControlPlaneSettings
+    from control_plane.tokens import mint_dev_tokens
+    from vm_agent.daemon import run_daemon
 
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     cp_settings = ControlPlaneSettings(

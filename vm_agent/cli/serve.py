@@ -24,6 +24,6 @@ def run(_args: argparse.Namespace) -> int:
         print(f"vm-agent: {exc}", file=sys.stderr, flush=True)
         return EXIT_CONFIG
     # Imported here: the daemon's modules are heavy and a bad setting should fail fast.
-    from vm_agent.daemon import run_daemon  # noqa: PLC0415
+    from vm_agent.daemon import run_daemon
 
     return anyio.run(run_daemon, settings)

@@ -71,6 +71,13 @@ class FakeAgent:
             raise RpcError(-32601, f"Method not found: {method}")
         return await handler(_params(params))
 
+    def on_request_arrival(self, method: str, params: Any) -> None:
+        """In arrival order: a prompt gets a fresh cancel event before any later cancel."""
+        if method == "session/prompt" and isinstance(params, dict):
+            session = self.sessions.get(str(params.get("sessionId")))
+            if session is not None:
+                session.cancel = anyio.Event()  # a cancel only concerns the prompt it follows
+
     def on_notification(self, method: str, params: Any) -> None:
         if method != "session/cancel" or not isinstance(params, dict):
             return
@@ -158,7 +165,6 @@ class FakeAgent:
             log(self.config.stderr_text)
         if self.config.scenario == "auth-required" and not self.authenticated:
             raise RpcError(-32000, "Authentication required")
-        session.cancel = anyio.Event()  # a cancel only concerns the prompt it interrupts
         text = prompt_text(blocks)
         self.store.append(session_id, USER, text)
         turn = Turn(self.peer, self.store, session, self.config)

@@ -48,7 +48,9 @@ async def _serve(config: Config) -> int:
     agent = FakeAgent(config, peer)
     async with anyio.create_task_group() as task_group:
         task_group.start_soon(_exit_when_stdout_breaks, peer, task_group)
-        await peer.serve(task_group, agent.on_request, agent.on_notification)
+        await peer.serve(
+            task_group, agent.on_request, agent.on_notification, agent.on_request_arrival
+        )
         if config.scenario == "hang":
             log("fake-agent: stdin closed, hanging on regardless")
             await anyio.sleep_forever()

@@ -26,6 +26,7 @@ _READ_SIZE = 1 << 16
 
 RequestHandler = Callable[[str, Any], Awaitable[Any]]
 NotificationHandler = Callable[[str, Any], None]
+ArrivalHook = Callable[[str, Any], None]
 
 
 class RpcError(Exception):
@@ -156,12 +157,15 @@ class LinePeer:
         task_group: anyio.abc.TaskGroup,
         on_request: RequestHandler,
         on_notification: NotificationHandler,
+        on_request_arrival: ArrivalHook | None = None,
     ) -> None:
         """Read and dispatch messages until stdin reaches EOF.
 
         Each request runs in its own task (a prompt streams while the reader
         goes on and sees `session/cancel`); notifications and answers are
-        handled inline, in arrival order.
+        handled inline, in arrival order. `on_request_arrival` sees each request
+        in arrival order too, before its task starts (a prompt's cancel must not
+        overtake it).
         """
         buffer = bytearray()
         try:
@@ -174,7 +178,9 @@ class LinePeer:
                 while (end := buffer.find(b"\n", start)) >= 0:
                     line = bytes(buffer[start:end])
                     start = end + 1
-                    self._dispatch(line, task_group, on_request, on_notification)
+                    self._dispatch(
+                        line, task_group, on_request, on_notification, on_request_arrival
+                    )
                 del buffer[:start]
                 if len(buffer) > MAX_LINE_BYTES:
                     log(f"fake-agent: dropping an input line over {MAX_LINE_BYTES} bytes")
@@ -202,6 +208,7 @@ class LinePeer:
         task_group: anyio.abc.TaskGroup,
         on_request: RequestHandler,
         on_notification: NotificationHandler,
+        on_request_arrival: ArrivalHook | None,
     ) -> None:
         if not line.strip():
             return
@@ -217,6 +224,8 @@ class LinePeer:
         if isinstance(method, str):
             params = message.get("params")
             if "id" in message:
+                if on_request_arrival is not None:
+                    on_request_arrival(method, params)
                 task_group.start_soon(self._answer, message["id"], method, params, on_request)
             else:
                 on_notification(method, params)

@@ -97,8 +97,13 @@ class Connection:
 
     # -- outgoing ---------------------------------------------------------------------------
 
-    async def request(self, method: str, params: Any = None) -> Any:
-        """Sends a request and waits for its answer. Bound it with the caller's cancel scope."""
+    async def request(
+        self, method: str, params: Any = None, *, sent: anyio.Event | None = None
+    ) -> Any:
+        """Sends a request and waits for its answer. Bound it with the caller's cancel scope.
+
+        ``sent`` is set once the request is written, for messages that must follow it.
+        """
         if self.close_reason is not None:
             raise PeerClosed(self.close_reason)
         msg_id = next(self._ids)
@@ -106,6 +111,8 @@ class Connection:
         self._pending[msg_id] = slot
         try:
             await self._send(m.encode_request(msg_id, method, params))
+            if sent is not None:
+                sent.set()
             await slot.done.wait()
         finally:
             self._pending.pop(msg_id, None)

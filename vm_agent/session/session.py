@@ -108,6 +108,7 @@ class AgentSession:
         self._unconfirmed = 0
         self.spawned_pids: list[int] = []  # every agent process this session started
         self._permission_ids = itertools.count(1)
+        self._prompt_sent = anyio.Event()
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -419,8 +420,11 @@ class AgentSession:
         if run is None or run.client is None or acp_id is None:
             await self._feed(ev.PromptErrored(self._clock(), INTERNAL_ERROR, "no agent process"))
             return
+        self._prompt_sent = sent = anyio.Event()
         try:
-            stop_reason = await run.request("session/prompt", run.client.prompt(acp_id, prompt))
+            stop_reason = await run.request(
+                "session/prompt", run.client.prompt(acp_id, prompt, sent=sent)
+            )
         except JsonRpcError as exc:
             await self._feed(ev.PromptErrored(self._clock(), exc.code, exc.message))
         except AgentProtocolError as exc:
@@ -438,6 +442,8 @@ class AgentSession:
         if run is not None and run.client is not None and acp_id is not None:
             try:
                 with anyio.move_on_after(self.config.policy.cancel_grace_s):
+                    # A cancel written before its prompt would be lost on the agent.
+                    await self._prompt_sent.wait()
                     await run.client.cancel(acp_id)
             except PeerClosed:
                 pass

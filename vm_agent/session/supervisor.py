@@ -21,7 +21,7 @@ from vm_agent.eventlog import EventLog, EventsDropped
 from vm_agent.redact import Redactor
 from vm_agent.session.config import CredentialsProvider, SessionConfig
 from vm_agent.session.outcome import Outcome
-from vm_agent.session.session import AgentSession
+from vm_agent.session.session import AgentSession, SessionRefused
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,10 @@ class Supervisor:
             await self._group.start(session.run)
             restored.append(session)
             if recover and session.restorable and record.state not in ("stopped", "error"):
-                await session.recover()
+                try:
+                    await session.recover()
+                except SessionRefused as exc:  # one session must not stop the daemon's start
+                    log.warning("session %s: not recovered at start: %s", session.id, exc)
         return restored
 
     async def _load_outcomes(self, session: AgentSession) -> None:
