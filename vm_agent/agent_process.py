@@ -91,20 +91,24 @@ class AgentProcess:
             await self.stderr_done.wait()
 
     async def _watch_exit(self) -> None:
-        code = await self.process.wait()
-        uptime = self.uptime_s
+        self._record_exit(await self.process.wait())
+
+    def _record_exit(self, code: int) -> ExitRecord:
+        if self.exit_record is not None:
+            return self.exit_record
         sig = -code if code < 0 else None
         oom_killed = None
         if self._oom_before is not None:
             oom_killed = oom.was_oom_killed(sig, self._oom_before, oom.oom_kill_count())
-        self.exit_record = ExitRecord(
+        self.exit_record = record = ExitRecord(
             exit_code=None if sig is not None else code,
             signal=sig,
-            uptime_s=uptime,
+            uptime_s=self.uptime_s,
             oom_killed=oom_killed,
         )
-        log.info("agent pid %d %s", self.pid, self.exit_record.describe())
+        log.info("agent pid %d %s", self.pid, record.describe())
         self.exited.set()
+        return record
 
     async def wait(self) -> ExitRecord:
         await self.exited.wait()
@@ -121,9 +125,10 @@ class AgentProcess:
                 stdin_grace_s=timings.stdin_grace_s,
                 term_grace_s=timings.term_grace_s,
             )
-            await self.exited.wait()
-        assert self.exit_record is not None
-        return self.exit_record
+            # Reap it here rather than wait for the watcher task, which a cancelled
+            # scope may already have ended: the group is gone, so this returns at once.
+            code = await self.process.wait()
+        return self._record_exit(code)
 
 
 @asynccontextmanager
