@@ -9,19 +9,6 @@ import pytest
 from control_plane.settings import ControlPlaneSettings
 
 
-class FakeClock:
-    """A settable clock for key rotation and token expiry (starts at real time)."""
-
-    def __init__(self, start: float) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def settings(tmp_path: Path) -> ControlPlaneSettings:
     return ControlPlaneSettings(

@@ -11,7 +11,7 @@ import pytest
 
 from control_plane.settings import ControlPlaneSettings
 from control_plane.tokens import TokenIssuer
-from tests.control_plane.conftest import FakeClock
+from tests.clock import FakeClock
 from tests.control_plane.harness import running
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]

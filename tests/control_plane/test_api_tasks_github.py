@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from control_plane.db import tasks
 from control_plane.settings import ControlPlaneSettings
-from tests.control_plane.conftest import FakeClock
+from tests.clock import FakeClock
 from tests.control_plane.harness import running
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]

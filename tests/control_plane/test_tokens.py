@@ -17,7 +17,7 @@ from control_plane.tokens import (
     TokenIssuer,
     mint_dev_tokens,
 )
-from tests.control_plane.conftest import FakeClock
+from tests.clock import FakeClock
 
 
 def issuer(settings: ControlPlaneSettings, clock: FakeClock) -> TokenIssuer:

@@ -25,22 +25,12 @@ from control_plane.app import bind_socket, create_app, serve_control_plane
 from control_plane.plane import ControlPlane
 from control_plane.settings import ControlPlaneSettings
 from control_plane.tokens import TokenIssuer
+from tests.clock import FakeClock
 from vm_agent.auth import MAX_CACHE_AGE_S, JwksVerifier, Unauthorized, ViewerIdentity
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
 NODE = "node-1"
-
-
-class FakeClock:
-    def __init__(self, start: float) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass
