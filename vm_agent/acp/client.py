@@ -19,8 +19,14 @@ from anyio.abc import TaskStatus
 from pydantic import ValidationError
 
 from vm_agent import __version__
-from vm_agent.jsonrpc.connection import Connection, ProtocolErrorHook, RequestHandler, router
-from vm_agent.jsonrpc.errors import INTERNAL_ERROR, INVALID_PARAMS, JsonRpcError
+from vm_agent.jsonrpc.connection import (
+    Connection,
+    ProtocolErrorHook,
+    RequestHandler,
+    Router,
+    router,
+)
+from vm_agent.jsonrpc.errors import INVALID_PARAMS, JsonRpcError
 from vm_agent.jsonrpc.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -97,7 +103,7 @@ class AcpClient:
         )
         self.info: AgentInfo | None = None
 
-    def _router(self) -> Any:
+    def _router(self) -> Router:
         s = self.services
         requests: dict[str, RequestHandler] = {
             "session/request_permission": self._guard_params(s.request_permission)
@@ -208,7 +214,3 @@ class AcpClient:
 def _auth_method_ids(raw: dict[str, Any]) -> tuple[str, ...]:
     methods = raw.get("authMethods") or []
     return tuple(m["id"] for m in methods if isinstance(m, dict) and isinstance(m.get("id"), str))
-
-
-def internal_error(message: str) -> JsonRpcError:
-    return JsonRpcError(INTERNAL_ERROR, message)

@@ -18,7 +18,7 @@ from vm_agent.catalog import AgentSpec, Catalog, CatalogError
 from vm_agent.cli.render import HumanRenderer
 from vm_agent.core.machine import SessionPolicy
 from vm_agent.core.vocabulary import OutcomeKind, SessionState
-from vm_agent.eventlog import Event, EventLog
+from vm_agent.eventlog import EventLog
 from vm_agent.redact import Redactor
 from vm_agent.session.config import SessionConfig
 from vm_agent.session.supervisor import Supervisor
@@ -113,7 +113,3 @@ async def _cancel_on_interrupt(session: Any) -> None:
                 await session.cancel()
             else:
                 await session.stop()
-
-
-def event_json(event: Event) -> str:
-    return event.payload

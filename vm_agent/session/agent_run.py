@@ -69,7 +69,6 @@ class AgentRun:
         self.client: AcpClient | None = None
         self.process: AgentProcess | None = None
         self.current_request: str | None = None
-        self.protocol_errors = 0
         self._stop = anyio.Event()
         self.done = anyio.Event()
 
@@ -158,7 +157,6 @@ class AgentRun:
                     proc.transport,
                     services,
                     name=f"session {self.session_id} agent pid {proc.pid}",
-                    on_protocol_error=self._count_protocol_error,
                 )
                 async with anyio.create_task_group() as tg:
                     await tg.start(client.run)
@@ -171,9 +169,6 @@ class AgentRun:
                     tg.cancel_scope.cancel()
         except AgentStartError as exc:
             await report.failed(StartFailure(str(exc), retryable=False))
-
-    def _count_protocol_error(self, what: str) -> None:
-        self.protocol_errors += 1
 
     async def _open(
         self, client: AcpClient, proc: AgentProcess, load: str | None, report: RunReport
