@@ -36,6 +36,7 @@ from .encode import encode_payload
 from .model import Event, EventLogClosed, SessionRecord
 from .readers import ReaderPool
 from .writer import PendingEvent, PendingOp, Writer
+from .writer_thread import WriterThread
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class EventLog:
         self.path = path
         self._writer = writer
         self._readers = readers
+        self._thread = WriterThread()
         self._assigned = writer.heads()  # seq handed out, per session
         self._committed = dict(self._assigned)  # seq durable and readable
         self._batches: deque[_Batch] = deque([_Batch()])
@@ -155,7 +157,8 @@ class EventLog:
                     await self._write_next()
                 self._fail_pending(EventLogClosed("event log closed"))
                 self._readers.close()
-                await anyio.to_thread.run_sync(self._close_writer)
+                await self._thread.call(self._close_writer)
+                self._thread.stop()
 
     def _close_writer(self) -> None:
         conn = self._writer.conn
@@ -363,9 +366,8 @@ class EventLog:
             # Shielded: a commit is never abandoned halfway by a cancellation,
             # so an append is never told "failed" for an event that landed.
             with anyio.CancelScope(shield=True):
-                batch.results = await anyio.to_thread.run_sync(
-                    self._writer.write_batch, batch.items
-                )
+                items = batch.items
+                batch.results = await self._thread.call(lambda: self._writer.write_batch(items))
         except BaseException as exc:
             self._failed = exc
             batch.error = exc
