@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -124,12 +123,6 @@ async def control_plane(tmp_path: Path, secrets: str | None = None) -> AsyncIter
         yield cp
     finally:
         cp.plane.close()
-
-
-def write_token(path: Path, token: str, mode: int = 0o600) -> Path:
-    path.write_text(token + "\n")
-    os.chmod(path, mode)
-    return path
 
 
 def daemon_settings(tmp_path: Path, url: str, *, node_id: str = NODE) -> Settings:

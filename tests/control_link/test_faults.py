@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from control_plane.db import node_events
+from tests.token_files import write_token
 from vm_agent.catalog import AgentSpec, Catalog, fake_agent_command
 from vm_agent.control_link import CallbackTokenStore, ControlLink, LinkState, is_forwarded
 from vm_agent.control_link.outbox import DEFAULT_TYPES
@@ -22,7 +23,7 @@ from vm_agent.session.config import SessionConfig
 from vm_agent.session.session import AgentSession
 from vm_agent.session.supervisor import Supervisor
 
-from .harness import FAST_TIMINGS, NODE, Plane, control_plane, daemon_settings, write_token
+from .harness import FAST_TIMINGS, NODE, Plane, control_plane, daemon_settings
 from .test_link import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.anyio]

@@ -12,11 +12,12 @@ import anyio
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from tests.token_files import write_token
 from vm_agent.control_link import CallbackTokenStore, ControlLink, LinkState
 from vm_agent.eventlog import EventLog
 from vm_agent.redact import Redactor
 
-from .harness import FAST_TIMINGS, NODE, control_plane, daemon_settings, write_token
+from .harness import FAST_TIMINGS, NODE, control_plane, daemon_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

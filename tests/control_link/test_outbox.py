@@ -8,10 +8,11 @@ from pathlib import Path
 import anyio
 import pytest
 
+from tests.token_files import write_token
 from vm_agent.control_link import CallbackTokenStore, ControlPlaneClient, OutboxSender
 from vm_agent.eventlog import EventLog
 
-from .harness import FAST_TIMINGS, NODE, control_plane, write_token
+from .harness import FAST_TIMINGS, NODE, control_plane
 from .test_link import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
+from tests.token_files import write_token
 from vm_agent.agent_env import DEFAULT_ALLOWED
 from vm_agent.catalog import AgentSpec, Catalog, fake_agent_command
 from vm_agent.control_link import CallbackTokenStore, ControlLink
@@ -21,7 +22,7 @@ from vm_agent.redact import Redactor
 from vm_agent.session.config import SessionConfig
 from vm_agent.session.supervisor import Supervisor
 
-from .harness import FAST_TIMINGS, control_plane, daemon_settings, write_token
+from .harness import FAST_TIMINGS, control_plane, daemon_settings
 from .test_link import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

@@ -12,9 +12,10 @@ import pytest
 from anyio.abc import ByteReceiveStream, Process
 from anyio.streams.text import TextReceiveStream
 
+from tests.token_files import write_token
 from vm_agent.eventlog import EventLog
 
-from .harness import NODE, control_plane, write_token
+from .harness import NODE, control_plane
 from .test_faults import assert_stored_in_order, expected_events, stored_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.anyio]

@@ -9,10 +9,9 @@ from pathlib import Path
 import jwt
 import pytest
 
+from tests.token_files import write_token
 from vm_agent.control_link import CallbackTokenStore, InsecureTokenFile, TokenFileError
 from vm_agent.redact import Redactor
-
-from .harness import write_token
 
 TOKEN = "tok-" + "a" * 40
 

@@ -108,14 +108,6 @@ def base_env() -> dict[str, str]:
     }
 
 
-def write_token(path: Path, token: str, mode: int = 0o600) -> Path:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    os.chmod(path, mode)
-    return path
-
-
 def daemon_env(tmp: Path, plane: Plane, **extra: str) -> dict[str, str]:
     env = base_env()
     env.update(

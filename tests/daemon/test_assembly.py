@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon.harness import write_token
+from tests.token_files import write_token
 from vm_agent.daemon import DaemonReady, StartupError, load_callback_tokens, session_config
 from vm_agent.redact import Redactor
 from vm_agent.settings import Settings, load_settings

@@ -24,8 +24,8 @@ from tests.daemon.harness import (
     serving,
     sigterm_and_wait,
     vm_agent,
-    write_token,
 )
+from tests.token_files import write_token
 from vm_agent.catalog import fake_agent_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.anyio]

@@ -16,7 +16,7 @@ from anyio.streams.text import TextReceiveStream
 
 from tests.daemon.harness import base_env, vm_agent
 from vm_agent.catalog import Catalog
-from vm_agent.cli.dev import dev_agents, write_agents_file, write_secret
+from vm_agent.cli.dev import dev_agents, write_agents_file
 
 
 def test_dev_agents_file_loads_as_a_catalog(tmp_path: Path) -> None:
@@ -28,14 +28,6 @@ def test_dev_agents_file_loads_as_a_catalog(tmp_path: Path) -> None:
     assert {"fake", "fake-slow", "fake-tools", "fake-crash"} <= set(catalog.names())
     command = catalog.get("fake-crash").command
     assert command[command.index("--state-dir") + 1] == str(odd / "fake-agent")
-
-
-def test_write_secret_is_0600_and_replaces(tmp_path: Path) -> None:
-    path = tmp_path / "token"
-    write_secret(path, "first")
-    write_secret(path, "second")
-    assert path.read_text() == "second\n"
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 async def _read_until(stream: TextReceiveStream, pattern: str, seen: list[str]) -> re.Match[str]:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon.harness import base_env, vm_agent, write_token
+from tests.daemon.harness import base_env, vm_agent
+from tests.token_files import write_token
 
 pytestmark = pytest.mark.integration
 

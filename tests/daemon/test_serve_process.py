@@ -21,8 +21,8 @@ from tests.daemon.harness import (
     notify_socket,
     serving,
     sigterm_and_wait,
-    write_token,
 )
+from tests.token_files import write_token
 from vm_agent.catalog import fake_agent_command
 from vm_agent.procgroup import group_alive
 

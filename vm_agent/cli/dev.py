@@ -69,15 +69,6 @@ def write_agents_file(path: Path, agents: dict[str, list[str]]) -> None:
     path.write_text("\n".join(lines))
 
 
-def write_secret(path: Path, value: str) -> None:
-    """Atomically, mode 0600 from the first byte."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value + "\n")
-    os.replace(tmp, path)
-
-
 def dev_settings(dev_dir: Path, control_plane_url: str, jwks_url: str, port: int) -> Settings:
     """Dev settings; other ``VM_AGENT_*`` variables (timeouts, say) still apply."""
     values = {
@@ -178,6 +169,7 @@ async def _dev(
     from control_plane.app import serve_control_plane
     from control_plane.settings import ControlPlaneSettings
     from control_plane.tokens import mint_dev_tokens
+    from vm_agent.control_link.token import write_token_file
     from vm_agent.daemon import run_daemon
 
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -190,7 +182,7 @@ async def _dev(
         if stopper.requested.is_set():
             return 0
         tokens = mint_dev_tokens(cp_settings, DEV_NODE_ID)
-        write_secret(dev_dir / "callback-token", tokens.callback_token)
+        write_token_file(dev_dir / "callback-token", tokens.callback_token)
         try:
             settings = dev_settings(dev_dir, base_url, tokens.jwks_url, args.port)
         except SettingsError as exc:

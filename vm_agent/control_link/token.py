@@ -94,7 +94,7 @@ class CallbackTokenStore:
             if token == self._value:
                 return
             try:
-                _write_atomically(self.path, token.encode("ascii") + b"\n")
+                write_token_file(self.path, token)
             finally:
                 self._value = token
 
@@ -134,6 +134,11 @@ def _read_token_file(file: Path) -> str:
     if any(c.isspace() for c in value):
         raise TokenFileError(f"callback token file {file} holds more than one word")
     return value
+
+
+def write_token_file(path: Path, token: str) -> None:
+    """The token as the daemon reads it: one line, 0600 from the first byte, atomically."""
+    _write_atomically(path, token.encode("ascii") + b"\n")
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
