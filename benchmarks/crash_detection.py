@@ -9,7 +9,6 @@ Baseline: the raw reader seeing EOF on the agent's stdout after the same kill.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,13 +49,13 @@ class CrashWatch:
         if got.session_id != self.session_id:
             return
         if got.type == "acp.update":
-            self.last_sent_at = sent_at(json.loads(got.frame)["params"]["data"])
+            self.last_sent_at = sent_at(got.params()["data"])
             return
         if got.type == "session.state":
-            state = json.loads(got.frame)["params"]["data"]["state"]
+            state = got.params()["data"]["state"]
             self.seen.setdefault(f"state:{state}", got.at)
         elif got.type == "prompt.finished":
-            self.outcome = json.loads(got.frame)["params"]["data"]
+            self.outcome = got.params()["data"]
         self.seen.setdefault(got.type, got.at)
         if got.type == self.done_on:
             self.done.set()

@@ -120,7 +120,7 @@ class _Lag:
     def hook(self, got: h.Received) -> None:
         if got.type == "acp.update":
             self.updates += 1
-            lag = got.at - sent_at(json.loads(got.frame)["params"]["data"])
+            lag = got.at - sent_at(got.params()["data"])
             self.worst = max(self.worst, lag)
 
 

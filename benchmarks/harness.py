@@ -177,14 +177,21 @@ class RpcFailed(Exception):
 
 
 class Received(NamedTuple):
-    """One `session/event` frame as a viewer got it."""
+    """One `session/event` as a viewer got it, alone in its frame or in a batch."""
 
     viewer: Viewer
     session_id: str
     seq: int
     type: str
-    frame: str  # as received; `json.loads(frame)["params"]` is the event
+    frame: str | None  # the frame, when the event came alone in it
+    message: dict[str, Any] | None  # the decoded message, when it came in a batch
     at: float  # time.time() at receipt
+
+    def params(self) -> dict[str, Any]:
+        """The event (`{seq, session_id, ts, type, data}`)."""
+        message = self.message if self.message is not None else json.loads(self.frame or "")
+        params: dict[str, Any] = message["params"]
+        return params
 
 
 EventHook = Callable[[Received], None]
@@ -196,6 +203,7 @@ class Viewer:
 
     Event frames are not decoded: seq and type are sliced from the fixed prefix the daemon
     sends (one serialization per event), so the client costs little next to the daemon.
+    A viewer connected with `batch` also gets JSON-RPC batches (arrays), decoded whole.
     """
 
     ws: ClientConnection
@@ -261,20 +269,30 @@ class Viewer:
             sid = frame[sid_start : frame.index('"', sid_start)]
             type_at = frame.index(',"type":"', sid_start) + len(',"type":"')
             etype = frame[type_at : frame.index('"', type_at)]
-            self.received += 1
-            last = self.last_seq.get(sid, 0)
-            if seq != last + 1:
-                self.gaps += 1
-            self.last_seq[sid] = seq
-            if self.on_event is not None:
-                self.on_event(Received(self, sid, seq, etype, frame, now))
+            self._event(Received(self, sid, seq, etype, frame, None, now))
             return
-        msg = json.loads(frame)
-        rid = msg.get("id")
-        if isinstance(rid, int) and rid in self._waiting:
-            done, slot = self._waiting.pop(rid)
-            slot.append(msg)
-            done.set()
+        decoded = json.loads(frame)
+        for msg in decoded if isinstance(decoded, list) else (decoded,):
+            if msg.get("method") == "session/event":
+                event = msg["params"]
+                self._event(
+                    Received(self, event["session_id"], event["seq"], event["type"], None, msg, now)
+                )
+                continue
+            rid = msg.get("id")
+            if isinstance(rid, int) and rid in self._waiting:
+                done, slot = self._waiting.pop(rid)
+                slot.append(msg)
+                done.set()
+
+    def _event(self, got: Received) -> None:
+        self.received += 1
+        last = self.last_seq.get(got.session_id, 0)
+        if got.seq != last + 1:
+            self.gaps += 1
+        self.last_seq[got.session_id] = got.seq
+        if self.on_event is not None:
+            self.on_event(got)
 
     async def _read(self) -> None:
         try:
@@ -294,11 +312,14 @@ class Viewer:
 
 @contextlib.asynccontextmanager
 async def viewer(
-    tg: TaskGroup, d: Daemon, on_event: EventHook | None = None
+    tg: TaskGroup, d: Daemon, on_event: EventHook | None = None, *, batch: bool = False
 ) -> AsyncIterator[Viewer]:
-    """A connected, authenticated viewer whose reader runs in `tg` until the block exits."""
+    """A connected, authenticated viewer whose reader runs in `tg` until the block exits.
+
+    `batch` connects with `?batch=1`: busy streams then come as JSON-RPC batches.
+    """
     async with connect(
-        d.url,
+        d.url + ("?batch=1" if batch else ""),
         additional_headers={"Authorization": f"Bearer {d.token}"},
         compression=None,
         max_size=64 * 1024 * 1024,

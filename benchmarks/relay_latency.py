@@ -7,7 +7,6 @@ at receipt (same machine, same clock). The baseline is the raw stdout reader doi
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +80,7 @@ async def daemon_latencies(ctx: h.Context, d: h.Daemon, p: Params) -> list[list[
 
     def hook(got: h.Received) -> None:
         if got.type == "acp.update":
-            samples.append(got.at - sent_at(json.loads(got.frame)["params"]["data"]))
+            samples.append(got.at - sent_at(got.params()["data"]))
             if len(samples) == p.chunks:
                 all_in.set()
 

@@ -1,4 +1,8 @@
-"""Figure 1: relay throughput of a flood to 1 and 10 viewers, against stdio baselines."""
+"""Figure 1: relay throughput of a flood to 1 and 10 viewers, against stdio baselines.
+
+Each size and number of viewers runs twice: viewers connected with `?batch=1` (frames hold
+JSON-RPC batches when events queue up) and viewers that get one message a frame.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ class Params:
     repeats: int
     sizes: tuple[int, ...] = (40, 1024)
     viewers: tuple[int, ...] = (1, 10)
+    batch_modes: tuple[bool, ...] = (True, False)
 
 
 SCALES = {
@@ -44,6 +49,7 @@ async def _daemon_rates(
     viewers: int,
     repeats: int,
     cpu: h.CpuWatch,
+    batch: bool,
 ) -> list[float]:
     """Events/s of each prompt's flood, until the last update reached the last viewer."""
     progress = h.Progress("acp.update", viewers)
@@ -57,7 +63,7 @@ async def _daemon_rates(
         head = await driver.head_seq(session_id)
         connected: list[h.Viewer] = []
         for _ in range(viewers):
-            v = await stack.enter_async_context(h.viewer(tg, d, progress.hook))
+            v = await stack.enter_async_context(h.viewer(tg, d, progress.hook, batch=batch))
             progress.bind(v)
             connected.append(v)
         for v in connected:
@@ -101,25 +107,27 @@ async def run(ctx: h.Context) -> list[Figure]:
         )
 
     agents = {f"flood-{size}": flood_args(p.count, size) for size in p.sizes}
-    relayed: dict[tuple[int, int], tuple[Summary, str]] = {}
+    relayed: dict[tuple[int, int, bool], tuple[Summary, str]] = {}
     async with h.daemon(ctx.cp, ctx.scratch("daemon"), agents) as d:
         for size in p.sizes:
             for viewers in p.viewers:
-                cpu = h.CpuWatch(d.pid)
-                rates = await _daemon_rates(
-                    ctx,
-                    d,
-                    f"flood-{size}",
-                    count=p.count,
-                    viewers=viewers,
-                    repeats=p.repeats,
-                    cpu=cpu,
-                )
-                relayed[(size, viewers)] = (Summary.of(rates), cpu.describe())
-                ctx.say(
-                    f"  {size} B to {viewers} viewers: {Summary.of(rates).median:,.0f}/s "
-                    f"({cpu.describe()})"
-                )
+                for batch in p.batch_modes:
+                    cpu = h.CpuWatch(d.pid)
+                    rates = await _daemon_rates(
+                        ctx,
+                        d,
+                        f"flood-{size}",
+                        count=p.count,
+                        viewers=viewers,
+                        repeats=p.repeats,
+                        cpu=cpu,
+                        batch=batch,
+                    )
+                    relayed[(size, viewers, batch)] = (Summary.of(rates), cpu.describe())
+                    ctx.say(
+                        f"  {size} B to {viewers} viewers, {_mode(batch)}: "
+                        f"{Summary.of(rates).median:,.0f}/s ({cpu.describe()})"
+                    )
 
     figures: list[Figure] = []
     ratio_goals = {
@@ -136,20 +144,26 @@ async def run(ctx: h.Context) -> list[Figure]:
             (one, "acp ClientSideConnection", acp_s, ratio_goals["acp"]),
             (many, "raw stdout reader", raw_s, ratio_goals["raw-many"]),
         ]
-        for viewers, base_name, base, goal in rows:
-            value, cpu_note = relayed[(size, viewers)]
-            figures.append(
-                Figure(
-                    benchmark=NAME,
-                    name=f"{label} chunks to {viewers} viewer{'s' if viewers > 1 else ''}",
-                    unit="events/s",
-                    value=value,
-                    baseline_name=base_name,
-                    baseline=base,
-                    goals=(goal,),
-                    note=f"{p.count} updates a run, from the prompt request to the last update "
-                    f"at the last viewer; {cpu_note}",
-                    extra={"count": p.count},
+        for batch in p.batch_modes:
+            for viewers, base_name, base, goal in rows:
+                value, cpu_note = relayed[(size, viewers, batch)]
+                plural = "s" if viewers > 1 else ""
+                figures.append(
+                    Figure(
+                        benchmark=NAME,
+                        name=f"{label} chunks to {viewers} viewer{plural}, {_mode(batch)}",
+                        unit="events/s",
+                        value=value,
+                        baseline_name=base_name,
+                        baseline=base,
+                        goals=(goal,),
+                        note=f"{p.count} updates a run, from the prompt request to the last "
+                        f"update at the last viewer; {cpu_note}",
+                        extra={"count": p.count, "batch": batch},
+                    )
                 )
-            )
     return figures
+
+
+def _mode(batch: bool) -> str:
+    return "batched frames" if batch else "one message a frame"

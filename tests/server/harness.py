@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -55,14 +56,24 @@ class Client:
 
     ws: ClientConnection
     events: list[dict[str, Any]] = field(default_factory=list)
+    batches: int = 0  # frames that held a JSON-RPC batch (viewers connected with batch=1)
     _ids: int = 0
+    _inbox: deque[dict[str, Any]] = field(default_factory=deque)
 
     async def send(self, obj: dict[str, Any]) -> None:
         await self.ws.send(json.dumps(obj))
 
     async def recv(self) -> dict[str, Any]:
-        message: dict[str, Any] = json.loads(await self.ws.recv())
-        return message
+        """The next message, whether it came alone or in a batch frame."""
+        if not self._inbox:
+            decoded = json.loads(await self.ws.recv())
+            if isinstance(decoded, list):
+                assert len(decoded) > 1, "a batch frame holds two messages or more"
+                self.batches += 1
+                self._inbox.extend(decoded)
+            else:
+                self._inbox.append(decoded)
+        return self._inbox.popleft()
 
     async def request(self, method: str, params: Any = None) -> dict[str, Any]:
         """Sends a request; returns the whole answer (notifications met meanwhile are kept)."""
@@ -117,13 +128,13 @@ class Daemon:
 
     @asynccontextmanager
     async def viewer(
-        self, token: str | None = None, *, bearer: bool = True, **kw: Any
+        self, token: str | None = None, *, bearer: bool = True, batch: bool = False, **kw: Any
     ) -> AsyncIterator[Client]:
         tok = token if token is not None else self.token()
         if bearer:
             kw.setdefault("additional_headers", {"Authorization": f"Bearer {tok}"})
         kw.setdefault("max_size", None)
-        async with connect(self.url, **kw) as ws:
+        async with connect(self.url + ("?batch=1" if batch else ""), **kw) as ws:
             yield Client(ws)
 
     async def start(self, client: Client, agent: str, **params: Any) -> dict[str, Any]:

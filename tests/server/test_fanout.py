@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.server.harness import (
     Client,
@@ -166,3 +166,41 @@ async def test_a_viewer_that_stops_reading_is_closed_while_the_others_finish(
             await again.events_until(head)
             assert again.seqs() == list(range(len(got) + 1, head + 1))
         assert d.supervisor.get("s1").state.value == "ready"
+
+
+async def test_a_batch_viewer_gets_the_same_sequence_in_fewer_frames(tmp_path: Path) -> None:
+    agent = fake("flood", "--count", "1500", "--size", "60")
+    async with daemon(tmp_path, [agent]) as d:
+        async with d.viewer() as w:
+            await d.start(w, "flood", session_id="s1")
+        # One viewer watches live while the flood runs; a late one replays it all.
+        async with d.viewer(d.token("read"), batch=True) as live:
+            await live.call("session/subscribe", {"session_id": "s1"})
+            head = await _prompt_and_wait(d, "s1", "go", "p1")
+            await live.events_until(head)
+        async with d.viewer(d.token("read"), batch=True) as late:
+            await late.call("session/subscribe", {"session_id": "s1"})
+            await late.events_until(head)
+            # Answers come through the same queue: one that follows a batch still arrives.
+            listed = await late.call("session/list")
+        expected = [e.params() for e in await d.log.read("s1", 0, 10_000)]
+        assert live.events == expected
+        assert late.events == expected
+        assert [s["session_id"] for s in listed["sessions"]] == ["s1"]
+        # A replay queues a page at once, so it is always sent as batches.
+        assert late.batches >= 1
+        assert late.batches < head / 2
+        # Each message is counted once, whatever the frame that carried it.
+        sent = metric_value(
+            d.metrics, "vm_agent_jsonrpc_messages_total", peer="viewer", direction="out"
+        )
+        assert sent >= 2 * head
+
+
+async def test_an_unknown_batch_value_is_refused_at_the_upgrade(tmp_path: Path) -> None:
+    async with daemon(tmp_path) as d:
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(d.url + "?batch=maybe"):
+                pass
+        assert refused.value.response.status_code == 400
+        assert b"batch must be" in refused.value.response.body

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import deque
 from typing import Any
 
 import pytest
@@ -10,6 +11,8 @@ import pytest
 from vm_agent.jsonrpc.errors import JsonRpcError
 from vm_agent.server import params as p
 from vm_agent.server.fanout import event_frame
+from vm_agent.server.server import batch_requested
+from vm_agent.server.transport import take_batch
 from vm_agent.server.viewer import bearer_token
 
 
@@ -74,3 +77,45 @@ def test_event_frame_wraps_the_stored_payload_unchanged() -> None:
     message = json.loads(frame)
     assert message == {"jsonrpc": "2.0", "method": "session/event", "params": json.loads(payload)}
     assert payload.encode() in frame
+
+
+@pytest.mark.parametrize(
+    ("queued", "max_bytes", "frame", "count", "left"),
+    [
+        ([b"{1}"], 100, b"{1}", 1, 0),  # alone: sent as itself, no latency added
+        ([b"{1}", b"{2}"], 100, b"[{1},{2}]", 2, 0),
+        ([b"{1}", b"{2}", b"{3}"], 11, b"[{1},{2}]", 2, 1),  # the byte bound holds
+        ([b"{1}", b"{2}", b"{3}"], 13, b"[{1},{2},{3}]", 3, 0),  # exactly at the bound
+        ([b"x" * 50, b"{2}"], 20, b"x" * 50, 1, 1),  # too large to share a frame
+        ([b"{1}", b"y" * 50], 20, b"{1}", 1, 1),  # the next one does not fit
+    ],
+)
+def test_take_batch(
+    queued: list[bytes], max_bytes: int, frame: bytes, count: int, left: int
+) -> None:
+    queue = deque(queued)
+    assert take_batch(queue, max_bytes) == (frame, count)
+    assert len(queue) == left
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/v1/ws", False),
+        ("/v1/ws?batch=1", True),
+        ("/v1/ws?batch=true", True),
+        ("/v1/ws?batch=TRUE", True),
+        ("/v1/ws?batch=0", False),
+        ("/v1/ws?batch=false", False),
+        ("/v1/ws?other=x", False),
+        ("/v1/ws?batch=yes", ValueError),
+        ("/v1/ws?batch=", ValueError),
+        ("/v1/ws?batch=1&batch=0", ValueError),
+    ],
+)
+def test_batch_requested(path: str, expected: bool | type[Exception]) -> None:
+    if expected is ValueError:
+        with pytest.raises(ValueError, match="batch must be"):
+            batch_requested(path)
+    else:
+        assert batch_requested(path) is expected

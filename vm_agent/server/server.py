@@ -12,7 +12,7 @@ import logging
 import socket
 import time
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -34,6 +34,20 @@ log = logging.getLogger(__name__)
 WS_PATH = "/v1/ws"
 PEER = "viewer"
 DEFAULT_SEND_BUFFER_BYTES = 256 * 1024
+_BATCH_VALUES = {"1": True, "true": True, "0": False, "false": False}
+
+
+def batch_requested(path: str) -> bool:
+    """Whether the upgrade's query asks for batched frames (``?batch=1``).
+
+    Raises ValueError, with a message for the viewer, for a value we do not know.
+    """
+    values = parse_qs(urlsplit(path).query, keep_blank_values=True).get("batch", [])
+    if not values:
+        return False
+    if len(values) > 1 or values[0].lower() not in _BATCH_VALUES:
+        raise ValueError("batch must be given once, as 1, true, 0 or false")
+    return _BATCH_VALUES[values[0].lower()]
 
 
 class ViewerServer:
@@ -131,6 +145,10 @@ class ViewerServer:
         if path == WS_PATH:
             if not self._accepting:
                 return http.json_response(conn, 503, {"error": "daemon shutting down"})
+            try:
+                batch_requested(request.path)
+            except ValueError as exc:
+                return http.json_response(conn, 400, {"error": str(exc)})
             return None  # on to the websocket handshake
         if path == "/health":
             return http.json_response(conn, 200, self.health_report())
@@ -173,6 +191,7 @@ class ViewerServer:
             count_in=self._counter("in"),
             count_out=self._counter("out"),
             close_timeout_s=self.close_timeout_s,
+            batch=batch_requested(ws.request.path) if ws.request else False,
         )
         self._viewers[viewer_id] = transport
         self._no_viewers = anyio.Event()
