@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 # Updates relayed between two waits for the log's commit (bounds memory under a flood).
+# Each wait is for the checkpoint before the last one, so one chunk commits while the
+# next is read: at most two chunks are in memory and the reader never idles on a commit.
 _CONFIRM_EVERY = 512
 
 
@@ -106,6 +108,7 @@ class AgentSession:
         self._replaying = False
         self.replayed_updates = 0
         self._unconfirmed = 0
+        self._checkpoint: Appended | None = None
         self.spawned_pids: list[int] = []  # every agent process this session started
         self._permission_ids = itertools.count(1)
         self._prompt_sent = anyio.Event()
@@ -393,7 +396,9 @@ class AgentSession:
             # Backpressure: a flooding agent waits for the log (and the pipe fills) rather
             # than the daemon's memory growing without bound.
             self._unconfirmed = 0
-            return self._confirm(appended)
+            previous, self._checkpoint = self._checkpoint, appended
+            if previous is not None:
+                return self._confirm(previous)
         return None
 
     @staticmethod
