@@ -11,14 +11,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
-from acp import schema
 from anyio.abc import TaskStatus
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from vm_agent import __version__
+from vm_agent.acp.lazy import lazy_module
 from vm_agent.jsonrpc.connection import (
     Connection,
     ProtocolErrorHook,
@@ -28,6 +28,11 @@ from vm_agent.jsonrpc.connection import (
 )
 from vm_agent.jsonrpc.errors import INVALID_PARAMS, JsonRpcError
 from vm_agent.jsonrpc.transport import Transport
+
+if TYPE_CHECKING:
+    from acp import schema
+else:
+    schema = lazy_module("acp.schema")
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +81,7 @@ class AgentInfo:
     raw: dict[str, Any]
 
 
-M = TypeVar("M", bound=schema.BaseModel)
+M = TypeVar("M", bound=BaseModel)
 
 
 def _validated(model: type[M], value: Any, method: str) -> M:

@@ -12,19 +12,19 @@ import stat
 from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
-from acp.schema import (
-    ReadTextFileRequest,
-    ReadTextFileResponse,
-    WriteTextFileRequest,
-    WriteTextFileResponse,
-)
 from pydantic import BaseModel
 
+from vm_agent.acp.lazy import lazy_module
 from vm_agent.jsonrpc.errors import INTERNAL_ERROR, RESOURCE_NOT_FOUND, JsonRpcError
 from vm_agent.jsonrpc.validation import parse_params
+
+if TYPE_CHECKING:
+    from acp import schema
+else:
+    schema = lazy_module("acp.schema")
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -81,17 +81,19 @@ class FileSystemService:
         return self._roots
 
     async def read_text_file(self, params: dict[str, Any]) -> dict[str, Any]:
-        req = parse_params(ReadTextFileRequest, params, "fs/read_text_file")
+        req = parse_params(schema.ReadTextFileRequest, params, "fs/read_text_file")
         if req.line is not None and req.line < 1:
             raise _invalid(f"line must be 1 or more (lines are 1-based), got {req.line}")
         if req.limit is not None and req.limit < 0:
             raise _invalid(f"limit must not be negative, got {req.limit}")
         content = await anyio.to_thread.run_sync(self._read_sync, req.path)
         text = select_lines(content, req.line, req.limit)
-        return ReadTextFileResponse(content=text).model_dump(by_alias=True, exclude_none=True)
+        return schema.ReadTextFileResponse(content=text).model_dump(
+            by_alias=True, exclude_none=True
+        )
 
     async def write_text_file(self, params: dict[str, Any]) -> dict[str, Any]:
-        req = parse_params(WriteTextFileRequest, params, "fs/write_text_file")
+        req = parse_params(schema.WriteTextFileRequest, params, "fs/write_text_file")
         try:
             data = req.content.encode("utf-8")
         except UnicodeEncodeError as exc:
@@ -101,7 +103,7 @@ class FileSystemService:
                 f"content is {len(data)} bytes, more than the {self._max_write}-byte write limit"
             )
         await anyio.to_thread.run_sync(self._write_sync, req.path, data)
-        return WriteTextFileResponse().model_dump(by_alias=True, exclude_none=True)
+        return schema.WriteTextFileResponse().model_dump(by_alias=True, exclude_none=True)
 
     # Blocking parts, run in a worker thread.
 

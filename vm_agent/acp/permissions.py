@@ -4,40 +4,39 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
-from acp.schema import (
-    AllowedOutcome,
-    DeniedOutcome,
-    PermissionOption,
-    RequestPermissionRequest,
-    RequestPermissionResponse,
-)
 
+from vm_agent.acp.lazy import lazy_module
 from vm_agent.jsonrpc.errors import INVALID_REQUEST, RESOURCE_NOT_FOUND, JsonRpcError
 from vm_agent.jsonrpc.validation import parse_params
 
+if TYPE_CHECKING:
+    from acp import schema
+else:
+    schema = lazy_module("acp.schema")
 
-def parse_permission_request(params: dict[str, Any]) -> RequestPermissionRequest:
-    return parse_params(RequestPermissionRequest, params, "session/request_permission")
+
+def parse_permission_request(params: dict[str, Any]) -> schema.RequestPermissionRequest:
+    return parse_params(schema.RequestPermissionRequest, params, "session/request_permission")
 
 
 def selected(option_id: str) -> dict[str, Any]:
     """The ACP answer choosing ``option_id``."""
-    answer = RequestPermissionResponse(
-        outcome=AllowedOutcome(option_id=option_id, outcome="selected")
+    answer = schema.RequestPermissionResponse(
+        outcome=schema.AllowedOutcome(option_id=option_id, outcome="selected")
     )
     return answer.model_dump(by_alias=True, exclude_none=True)
 
 
 def cancelled() -> dict[str, Any]:
     """The ACP answer for a request nobody decided (the prompt was cancelled)."""
-    answer = RequestPermissionResponse(outcome=DeniedOutcome(outcome="cancelled"))
+    answer = schema.RequestPermissionResponse(outcome=schema.DeniedOutcome(outcome="cancelled"))
     return answer.model_dump(by_alias=True, exclude_none=True)
 
 
-def pick_option(options: Sequence[PermissionOption], kinds: Sequence[str]) -> str | None:
+def pick_option(options: Sequence[schema.PermissionOption], kinds: Sequence[str]) -> str | None:
     """The first option of the first kind in ``kinds`` that is offered, or None."""
     for kind in kinds:
         for option in options:
@@ -76,7 +75,7 @@ class PendingPermission:
 
     request_id: str
     params: dict[str, Any]
-    options: list[PermissionOption]
+    options: list[schema.PermissionOption]
     answered: anyio.Event = field(default_factory=anyio.Event)
     result: dict[str, Any] | None = None
 

@@ -15,26 +15,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
-from acp.schema import (
-    CreateTerminalRequest,
-    CreateTerminalResponse,
-    KillTerminalRequest,
-    ReleaseTerminalRequest,
-    TerminalExitStatus,
-    TerminalOutputRequest,
-    TerminalOutputResponse,
-    WaitForTerminalExitRequest,
-    WaitForTerminalExitResponse,
-)
 from anyio.abc import Process, TaskGroup
 from pydantic import BaseModel
 
 from vm_agent import procgroup
+from vm_agent.acp.lazy import lazy_module
 from vm_agent.jsonrpc.errors import INVALID_REQUEST, RESOURCE_NOT_FOUND, JsonRpcError
 from vm_agent.jsonrpc.validation import parse_params
+
+if TYPE_CHECKING:
+    from acp import schema
+else:
+    schema = lazy_module("acp.schema")
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +90,15 @@ def _complete_prefix_len(data: bytes) -> int:
     return len(data)
 
 
-def exit_status_of(returncode: int) -> TerminalExitStatus:
+def exit_status_of(returncode: int) -> schema.TerminalExitStatus:
     """A negative return code means killed by that signal (asyncio's convention)."""
     if returncode >= 0:
-        return TerminalExitStatus(exit_code=returncode)
+        return schema.TerminalExitStatus(exit_code=returncode)
     try:
         name = signals.Signals(-returncode).name
     except ValueError:
         name = str(-returncode)
-    return TerminalExitStatus(signal=name)
+    return schema.TerminalExitStatus(signal=name)
 
 
 @dataclass(eq=False)
@@ -115,7 +110,7 @@ class _Terminal:
     output_done: anyio.Event = field(default_factory=anyio.Event)
     exited: anyio.Event = field(default_factory=anyio.Event)
     finished: anyio.Event = field(default_factory=anyio.Event)
-    exit_status: TerminalExitStatus | None = None
+    exit_status: schema.TerminalExitStatus | None = None
 
     @property
     def pgid(self) -> int:
@@ -176,7 +171,7 @@ class TerminalManager:
         return list(self._terminals)
 
     async def create(self, params: dict[str, Any]) -> dict[str, Any]:
-        req = parse_params(CreateTerminalRequest, params, "terminal/create")
+        req = parse_params(schema.CreateTerminalRequest, params, "terminal/create")
         if self._tg is None:
             raise RuntimeError("TerminalManager used outside its async with block")
         if len(self._terminals) >= self._max_terminals:
@@ -216,15 +211,15 @@ class TerminalManager:
         self._terminals[term.terminal_id] = term
         self._tg.start_soon(self._supervise, term)
         log.info("terminal %s started pid %d: %s", term.terminal_id, process.pid, argv)
-        return CreateTerminalResponse(terminal_id=term.terminal_id).model_dump(
+        return schema.CreateTerminalResponse(terminal_id=term.terminal_id).model_dump(
             by_alias=True, exclude_none=True
         )
 
     async def output(self, params: dict[str, Any]) -> dict[str, Any]:
-        req = parse_params(TerminalOutputRequest, params, "terminal/output")
+        req = parse_params(schema.TerminalOutputRequest, params, "terminal/output")
         term = self._get(req.terminal_id)
         done = term.exit_status is not None
-        answer = TerminalOutputResponse(
+        answer = schema.TerminalOutputResponse(
             output=term.buffer.text(final=done),
             truncated=term.buffer.truncated,
             exit_status=term.exit_status,
@@ -232,18 +227,18 @@ class TerminalManager:
         return answer.model_dump(by_alias=True, exclude_none=True)
 
     async def wait_for_exit(self, params: dict[str, Any]) -> dict[str, Any]:
-        req = parse_params(WaitForTerminalExitRequest, params, "terminal/wait_for_exit")
+        req = parse_params(schema.WaitForTerminalExitRequest, params, "terminal/wait_for_exit")
         term = self._get(req.terminal_id)
         await term.exited.wait()
         assert term.exit_status is not None
-        answer = WaitForTerminalExitResponse(
+        answer = schema.WaitForTerminalExitResponse(
             exit_code=term.exit_status.exit_code, signal=term.exit_status.signal
         )
         return answer.model_dump(by_alias=True, exclude_none=True)
 
     async def kill(self, params: dict[str, Any]) -> dict[str, Any]:
         """Stops the command's process group; the terminal stays for its output and status."""
-        req = parse_params(KillTerminalRequest, params, "terminal/kill")
+        req = parse_params(schema.KillTerminalRequest, params, "terminal/kill")
         term = self._get(req.terminal_id)
         await self._stop_group(term)
         # The group is gone; the status follows within the output drain grace.
@@ -252,7 +247,7 @@ class TerminalManager:
 
     async def release(self, params: dict[str, Any]) -> dict[str, Any]:
         """Kills the command if it still runs and forgets the terminal."""
-        req = parse_params(ReleaseTerminalRequest, params, "terminal/release")
+        req = parse_params(schema.ReleaseTerminalRequest, params, "terminal/release")
         term = self._get(req.terminal_id)
         del self._terminals[req.terminal_id]
         with anyio.CancelScope(shield=True):
