@@ -374,3 +374,25 @@ async def test_a_failed_commit_stops_the_log_and_loses_only_that_batch(db: Path)
     async with EventLog.open(db) as log:
         assert log.head_seq("s") == 1
         assert (await log.append("s", "t", {}, ts=1.0)).seq == 2
+
+
+async def test_appends_within_the_commit_interval_share_the_next_commit(db: Path) -> None:
+    commits: list[list[tuple[str, int]]] = []
+    async with EventLog.open(db, commit_interval_s=1.0) as log:
+        log.add_listener(lambda events: commits.append([(e.session_id, e.seq) for e in events]))
+        # Into an idle log: committed at once, alone.
+        await log.append("a", "acp.update", {})
+        # Ten sessions send one event each, 10 ms apart (without a cadence, each would be
+        # its own commit): they wait for the interval and all go in one commit.
+        submitted = []
+        for i in range(10):
+            submitted.append(log.submit(f"s{i}", "acp.update", {}))
+            await anyio.sleep(0.01)
+        await submitted[-1].durable()
+    assert commits == [[("a", 1)], [(f"s{i}", 1) for i in range(10)]]
+
+
+async def test_a_negative_commit_interval_is_refused(db: Path) -> None:
+    with pytest.raises(ValueError, match="commit_interval_s"):
+        async with EventLog.open(db, commit_interval_s=-1):
+            pass
