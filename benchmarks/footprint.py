@@ -6,6 +6,8 @@ baseline is a bare `python -c` interpreter. CPU is utime+stime of the daemon pro
 window, as a share of one core; the baseline is a bare reader (a thread doing `selectors`
 and `json.loads` over the same 64 agents' stdout) over the same window. A viewer "falls
 behind" when it is closed for overflow, sees a gap, or gets an update more than 1 s late.
+The streaming agents are `ticker_agent.py` (plain blocking I/O), not the fake agent: 64
+fake agents alone would take most of this machine.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from benchmarks.stats import Figure, Goal, Summary
 
 NAME = "footprint"
 LEVELS = (1, 16, 64)
+TICKER = Path(__file__).with_name("ticker_agent.py")
 BEHIND_S = 1.0
 START_CONCURRENCY = 4
 
@@ -55,12 +58,15 @@ def stream_chunks(p: Params) -> int:
 
 
 def stream_text(p: Params) -> str:
-    return "x" * 2 * stream_chunks(p)  # two characters a chunk
+    return "stream"  # the ticker streams its --chunks whatever the prompt says
 
 
-def stream_args(p: Params) -> list[str]:
+def stream_agent(p: Params) -> h.AgentCommand:
+    """The streaming load: the ticker agent, light enough that 64 of them fit here."""
     chunks = stream_chunks(p)
-    return ["--scenario", "slow", "--delay-ms", "10", "--chunks", str(chunks), "--timestamps"]
+    return h.AgentCommand(
+        (sys.executable, str(TICKER), "--delay-ms", "10", "--chunks", str(chunks))
+    )
 
 
 def bare_python_rss_kb() -> int:
@@ -140,7 +146,7 @@ async def streaming(ctx: h.Context, p: Params, sessions: int) -> Streamed:
     cwd = ctx.scratch("cwd")
     lag = _Lag()
     async with (
-        h.daemon(ctx.cp, ctx.scratch(f"daemon-cpu-{sessions}"), {"stream": stream_args(p)}) as d,
+        h.daemon(ctx.cp, ctx.scratch(f"daemon-cpu-{sessions}"), {"stream": stream_agent(p)}) as d,
         anyio.create_task_group() as tg,
     ):
         async with h.viewer(tg, d) as driver, anyio.create_task_group() as prompts:
@@ -188,7 +194,7 @@ def _cpu_sum(pids: list[int]) -> float:
 def bare_reader_cpu(p: Params, cwd: Path, sessions: int) -> tuple[float, int]:
     """CPU share of one thread reading as many streaming agents (json.loads per line), and
     the lines it read in the window."""
-    agents = [RawAgent(stream_args(p)) for _ in range(sessions)]
+    agents = [RawAgent((), command=stream_agent(p).argv) for _ in range(sessions)]
     try:
         sel = selectors.DefaultSelector()
         for agent in agents:

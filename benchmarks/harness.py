@@ -91,11 +91,24 @@ class Daemon:
             return ""
 
 
-def write_agents_file(path: Path, agents: Mapping[str, Sequence[str]]) -> None:
-    """An AGENTS_FILE with one fake-agent entry per name (value: the fake agent's flags)."""
+class AgentCommand(NamedTuple):
+    """A whole agent command line, for an agent other than the fake agent."""
+
+    argv: tuple[str, ...]
+
+
+def agent_argv(agent: Sequence[str] | AgentCommand) -> list[str]:
+    """The command line: an `AgentCommand` as it is, else the fake agent with these flags."""
+    if isinstance(agent, AgentCommand):
+        return list(agent.argv)
+    return fake_agent_command(*agent)
+
+
+def write_agents_file(path: Path, agents: Mapping[str, Sequence[str] | AgentCommand]) -> None:
+    """An AGENTS_FILE with one entry per name (value: the fake agent's flags or a command)."""
     out = []
-    for name, args in agents.items():
-        out.append(f"[agents.{name}]\ncommand = {json.dumps(fake_agent_command(*args))}\n")
+    for name, agent in agents.items():
+        out.append(f"[agents.{name}]\ncommand = {json.dumps(agent_argv(agent))}\n")
     path.write_text("\n".join(out))
 
 
@@ -103,7 +116,7 @@ def write_agents_file(path: Path, agents: Mapping[str, Sequence[str]]) -> None:
 async def daemon(
     cp: ControlPlane,
     root: Path,
-    agents: Mapping[str, Sequence[str]],
+    agents: Mapping[str, Sequence[str] | AgentCommand],
     env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Daemon]:
     """`vm-agent serve` as a subprocess on a free loopback port; stopped with SIGTERM."""

@@ -28,10 +28,11 @@ LineHook = Callable[[dict[str, Any]], None]
 class RawAgent:
     """The fake agent as a child process, driven with hand-written JSON lines."""
 
-    def __init__(self, args: Sequence[str]) -> None:
+    def __init__(self, args: Sequence[str], *, command: Sequence[str] | None = None) -> None:
+        """`args` are the fake agent's flags; `command` runs another agent instead."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("FAKE_AGENT_")}
         self.proc = subprocess.Popen(
-            fake_agent_command(*args),
+            list(command) if command is not None else fake_agent_command(*args),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

@@ -37,11 +37,25 @@ def test_lone_surrogate_falls_back_to_ascii_escapes() -> None:
 
 @pytest.mark.parametrize(
     ("data", "ts"),
-    [({"x": math.nan}, 1.0), ({"x": {1, 2}}, 1.0), ({"x": 1}, math.inf)],
+    [({"x": {1, 2}}, 1.0), ({"x": object()}, 1.0), ({"x": 1}, math.inf), ({}, math.nan)],
 )
 def test_non_json_is_refused(data: dict[str, object], ts: float) -> None:
     with pytest.raises((ValueError, TypeError)):
         encode_payload(1, "s", ts, "t", data)
+
+
+def test_a_non_finite_float_in_data_is_stored_as_null() -> None:
+    text, _ = encode_payload(1, "s", 1.0, "t", {"x": math.nan, "y": [math.inf]})
+    assert json.loads(text)["data"] == {"x": None, "y": [None]}
+
+
+def test_payload_matches_the_standard_library_for_ordinary_data() -> None:
+    data = {"z": 1, "a": [1.5e-07, 0.1, 10**18], "u": 'é\u2028\n"', "n": None, "b": True}
+    text, size = encode_payload(7, "sé", 1732431234.123456, "acp.update", data)
+    expected = {"seq": 7, "session_id": "sé", "ts": 1732431234.123456, "type": "acp.update"}
+    assert json.loads(text) == {**expected, "data": data}
+    assert list(json.loads(text)["data"]) == ["z", "a", "u", "n", "b"]  # order kept
+    assert size == len(text.encode())
 
 
 def _rows(sizes: list[int], first_rowid: int = 1) -> list[tuple[int, int, int]]:

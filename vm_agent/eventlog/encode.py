@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from typing import Any
 
-# Built once: json.dumps with non-default options builds an encoder per call.
-_ENCODERS = {
-    ascii_only: json.JSONEncoder(ensure_ascii=ascii_only, separators=(",", ":"), allow_nan=False)
-    for ascii_only in (False, True)
-}
-
-
-def _dumps(value: Any, ascii_only: bool) -> str:
-    return _ENCODERS[ascii_only].encode(value)
+from vm_agent.jsonrpc import codec
 
 
 def encode_payload(
@@ -23,22 +14,27 @@ def encode_payload(
 ) -> tuple[str, int]:
     """The notification params as compact JSON, and its size in UTF-8 bytes.
 
-    `data` keeps its key order (json.dumps follows dict order). Non-ASCII text
-    is kept as is, except where the text holds lone surrogates (which a
-    malformed agent line can decode to): then the payload is ASCII-escaped so
-    it still stores as valid UTF-8. Raises ValueError/TypeError for data that
-    is not JSON (NaN, sets, ...), before anything is assigned.
+    `data` keeps its key order. Non-ASCII text is kept as is, except strings holding lone
+    surrogates (which a malformed agent line can decode to): those are ASCII-escaped so the
+    payload still stores as valid UTF-8 (see `vm_agent.jsonrpc.codec`). Raises TypeError
+    for data that is not JSON (a set, an object), before anything is assigned; a
+    non-finite float in `data` is stored as null.
     """
     if not math.isfinite(ts):
         raise ValueError(f"event ts must be finite, got {ts!r}")
-    for ascii_only in (False, True):
-        text = (
-            f'{{"seq":{seq},"session_id":{_dumps(session_id, ascii_only)},'
-            f'"ts":{float(ts)!r},"type":{_dumps(type, ascii_only)},'
-            f'"data":{_dumps(data, ascii_only)}}}'
+    body = b"".join(
+        (
+            b'{"seq":',
+            str(seq).encode(),
+            b',"session_id":',
+            codec.dumps(session_id),
+            b',"ts":',
+            repr(float(ts)).encode(),
+            b',"type":',
+            codec.dumps(type),
+            b',"data":',
+            codec.dumps(data),
+            b"}",
         )
-        try:
-            return text, len(text.encode("utf-8"))
-        except UnicodeEncodeError:
-            continue
-    raise AssertionError("unreachable: ASCII JSON always encodes")
+    )
+    return body.decode(), len(body)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from vm_agent.jsonrpc import codec
 from vm_agent.jsonrpc.errors import INVALID_REQUEST, PARSE_ERROR, JsonRpcError
 
 RequestId = int | str
@@ -54,8 +54,8 @@ def _valid_id(value: Any) -> bool:
 
 def parse(frame: bytes | str) -> Parsed:
     try:
-        obj = json.loads(frame)
-    except (ValueError, UnicodeDecodeError) as exc:
+        obj = codec.loads(frame)
+    except ValueError as exc:  # UnicodeDecodeError is one
         return Invalid(JsonRpcError(PARSE_ERROR, f"parse error: {exc}"))
     return from_object(obj)
 
@@ -92,7 +92,7 @@ def from_object(obj: Any) -> Parsed:
 
 
 def _dumps(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+    return codec.dumps(obj)
 
 
 def encode_request(msg_id: RequestId, method: str, params: Any) -> bytes:
