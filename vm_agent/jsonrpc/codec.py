@@ -25,14 +25,17 @@ from typing import Any
 
 import orjson
 
-_LONG_DIGITS_B = re.compile(rb"\d{19}")
-_LONG_DIGITS_S = re.compile(r"\d{19}")
+# A run of 19 digits, found by mapping every digit to "9" (bytes.translate and `in` are
+# C loops, ~6x cheaper than a regular expression on an agent's line).
+_DIGITS_TO_NINES = bytes.maketrans(b"012345678", b"999999999")
+_LONG_RUN = b"9" * 19
+_LONG_DIGITS_S = re.compile(r"[0-9]{19}")
 
 
 def loads(text: bytes | str) -> Any:
     """Parses one JSON text; raises ValueError (UnicodeDecodeError included) when it is not."""
     if isinstance(text, bytes):
-        has_long_number = _LONG_DIGITS_B.search(text) is not None
+        has_long_number = _LONG_RUN in text.translate(_DIGITS_TO_NINES)
     else:
         has_long_number = _LONG_DIGITS_S.search(text) is not None
     if not has_long_number:
