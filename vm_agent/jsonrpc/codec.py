@@ -13,8 +13,9 @@ sends is refused or changed:
 
 Nesting deeper than the parser allows is a ``ValueError`` either way (``json`` would raise
 ``RecursionError``). Serialized output is compact UTF-8 with keys in insertion order;
-non-finite floats become ``null`` (orjson; JSON has no NaN), and values that are not JSON
-(a set, an object) raise ``TypeError``.
+non-finite floats become ``null`` (orjson; JSON has no NaN), and values orjson cannot write
+(a set, an arbitrary object) raise ``TypeError`` (orjson does write dataclasses, enums and
+datetimes, which the daemon never hands it).
 """
 
 from __future__ import annotations
