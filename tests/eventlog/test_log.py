@@ -398,3 +398,22 @@ async def test_a_negative_commit_interval_is_refused(db: Path) -> None:
     with pytest.raises(ValueError, match="commit_interval_s"):
         async with EventLog.open(db, commit_interval_s=-1):
             pass
+
+
+async def test_the_wal_is_copied_back_by_the_checkpointer_not_by_commits(db: Path) -> None:
+    async with EventLog.open(db) as log:
+        writer_setting = log._writer.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        assert writer_setting == 0  # commits never stop to checkpoint
+        size_before = db.stat().st_size
+        checkpointer = log.checkpointer
+        assert checkpointer.done == 0
+        big = {"text": "x" * 4096}
+        for _ in range(3):
+            last = [log.submit("s", "acp.update", big) for _ in range(400)]
+            await last[-1].durable()  # a few commits holding more than 4 MiB in all
+        with anyio.fail_after(30):
+            while checkpointer.done == 0:
+                await anyio.sleep(0.01)
+        # The events reached the database file itself, while the log stayed open.
+        assert db.stat().st_size > size_before + 4 * 1024 * 1024
+        assert len(await read_all(log, "s")) == 1200

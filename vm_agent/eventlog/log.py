@@ -37,6 +37,7 @@ import anyio
 import anyio.to_thread
 
 from . import reads, schema
+from .checkpointer import Checkpointer
 from .encode import encode_payload
 from .model import Event, EventLogClosed, SessionRecord
 from .readers import ReaderPool
@@ -98,9 +99,11 @@ class EventLog:
         path: Path,
         writer: Writer,
         readers: ReaderPool,
+        checkpointer: Checkpointer,
         commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S,
     ) -> None:
         self.path = path
+        self.checkpointer = checkpointer
         self.commit_interval_s = commit_interval_s
         self._writer = writer
         self._readers = readers
@@ -135,7 +138,7 @@ class EventLog:
             schema.prepare_file(file)
             lock = schema.lock_file(file)
             try:
-                conn = schema.connect(file, synchronous=synchronous)
+                conn = schema.connect(file, synchronous=synchronous, autocheckpoint=False)
                 try:
                     schema.migrate(conn)
                     return Writer(conn, retention_bytes_per_session), lock
@@ -147,12 +150,14 @@ class EventLog:
                 raise
 
         writer, lock = await anyio.to_thread.run_sync(_open)
-        self = cls(file, writer, ReaderPool(file), commit_interval_s)
+        checkpointer = Checkpointer(file, synchronous=synchronous)
+        self = cls(file, writer, ReaderPool(file), checkpointer, commit_interval_s)
         self._lock_fd = lock
         body_error: Exception | None = None
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._write_loop)
+                tg.start_soon(checkpointer.run)
                 try:
                     yield self
                 except Exception as exc:
@@ -173,6 +178,7 @@ class EventLog:
                     await self._write_next()
                 self._fail_pending(EventLogClosed("event log closed"))
                 self._readers.close()
+                self.checkpointer.close()
                 await self._thread.call(self._close_writer)
                 self._thread.stop()
 
@@ -399,6 +405,7 @@ class EventLog:
         events = [r for r in batch.results if isinstance(r, Event)]
         for event in events:
             self._committed[event.session_id] = event.seq
+        self.checkpointer.committed(sum(i.size for i in items if isinstance(i, PendingEvent)))
         batch.done.set()
         if events:
             self._notify(events)

@@ -80,8 +80,13 @@ def lock_file(path: Path) -> int:
     return fd
 
 
-def connect(path: Path, *, synchronous: str, readonly: bool = False) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit), WAL on."""
+def connect(
+    path: Path, *, synchronous: str, readonly: bool = False, autocheckpoint: bool = True
+) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), WAL on.
+
+    ``autocheckpoint=False`` is for the writer: the `Checkpointer` does it off the commit path.
+    """
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 10000")
     if readonly:
@@ -92,6 +97,8 @@ def connect(path: Path, *, synchronous: str, readonly: bool = False) -> sqlite3.
         conn.close()
         raise RuntimeError(f"{path}: could not switch to WAL mode (got {mode})")
     conn.execute(f"PRAGMA synchronous = {synchronous}")
+    if not autocheckpoint:
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
     return conn
 
 
