@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import anyio
 import httpx
+import orjson
 from anyio.abc import Process, TaskGroup
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -284,7 +285,7 @@ class Viewer:
             etype = frame[type_at : frame.index('"', type_at)]
             self._event(Received(self, sid, seq, etype, frame, None, now))
             return
-        decoded = json.loads(frame)
+        decoded = orjson.loads(frame)  # batches: the viewers must not be what is measured
         for msg in decoded if isinstance(decoded, list) else (decoded,):
             if msg.get("method") == "session/event":
                 event = msg["params"]
