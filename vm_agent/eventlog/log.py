@@ -405,7 +405,7 @@ class EventLog:
         events = [r for r in batch.results if isinstance(r, Event)]
         for event in events:
             self._committed[event.session_id] = event.seq
-        self.checkpointer.committed(sum(i.size for i in items if isinstance(i, PendingEvent)))
+        self.checkpointer.committed(self._writer.last_batch_bytes)
         batch.done.set()
         if events:
             self._notify(events)

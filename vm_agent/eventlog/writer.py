@@ -42,6 +42,7 @@ class Writer:
         self.cursors: dict[str, int] = dict(conn.execute("SELECT name, position FROM cursors"))
         row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
         self._next_id = (row[0] if row else 0) + 1
+        self.last_batch_bytes = 0  # event payload bytes of the last committed batch
 
     def heads(self) -> dict[str, int]:
         return dict(self._heads)
@@ -85,6 +86,7 @@ class Writer:
             self._reload()
             raise
         self._next_id = next_id
+        self.last_batch_bytes = sum(added for _, added in touched.values())
         return results
 
     def _insert(self, rows: list[tuple[int, str, int, float, str, int, str]]) -> None:
