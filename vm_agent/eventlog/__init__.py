@@ -16,7 +16,8 @@ cursors; `<file>.lock` keeps a second process out.
   needs (state, ACP session id, head seq).
 """
 
-from .log import DEFAULT_RETENTION_BYTES, Appended, EventLog, Listener
+from .group_commit import Appended
+from .log import DEFAULT_RETENTION_BYTES, EventLog, Listener
 from .model import (
     EVENT_TYPES,
     Event,

@@ -12,6 +12,8 @@ Commit cadence: a commit starts at most every `commit_interval_s` (2 ms by defau
 while appends keep coming, so many sessions streaming a little each share one commit
 instead of paying one apiece; an append into an idle log commits at once (no added
 latency), and a flood, whose commits take longer than the interval, is not slowed.
+The pipeline itself (batches, cadence, failure) is `group_commit.GroupCommit`; this
+module is the log's face: seqs, the registry, cursors, reads and listeners.
 
 Seqs are assigned at the call of `append`, in call order, before the commit.
 A task cancelled while awaiting its append does not withdraw the event: it is
@@ -27,7 +29,6 @@ import logging
 import os
 import sqlite3
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -39,6 +40,7 @@ import anyio.to_thread
 from . import reads, schema
 from .checkpointer import Checkpointer
 from .encode import encode_payload
+from .group_commit import Appended, GroupCommit
 from .model import Event, EventLogClosed, SessionRecord
 from .readers import ReaderPool
 from .writer import PendingEvent, PendingOp, Writer
@@ -48,43 +50,18 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RETENTION_BYTES = 64 * 1024 * 1024
 DEFAULT_COMMIT_INTERVAL_S = 0.002
-MAX_BATCH_ITEMS = 4096
 _T = TypeVar("_T")
 
 Listener = Callable[[Sequence[Event]], None]
 
-
-class _Batch:
-    __slots__ = ("done", "error", "items", "results")
-
-    def __init__(self) -> None:
-        self.items: list[PendingEvent | PendingOp] = []
-        self.done = anyio.Event()
-        self.results: list[object] = []
-        self.error: BaseException | None = None
-
-    async def wait(self, index: int) -> object:
-        await self.done.wait()
-        if self.error is not None:
-            raise EventLogClosed(f"event log write failed: {self.error!r}") from self.error
-        return self.results[index]
-
-
-class Appended:
-    """A submitted event: its seq is fixed; `durable()` waits for its commit."""
-
-    __slots__ = ("_batch", "_index", "seq", "session_id")
-
-    def __init__(self, session_id: str, seq: int, batch: _Batch, index: int) -> None:
-        self.session_id = session_id
-        self.seq = seq
-        self._batch = batch
-        self._index = index
-
-    async def durable(self) -> Event:
-        result = await self._batch.wait(self._index)
-        assert isinstance(result, Event)
-        return result
+# Appended is re-exported: callers hold it as the handle `submit` returns.
+__all__ = [
+    "DEFAULT_COMMIT_INTERVAL_S",
+    "DEFAULT_RETENTION_BYTES",
+    "Appended",
+    "EventLog",
+    "Listener",
+]
 
 
 class EventLog:
@@ -104,16 +81,19 @@ class EventLog:
     ) -> None:
         self.path = path
         self.checkpointer = checkpointer
-        self.commit_interval_s = commit_interval_s
         self._writer = writer
         self._readers = readers
         self._thread = WriterThread()
+        self._commits = GroupCommit(
+            writer,
+            self._thread,
+            checkpointer,
+            interval_s=commit_interval_s,
+            on_commit=self._committed_now,
+        )
         self._assigned = writer.heads()  # seq handed out, per session
         self._committed = dict(self._assigned)  # seq durable and readable
-        self._batches: deque[_Batch] = deque([_Batch()])
-        self._have_work = anyio.Event()
         self._closing = False
-        self._failed: BaseException | None = None
         self._listeners: list[Listener] = []
         self._lock_fd = -1
 
@@ -156,7 +136,7 @@ class EventLog:
         body_error: Exception | None = None
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._write_loop)
+                tg.start_soon(self._commits.run)
                 tg.start_soon(checkpointer.run)
                 try:
                     yield self
@@ -174,9 +154,7 @@ class EventLog:
             # Commit what was appended before the close, even when the body
             # is being cancelled (a write is never interrupted midway).
             with anyio.CancelScope(shield=True):
-                while self._failed is None and self._batches[0].items:
-                    await self._write_next()
-                self._fail_pending(EventLogClosed("event log closed"))
+                await self._commits.drain(EventLogClosed("event log closed"))
                 self._readers.close()
                 self.checkpointer.close()
                 await self._thread.call(self._close_writer)
@@ -185,7 +163,7 @@ class EventLog:
     def _close_writer(self) -> None:
         conn = self._writer.conn
         try:
-            if self._failed is None:
+            if self._commits.failed is None:
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             conn.close()
@@ -220,7 +198,9 @@ class EventLog:
         when = time.time() if ts is None else float(ts)
         payload, size = encode_payload(seq, session_id, when, type, data)
         self._assigned[session_id] = seq
-        batch, index = self._enqueue(PendingEvent(session_id, seq, when, type, payload, size))
+        batch, index = self._commits.enqueue(
+            PendingEvent(session_id, seq, when, type, payload, size)
+        )
         return Appended(session_id, seq, batch, index)
 
     async def flush(self) -> None:
@@ -349,74 +329,21 @@ class EventLog:
     # Internals.
 
     def _check_open(self) -> None:
-        if self._failed is not None:
-            raise EventLogClosed(f"event log failed: {self._failed!r}")
+        if self._commits.failed is not None:
+            raise EventLogClosed(f"event log failed: {self._commits.failed!r}")
         if self._closing:
             raise EventLogClosed("event log closed")
 
-    def _enqueue(self, item: PendingEvent | PendingOp) -> tuple[_Batch, int]:
-        batch = self._batches[-1]
-        if len(batch.items) >= MAX_BATCH_ITEMS:
-            batch = _Batch()
-            self._batches.append(batch)
-        batch.items.append(item)
-        self._have_work.set()
-        return batch, len(batch.items) - 1
-
     async def _op(self, op: PendingOp) -> object:
         self._check_open()
-        batch, index = self._enqueue(op)
-        return await batch.wait(index)
+        return await self._commits.op(op)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         return await anyio.to_thread.run_sync(self._readers.run, fn)
 
-    async def _write_loop(self) -> None:
-        last_start = -float("inf")
-        while True:
-            if not self._batches[0].items:
-                await self._have_work.wait()
-                self._have_work = anyio.Event()
-                continue
-            # The cadence (module doc): appends arriving meanwhile join this commit.
-            wait = last_start + self.commit_interval_s - anyio.current_time()
-            if wait > 0:
-                await anyio.sleep(wait)
-            last_start = anyio.current_time()
-            await self._write_next()
-
-    async def _write_next(self) -> None:
-        batch = self._batches[0]
-        if len(self._batches) == 1:
-            self._batches.append(_Batch())  # later appends join the next commit
-        self._batches.popleft()
-        try:
-            # Shielded: a commit is never abandoned halfway by a cancellation,
-            # so an append is never told "failed" for an event that landed.
-            with anyio.CancelScope(shield=True):
-                items = batch.items
-                batch.results = await self._thread.call(lambda: self._writer.write_batch(items))
-        except BaseException as exc:
-            self._failed = exc
-            batch.error = exc
-            batch.done.set()
-            self._fail_pending(exc)
-            raise
-        events = [r for r in batch.results if isinstance(r, Event)]
+    def _committed_now(self, events: Sequence[Event]) -> None:
         for event in events:
             self._committed[event.session_id] = event.seq
-        self.checkpointer.committed(self._writer.last_batch_bytes)
-        batch.done.set()
-        if events:
-            self._notify(events)
-
-    def _fail_pending(self, exc: BaseException) -> None:
-        for batch in self._batches:
-            if not batch.done.is_set():
-                batch.error = exc
-                batch.done.set()
-
-    def _notify(self, events: Sequence[Event]) -> None:
         for listener in list(self._listeners):
             try:
                 listener(events)
