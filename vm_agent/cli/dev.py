@@ -137,6 +137,14 @@ def run(args: argparse.Namespace) -> int:
         from control_plane.tokens import mint_dev_tokens  # noqa: F401
     except KeyboardInterrupt:
         return 130
+    except ImportError as exc:
+        # A VM installs the daemon's dependencies only; dev needs the control plane's too.
+        print(
+            f"vm-agent dev: {exc}; install the control-plane extra: "
+            "pip install 'vm-agent[control-plane]'",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
 
     dev_dir: Path = args.dev_dir.resolve()
     try:
