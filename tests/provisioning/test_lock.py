@@ -57,7 +57,11 @@ def test_pip_is_pinned_for_the_bootstrap_and_everything_has_sha256() -> None:
 def test_parse_keeps_via_comments_and_joins_continuations() -> None:
     text = (
         "# header\n"
-        "anyio==4.4.0 \\\n    --hash=sha256:" + "a" * 64 + " \\\n    --hash=sha256:" + "b" * 64 + "\n"
+        "anyio==4.4.0 \\\n    --hash=sha256:"
+        + "a" * 64
+        + " \\\n    --hash=sha256:"
+        + "b" * 64
+        + "\n"
         "    # via\n    #   vm-agent (pyproject.toml)\n    #   httpx\n"
         "Typing_Extensions==4.1 --hash=sha256:" + "c" * 64 + "\n    # via anyio\n"
     )
