@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from control_plane.api import admin, callbacks, github, tasks
+from control_plane.api import admin, artifacts, callbacks, github, nodes, tasks
 from control_plane.api.common import ApiError, api_error_handler, plane_of
 from control_plane.keys import Clock
 from control_plane.plane import ControlPlane
@@ -52,6 +52,8 @@ def create_app(
         *admin.routes,
         *tasks.routes,
         *github.routes,
+        *nodes.routes,
+        *artifacts.routes,
     ]
     app = Starlette(routes=routes, exception_handlers={ApiError: api_error_handler})
     app.state.plane = plane
