@@ -70,5 +70,14 @@ def step_scripts(text: str) -> dict[str, str]:
     }
 
 
+def relocate(script: str, moves: dict[str, Path]) -> str:
+    """The script with each ``name=...`` assignment at its top pointing at a test path."""
+    for name, path in moves.items():
+        lines = [line for line in script.splitlines() if line.startswith(f"{name}=")]
+        assert len(lines) == 1, name
+        script = script.replace(lines[0] + "\n", f"{name}={path}\n")
+    return script
+
+
 def files_by_path(text: str) -> dict[str, dict[str, Any]]:
     return {entry["path"]: entry for entry in yaml.safe_load(text)["write_files"]}

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from cloud_init import render, validate_params
-from tests.cloud_init.helpers import step_scripts, valid_inputs
+from tests.cloud_init.helpers import relocate, step_scripts, valid_inputs
 
 pytestmark = pytest.mark.integration
 
@@ -32,14 +32,6 @@ echo "$1" >> "$STATE"
 """,
     "sysctl": 'echo "sysctl $*" >> "$LOG"\n',
 }
-
-
-def relocate(script: str, moves: dict[str, Path]) -> str:
-    for name, path in moves.items():
-        lines = [line for line in script.splitlines() if line.startswith(f"{name}=")]
-        assert len(lines) == 1, name
-        script = script.replace(lines[0] + "\n", f"{name}={path}\n")
-    return script
 
 
 def run(script: str, name: str, tmp: Path, stubs: dict[str, str], **env: str) -> None:
