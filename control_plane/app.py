@@ -104,8 +104,15 @@ async def serve_control_plane(
     served = app if app is not None else create_app(settings)
     sock = sock if sock is not None else bind_socket(host, port)
     host, bound_port = sock.getsockname()[:2]
+    tls = settings.tls_cert_file is not None and settings.tls_key_file is not None
     config = uvicorn.Config(
-        served, log_level="warning", lifespan="off", timeout_graceful_shutdown=5
+        served,
+        log_level="warning",
+        lifespan="off",
+        timeout_graceful_shutdown=5,
+        # HTTPS when configured: a VM refuses a plain-http control plane off loopback.
+        ssl_certfile=settings.tls_cert_file if tls else None,
+        ssl_keyfile=settings.tls_key_file if tls else None,
     )
     server = _QuietServer(config)
     try:
@@ -125,7 +132,7 @@ async def serve_control_plane(
                 await anyio.sleep(0.01)
             url_host = f"[{host}]" if ":" in host else host
             try:
-                yield f"http://{url_host}:{bound_port}"
+                yield f"{'https' if tls else 'http'}://{url_host}:{bound_port}"
             finally:
                 server.should_exit = True
     except BaseExceptionGroup as group:

@@ -4,6 +4,7 @@ so a daemon can be pointed at it before it answers: connections are refused unti
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -68,14 +69,16 @@ class Served:
 
 
 @asynccontextmanager
-async def serve(sock: socket.socket, settings: ControlPlaneSettings) -> AsyncIterator[Served]:
+async def serve(
+    sock: socket.socket, settings: ControlPlaneSettings, verify: ssl.SSLContext | bool = True
+) -> AsyncIterator[Served]:
     """Serves on `sock` (and closes it afterwards); the same state dir may be served again."""
     app = create_app(settings)
     plane = app.state.plane
     try:
         async with (
             serve_control_plane(settings, app=app, sock=sock) as url,
-            httpx.AsyncClient(base_url=url, timeout=30) as http,
+            httpx.AsyncClient(base_url=url, timeout=30, verify=verify) as http,
         ):
             yield Served(url, plane, http)
     finally:

@@ -4,81 +4,26 @@ systemd's start timeout, feeding the watchdog) and stops with status 2 on a refu
 
 from __future__ import annotations
 
-import signal
 import stat
-import tempfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
 import pytest
 
 from control_plane.app import bind_socket
-from control_plane.tokens import jwks_url
-from tests.daemon.harness import Notify, base_env, notify_socket, start_process, vm_agent
+from tests.daemon.harness import start_process, vm_agent
+from tests.provisioning.daemon import NODE, env_for, notifications, ready_at_plane, stop
 from tests.provisioning.fixtures import BuiltArtifacts, build_test_artifacts
 from tests.provisioning.pki import csr_pem
-from tests.provisioning.plane import Served, plane_settings, reserved_port, serve
+from tests.provisioning.plane import plane_settings, reserved_port, serve
 from tests.token_files import write_token
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration, pytest.mark.slow]
-NODE = "node-1"
 
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> BuiltArtifacts:
     return build_test_artifacts(tmp_path_factory.mktemp("artifacts"))
-
-
-@asynccontextmanager
-async def notifications() -> AsyncIterator[Notify]:
-    # AF_UNIX paths are short (108 bytes): the socket lives in a short temp dir.
-    with tempfile.TemporaryDirectory(prefix="vmpv-") as short:
-        async with notify_socket(Path(short) / "notify") as notify:
-            yield notify
-
-
-def env_for(tmp: Path, port: int, notify: Notify, **extra: str) -> dict[str, str]:
-    url = f"http://127.0.0.1:{port}"
-    etc = tmp / "etc"
-    env = base_env()
-    env.update(
-        {
-            "VM_AGENT_ENV_FILE": str(tmp / "no-env-file"),
-            "VM_AGENT_NODE_ID": NODE,
-            "VM_AGENT_CONTROL_PLANE_URL": url,
-            "VM_AGENT_JWKS_URL": jwks_url(url),
-            "VM_AGENT_CALLBACK_TOKEN_FILE": str(etc / "callback-token"),
-            "VM_AGENT_BOOTSTRAP_TOKEN_FILE": str(etc / "bootstrap-token"),
-            "VM_AGENT_TLS_CERT_FILE": str(etc / "node-cert.pem"),
-            "VM_AGENT_TLS_KEY_FILE": str(etc / "node-key.pem"),
-            "VM_AGENT_STATE_DIR": str(tmp / "state"),
-            "VM_AGENT_LISTEN_HOST": "127.0.0.1",
-            "VM_AGENT_LISTEN_PORT": "0",
-            "VM_AGENT_BOOTSTRAP_RETRY_INITIAL_S": "0.05",
-            "VM_AGENT_BOOTSTRAP_RETRY_MAX_S": "0.3",
-            "NOTIFY_SOCKET": str(notify.path),
-            "WATCHDOG_USEC": "400000",
-        }
-    )
-    env.update(extra)
-    return env
-
-
-async def ready_at_plane(cp: Served, after: float | None = None) -> float:
-    with anyio.fail_after(60):
-        while True:
-            ready = (await cp.node(NODE))["ready_at"]
-            if ready is not None and (after is None or ready > after):
-                return float(ready)
-            await anyio.sleep(0.1)
-
-
-async def stop(process: anyio.abc.Process) -> int:
-    process.send_signal(signal.SIGTERM)
-    with anyio.fail_after(60):
-        return await process.wait()
 
 
 async def node_with_token(tmp: Path, artifacts: BuiltArtifacts) -> str:
