@@ -1,4 +1,5 @@
-"""Tar files with normalized entries: root-owned, no group/other write, one fixed mtime.
+"""Tar files with normalized entries: root-owned, no group/other write, one fixed mtime
+(and a gzip header without name or time), so the same tree always makes the same bytes.
 
 What a VM unpacks as root must not carry the builder's uid or a world-writable file, and a
 symlink must point inside the archive.
@@ -6,11 +7,14 @@ symlink must point inside the archive.
 
 from __future__ import annotations
 
+import contextlib
+import gzip as gz
 import os
 import posixpath
 import tarfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 MTIME = 1_700_000_000  # fixed: the archive's bytes depend on its contents only
 
@@ -49,9 +53,14 @@ def write_tar(
 ) -> None:
     """``members``: (path on disk, name in the archive) pairs; directories are recursed,
     sorted, leaving out directories named ``prune`` below a member."""
-    mode = "w:gz" if gzip else "w"
-    kwargs = {"compresslevel": 6} if gzip else {}
-    with tarfile.open(out, mode, format=tarfile.PAX_FORMAT, **kwargs) as tar:  # type: ignore[call-overload]
+    with contextlib.ExitStack() as stack:
+        raw: BinaryIO | gz.GzipFile = stack.enter_context(out.open("wb"))
+        if gzip:
+            # No name and a fixed time in the gzip header: the same tree, the same bytes.
+            raw = stack.enter_context(
+                gz.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=MTIME)
+            )
+        tar = stack.enter_context(tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT))
         for path, arcname in members:
             for disk, name in _walk(path, arcname, prune):
                 info = _normalized(tar.gettarinfo(str(disk), arcname=name))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from control_plane.artifacts.lockfile import LockError, Pin, normalize, parse_lock
 from control_plane.artifacts.manifest import Wheelhouse, sha256_of
-from control_plane.artifacts.tarball import write_tar
+from control_plane.artifacts.tarball import MTIME, write_tar
 
 # Debian 12 (bookworm): CPython 3.11, x86_64, glibc 2.36.
 PYTHON_VERSION = "3.11"
@@ -50,8 +50,14 @@ def platform_tags(glibc_minor: int = GLIBC_MINOR, arch: str = "x86_64") -> list[
 
 
 def _pip(args: list[str], python: str) -> None:
-    # No user or site pip configuration (extra indexes, constraints) leaks into a build.
-    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    # No user or site pip configuration (extra indexes, constraints) leaks into a build;
+    # SOURCE_DATE_EPOCH fixes the times in the wheel built here.
+    env = {
+        **os.environ,
+        "PIP_CONFIG_FILE": os.devnull,
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "SOURCE_DATE_EPOCH": str(MTIME),
+    }
     result = subprocess.run(
         [python, "-m", "pip", "--isolated", *args],
         env=env, capture_output=True, text=True, check=False,

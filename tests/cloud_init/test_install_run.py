@@ -5,80 +5,23 @@ agent users) is a logging stub."""
 
 from __future__ import annotations
 
-import os
 import stat
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
 import pytest
 
 from cloud_init import render, validate_params
-from control_plane.settings import ControlPlaneSettings
-from tests.cloud_init.helpers import (
-    relocate,
-    require_tool,
-    runcmd_scripts,
-    step_scripts,
-    valid_inputs,
-)
-from tests.control_plane.harness import running
+from tests.cloud_init.helpers import relocate, runcmd_scripts, step_scripts, valid_inputs
+from tests.cloud_init.install_harness import agents_step, bash, node_steps, vm_agent_step
 from tests.provisioning.fixtures import BuiltArtifacts, build_test_artifacts
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
-
-STUBS = {
-    "systemctl": 'echo "systemctl $*" >> "$LOG"\n',
-    "nft": 'echo "nft $*" >> "$LOG"\n',
-}
 
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> BuiltArtifacts:
     return build_test_artifacts(tmp_path_factory.mktemp("artifacts"))
-
-
-@asynccontextmanager
-async def node_steps(tmp: Path, artifacts: BuiltArtifacts) -> AsyncIterator[dict[str, str]]:
-    """A control plane serving the artifacts, and the steps of a node it created."""
-    settings = ControlPlaneSettings(
-        state_dir=tmp / "cp", public_url="http://127.0.0.1:1", artifacts_dir=artifacts.directory
-    )
-    async with running(settings) as cp:
-        # Its public URL is where the VM fetches from: the port it really listens on.
-        cp.plane.settings.public_url = cp.url
-        answer = await cp.client.post("/api/nodes", json={"node_id": "node-1"}, headers=cp.admin())
-        assert answer.status_code == 201, answer.text
-        yield step_scripts(answer.json()["user_data"])
-
-
-def stub_dir(tmp: Path) -> Path:
-    bin_dir = tmp / "stubs"
-    bin_dir.mkdir(exist_ok=True)
-    for tool, body in STUBS.items():
-        (bin_dir / tool).write_text("#!/bin/sh\n" + body)
-        (bin_dir / tool).chmod(0o755)
-    return bin_dir
-
-
-async def bash(script: str, name: str, tmp: Path) -> tuple[int, str]:
-    require_tool("curl", "curl")
-    env = {
-        "PATH": f"{stub_dir(tmp)}:{os.environ['PATH']}",
-        "LOG": str(tmp / "log"),
-        "HOME": str(tmp),
-    }
-    result = await anyio.run_process(["bash", "-c", script, name], env=env, check=False)
-    return result.returncode, (result.stdout + result.stderr).decode()
-
-
-def vm_agent_step(steps: dict[str, str], tmp: Path) -> str:
-    return relocate(
-        steps["vm-agent"],
-        {"venv": tmp / "opt" / "vm-agent", "work": tmp / "work", "python": Path(sys.executable)},
-    )
 
 
 async def test_the_wheelhouse_installs_into_a_venv_without_pip_or_an_index(
@@ -110,10 +53,6 @@ async def test_a_tampered_wheelhouse_is_refused_and_nothing_is_installed(
     assert "refused, nothing of it installed" in output
     assert not (tmp_path / "opt" / "vm-agent").exists()
     assert list((tmp_path / "work").iterdir()) == []  # the download is deleted too
-
-
-def agents_step(steps: dict[str, str], tmp: Path) -> str:
-    return relocate(steps["agents"], {"target": tmp / "agents", "work": tmp / "agents-work"})
 
 
 async def test_the_agent_bundle_is_unpacked_and_moved_in_whole(

@@ -90,3 +90,11 @@ def test_the_vm_agent_wheel_is_built_from_the_source_tree(tmp_path: Path) -> Non
     base = [line for line in required if "extra ==" not in line]
     assert any("httpx" in line for line in base)
     assert not any("starlette" in line or "SQLAlchemy" in line for line in base)
+
+
+def test_the_same_sources_make_the_same_bytes(tmp_path: Path) -> None:
+    first = build_test_artifacts(tmp_path / "one").manifest
+    second = build_test_artifacts(tmp_path / "two").manifest
+    assert first.agents is not None and second.agents is not None
+    assert first.agents.sha256 == second.agents.sha256
+    assert first.wheelhouse.sha256 == second.wheelhouse.sha256

@@ -45,7 +45,8 @@ def make_wheel(
     wheel = directory / f"{dist}-{version}-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
         for path, text in files.items():
-            zf.writestr(path, text)
+            # A fixed time: the same wheel every time it is made.
+            zf.writestr(zipfile.ZipInfo(path, date_time=(2024, 1, 1, 0, 0, 0)), text)
     return wheel
 
 
