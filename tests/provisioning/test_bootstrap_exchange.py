@@ -12,7 +12,7 @@ import pytest
 
 from control_plane.app import bind_socket
 from tests.daemon.harness import notify_socket
-from tests.provisioning.fixtures import BuiltArtifacts, build_test_artifacts
+from tests.provisioning.fixtures import BuiltArtifacts
 from tests.provisioning.pki import handshake
 from tests.provisioning.plane import DOMAIN, plane_settings, reserved_port, serve
 from tests.token_files import write_token
@@ -29,11 +29,6 @@ from vm_agent.sdnotify import SdNotifier
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 QUICK = BootstrapTimings(initial_s=0.05, max_s=0.2, request_timeout_s=10, connect_timeout_s=5)
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory: pytest.TempPathFactory) -> BuiltArtifacts:
-    return build_test_artifacts(tmp_path_factory.mktemp("artifacts"))
 
 
 def files(tmp: Path) -> BootstrapFiles:

@@ -20,17 +20,12 @@ from cryptography.x509.oid import NameOID
 from control_plane.app import bind_socket
 from tests.daemon.harness import start_process, vm_agent
 from tests.provisioning.daemon import env_for, notifications, ready_at_plane, stop
-from tests.provisioning.fixtures import BuiltArtifacts, build_test_artifacts
+from tests.provisioning.fixtures import BuiltArtifacts
 from tests.provisioning.pki import key_pem
 from tests.provisioning.plane import plane_settings, serve
 from tests.token_files import write_token
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory: pytest.TempPathFactory) -> BuiltArtifacts:
-    return build_test_artifacts(tmp_path_factory.mktemp("artifacts"))
 
 
 def server_pki(tmp: Path) -> tuple[Path, Path, Path]:

@@ -17,18 +17,13 @@ from control_plane.settings import ControlPlaneSettings
 from tests.clock import FakeClock
 from tests.cloud_init.helpers import files_by_path, step_scripts
 from tests.control_plane.harness import Running, running
-from tests.provisioning.fixtures import BuiltArtifacts, build_test_artifacts
+from tests.provisioning.fixtures import BuiltArtifacts
 from tests.provisioning.pki import csr_pem, handshake
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
 DOMAIN = "nodes.test.internal"
 TOKEN_FILE = "/etc/vm-agent/bootstrap-token"
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory: pytest.TempPathFactory) -> BuiltArtifacts:
-    return build_test_artifacts(tmp_path_factory.mktemp("artifacts"))
 
 
 def settings_for(tmp: Path, artifacts: BuiltArtifacts | None, **extra: Any) -> ControlPlaneSettings:

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from vm_agent.control_link.client import error_text
 from vm_agent.control_link.outbox import backoff_delay
 from vm_agent.control_link.token import (
     CallbackTokenStore,
@@ -150,15 +151,6 @@ def parse_answer(raw: Any, key: ec.EllipticCurvePrivateKey) -> BootstrapAnswer:
     )
 
 
-def _error_text(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.reason_phrase or "error"
-    error = body.get("error") if isinstance(body, dict) else None
-    return str(error)[:200] if error else response.reason_phrase or "error"
-
-
 class Bootstrapper:
     def __init__(
         self,
@@ -225,7 +217,7 @@ class Bootstrapper:
                         return response.json()
                     except ValueError:
                         raise BootstrapRefused("bootstrap answer is not JSON") from None
-                detail = f"HTTP {response.status_code}: {_error_text(response)}"
+                detail = f"HTTP {response.status_code}: {error_text(response)}"
                 if response.status_code in _REFUSED:
                     raise BootstrapRefused(
                         f"the control plane refused the bootstrap ({detail}); "
