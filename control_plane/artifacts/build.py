@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from control_plane.artifacts.manifest import Manifest, write_manifest
-from control_plane.artifacts.npm_bundle import build_agent_bundle
+from control_plane.artifacts.npm_bundle import build_agent_bundle, check_agent_names
 from control_plane.artifacts.wheelhouse import WheelhouseSources, build_wheelhouse
 
 
@@ -36,6 +36,7 @@ class BuildResult:
 
 
 def build_artifacts(request: BuildRequest) -> BuildResult:
+    check_agent_names(request.agents)  # before the slow part
     request.out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="vm-agent-artifacts-") as tmp:

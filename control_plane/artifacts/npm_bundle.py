@@ -102,6 +102,14 @@ def command_links(package_json: Mapping[str, Any], package_path: str) -> dict[st
     return links
 
 
+def check_agent_names(names: Iterable[str]) -> list[str]:
+    """The names, sorted, each one an agent the bundle can carry."""
+    chosen = sorted(set(names))
+    if unknown := [n for n in chosen if n not in AGENT_PACKAGES]:
+        raise BundleError(f"no npm package for agent(s) {unknown}; known: {sorted(AGENT_PACKAGES)}")
+    return chosen
+
+
 def run_npm_ci(agents_dir: Path, work: Path, npm: str = "npm") -> Path:
     """``npm ci`` on a copy of package.json and the lock; returns the node_modules it made."""
     project = work / "npm"
@@ -134,9 +142,7 @@ def build_agent_bundle(
     npm: str = "npm",
 ) -> AgentBundle:
     """``node_modules`` reuses an existing ``npm ci`` of the same lock instead of running it."""
-    chosen = sorted(set(names))
-    if unknown := [n for n in chosen if n not in AGENT_PACKAGES]:
-        raise BundleError(f"no npm package for agent(s) {unknown}; known: {sorted(AGENT_PACKAGES)}")
+    chosen = check_agent_names(names)
     lock = json.loads((agents_dir / "package-lock.json").read_text())
     modules = node_modules if node_modules is not None else run_npm_ci(agents_dir, work, npm)
     root = modules.parent
