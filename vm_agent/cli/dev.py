@@ -87,6 +87,7 @@ def dev_settings(dev_dir: Path, control_plane_url: str, jwks_url: str, port: int
             f"{ENV_PREFIX}CONTROL_PLANE_URL": control_plane_url,
             f"{ENV_PREFIX}JWKS_URL": jwks_url,
             f"{ENV_PREFIX}CALLBACK_TOKEN_FILE": str(dev_dir / "callback-token"),
+            f"{ENV_PREFIX}BOOTSTRAP_TOKEN_FILE": str(dev_dir / "bootstrap-token"),
             f"{ENV_PREFIX}LISTEN_HOST": "127.0.0.1",
             f"{ENV_PREFIX}LISTEN_PORT": str(port),
             f"{ENV_PREFIX}STATE_DIR": str(dev_dir / "daemon"),
