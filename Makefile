@@ -4,12 +4,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: dev test test-quick lint typecheck bench clean
+.PHONY: dev test test-quick lint typecheck bench lock artifacts clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[control-plane,test]'
 	touch $(STAMP)
 
 dev: $(STAMP)
@@ -30,6 +30,19 @@ test-quick: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+# The VM's runtime dependencies, pinned with every file's hash, for Debian 12's
+# python3 (3.11, x86_64, glibc 2.36). Reads PyPI; commit the result.
+LOCK_ARGS := --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_36
+lock: $(STAMP)
+	$(BIN)/python -m pip install --quiet 'uv==0.13.9'
+	$(BIN)/uv pip compile --quiet $(LOCK_ARGS) --custom-compile-command "make lock" \
+		-o locks/vm-agent.txt pyproject.toml locks/vm-bootstrap.in
+
+# The wheelhouse and the agent bundle a VM installs (PyPI and npm, through pip and npm ci).
+ARTIFACTS ?= build/artifacts
+artifacts: $(STAMP)
+	$(BIN)/python -m control_plane artifacts build --out $(ARTIFACTS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,6 +1,10 @@
-"""Renders a VM's cloud-config: swap first, then the vm-agent install."""
+"""Renders a VM's cloud-config: swap first, then vm-agent and its agents from pinned,
+hash-checked artifacts, the agents' users, the bootstrap token, then the unit."""
 
 from cloud_init.params import (
+    AgentsInstall,
+    AgentUsers,
+    Artifact,
     InvalidParameter,
     SwapSettings,
     UserDataParams,
@@ -11,6 +15,9 @@ from cloud_init.render import MAX_USER_DATA_BYTES, UserDataTooLarge, build_docum
 
 __all__ = [
     "MAX_USER_DATA_BYTES",
+    "AgentUsers",
+    "AgentsInstall",
+    "Artifact",
     "InvalidParameter",
     "SwapSettings",
     "UserDataParams",

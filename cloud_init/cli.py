@@ -1,7 +1,7 @@
 """``python -m cloud_init render ...``: user-data on stdout or in a 0600 file.
 
 Bad input exits with status 2 and one line naming the flag (or environment variable).
-The callback token is read from a file so it never shows in ``ps``.
+The bootstrap token is read from a file so it never shows in ``ps``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,15 @@ from cloud_init.render import UserDataTooLarge, render
 EXIT_BAD_INPUT = 2
 EXIT_TOO_LARGE = 1
 _FLAGS = {
-    "callback_token": "--callback-token-file",
+    "bootstrap_token": "--bootstrap-token-file",
+    "wheelhouse": "--wheelhouse-url",
+    "wheelhouse.url": "--wheelhouse-url",
+    "wheelhouse.sha256": "--wheelhouse-sha256",
+    "agents": "--agents-bundle-url",
+    "agents.bundle.url": "--agents-bundle-url",
+    "agents.bundle.sha256": "--agents-bundle-sha256",
+    "agents.names": "--agents",
+    "ca_certificate": "--ca-file",
     "swap.size_mb": "--swap-size-mb",
     "swap.swappiness": "--swap-swappiness",
 }
@@ -48,7 +56,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    # No abbreviations: "--callback-token" must not quietly mean "--callback-token-file".
+    # No abbreviations: "--bootstrap-token" must not quietly mean "--bootstrap-token-file".
     parser = _Parser(
         prog="python -m cloud_init", description="Render vm-agent user-data.", allow_abbrev=False
     )
@@ -61,9 +69,14 @@ def _parser() -> argparse.ArgumentParser:
     required.add_argument("--hostname", required=True)
     required.add_argument("--control-plane-url", required=True)
     required.add_argument("--jwks-url", required=True)
-    required.add_argument("--callback-token-file", required=True, type=Path)
-    required.add_argument(
-        "--agent-package", required=True, help="vm-agent==X.Y.Z or a wheel URL on the control plane"
+    required.add_argument("--bootstrap-token-file", required=True, type=Path)
+    required.add_argument("--wheelhouse-url", required=True, help="on the control plane")
+    required.add_argument("--wheelhouse-sha256", required=True)
+    render_cmd.add_argument("--agents", help="comma-separated catalog names (needs the bundle)")
+    render_cmd.add_argument("--agents-bundle-url")
+    render_cmd.add_argument("--agents-bundle-sha256")
+    render_cmd.add_argument(
+        "--ca-file", type=Path, help="PEM of the CA the VM must trust for the control plane"
     )
     render_cmd.add_argument("--port", default="8080")
     render_cmd.add_argument("--swap-size-mb", help="0..65536, 0 disables (env SWAP_SIZE_MB)")
@@ -72,15 +85,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _read_token(path: Path) -> str:
+def _read_text(path: Path, flag: str) -> str:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise InvalidParameter("--callback-token-file", f"cannot read: {exc.strerror}") from None
+        raise InvalidParameter(flag, f"cannot read: {exc.strerror}") from None
     try:
-        return raw.decode("ascii").removesuffix("\n")
+        return raw.decode("ascii")
     except UnicodeDecodeError:
-        raise InvalidParameter("--callback-token-file", "token is not ASCII") from None
+        raise InvalidParameter(flag, "is not ASCII") from None
+
+
+def _agents(args: argparse.Namespace) -> dict[str, object] | None:
+    given = [args.agents, args.agents_bundle_url, args.agents_bundle_sha256]
+    if all(value is None for value in given):
+        return None
+    if any(value is None for value in given):
+        raise InvalidParameter(
+            "--agents", "--agents, --agents-bundle-url and --agents-bundle-sha256 go together"
+        )
+    return {
+        "bundle": {"url": args.agents_bundle_url, "sha256": args.agents_bundle_sha256},
+        "names": tuple(name for name in args.agents.split(",") if name),
+    }
 
 
 def _swap(args: argparse.Namespace, env: Mapping[str, str]) -> SwapSettings:
@@ -98,7 +125,7 @@ def _port(text: str) -> int:
 
 
 def _write_private(path: Path, text: str) -> None:
-    """Atomically, and 0600 from the first byte: the document holds the callback token."""
+    """Atomically, and 0600 from the first byte: the document holds the bootstrap token."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -113,16 +140,21 @@ def _write_private(path: Path, text: str) -> None:
 def run(argv: Sequence[str], env: Mapping[str, str]) -> int:
     try:
         args = _parser().parse_args(list(argv))
+        token = _read_text(args.bootstrap_token_file, "--bootstrap-token-file")
         params = validate_params(
             {
                 "node_id": args.node_id,
                 "hostname": args.hostname,
                 "control_plane_url": args.control_plane_url,
                 "jwks_url": args.jwks_url,
-                "callback_token": _read_token(args.callback_token_file),
-                "agent_package": args.agent_package,
+                "bootstrap_token": token.removesuffix("\n"),
+                "wheelhouse": {"url": args.wheelhouse_url, "sha256": args.wheelhouse_sha256},
+                "agents": _agents(args),
                 "port": _port(args.port),
                 "swap": _swap(args, env),
+                "ca_certificate": None
+                if args.ca_file is None
+                else _read_text(args.ca_file, "--ca-file"),
             }
         )
         text = render(params)

@@ -12,23 +12,26 @@ import ipaddress
 import re
 from urllib.parse import SplitResult, urlsplit
 
+from cryptography import x509
+
 MAX_URL_LENGTH = 2048
-MAX_TOKEN_LENGTH = 4096
+MAX_CA_PEM_LENGTH = 8192
 
 # A DNS label, lowercase: safe in a URL path, a hostname and a shell word.
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-# A JWT: three base64url parts.
-_JWT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+# The control plane's bootstrap tokens: random base64url (no JWT: it is only looked up).
+_BOOTSTRAP_TOKEN = re.compile(r"[A-Za-z0-9_-]{32,256}")
+_PEM_CERT = re.compile(
+    r"-----BEGIN CERTIFICATE-----\n(?:[A-Za-z0-9+/=]{1,76}\n)+-----END CERTIFICATE-----\n"
+)
 # URL characters we accept; no '@' (credentials), '?', '#', quotes, '$', ';', spaces.
 _URL_CHARS = re.compile(r"[A-Za-z0-9._~:/%\[\]-]+")
-_VERSION = r"[0-9]+(?:\.[0-9]+){0,3}(?:(?:a|b|rc)[0-9]+)?(?:\.post[0-9]+)?(?:\.dev[0-9]+)?"
-_PINNED = re.compile(r"vm-agent==" + _VERSION)
-_WHEEL_NAME = re.compile(r"vm_agent-" + _VERSION + r"-py3-none-any\.whl")
-_SHA256_FRAGMENT = re.compile(r"sha256=[0-9a-f]{64}")
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _DIGITS = re.compile(r"[0-9]{1,9}")
 # Well-known credential prefixes (GitHub, OpenAI/Anthropic, GitLab, Slack, AWS, Google,
 # DigitalOcean, JWTs), case-sensitive so that e.g. "asia-east1" stays a fine hostname:
-# a field other than the callback token holding one would put a credential on the VM.
+# a field other than the bootstrap token holding one would put a credential on the VM.
 _SECRET_MARKERS = re.compile(
     r"(?<![A-Za-z0-9])(?:gh[pousr]_|github_pat_|sk-|glpat-|xox[abposr]-|AKIA|ASIA|AIza"
     r"|dop_v1_|eyJ)"
@@ -38,7 +41,7 @@ _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
 def refuse_secret_looking(value: str) -> str:
     if _SECRET_MARKERS.search(value):
-        raise ValueError("looks like a credential; only the callback token may go on a VM")
+        raise ValueError("looks like a credential; only the bootstrap token may go on a VM")
     return value
 
 
@@ -87,30 +90,42 @@ def check_url(value: str) -> SplitResult:
     return parts
 
 
-def check_token(value: str) -> str:
-    if len(value) > MAX_TOKEN_LENGTH:
-        raise ValueError(f"longer than {MAX_TOKEN_LENGTH} characters")
-    if not _JWT.fullmatch(value):
-        raise ValueError("must be a JWT (three base64url parts joined by '.')")
+def check_bootstrap_token(value: str) -> str:
+    if not _BOOTSTRAP_TOKEN.fullmatch(value):
+        raise ValueError("must be 32 to 256 base64url characters")
     return value
 
 
-def check_agent_package(value: str, control_plane_url: str | None) -> str:
-    """``vm-agent==X.Y.Z``, or a vm_agent wheel URL on the control plane's own host."""
-    if _PINNED.fullmatch(value):
-        return value
-    if not value.startswith(("https://", "http://")):
-        raise ValueError("must be vm-agent==X.Y.Z or a wheel URL on the control plane")
-    url, sep, fragment = value.partition("#")
-    if sep and not _SHA256_FRAGMENT.fullmatch(fragment):
-        raise ValueError("a wheel URL may carry only a #sha256=<64 hex digits> fragment")
-    parts = check_url(url)
-    if not _WHEEL_NAME.fullmatch(parts.path.rsplit("/", 1)[-1]):
-        raise ValueError("a wheel URL must end in vm_agent-X.Y.Z-py3-none-any.whl")
+def check_sha256(value: str) -> str:
+    if not _SHA256.fullmatch(value):
+        raise ValueError("must be 64 lowercase hex digits")
+    return value
+
+
+def check_artifact_url(value: str, control_plane_url: str | None) -> str:
+    """A file on the control plane's own host: its integrity is the sha256 beside it."""
+    if "#" in value:
+        raise ValueError("must not have a fragment (the sha256 is a parameter of its own)")
+    parts = check_url(value)
+    if not _FILE_NAME.fullmatch(parts.path.rsplit("/", 1)[-1]):
+        raise ValueError("must end in a plain file name")
     if control_plane_url is not None:
         plane = urlsplit(control_plane_url)
-        if (parts.hostname, parts.port) != (plane.hostname, plane.port):
-            raise ValueError("a wheel URL must be on the control plane's host")
+        if (parts.scheme, parts.hostname, parts.port) != (plane.scheme, plane.hostname, plane.port):
+            raise ValueError("must be on the control plane's scheme, host and port")
+    return value
+
+
+def check_ca_certificate(value: str) -> str:
+    """One PEM certificate, and only that (it lands in YAML and the system's trust store)."""
+    if len(value) > MAX_CA_PEM_LENGTH:
+        raise ValueError(f"longer than {MAX_CA_PEM_LENGTH} characters")
+    if not _PEM_CERT.fullmatch(value):
+        raise ValueError("must be one PEM certificate (BEGIN/END CERTIFICATE, base64 lines)")
+    try:
+        x509.load_pem_x509_certificate(value.encode("ascii"))
+    except ValueError:
+        raise ValueError("is not a parsable certificate") from None
     return value
 
 

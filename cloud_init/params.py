@@ -1,7 +1,8 @@
 """The validated parameters of a VM's user-data, and the swap settings read from the environment.
 
-There is deliberately no field for a cloud provider's credential: the callback token is
-the only secret a VM receives (DESIGN.md section 5).
+There is deliberately no field for a cloud provider's credential, nor for the callback
+token: the only secret in user-data is the single-use bootstrap token (DESIGN.md section 5),
+because user-data can be read back from a cloud's metadata service.
 """
 
 from __future__ import annotations
@@ -19,12 +20,18 @@ from pydantic import (
 )
 
 from cloud_init import fields
+from cloud_init.agents import AGENT_PACKAGES
 
 SWAP_SIZE_MB_MAX = 65536
 SWAP_SIZE_MB_DEFAULT = 2048
 SWAPPINESS_MAX = 100
 SWAPPINESS_DEFAULT = 60
 DEFAULT_PORT = 8080
+# Contract 2 (the agents' users): vm-agent's own defaults.
+AGENT_USERS_DEFAULT = 16
+AGENT_USERS_MAX = 1024
+AGENT_UID_BASE_DEFAULT = 61000
+AGENT_UID_BASE_MAX = 2**31 - 1 - AGENT_USERS_MAX
 
 _STRICT = ConfigDict(strict=True, frozen=True, extra="forbid")
 
@@ -51,6 +58,59 @@ class SwapSettings(BaseModel):
         return self.size_mb > 0
 
 
+class Artifact(BaseModel):
+    """A file the VM downloads from the control plane and checks against ``sha256``."""
+
+    model_config = _STRICT
+
+    url: str
+    sha256: str
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return fields.check_artifact_url(value, None)
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha256(cls, value: str) -> str:
+        return fields.check_sha256(value)
+
+
+class AgentsInstall(BaseModel):
+    """The agent bundle and the catalog names to install from it (at least one)."""
+
+    model_config = _STRICT
+
+    bundle: Artifact
+    names: tuple[str, ...] = Field(min_length=1)
+
+    @field_validator("names")
+    @classmethod
+    def _known(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if set(value) - set(AGENT_PACKAGES):
+            installable = ", ".join(sorted(AGENT_PACKAGES))
+            raise ValueError(
+                f"names an agent the bundle cannot install; installable: {installable}"
+            )
+        if len(set(value)) != len(value):
+            raise ValueError("names an agent twice")
+        return value
+
+
+class AgentUsers(BaseModel):
+    """The agents' user pool (contract 2): uids ``uid_base .. uid_base + count - 1``."""
+
+    model_config = _STRICT
+
+    count: int = Field(default=AGENT_USERS_DEFAULT, ge=1, le=AGENT_USERS_MAX)
+    uid_base: int = Field(default=AGENT_UID_BASE_DEFAULT, ge=1000, le=AGENT_UID_BASE_MAX)
+
+    @property
+    def last_uid(self) -> int:
+        return self.uid_base + self.count - 1
+
+
 class UserDataParams(BaseModel):
     model_config = _STRICT
 
@@ -58,11 +118,15 @@ class UserDataParams(BaseModel):
     hostname: str
     control_plane_url: str
     jwks_url: str
-    callback_token: SecretStr
-    # After control_plane_url: its validator compares a wheel URL's host with it.
-    agent_package: str
+    bootstrap_token: SecretStr
+    # After control_plane_url: the artifacts' validators compare their host with it.
+    wheelhouse: Artifact
+    agents: AgentsInstall | None = None
     port: int = Field(default=DEFAULT_PORT, ge=1, le=65535)
     swap: SwapSettings = SwapSettings()
+    agent_users: AgentUsers = AgentUsers()
+    # The CA that signed the control plane's certificate, when no public CA did.
+    ca_certificate: str | None = None
 
     @field_validator("node_id")
     @classmethod
@@ -80,17 +144,34 @@ class UserDataParams(BaseModel):
         fields.check_url(value)
         return value
 
-    @field_validator("callback_token")
+    @field_validator("bootstrap_token")
     @classmethod
     def _token(cls, value: SecretStr) -> SecretStr:
-        fields.check_token(value.get_secret_value())
+        fields.check_bootstrap_token(value.get_secret_value())
         return value
 
-    @field_validator("agent_package")
+    @field_validator("wheelhouse")
     @classmethod
-    def _package(cls, value: str, info: ValidationInfo) -> str:
-        plane = info.data.get("control_plane_url")
-        return fields.check_agent_package(value, plane if isinstance(plane, str) else None)
+    def _wheelhouse(cls, value: Artifact, info: ValidationInfo) -> Artifact:
+        return _on_the_plane(value, info)
+
+    @field_validator("agents")
+    @classmethod
+    def _agents(cls, value: AgentsInstall | None, info: ValidationInfo) -> AgentsInstall | None:
+        if value is not None:
+            _on_the_plane(value.bundle, info)
+        return value
+
+    @field_validator("ca_certificate")
+    @classmethod
+    def _ca(cls, value: str | None) -> str | None:
+        return None if value is None else fields.check_ca_certificate(value)
+
+
+def _on_the_plane(artifact: Artifact, info: ValidationInfo) -> Artifact:
+    plane = info.data.get("control_plane_url")
+    fields.check_artifact_url(artifact.url, plane if isinstance(plane, str) else None)
+    return artifact
 
 
 def _first_error(exc: ValidationError) -> InvalidParameter:
@@ -105,9 +186,28 @@ def _first_error(exc: ValidationError) -> InvalidParameter:
 def validate_params(data: Mapping[str, object]) -> UserDataParams:
     """Build the parameters, raising :class:`InvalidParameter` for the first bad field."""
     try:
-        return UserDataParams.model_validate(dict(data))
+        params = UserDataParams.model_validate(dict(data))
     except ValidationError as exc:
         raise _first_error(exc) from None
+    _token_only_in_its_field(params)
+    return params
+
+
+def _token_only_in_its_field(params: UserDataParams) -> None:
+    """The bootstrap token pasted into another field would land outside its 0600 file."""
+    token = params.bootstrap_token.get_secret_value()
+    texts = {
+        "node_id": params.node_id,
+        "hostname": params.hostname,
+        "control_plane_url": params.control_plane_url,
+        "jwks_url": params.jwks_url,
+        "wheelhouse.url": params.wheelhouse.url,
+        "agents.bundle.url": params.agents.bundle.url if params.agents else "",
+        "ca_certificate": params.ca_certificate or "",
+    }
+    for name, text in texts.items():
+        if token in text:
+            raise InvalidParameter(name, "holds the bootstrap token")
 
 
 def number_from_text(field: str, text: str, high: int, low: int = 0) -> int:

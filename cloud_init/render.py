@@ -1,8 +1,10 @@
 """Renders ``#cloud-config`` user-data: the document is built as data and dumped as YAML.
 
-Order on the VM: ``write_files`` (settings, token, unit) runs in cloud-init's init stage;
-``runcmd`` runs later, swap first and then the download and install, so pip and the
-daemon start with swap in place.
+Order on the VM: ``ca_certs`` and ``write_files`` (settings, the bootstrap token, the
+units, the catalog, the step scripts) run in cloud-init's init stage; ``runcmd`` runs in
+the final stage and holds only the runner, which runs the steps in order: swap, vm-agent,
+agents, agent-users, workspaces, bootstrap-token, start. A step that fails stops the run,
+so the unit never starts after a refused or broken install.
 """
 
 from __future__ import annotations
@@ -11,16 +13,23 @@ from typing import Any
 
 import yaml
 
-from cloud_init import scripts
+from cloud_init import firewall, install, scripts
+from cloud_init.agents import AGENTS_FILE, catalog_toml
 from cloud_init.params import UserDataParams
 from cloud_init.unit import unit_text
 
 MAX_USER_DATA_BYTES = 32 * 1024
 HEADER = "#cloud-config\n"
 ENV_FILE = "/etc/vm-agent/env"
-TOKEN_FILE = "/etc/vm-agent/callback-token"  # noqa: S105  (a path, not a secret)
-UNIT_FILE = f"/etc/systemd/system/{scripts.UNIT_NAME}"
+TOKEN_FILE = install.BOOTSTRAP_TOKEN_FILE
+UNIT_FILE = f"/etc/systemd/system/{install.UNIT_NAME}"
+FIREWALL_UNIT_FILE = f"/etc/systemd/system/{firewall.FIREWALL_UNIT}"
 STATE_DIR = "/var/lib/vm-agent"
+# Written by the daemon at its first start (contract 6), from the bootstrap exchange.
+TLS_CERT_FILE = "/etc/vm-agent/node-cert.pem"
+TLS_KEY_FILE = "/etc/vm-agent/node-key.pem"
+# Debian's bundle, which cloud-init's ca_certs extends: httpx reads SSL_CERT_FILE.
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 # Viewers and the control plane reach the daemon from outside the VM.
 LISTEN_HOST = "0.0.0.0"  # noqa: S104
 
@@ -51,41 +60,67 @@ def env_file_text(params: UserDataParams) -> str:
     settings = {
         "VM_AGENT_NODE_ID": params.node_id,
         "VM_AGENT_CONTROL_PLANE_URL": params.control_plane_url,
-        "VM_AGENT_CALLBACK_TOKEN_FILE": TOKEN_FILE,
+        "VM_AGENT_BOOTSTRAP_TOKEN_FILE": install.BOOTSTRAP_TOKEN_FILE,
+        "VM_AGENT_CALLBACK_TOKEN_FILE": install.CALLBACK_TOKEN_FILE,
+        "VM_AGENT_TLS_CERT_FILE": TLS_CERT_FILE,
+        "VM_AGENT_TLS_KEY_FILE": TLS_KEY_FILE,
         "VM_AGENT_JWKS_URL": params.jwks_url,
         "VM_AGENT_LISTEN_HOST": LISTEN_HOST,
         "VM_AGENT_LISTEN_PORT": str(params.port),
         "VM_AGENT_STATE_DIR": STATE_DIR,
         "VM_AGENT_LOG_FORMAT": "json",
+        "VM_AGENT_AGENT_USERS": str(params.agent_users.count),
+        "VM_AGENT_AGENT_UID_BASE": str(params.agent_users.uid_base),
+        "VM_AGENT_WORKSPACE_ROOTS": install.WORKSPACES_DIR,
     }
+    if params.agents is not None:
+        settings["VM_AGENT_AGENTS_FILE"] = AGENTS_FILE
+    settings["SSL_CERT_FILE"] = SYSTEM_CA_BUNDLE
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
 
-def _secret_file(path: str, content: str) -> dict[str, Any]:
-    return {"path": path, "owner": "root:root", "permissions": "0600", "content": content}
+def _file(path: str, content: str, permissions: str) -> dict[str, Any]:
+    return {"path": path, "owner": "root:root", "permissions": permissions, "content": content}
+
+
+def steps(params: UserDataParams) -> dict[str, str]:
+    """Step name -> script, in the order the runner runs them."""
+    found: dict[str, str] = {}
+    if params.swap.enabled:
+        found["swap"] = scripts.swap_script(params.swap)
+    found["vm-agent"] = install.wheelhouse_script(params.wheelhouse)
+    if params.agents is not None:
+        found["agents"] = install.agents_script(params.agents)
+    found["agent-users"] = install.agent_users_script(params.agent_users)
+    found["workspaces"] = install.workspaces_script()
+    found["bootstrap-token"] = install.token_script()
+    found["start"] = install.start_script()
+    return found
 
 
 def build_document(params: UserDataParams, *, unit: str | None = None) -> dict[str, Any]:
     """The cloud-config as a mapping; ``unit`` replaces the embedded unit (for tests)."""
-    runcmd: list[list[str]] = []
-    if params.swap.enabled:
-        runcmd.append(["bash", "-c", scripts.swap_script(params.swap), "vm-agent-swap"])
-    runcmd.append(["bash", "-c", scripts.install_script(params.agent_package), "vm-agent-install"])
-    return {
-        "hostname": params.hostname,
-        "preserve_hostname": False,
-        "write_files": [
-            _secret_file(ENV_FILE, env_file_text(params)),
-            _secret_file(TOKEN_FILE, params.callback_token.get_secret_value() + "\n"),
-            {
-                "path": UNIT_FILE,
-                "owner": "root:root",
-                "permissions": "0644",
-                "content": unit_text() if unit is None else unit,
-            },
-        ],
-        "runcmd": runcmd,
-    }
+    ordered = steps(params)
+    files = [
+        _file(ENV_FILE, env_file_text(params), "0600"),
+        _file(TOKEN_FILE, params.bootstrap_token.get_secret_value() + "\n", "0600"),
+        _file(UNIT_FILE, unit_text() if unit is None else unit, "0644"),
+        _file(FIREWALL_UNIT_FILE, firewall.unit_text(), "0644"),
+        _file(firewall.RULES_FILE, firewall.rules_text(params.agent_users), "0644"),
+    ]
+    if params.agents is not None:
+        files.append(_file(AGENTS_FILE, catalog_toml(params.agents.names), "0644"))
+    files += [
+        _file(f"{scripts.PROVISION_DIR}/{name}.sh", text, "0700") for name, text in ordered.items()
+    ]
+    document: dict[str, Any] = {"hostname": params.hostname, "preserve_hostname": False}
+    if params.ca_certificate is not None:
+        document["ca_certs"] = {"trusted": [params.ca_certificate]}
+    document["write_files"] = files
+    document["runcmd"] = [
+        ["bash", "-c", scripts.runner_script(list(ordered)), "vm-agent-provision"]
+    ]
+    return document
 
 
 def render(params: UserDataParams, *, unit: str | None = None) -> str:

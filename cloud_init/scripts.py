@@ -1,8 +1,12 @@
-"""The two boot scripts, swap then install, as text built from validated parameters.
+"""The boot scripts as text built from validated parameters: the swap step and the runner.
 
 Values reach the scripts only through ``shlex.quote`` in variable assignments at the top,
 on top of the strict field checks, so no value is ever parsed as shell. Nothing is
-written under /tmp: pip's temporary files go to a root-only directory under /var/lib.
+written under /tmp.
+
+Each step is a script of its own under ``PROVISION_DIR``; ``runcmd`` holds only the
+runner, which runs them in order, stops at the first that fails (so nothing after a
+failed or refused install runs, the unit included) and logs how long each took.
 """
 
 from __future__ import annotations
@@ -11,12 +15,11 @@ import shlex
 
 from cloud_init.params import SwapSettings
 
-VENV_DIR = "/opt/vm-agent"
+PROVISION_DIR = "/var/lib/vm-agent-provision"
+TIMINGS_FILE = f"{PROVISION_DIR}/timings"
 SWAP_FILE = "/swapfile"
 FSTAB = "/etc/fstab"
 SYSCTL_CONF = "/etc/sysctl.d/60-vm-agent-swap.conf"
-INSTALL_WORK_DIR = "/var/lib/vm-agent-install"
-UNIT_NAME = "vm-agent.service"
 
 _SWAP_BODY = r"""
 make_swapfile() {
@@ -50,28 +53,24 @@ sysctl -q -w "vm.swappiness=$swappiness"
 printf 'vm.swappiness = %s\n' "$swappiness" > "$sysctl_conf"
 """
 
-_INSTALL_BODY = r"""
-export DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-install -d -m 0700 "$work"
-export TMPDIR="$work"
-
-# Debian and Ubuntu ship venv and ensurepip in a separate package.
-if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
-  apt-get update -q
-  apt-get install -y -q --no-install-recommends python3-venv
-fi
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-fi
-"$venv/bin/python" -m pip install --quiet --upgrade "$requirement"
-rm -rf "$work"
-
-systemctl daemon-reload
-systemctl enable --now "$unit"
+_RUNNER_BODY = r"""
+: > "$timings"
+for step in "${steps[@]}"; do
+  started=$(date +%s%N)
+  if ! bash "$dir/$step.sh"; then
+    echo "vm-agent provision: step $step failed;" \
+      "the steps after it did not run and vm-agent was not started" >&2
+    printf '%s failed\n' "$step" >> "$timings"
+    exit 1
+  fi
+  ms=$(( ($(date +%s%N) - started) / 1000000 ))
+  printf '%s %s\n' "$step" "$ms" >> "$timings"
+  echo "vm-agent provision: $step done in ${ms} ms"
+done
 """
 
 
-def _header(name: str, assignments: dict[str, str]) -> str:
+def header(name: str, assignments: dict[str, str]) -> str:
     lines = [f"# vm-agent: {name}", "set -euo pipefail", "umask 022"]
     lines += [f"{key}={shlex.quote(value)}" for key, value in assignments.items()]
     return "\n".join(lines) + "\n"
@@ -80,7 +79,7 @@ def _header(name: str, assignments: dict[str, str]) -> str:
 def swap_script(swap: SwapSettings) -> str:
     """Create, enable and persist a swap file; safe to run again."""
     return (
-        _header(
+        header(
             "swap",
             {
                 "swapfile": SWAP_FILE,
@@ -94,17 +93,12 @@ def swap_script(swap: SwapSettings) -> str:
     )
 
 
-def install_script(requirement: str) -> str:
-    """Install the vm-agent package into its venv, then enable and start the unit."""
+def runner_script(steps: list[str]) -> str:
+    """Runs ``PROVISION_DIR/<step>.sh`` for each step in order; the first failure ends it."""
+    names = " ".join(shlex.quote(step) for step in steps)
     return (
-        _header(
-            "install",
-            {
-                "venv": VENV_DIR,
-                "requirement": requirement,
-                "work": INSTALL_WORK_DIR,
-                "unit": UNIT_NAME,
-            },
-        )
-        + _INSTALL_BODY
+        "# vm-agent: provision (runs each step in order, stops at the first failure)\n"
+        "set -uo pipefail\numask 022\n"
+        f"dir={shlex.quote(PROVISION_DIR)}\ntimings={shlex.quote(TIMINGS_FILE)}\n"
+        f"steps=({names})\n" + _RUNNER_BODY
     )

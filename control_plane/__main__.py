@@ -1,4 +1,4 @@
-"""`python -m control_plane serve|mint ...`: run the control plane alone, or mint tokens.
+"""`python -m control_plane serve|mint|artifacts ...`: serve, mint tokens, build VM artifacts.
 
 Settings come from CONTROL_PLANE_* variables; --state-dir and --public-url override them.
 """
@@ -15,6 +15,7 @@ import anyio
 from pydantic import ValidationError
 
 from control_plane.app import serve_control_plane
+from control_plane.artifacts import cli as artifacts_cli
 from control_plane.settings import ControlPlaneSettings
 from control_plane.tokens import TokenIssuer
 
@@ -59,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     mint.add_argument("subject", help="node id (callback, viewer) or user id")
     mint.add_argument("--write", action="store_true", help="viewer token with write scope")
     mint.add_argument("--ttl", type=int, default=None)
+    artifacts_cli.add_arguments(sub.add_parser("artifacts", help="build what VMs install"))
     args = parser.parse_args(argv)
+
+    if args.command == "artifacts":
+        return artifacts_cli.run(args)
 
     if args.command == "serve":
         settings = _settings(args, f"http://{args.host}:{args.port}")

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from control_plane.api import admin, callbacks, github, tasks
+from control_plane.api import admin, artifacts, callbacks, github, nodes, tasks
 from control_plane.api.common import ApiError, api_error_handler, plane_of
 from control_plane.keys import Clock
 from control_plane.plane import ControlPlane
@@ -52,6 +52,8 @@ def create_app(
         *admin.routes,
         *tasks.routes,
         *github.routes,
+        *nodes.routes,
+        *artifacts.routes,
     ]
     app = Starlette(routes=routes, exception_handlers={ApiError: api_error_handler})
     app.state.plane = plane
@@ -102,8 +104,15 @@ async def serve_control_plane(
     served = app if app is not None else create_app(settings)
     sock = sock if sock is not None else bind_socket(host, port)
     host, bound_port = sock.getsockname()[:2]
+    tls = settings.tls_cert_file is not None and settings.tls_key_file is not None
     config = uvicorn.Config(
-        served, log_level="warning", lifespan="off", timeout_graceful_shutdown=5
+        served,
+        log_level="warning",
+        lifespan="off",
+        timeout_graceful_shutdown=5,
+        # HTTPS when configured: a VM refuses a plain-http control plane off loopback.
+        ssl_certfile=settings.tls_cert_file if tls else None,
+        ssl_keyfile=settings.tls_key_file if tls else None,
     )
     server = _QuietServer(config)
     try:
@@ -123,7 +132,7 @@ async def serve_control_plane(
                 await anyio.sleep(0.01)
             url_host = f"[{host}]" if ":" in host else host
             try:
-                yield f"http://{url_host}:{bound_port}"
+                yield f"{'https' if tls else 'http'}://{url_host}:{bound_port}"
             finally:
                 server.should_exit = True
     except BaseExceptionGroup as group:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 
@@ -10,6 +11,7 @@ from sqlalchemy import Engine
 from control_plane.db import make_engine, sqlite_url
 from control_plane.keys import Clock
 from control_plane.migrate import upgrade
+from control_plane.node_ca import NodeCA
 from control_plane.secrets import FileSecretStore
 from control_plane.settings import ControlPlaneSettings
 from control_plane.tokens import TokenIssuer
@@ -60,6 +62,11 @@ class ControlPlane:
         engine = make_engine(settings.database_url or sqlite_url(settings.state_dir))
         upgrade(engine)
         return cls(settings, engine, TokenIssuer.from_settings(settings, clock=clock), clock)
+
+    @functools.cached_property
+    def node_ca(self) -> NodeCA:
+        """Signs nodes' TLS certificates; made on first use (its key 0600 in the state dir)."""
+        return NodeCA.open(self.settings.state_dir, self.settings.node_domain, self.clock)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from control_plane.node_ca import check_domain
+
 
 class ControlPlaneSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CONTROL_PLANE_", extra="ignore")
@@ -37,6 +39,29 @@ class ControlPlaneSettings(BaseSettings):
 
     # Bodies past this size are refused (413) before they are parsed.
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+
+    # Provisioning: what VMs install (`artifacts build --out` this directory; default
+    # state_dir/artifacts), the single-use bootstrap token's life, node certificates.
+    artifacts_dir: Path | None = None
+    bootstrap_token_ttl_s: int = Field(default=1800, gt=0)
+    # Node certificates name `{node_id}.{node_domain}`; the CA is constrained to it.
+    node_domain: str = "nodes.vm-agent.internal"
+    node_cert_ttl_s: int = Field(default=90 * 24 * 3600, gt=0)
+    # PEM of the CA that signed this control plane's own certificate, when no public CA
+    # did: VMs trust it through cloud-config `ca_certs`.
+    user_data_ca_file: Path | None = None
+    # Serve HTTPS with these (PEM); a VM refuses a non-loopback plain-http control plane.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    @field_validator("node_domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        return check_domain(value)
+
+    @property
+    def artifacts_path(self) -> Path:
+        return self.artifacts_dir or self.state_dir / "artifacts"
 
     @field_validator("public_url")
     @classmethod

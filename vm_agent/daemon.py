@@ -30,6 +30,7 @@ from vm_agent.control_link import (
     InsecureTokenFile,
     TokenFileError,
 )
+from vm_agent.control_link import bootstrap as first_start
 from vm_agent.core.machine import SessionPolicy
 from vm_agent.eventlog import EventLog
 from vm_agent.logs import setup_logging
@@ -163,11 +164,13 @@ async def run_daemon(
             raise StartupError("VM_AGENT_JWKS_URL is required to verify viewers' tokens")
         if settings.issuer is None:
             raise StartupError("VM_AGENT_JWT_ISSUER (or VM_AGENT_CONTROL_PLANE_URL) is required")
-        tokens = load_callback_tokens(settings, redactor)
+        plan = first_start.start_plan(settings)
+        exchange = plan is first_start.StartPlan.EXCHANGE
+        tokens = None if exchange else load_callback_tokens(settings, redactor)
     except CatalogError as exc:
         print(f"vm-agent: VM_AGENT_AGENTS_FILE: {exc}", file=sys.stderr, flush=True)
         return EXIT_CONFIG
-    except StartupError as exc:
+    except (StartupError, first_start.BootstrapRefused) as exc:
         print(f"vm-agent: {exc}", file=sys.stderr, flush=True)
         return EXIT_CONFIG
     notifier = SdNotifier.from_env(dict(environ))
@@ -187,10 +190,24 @@ async def run_daemon(
             if stopper is None:
                 await tg.start(stop.watch)
             tg.start_soon(notifier.watchdog_loop)
+            if exchange:
+                parts.tokens = await first_start.exchange_unless_stopped(
+                    settings, notifier, redactor, stop.requested
+                )
+                if parts.tokens is None:
+                    log.info("stopped before the bootstrap finished")
+                    tg.cancel_scope.cancel()
+                    return EXIT_OK
             await parts.run()
             tg.cancel_scope.cancel()
     except Exception as exc:
         leaf = _first_leaf(exc)
+        if isinstance(leaf, first_start.BootstrapRefused | TokenFileError):
+            # Starting again cannot help: said once, and the unit does not restart on 2.
+            log.error("bootstrap failed: %s", leaf)
+            notifier.status(f"failed: bootstrap: {leaf}")
+            print(f"vm-agent: bootstrap failed: {leaf}", file=sys.stderr, flush=True)
+            return EXIT_CONFIG
         # An OSError (a port in use, a state dir it may not write) says all in one line.
         trace = None if isinstance(leaf, OSError) else leaf
         log.error("the daemon stopped on an error: %s", leaf, exc_info=trace)

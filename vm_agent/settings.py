@@ -27,6 +27,14 @@ class Settings(BaseSettings):
     node_id: str = Field(default="dev-node", pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
     control_plane_url: str | None = None
     callback_token_file: Path = Path("/etc/vm-agent/callback-token")
+    # First start only (contract 5): traded for the callback token, then deleted.
+    bootstrap_token_file: Path = Path("/etc/vm-agent/bootstrap-token")
+    # Contract 6: the bootstrap writes the key (made here, 0600) and the signed certificate.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # Backoff bounds while the control plane cannot be reached for the bootstrap.
+    bootstrap_retry_initial_s: float = Field(default=1.0, gt=0)
+    bootstrap_retry_max_s: float = Field(default=60.0, gt=0)
     jwks_url: str | None = None
     # The `iss` viewer tokens must carry; defaults to CONTROL_PLANE_URL (the control plane
     # signs with its public base URL as issuer).

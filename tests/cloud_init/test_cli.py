@@ -10,7 +10,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cloud_init.helpers import PLANE, REPO, TOKEN, files_by_path
+from tests.cloud_init.helpers import (
+    BUNDLE_SHA,
+    BUNDLE_URL,
+    PLANE,
+    REPO,
+    TOKEN,
+    WHEELHOUSE_SHA,
+    WHEELHOUSE_URL,
+    files_by_path,
+    step_scripts,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -25,10 +35,18 @@ def base_args(token_file: Path) -> list[str]:
         PLANE,
         "--jwks-url",
         f"{PLANE}/.well-known/jwks.json",
-        "--callback-token-file",
+        "--bootstrap-token-file",
         str(token_file),
-        "--agent-package",
-        "vm-agent==0.1.0",
+        "--wheelhouse-url",
+        WHEELHOUSE_URL,
+        "--wheelhouse-sha256",
+        WHEELHOUSE_SHA,
+        "--agents",
+        "claude,codex",
+        "--agents-bundle-url",
+        BUNDLE_URL,
+        "--agents-bundle-sha256",
+        BUNDLE_SHA,
     ]
 
 
@@ -57,8 +75,28 @@ def test_renders_to_stdout_reading_the_token_from_a_file(token_file: Path) -> No
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("#cloud-config\n")
     files = files_by_path(result.stdout)
-    assert files["/etc/vm-agent/callback-token"]["content"] == TOKEN + "\n"
+    assert files["/etc/vm-agent/bootstrap-token"]["content"] == TOKEN + "\n"
+    assert "agents" in step_scripts(result.stdout)
     assert result.stderr == ""
+
+
+def test_without_the_agent_flags_there_is_no_bundle(token_file: Path) -> None:
+    result = cli(*base_args(token_file)[:-6])
+    assert result.returncode == 0, result.stderr
+    assert "agents" not in step_scripts(result.stdout)
+
+
+def test_the_agent_flags_go_together(token_file: Path) -> None:
+    result = cli(*base_args(token_file)[:-2])
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: --agents: ")
+
+
+def test_a_ca_file_is_trusted(token_file: Path) -> None:
+    ca = Path(__file__).parent / "test-ca.pem"
+    result = cli(*base_args(token_file), "--ca-file", str(ca))
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["ca_certs"] == {"trusted": [ca.read_text()]}
 
 
 def test_writes_a_0600_file_with_output(token_file: Path, tmp_path: Path) -> None:
@@ -73,12 +111,12 @@ def test_writes_a_0600_file_with_output(token_file: Path, tmp_path: Path) -> Non
 
 def test_swap_flags_and_env(token_file: Path) -> None:
     flags = cli(*base_args(token_file), "--swap-size-mb", "4096", "--swap-swappiness", "5")
-    runcmd = yaml.safe_load(flags.stdout)["runcmd"]
-    assert "\nsize_mb=4096\n" in runcmd[0][2] and "\nswappiness=5\n" in runcmd[0][2]
+    swap = step_scripts(flags.stdout)["swap"]
+    assert "\nsize_mb=4096\n" in swap and "\nswappiness=5\n" in swap
     from_env = cli(*base_args(token_file), env={"SWAP_SIZE_MB": "0"})
-    assert [entry[3] for entry in yaml.safe_load(from_env.stdout)["runcmd"]] == ["vm-agent-install"]
+    assert "swap" not in step_scripts(from_env.stdout)
     both = cli(*base_args(token_file), "--swap-size-mb", "1024", env={"SWAP_SIZE_MB": "0"})
-    assert "\nsize_mb=1024\n" in yaml.safe_load(both.stdout)["runcmd"][0][2]
+    assert "\nsize_mb=1024\n" in step_scripts(both.stdout)["swap"]
 
 
 def replace(args: list[str], flag: str, value: str) -> list[str]:
@@ -94,7 +132,12 @@ def replace(args: list[str], flag: str, value: str) -> list[str]:
         ("--hostname", "vm\nruncmd: [reboot]"),
         ("--control-plane-url", "http://cp.example.com"),
         ("--jwks-url", "https://cp.example.com/$(id)"),
-        ("--agent-package", "vm-agent==0.1.0`id`"),
+        ("--wheelhouse-url", WHEELHOUSE_URL + "`id`"),
+        ("--wheelhouse-url", "https://evil.example.com/w.tar"),
+        ("--wheelhouse-sha256", "$(id)"),
+        ("--agents-bundle-url", "https://evil.example.com/a.tar.gz"),
+        ("--agents-bundle-sha256", BUNDLE_SHA + ";"),
+        ("--agents", "claude;id"),
         ("--swap-size-mb", "-1"),
         ("--swap-size-mb", "65537"),
         ("--swap-size-mb", "1; rm -rf /"),
@@ -125,14 +168,16 @@ def test_bad_token_file_contents(token_file: Path, content: bytes) -> None:
     token_file.write_bytes(content)
     result = cli(*base_args(token_file))
     assert result.returncode == 2
-    assert result.stderr.startswith("error: --callback-token-file: ")
+    assert result.stderr.startswith("error: --bootstrap-token-file: ")
     assert result.stderr.count("\n") == 1
 
 
 def test_missing_token_file(tmp_path: Path) -> None:
     result = cli(*base_args(tmp_path / "absent"))
     assert result.returncode == 2
-    assert result.stderr == "error: --callback-token-file: cannot read: No such file or directory\n"
+    assert result.stderr == (
+        "error: --bootstrap-token-file: cannot read: No such file or directory\n"
+    )
 
 
 def test_bad_swap_env_names_the_variable(token_file: Path) -> None:
@@ -142,7 +187,7 @@ def test_bad_swap_env_names_the_variable(token_file: Path) -> None:
 
 
 def test_a_token_on_the_command_line_is_refused(token_file: Path) -> None:
-    result = cli(*base_args(token_file), "--callback-token", TOKEN)
+    result = cli(*base_args(token_file), "--bootstrap-token", TOKEN)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
     assert "unrecognized arguments" in result.stderr

@@ -13,12 +13,21 @@ from cloud_init import (
     params_from_env,
     validate_params,
 )
-from tests.cloud_init.helpers import PLANE, TOKEN, WHEEL, valid_inputs
+from tests.cloud_init.helpers import BUNDLE_URL, PLANE, TOKEN, WHEELHOUSE_URL, valid_inputs
 
-WHEEL_NAME = "vm_agent-0.1.0-py3-none-any.whl"
 Swap = SwapSettings
 
 INJECTIONS = ["\n", "x\ny", "'", '"', "$(id)", "`id`", ";id", " ", "\\", "\t", "#"]
+
+
+def wheelhouse(url: str = WHEELHOUSE_URL, sha256: str = "a" * 64) -> dict[str, Any]:
+    return {"wheelhouse": {"url": url, "sha256": sha256}}
+
+
+def agents(
+    url: str = BUNDLE_URL, names: Any = ("claude",), sha256: str = "b" * 64
+) -> dict[str, Any]:
+    return {"agents": {"bundle": {"url": url, "sha256": sha256}, "names": names}}
 
 
 def refused(overrides: dict[str, Any]) -> InvalidParameter:
@@ -41,9 +50,7 @@ def test_valid_inputs_are_accepted_with_defaults() -> None:
         ("hostname", "vm-node-1"),
         ("control_plane_url", PLANE + "/x"),
         ("jwks_url", PLANE + "/jwks.json"),
-        ("callback_token", TOKEN),
-        ("agent_package", "vm-agent==0.1.0"),
-        ("agent_package", WHEEL),
+        ("bootstrap_token", TOKEN),
     ],
 )
 @pytest.mark.parametrize("payload", INJECTIONS)
@@ -56,6 +63,22 @@ def test_injection_is_refused_in_every_text_field(
     assert error.field == field
     assert value not in str(error)
     assert "\n" not in str(error)
+
+
+@pytest.mark.parametrize("payload", INJECTIONS)
+@pytest.mark.parametrize(
+    ("build", "field"),
+    [
+        (lambda v: wheelhouse(url=WHEELHOUSE_URL + v), "wheelhouse.url"),
+        (lambda v: wheelhouse(sha256="a" * 64 + v), "wheelhouse.sha256"),
+        (lambda v: agents(url=BUNDLE_URL[:20] + v + BUNDLE_URL[20:]), "agents.bundle.url"),
+        (lambda v: agents(names=("claude" + v,)), "agents.names"),
+    ],
+)
+def test_injection_is_refused_in_the_artifacts(payload: str, build: Any, field: str) -> None:
+    error = refused(build(payload))
+    assert error.field == field
+    assert payload.strip() == "" or payload not in str(error)
 
 
 @pytest.mark.parametrize(
@@ -87,24 +110,34 @@ def test_injection_is_refused_in_every_text_field(
         ({"control_plane_url": "https://cp.example.com:99999"}, "control_plane_url"),
         ({"control_plane_url": "https://cp.example.com/" + "a" * 2048}, "control_plane_url"),
         ({"jwks_url": "http://10.0.0.1/jwks.json"}, "jwks_url"),
-        ({"callback_token": "not-a-jwt"}, "callback_token"),
-        ({"callback_token": TOKEN + "." + "a"}, "callback_token"),
-        ({"callback_token": "a" * 4000 + "." + "b" * 100 + ".c"}, "callback_token"),
-        ({"agent_package": "vm-agent"}, "agent_package"),
-        ({"agent_package": "vm-agent>=0.1"}, "agent_package"),
-        ({"agent_package": "other==1.0"}, "agent_package"),
-        ({"agent_package": "vm-agent==0.1.0 --index-url=https://evil"}, "agent_package"),
+        ({"bootstrap_token": "short"}, "bootstrap_token"),
+        ({"bootstrap_token": "a" * 257}, "bootstrap_token"),
+        ({"bootstrap_token": "a.b.c" + "d" * 40}, "bootstrap_token"),
+        (wheelhouse(sha256="A" * 64), "wheelhouse.sha256"),
+        (wheelhouse(sha256="a" * 63), "wheelhouse.sha256"),
+        (wheelhouse(url="https://evil.example.com/artifacts/w.tar"), "wheelhouse"),
+        (wheelhouse(url=PLANE + ":8443/artifacts/w.tar"), "wheelhouse"),
+        (wheelhouse(url="http://cp.example.com/artifacts/w.tar"), "wheelhouse.url"),
+        (wheelhouse(url=PLANE + "/artifacts/w.tar#sha256=" + "a" * 64), "wheelhouse.url"),
+        (wheelhouse(url=PLANE + "/artifacts/"), "wheelhouse.url"),
+        ({"wheelhouse": None}, "wheelhouse"),
+        (agents(url="https://evil.example.com/a.tar.gz"), "agents"),
+        (agents(names=()), "agents.names"),
+        (agents(names=("claude", "claude")), "agents.names"),
+        (agents(names=("opencode",)), "agents.names"),
+        (agents(names=("fake",)), "agents.names"),
+        (agents(names=["claude"]), "agents.names"),
+        ({"agent_users": {"count": 0}}, "agent_users.count"),
+        ({"agent_users": {"count": 1025}}, "agent_users.count"),
+        ({"agent_users": {"uid_base": 999}}, "agent_users.uid_base"),
+        ({"ca_certificate": "not a pem"}, "ca_certificate"),
         (
-            {"agent_package": "https://evil.example.com/vm_agent-0.1.0-py3-none-any.whl"},
-            "agent_package",
+            {"ca_certificate": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"},
+            "ca_certificate",
         ),
-        ({"agent_package": PLANE + ":8443/vm_agent-0.1.0-py3-none-any.whl"}, "agent_package"),
-        ({"agent_package": PLANE + "/evil-0.1.0-py3-none-any.whl"}, "agent_package"),
-        ({"agent_package": PLANE + "/vm_agent-0.1.0.tar.gz"}, "agent_package"),
-        ({"agent_package": WHEEL + "#md5=abc"}, "agent_package"),
         (
-            {"agent_package": "http://cp.example.com/vm_agent-0.1.0-py3-none-any.whl"},
-            "agent_package",
+            {"ca_certificate": "-----BEGIN CERTIFICATE-----\nAA$(id)\n-----END CERTIFICATE-----\n"},
+            "ca_certificate",
         ),
     ],
 )
@@ -123,13 +156,26 @@ def test_bounds_and_shapes_are_refused_naming_the_field(
         {"swap": {"size_mb": 65536, "swappiness": 100}},
         {"node_id": "0" * 63},
         {"hostname": "asia-east1-node"},
-        {"control_plane_url": "http://127.0.0.1:8000", "jwks_url": "http://[::1]:8000/jwks"},
-        {"control_plane_url": "http://localhost:8000"},
-        {"agent_package": "vm-agent==1.2.3rc1.post2.dev3"},
-        {"agent_package": WHEEL + "#sha256=" + "0" * 64},
         {
             "control_plane_url": "http://127.0.0.1:8000",
-            "agent_package": "http://127.0.0.1:8000/whl/vm_agent-0.1.0-py3-none-any.whl",
+            "jwks_url": "http://[::1]:8000/jwks",
+            **wheelhouse(url="http://127.0.0.1:8000/artifacts/w.tar"),
+            "agents": None,
+        },
+        {
+            "control_plane_url": "http://localhost:8000",
+            **wheelhouse(url="http://localhost:8000/artifacts/w.tar"),
+            **agents(url="http://localhost:8000/artifacts/a.tar.gz"),
+        },
+        {"bootstrap_token": "a" * 32},
+        {"bootstrap_token": "a" * 256},
+        {"agents": None},
+        agents(names=("gemini", "codex", "claude")),
+        {"agent_users": {"count": 1, "uid_base": 1000}},
+        {
+            "control_plane_url": "http://127.0.0.1:8000",
+            **wheelhouse(url="http://127.0.0.1:8000/artifacts/w.tar"),
+            **agents(url="http://127.0.0.1:8000/artifacts/a.tar.gz"),
         },
     ],
 )
@@ -160,13 +206,13 @@ SECRET_LOOKING = {
         "https://cp.example.com/sk-ant-api03-abc/jwks.json",
         "https://x-access-token:ghs_abc@cp.example.com/jwks.json",
     ],
-    "agent_package": [
-        "https://ghp_abc@cp.example.com/vm_agent-0.1.0-py3-none-any.whl",
-        PLANE + "/glpat-abc/vm_agent-0.1.0-py3-none-any.whl",
-        PLANE + "/vm_agent-0.1.0-py3-none-any.whl?X-Amz-Credential=AKIA",
-        "vm-agent==0.1.0+ghp_abc",
-    ],
 }
+SECRET_LOOKING_URLS = [
+    "https://ghp_abc@cp.example.com/artifacts/w.tar",
+    PLANE + "/glpat-abc/w.tar",
+    PLANE + "/artifacts/w.tar?X-Amz-Credential=AKIA",
+    PLANE + "/artifacts/ghp_0123456789abcdef.tar",
+]
 
 
 @pytest.mark.parametrize(
@@ -179,6 +225,12 @@ def test_secret_looking_values_are_refused_in_every_other_field(field: str, valu
     assert value not in str(error)
 
 
+@pytest.mark.parametrize("url", SECRET_LOOKING_URLS)
+def test_secret_looking_artifact_urls_are_refused(url: str) -> None:
+    assert refused(wheelhouse(url=url)).field == "wheelhouse.url"
+    assert refused(agents(url=url)).field == "agents.bundle.url"
+
+
 @pytest.mark.parametrize(
     "name",
     ["provider_token", "hcloud_token", "aws_secret_access_key", "github_token", "api_key"],
@@ -188,17 +240,21 @@ def test_there_is_no_field_for_a_provider_credential(name: str) -> None:
     assert (error.field, error.reason) == (name, "no such parameter")
 
 
-def test_the_callback_token_is_the_only_secret_field() -> None:
+def test_the_bootstrap_token_is_the_only_secret_field() -> None:
     assert set(UserDataParams.model_fields) == {
         "node_id",
         "hostname",
         "control_plane_url",
         "jwks_url",
-        "callback_token",
-        "agent_package",
+        "bootstrap_token",
+        "wheelhouse",
+        "agents",
         "port",
         "swap",
+        "agent_users",
+        "ca_certificate",
     }
+    assert "callback_token" not in UserDataParams.model_fields
 
 
 def test_swap_settings_from_env_defaults() -> None:

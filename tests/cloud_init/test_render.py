@@ -3,22 +3,36 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from cloud_init import MAX_USER_DATA_BYTES, UserDataTooLarge, render, validate_params
-from cloud_init.render import ENV_FILE, TOKEN_FILE, UNIT_FILE
+from cloud_init.agents import AGENTS_FILE
+from cloud_init.firewall import FIREWALL_UNIT, RULES_FILE
+from cloud_init.render import ENV_FILE, FIREWALL_UNIT_FILE, TOKEN_FILE, UNIT_FILE
+from cloud_init.scripts import PROVISION_DIR
 from tests.cloud_init.helpers import (
+    BUNDLE_SHA,
+    BUNDLE_URL,
     PLANE,
     TOKEN,
     UNIT_SOURCE,
+    WHEELHOUSE_SHA,
+    WHEELHOUSE_URL,
     files_by_path,
     runcmd_scripts,
+    step_scripts,
     valid_inputs,
 )
+from vm_agent.catalog import Catalog, builtin_agents
+
+ALL_STEPS = ["swap", "vm-agent", "agents", "agent-users", "workspaces", "bootstrap-token", "start"]
+TEST_CA = (Path(__file__).parent / "test-ca.pem").read_text()
 
 
 def rendered(**overrides: Any) -> str:
@@ -34,16 +48,24 @@ def test_defaults() -> None:
     assert files_by_path(text)[ENV_FILE]["content"] == (
         "VM_AGENT_NODE_ID=node-1\n"
         f"VM_AGENT_CONTROL_PLANE_URL={PLANE}\n"
+        "VM_AGENT_BOOTSTRAP_TOKEN_FILE=/etc/vm-agent/bootstrap-token\n"
         "VM_AGENT_CALLBACK_TOKEN_FILE=/etc/vm-agent/callback-token\n"
+        "VM_AGENT_TLS_CERT_FILE=/etc/vm-agent/node-cert.pem\n"
+        "VM_AGENT_TLS_KEY_FILE=/etc/vm-agent/node-key.pem\n"
         f"VM_AGENT_JWKS_URL={PLANE}/.well-known/jwks.json\n"
         "VM_AGENT_LISTEN_HOST=0.0.0.0\n"
         "VM_AGENT_LISTEN_PORT=8080\n"
         "VM_AGENT_STATE_DIR=/var/lib/vm-agent\n"
         "VM_AGENT_LOG_FORMAT=json\n"
+        "VM_AGENT_AGENT_USERS=16\n"
+        "VM_AGENT_AGENT_UID_BASE=61000\n"
+        "VM_AGENT_WORKSPACE_ROOTS=/srv/workspaces\n"
+        "VM_AGENT_AGENTS_FILE=/etc/vm-agent/agents.toml\n"
+        "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt\n"
     )
-    scripts = runcmd_scripts(text)
-    assert list(scripts) == ["vm-agent-swap", "vm-agent-install"]
-    swap = scripts["vm-agent-swap"]
+    steps = step_scripts(text)
+    assert list(steps) == ALL_STEPS
+    swap = steps["swap"]
     assert "\nsize_mb=2048\n" in swap
     assert "\nswappiness=60\n" in swap
     for step in ("fallocate", "dd if=/dev/zero", "chmod 0600", "mkswap", "swapon", "/etc/fstab"):
@@ -51,51 +73,154 @@ def test_defaults() -> None:
     assert "sysctl -q -w" in swap and "/etc/sysctl.d/" in swap
 
 
-def test_custom_swap_and_port() -> None:
-    text = rendered(swap={"size_mb": 4096, "swappiness": 10}, port=9443)
-    swap = runcmd_scripts(text)["vm-agent-swap"]
+def test_runcmd_is_only_the_runner_naming_every_step_in_order() -> None:
+    runner = runcmd_scripts(rendered())
+    assert list(runner) == ["vm-agent-provision"]
+    script = runner["vm-agent-provision"]
+    assert f"\nsteps=({' '.join(ALL_STEPS)})\n" in script
+    assert f"\ndir={PROVISION_DIR}\n" in script
+    assert 'if ! bash "$dir/$step.sh"; then' in script and "exit 1" in script
+    assert "set -e" not in script  # it stops by itself, after saying which step failed
+
+
+def test_custom_swap_port_and_agent_users() -> None:
+    text = rendered(
+        swap={"size_mb": 4096, "swappiness": 10},
+        port=9443,
+        agent_users={"count": 4, "uid_base": 70000},
+    )
+    swap = step_scripts(text)["swap"]
     assert "\nsize_mb=4096\n" in swap
     assert "\nswappiness=10\n" in swap
-    assert "VM_AGENT_LISTEN_PORT=9443\n" in files_by_path(text)[ENV_FILE]["content"]
+    env = files_by_path(text)[ENV_FILE]["content"]
+    assert "VM_AGENT_LISTEN_PORT=9443\n" in env
+    assert "VM_AGENT_AGENT_USERS=4\nVM_AGENT_AGENT_UID_BASE=70000\n" in env
+    rules = files_by_path(text)[RULES_FILE]["content"]
+    assert rules.count("meta skuid 70000-70003 ") == 2
+    assert "ip daddr 169.254.169.254 " in rules and "ip6 daddr fd00:ec2::254 " in rules
 
 
 def test_swap_size_zero_disables_swap_entirely() -> None:
     text = rendered(swap={"size_mb": 0, "swappiness": 60})
-    assert list(runcmd_scripts(text)) == ["vm-agent-install"]
+    assert list(step_scripts(text)) == ALL_STEPS[1:]
     for word in ("swapfile", "swapon", "mkswap", "swappiness", "fstab"):
         assert word not in text
 
 
+def test_no_agents_means_no_bundle_step_and_no_catalog() -> None:
+    text = rendered(agents=None)
+    assert "agents" not in step_scripts(text)
+    assert AGENTS_FILE not in files_by_path(text)
+    assert "VM_AGENT_AGENTS_FILE" not in files_by_path(text)[ENV_FILE]["content"]
+
+
 def test_swap_is_set_up_before_anything_is_downloaded_or_installed() -> None:
-    doc = yaml.safe_load(rendered())
+    text = rendered()
+    doc = yaml.safe_load(text)
     # No cloud-init module that downloads or installs runs ahead of runcmd.
     assert not {"packages", "package_update", "bootcmd", "swap", "mounts"} & set(doc)
-    names = [entry[3] for entry in doc["runcmd"]]
-    assert names.index("vm-agent-swap") < names.index("vm-agent-install")
+    steps = step_scripts(text)
     downloads = re.compile(r"\b(pip|apt-get|curl|wget|venv)\b")
-    swap, install = (entry[2] for entry in doc["runcmd"])
-    assert not downloads.search(swap)
-    assert downloads.search(install)
+    assert not downloads.search(steps["swap"])
+    assert downloads.search(steps["vm-agent"]) and downloads.search(steps["agents"])
+    assert "apt-get" not in text  # nothing is resolved against a public index at boot
 
 
-def test_install_steps_in_order() -> None:
-    install = runcmd_scripts(rendered())["vm-agent-install"]
-    steps = [
-        "venv=/opt/vm-agent",
-        "requirement=vm-agent==0.1.0",
-        'python3 -m venv "$venv"',
-        '"$venv/bin/python" -m pip install',
-        "systemctl daemon-reload",
-        'systemctl enable --now "$unit"',
+def in_order(script: str, parts: list[str]) -> None:
+    positions = [script.index(part) for part in parts]
+    assert positions == sorted(positions), parts
+
+
+def test_vm_agent_step_checks_the_hash_then_installs_with_no_index_and_hashes() -> None:
+    script = step_scripts(rendered())["vm-agent"]
+    assert f"\nurl={WHEELHOUSE_URL}\n" in script and f"\nsha256={WHEELHOUSE_SHA}\n" in script
+    in_order(
+        script,
+        [
+            'fetch_verified "$url" "$sha256" "$work/wheelhouse.tar"',
+            'tar -xf "$work/wheelhouse.tar"',
+            'rm -rf "$venv"',
+            '"$python" -m venv --without-pip "$venv"',
+            '"${pips[0]}/pip" install',
+            '"$venv/bin/vm-agent" --version',
+        ],
+    )
+    install = script[script.index('"${pips[0]}/pip" install') :]
+    for flag in ("--no-index", "--require-hashes", "--only-binary=:all:", "--isolated"):
+        assert flag in install.split("-r ")[0]
+    assert "PIP_CONFIG_FILE=/dev/null" in script
+
+
+def test_agents_step_checks_the_hash_and_moves_the_tree_in_whole() -> None:
+    script = step_scripts(rendered())["agents"]
+    assert f"\nurl={BUNDLE_URL}\n" in script and f"\nsha256={BUNDLE_SHA}\n" in script
+    assert "\ncommands='claude-agent-acp codex-acp'\n" in script
+    in_order(
+        script,
+        [
+            'fetch_verified "$url" "$sha256" "$work/agents.tar.gz"',
+            'tar -xzf "$work/agents.tar.gz" -C "$target.new"',
+            '"$target.new/bin/node" --version',
+            'mv "$target.new" "$target"',
+        ],
+    )
+
+
+def test_a_mismatched_hash_deletes_the_download_and_fails_the_step() -> None:
+    script = step_scripts(rendered())["vm-agent"]
+    check = script[script.index("fetch_verified() {") : script.index("\n}\n")]
+    in_order(check, ['if [ "$got" != "$want" ]; then', 'rm -f "$dest.part"', "return 1", "mv"])
+
+
+def test_agent_users_then_firewall_then_start() -> None:
+    steps = step_scripts(rendered())
+    in_order(
+        steps["agent-users"],
+        ['"$venv/bin/vm-agent" agent-users ensure', 'systemctl enable --now "$firewall_unit"'],
+    )
+    assert f"\nfirewall_unit={FIREWALL_UNIT}\n" in steps["agent-users"]
+    assert 'install -d -m 0755 -o root -g root "$workspaces"' in steps["workspaces"]
+    assert "\nworkspaces=/srv/workspaces\n" in steps["workspaces"]
+    in_order(
+        steps["start"],
+        [
+            "systemctl daemon-reload",
+            'systemctl enable "$unit"',
+            'systemctl start --no-block "$unit"',
+        ],
+    )
+
+
+def test_the_catalog_points_at_the_bundle_and_the_daemon_accepts_it(tmp_path: Path) -> None:
+    content = files_by_path(rendered())[AGENTS_FILE]["content"]
+    table = tomllib.loads(content)["agents"]
+    assert set(table) == {"claude", "codex"}
+    for name, entry in table.items():
+        builtin = builtin_agents()[name]
+        assert entry["command"] == [f"/opt/vm-agent-agents/bin/{builtin.command[0]}"]
+        assert entry["credentials"] == list(builtin.credentials)
+        assert entry["env"]["PATH"].startswith("/opt/vm-agent-agents/bin:")
+    path = tmp_path / "agents.toml"
+    path.write_text(content)
+    catalog = Catalog.load(path)
+    assert catalog.get("codex").command == ("/opt/vm-agent-agents/bin/codex-acp",)
+    assert catalog.get("fake").name == "fake"  # the built-in fake agent stays
+
+
+def test_gemini_keeps_its_acp_flag() -> None:
+    agents = {"bundle": {"url": BUNDLE_URL, "sha256": BUNDLE_SHA}, "names": ("gemini",)}
+    content = files_by_path(rendered(agents=agents))[AGENTS_FILE]["content"]
+    assert tomllib.loads(content)["agents"]["gemini"]["command"] == [
+        "/opt/vm-agent-agents/bin/gemini",
+        "--acp",
     ]
-    positions = [install.index(step) for step in steps]
-    assert positions == sorted(positions)
 
 
-def test_a_wheel_url_is_quoted_into_the_install_script() -> None:
-    wheel = f"{PLANE}/dist/vm_agent-0.2.0-py3-none-any.whl#sha256=" + "ab" * 32
-    install = runcmd_scripts(rendered(agent_package=wheel))["vm-agent-install"]
-    assert f"\nrequirement='{wheel}'\n" in install
+def test_the_ca_is_trusted_through_ca_certs_only_when_given() -> None:
+    assert "ca_certs" not in yaml.safe_load(rendered())
+    doc = yaml.safe_load(rendered(ca_certificate=TEST_CA))
+    assert list(doc)[:3] == ["hostname", "preserve_hostname", "ca_certs"]
+    assert doc["ca_certs"] == {"trusted": [TEST_CA]}
 
 
 def test_the_unit_is_embedded_byte_for_byte() -> None:
@@ -109,46 +234,56 @@ def test_the_unit_is_embedded_byte_for_byte() -> None:
 def test_file_modes_and_owners() -> None:
     text = rendered()
     files = files_by_path(text)
+    steps = {f"{PROVISION_DIR}/{name}.sh": ("0700", "root:root") for name in ALL_STEPS}
     assert {path: (f["permissions"], f["owner"]) for path, f in files.items()} == {
         ENV_FILE: ("0600", "root:root"),
         TOKEN_FILE: ("0600", "root:root"),
         UNIT_FILE: ("0644", "root:root"),
+        FIREWALL_UNIT_FILE: ("0644", "root:root"),
+        RULES_FILE: ("0644", "root:root"),
+        AGENTS_FILE: ("0644", "root:root"),
+        **steps,
     }
     # Quoted in the YAML: an unquoted 0600 would be read as an octal integer.
     assert text.count("permissions: '0600'") == 2
-    assert text.count("permissions: '0644'") == 1
+    assert text.count("permissions: '0700'") == len(ALL_STEPS)
 
 
-def test_the_token_is_only_in_its_0600_file() -> None:
+def test_the_bootstrap_token_is_only_in_its_0600_file_and_no_callback_token_anywhere() -> None:
     text = rendered()
     assert text.count(TOKEN) == 1
     assert files_by_path(text)[TOKEN_FILE]["content"] == TOKEN + "\n"
+    assert TOKEN_FILE == "/etc/vm-agent/bootstrap-token"
     for path, entry in files_by_path(text).items():
         if path != TOKEN_FILE:
             assert TOKEN not in entry["content"]
+    # No JWT of any kind (a callback token is one) is in the document.
+    assert not re.search(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.", text)
 
 
 def test_nothing_is_written_under_tmp() -> None:
     text = rendered()
     assert all(not path.startswith("/tmp") for path in files_by_path(text))
     assert "/tmp" not in text
-    install = runcmd_scripts(text)["vm-agent-install"]
-    assert 'export TMPDIR="$work"' in install and "work=/var/lib/" in install
+    for name in ("vm-agent", "agents"):
+        assert "work=/var/lib/vm-agent-install/" in step_scripts(text)[name]
+    assert 'export TMPDIR="$work"' in step_scripts(text)["vm-agent"]
 
 
 def test_largest_valid_parameters_stay_under_the_limit() -> None:
-    long_path = "/" + "p" * 2000
+    long_path = "/" + "p" * 1900
     text = rendered(
         node_id="n" * 63,
         hostname="h" * 63,
         control_plane_url=PLANE + long_path,
         jwks_url=PLANE + long_path,
-        callback_token="a" * 2000 + "." + "b" * 2000 + "." + "c" * 94,
-        agent_package=PLANE
-        + "/"
-        + "d" * 1900
-        + "/vm_agent-0.1.0-py3-none-any.whl#sha256="
-        + "0" * 64,
+        bootstrap_token="t" * 256,
+        wheelhouse={"url": PLANE + long_path + "/w.tar", "sha256": "0" * 64},
+        agents={
+            "bundle": {"url": PLANE + long_path + "/a.tar.gz", "sha256": "0" * 64},
+            "names": ("claude", "codex", "gemini"),
+        },
+        ca_certificate=TEST_CA,
     )
     assert len(text.encode()) <= MAX_USER_DATA_BYTES
 

@@ -1,10 +1,8 @@
-"""The swap and install scripts run for real by bash, with the system tools that would touch
-this machine (swapon, mkswap, sysctl, systemctl, python3) replaced by logging stubs and the
-target paths moved into a temp dir."""
+"""The swap step run for real by bash, with the system tools that would touch this machine
+(swapon, mkswap, sysctl) replaced by logging stubs and the target paths moved into a temp dir."""
 
 from __future__ import annotations
 
-import os
 import stat
 import subprocess
 from pathlib import Path
@@ -13,7 +11,7 @@ from typing import Any
 import pytest
 
 from cloud_init import render, validate_params
-from tests.cloud_init.helpers import runcmd_scripts, valid_inputs
+from tests.cloud_init.helpers import relocate, step_scripts, valid_inputs
 
 pytestmark = pytest.mark.integration
 
@@ -34,27 +32,6 @@ echo "$1" >> "$STATE"
 """,
     "sysctl": 'echo "sysctl $*" >> "$LOG"\n',
 }
-
-INSTALL_STUBS = {
-    "python3": """
-echo "python3 $*" >> "$LOG"
-if [ "$1" = -m ] && [ "$2" = venv ]; then
-  mkdir -p "$3/bin"
-  printf '#!/bin/sh\\necho "venv-python $* TMPDIR=$TMPDIR" >> "$LOG"\\n' > "$3/bin/python"
-  chmod +x "$3/bin/python"
-fi
-""",
-    "systemctl": 'echo "systemctl $*" >> "$LOG"\n',
-    "apt-get": 'echo "apt-get $*" >> "$LOG"\n',
-}
-
-
-def relocate(script: str, moves: dict[str, Path]) -> str:
-    for name, path in moves.items():
-        lines = [line for line in script.splitlines() if line.startswith(f"{name}=")]
-        assert len(lines) == 1, name
-        script = script.replace(lines[0] + "\n", f"{name}={path}\n")
-    return script
 
 
 def run(script: str, name: str, tmp: Path, stubs: dict[str, str], **env: str) -> None:
@@ -84,7 +61,7 @@ def swap_setup(tmp: Path, **overrides: Any) -> str:
     text = render(validate_params(valid_inputs(swap={"size_mb": 1, "swappiness": 15}, **overrides)))
     (tmp / "fstab").write_text("UUID=abc / ext4 defaults 0 1\n")
     return relocate(
-        runcmd_scripts(text)["vm-agent-swap"],
+        step_scripts(text)["swap"],
         {
             "swapfile": tmp / "swapfile",
             "fstab": tmp / "fstab",
@@ -147,19 +124,3 @@ def test_dd_when_swapon_refuses_the_fallocated_file(tmp_path: Path) -> None:
         "sysctl -q -w vm.swappiness=15",
     ]
     assert (tmp_path / "active-swaps").read_text() == f"{swapfile}\n"
-
-
-def test_install_creates_the_venv_installs_and_starts_the_unit(tmp_path: Path) -> None:
-    text = render(validate_params(valid_inputs()))
-    venv, work = tmp_path / "opt-vm-agent", tmp_path / "install-work"
-    script = relocate(runcmd_scripts(text)["vm-agent-install"], {"venv": venv, "work": work})
-    run(script, "vm-agent-install", tmp_path, INSTALL_STUBS)
-    lines = log_lines(tmp_path)
-    assert lines[-4:] == [
-        f"python3 -m venv {venv}",
-        f"venv-python -m pip install --quiet --upgrade vm-agent==0.1.0 TMPDIR={work}",
-        "systemctl daemon-reload",
-        "systemctl enable --now vm-agent.service",
-    ]
-    assert not work.exists()
-    assert os.access(venv / "bin" / "python", os.X_OK)

@@ -99,3 +99,13 @@ def test_verify_reports_unknown_directives(tmp_path: Path) -> None:
     broken = UNIT_SOURCE.read_text().replace("[Service]\n", "[Service]\nNoSuchSetting=1\n")
     problems = verify(broken, tmp_path)
     assert any("NoSuchSetting" in line for line in problems)
+
+
+def test_the_first_start_can_write_its_files_and_a_refusal_is_not_restarted() -> None:
+    service = {key: value for (section, key), value in directives().items() if section == "Service"}
+    # ProtectSystem=full makes /etc read-only; the bootstrap writes and deletes there.
+    assert "/etc/vm-agent" in service["ReadWritePaths"].split()
+    # Status 2: a bad setting or a refused bootstrap token; restarting cannot mend either.
+    assert service["RestartPreventExitStatus"].split() == ["2"]
+    # A finite start timeout: the bootstrap extends it while it waits, a hang is killed.
+    assert 0 < int(service["TimeoutStartSec"]) < int(service["WatchdogSec"]) * 10

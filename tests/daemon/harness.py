@@ -117,6 +117,7 @@ def daemon_env(tmp: Path, plane: Plane, **extra: str) -> dict[str, str]:
             "VM_AGENT_CONTROL_PLANE_URL": plane.url,
             "VM_AGENT_JWKS_URL": jwks_url(plane.url),
             "VM_AGENT_CALLBACK_TOKEN_FILE": str(tmp / "callback-token"),
+            "VM_AGENT_BOOTSTRAP_TOKEN_FILE": str(tmp / "bootstrap-token"),
             "VM_AGENT_STATE_DIR": str(tmp / "state"),
             "VM_AGENT_LISTEN_HOST": "127.0.0.1",
             "VM_AGENT_LISTEN_PORT": "0",

@@ -87,6 +87,7 @@ def dev_settings(dev_dir: Path, control_plane_url: str, jwks_url: str, port: int
             f"{ENV_PREFIX}CONTROL_PLANE_URL": control_plane_url,
             f"{ENV_PREFIX}JWKS_URL": jwks_url,
             f"{ENV_PREFIX}CALLBACK_TOKEN_FILE": str(dev_dir / "callback-token"),
+            f"{ENV_PREFIX}BOOTSTRAP_TOKEN_FILE": str(dev_dir / "bootstrap-token"),
             f"{ENV_PREFIX}LISTEN_HOST": "127.0.0.1",
             f"{ENV_PREFIX}LISTEN_PORT": str(port),
             f"{ENV_PREFIX}STATE_DIR": str(dev_dir / "daemon"),
@@ -137,6 +138,14 @@ def run(args: argparse.Namespace) -> int:
         from control_plane.tokens import mint_dev_tokens  # noqa: F401
     except KeyboardInterrupt:
         return 130
+    except ImportError as exc:
+        # A VM installs the daemon's dependencies only; dev needs the control plane's too.
+        print(
+            f"vm-agent dev: {exc}; install the control-plane extra: "
+            "pip install 'vm-agent[control-plane]'",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
 
     dev_dir: Path = args.dev_dir.resolve()
     try:

@@ -189,7 +189,7 @@ class ControlPlaneClient:
         status = response.status_code
         if status < 300:
             return response
-        detail = f"HTTP {status}: {_error_text(response)}"
+        detail = f"HTTP {status}: {error_text(response)}"
         if status in (401, 403) and self.tokens.value != token:
             # The token was replaced while this request ran: its refusal is stale news.
             self.health.attempt_failed("unauthorized" if status == 401 else "forbidden")
@@ -229,7 +229,7 @@ def _answer(response: httpx.Response) -> dict[str, Any]:
     return value
 
 
-def _error_text(response: httpx.Response) -> str:
+def error_text(response: httpx.Response) -> str:
     try:
         value = response.json()
     except ValueError:

@@ -104,22 +104,22 @@ class CallbackTokenStore:
         self._value = value
 
 
-def _read_token_file(file: Path) -> str:
+def _read_token_file(file: Path, what: str = "callback token file") -> str:
     try:
         fd = os.open(file, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise TokenFileError(f"callback token file {file} does not exist") from None
+        raise TokenFileError(f"{what} {file} does not exist") from None
     except OSError as exc:
-        raise TokenFileError(f"cannot open callback token file {file}: {exc.strerror}") from None
+        raise TokenFileError(f"cannot open {what} {file}: {exc.strerror}") from None
     try:
         # fstat on the open file: no window between the check and the read.
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise TokenFileError(f"callback token file {file} is not a regular file")
+            raise TokenFileError(f"{what} {file} is not a regular file")
         mode = stat.S_IMODE(info.st_mode)
         if mode & 0o077:
             raise InsecureTokenFile(
-                f"callback token file {file} has mode {mode:04o}: group or others have "
+                f"{what} {file} has mode {mode:04o}: group or others have "
                 f"access to it; run `chmod 600 {file}`"
             )
         raw = os.read(fd, 64 * 1024)
@@ -128,25 +128,30 @@ def _read_token_file(file: Path) -> str:
     try:
         value = raw.decode("ascii").strip()
     except UnicodeDecodeError:
-        raise TokenFileError(f"callback token file {file} is not ASCII text") from None
+        raise TokenFileError(f"{what} {file} is not ASCII text") from None
     if not value:
-        raise TokenFileError(f"callback token file {file} is empty")
+        raise TokenFileError(f"{what} {file} is empty")
     if any(c.isspace() for c in value):
-        raise TokenFileError(f"callback token file {file} holds more than one word")
+        raise TokenFileError(f"{what} {file} holds more than one word")
     return value
+
+
+def read_secret_file(file: Path, what: str) -> str:
+    """One word from a file only its owner may read (as the callback token file is read)."""
+    return _read_token_file(file, what)
 
 
 def write_token_file(path: Path, token: str) -> None:
     """The token as the daemon reads it: one line, 0600 from the first byte, atomically."""
-    _write_atomically(path, token.encode("ascii") + b"\n")
+    write_file_atomically(path, token.encode("ascii") + b"\n")
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Temp file in the same directory, 0600, fsync, rename over, fsync the directory."""
+def write_file_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Temp file in the same directory, ``mode``, fsync, rename over, fsync the directory."""
     directory = path.parent
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
-        os.fchmod(fd, 0o600)
+        os.fchmod(fd, mode)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]

@@ -1,0 +1,51 @@
+"""The agents' users may not reach the cloud metadata service (contract 2).
+
+An nftables table of its own, replaced whole on every load (so loading twice is the same
+as once), applied by a oneshot unit that ``vm-agent.service`` requires: it is in place
+before the daemon starts, at every boot.
+"""
+
+from __future__ import annotations
+
+from cloud_init.params import AgentUsers
+
+FIREWALL_UNIT = "vm-agent-firewall.service"
+RULES_FILE = "/etc/vm-agent/metadata-block.nft"
+TABLE = "vm_agent_metadata"
+METADATA_V4 = "169.254.169.254"
+METADATA_V6 = "fd00:ec2::254"
+
+
+def rules_text(users: AgentUsers) -> str:
+    uids = f"{users.uid_base}-{users.last_uid}"
+    reject = "counter reject with icmpx admin-prohibited"
+    return (
+        "# vm-agent: the agents' users may not reach the cloud metadata service.\n"
+        f"table inet {TABLE}\n"
+        f"delete table inet {TABLE}\n"
+        f"table inet {TABLE} {{\n"
+        "\tchain output {\n"
+        "\t\ttype filter hook output priority filter; policy accept;\n"
+        f"\t\tmeta skuid {uids} ip daddr {METADATA_V4} {reject}\n"
+        f"\t\tmeta skuid {uids} ip6 daddr {METADATA_V6} {reject}\n"
+        "\t}\n"
+        "}\n"
+    )
+
+
+def unit_text() -> str:
+    return (
+        "# vm-agent: the metadata block for the agents' users (rendered by cloud_init).\n"
+        "[Unit]\n"
+        "Description=vm-agent: agents' users may not reach the cloud metadata service\n"
+        "Before=vm-agent.service\n"
+        "\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        "RemainAfterExit=yes\n"
+        f"ExecStart=/usr/sbin/nft -f {RULES_FILE}\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=multi-user.target\n"
+        "RequiredBy=vm-agent.service\n"
+    )

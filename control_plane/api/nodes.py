@@ -1,0 +1,180 @@
+"""Node creation (admin) and the bootstrap exchange (the VM, with its bootstrap token).
+
+``POST /api/nodes`` makes the record, a single-use bootstrap token (stored hashed) and the
+user-data; ``POST /api/nodes/{node_id}/bootstrap`` trades that token and a certificate
+request for the callback token, the node's certificate and the CA's (contract 5);
+``GET /api/node-ca.pem`` publishes the CA for viewers and the control plane's own
+connections.
+"""
+
+from __future__ import annotations
+
+from anyio import to_thread
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from cloud_init import InvalidParameter, UserDataTooLarge, render
+from control_plane import provisioning, provisioning_store
+from control_plane.api.common import ApiError, parse_body, plane_of, require_user
+from control_plane.artifacts.manifest import Manifest, ManifestError, load_manifest
+from control_plane.node_ca import MAX_CSR_BYTES, CsrError, NodeCA, request_public_key
+from control_plane.plane import ControlPlane
+from control_plane.tokens import jwks_url
+
+NO_STORE = {"Cache-Control": "no-store"}
+PEM_TYPE = "application/x-pem-file"
+
+
+class BootstrapBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    csr: str = Field(min_length=1, max_length=MAX_CSR_BYTES)
+
+
+def _manifest(plane: ControlPlane) -> Manifest:
+    try:
+        return load_manifest(plane.settings.artifacts_path)
+    except ManifestError as exc:
+        raise ApiError(
+            503, f"no artifacts to provision from ({exc}); run: python -m control_plane "
+            f"artifacts build --out {plane.settings.artifacts_path}"
+        ) from None  # fmt: skip
+
+
+def _node_ca(plane: ControlPlane) -> NodeCA:
+    return plane.node_ca  # opened (file I/O) on first use: call in a worker thread
+
+
+def _ca_for_user_data(plane: ControlPlane) -> str | None:
+    path = plane.settings.user_data_ca_file
+    if path is None:
+        return None
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise ApiError(500, f"user_data_ca_file: cannot read: {exc.strerror}") from None
+
+
+async def create_node(request: Request) -> JSONResponse:
+    claims = require_user(request, admin=True)
+    body = await parse_body(request, provisioning.NodeRequest)
+    plane = plane_of(request)
+    manifest = await to_thread.run_sync(_manifest, plane)
+    try:
+        agents = provisioning.chosen_agents(body.agents, manifest)
+    except provisioning.UnknownAgents as exc:
+        raise ApiError(422, str(exc)) from None
+    node_id = body.node_id or provisioning.new_node_id()
+    hostname = body.hostname or node_id
+    token = provisioning.new_bootstrap_token()
+    now = plane.clock()
+    try:
+        params = provisioning.user_data_params(
+            node_id=node_id,
+            hostname=hostname,
+            public_url=plane.settings.public_url,
+            jwks_url=jwks_url(plane.settings.public_url),
+            token=token,
+            manifest=manifest,
+            agents=agents,
+            request=body,
+            ca_certificate=_ca_for_user_data(plane),
+        )
+        user_data = render(params)
+    except InvalidParameter as exc:
+        raise ApiError(422, f"cannot render user-data: {exc.field}: {exc.reason}") from None
+    except UserDataTooLarge as exc:
+        raise ApiError(422, str(exc)) from None
+    expires_at = now + plane.settings.bootstrap_token_ttl_s
+    dns_name = (await to_thread.run_sync(_node_ca, plane)).dns_name(node_id)
+    record = provisioning_store.NewNode(
+        node_id=node_id,
+        hostname=hostname,
+        dns_name=dns_name,
+        created_at=now,
+        created_by=claims.sub or "",
+        params={"agents": list(agents), "swap": body.swap.model_dump(), "port": body.port},
+        bootstrap_token_sha256=provisioning.token_digest(token),
+        bootstrap_expires_at=expires_at,
+    )
+    try:
+        await to_thread.run_sync(provisioning_store.create_node, plane.engine, record)
+    except provisioning_store.NodeExists:
+        raise ApiError(409, f"node {node_id} exists") from None
+    answer = {
+        "node_id": node_id,
+        "hostname": hostname,
+        "dns_name": dns_name,
+        "bootstrap_expires_at": expires_at,
+        "agents": list(agents),
+        "user_data": user_data,  # holds the bootstrap token: never cached
+    }
+    return JSONResponse(answer, status_code=201, headers=NO_STORE)
+
+
+def _bootstrap_token(request: Request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "unauthorized: a bootstrap token is required")
+    return token.strip()
+
+
+async def bootstrap(request: Request) -> JSONResponse:
+    node_id = request.path_params["node_id"]
+    token = _bootstrap_token(request)
+    plane = plane_of(request)
+    record = await to_thread.run_sync(provisioning_store.bootstrap_record, plane.engine, node_id)
+    verdict = provisioning.bootstrap_verdict(record, token, plane.clock())
+    if verdict is not provisioning.Verdict.ACCEPT:
+        raise ApiError(401, verdict.value)
+    body = await parse_body(request, BootstrapBody)
+    try:
+        public_key = request_public_key(body.csr)
+    except CsrError as exc:
+        raise ApiError(422, f"invalid csr: {exc}") from None  # the token stays unspent
+    ca = await to_thread.run_sync(_node_ca, plane)
+    now = plane.clock()
+    signed = ca.sign(public_key, node_id, now, plane.settings.node_cert_ttl_s)
+    issued = provisioning_store.IssuedCertificate(signed.serial, signed.sha256, signed.not_after)
+    spent = await to_thread.run_sync(
+        provisioning_store.spend_bootstrap_token,
+        plane.engine,
+        node_id,
+        provisioning.token_digest(token),
+        now,
+        issued,
+    )
+    if not spent:  # another exchange won, or it expired in between
+        raise ApiError(401, provisioning.Verdict.SPENT.value)
+    answer = {
+        "callback_token": plane.tokens.mint_callback_token(node_id),
+        "certificate": signed.pem,
+        "ca_certificate": ca.certificate_pem(),
+        "dns_name": ca.dns_name(node_id),
+    }
+    return JSONResponse(answer, headers=NO_STORE)
+
+
+async def node_ca_pem(request: Request) -> Response:
+    ca = await to_thread.run_sync(_node_ca, plane_of(request))
+    pem = ca.certificate_pem()
+    return Response(pem, media_type=PEM_TYPE, headers={"Cache-Control": "public, max-age=300"})
+
+
+async def node_provisioning(request: Request) -> JSONResponse:
+    require_user(request, admin=True)
+    node_id = request.path_params["node_id"]
+    plane = plane_of(request)
+    row = await to_thread.run_sync(provisioning_store.provisioning_of, plane.engine, node_id)
+    if row is None:
+        raise ApiError(404, "no such node")
+    return JSONResponse(row)
+
+
+routes = [
+    Route("/api/nodes", create_node, methods=["POST"]),
+    Route("/api/nodes/{node_id}/bootstrap", bootstrap, methods=["POST"]),
+    Route("/api/nodes/{node_id}/provisioning", node_provisioning, methods=["GET"]),
+    Route("/api/node-ca.pem", node_ca_pem, methods=["GET"]),
+]

@@ -1,0 +1,229 @@
+"""The CA that signs nodes' TLS certificates, kept under the state directory.
+
+A node makes its key on the VM and sends a certificate request with its bootstrap token;
+the certificate names what the control plane decides (``{node_id}.{node_domain}``), never
+what the request asks for: only the request's public key is used. The CA's own
+certificate carries a name constraint for ``node_domain``, so trusting it (viewers, the
+control plane's own connections) vouches for node names and nothing else. A viewer that
+reaches a node through a forwarded 127.0.0.1 port verifies by passing the node's name as
+``server_hostname``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+CA_DIR = "node-ca"
+CA_KEY = "ca.key"
+CA_CERT = "ca.pem"
+CA_LIFETIME = dt.timedelta(days=3650)
+# Accepts a node whose clock runs a little behind the control plane's.
+BACKDATE = dt.timedelta(minutes=5)
+MAX_CSR_BYTES = 16 * 1024
+_DOMAIN = re.compile(
+    r"(?=.{1,200}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+"
+)
+
+Clock = Callable[[], float]
+PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey
+
+
+class CsrError(ValueError):
+    """The certificate request cannot be signed; the message says why (no secrets in it)."""
+
+
+def check_domain(domain: str) -> str:
+    if not _DOMAIN.fullmatch(domain):
+        raise ValueError("must be a lowercase DNS name with at least two labels")
+    return domain
+
+
+def node_dns_name(node_id: str, domain: str) -> str:
+    return f"{node_id}.{domain}"
+
+
+def request_public_key(csr_pem: str) -> PublicKey:
+    """The public key of a well-formed, self-signed request with a key type we accept."""
+    if len(csr_pem.encode()) > MAX_CSR_BYTES:
+        raise CsrError(f"certificate request larger than {MAX_CSR_BYTES} bytes")
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem.encode())
+    except ValueError:
+        raise CsrError("not a PEM certificate request") from None
+    try:
+        valid = csr.is_signature_valid
+    except (InvalidSignature, ValueError):
+        valid = False
+    if not valid:
+        raise CsrError("the certificate request's signature does not verify")
+    key = csr.public_key()
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if not isinstance(key.curve, ec.SECP256R1 | ec.SECP384R1):
+            raise CsrError("EC keys must be on P-256 or P-384")
+        return key
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return key
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < 2048:
+            raise CsrError("RSA keys must have at least 2048 bits")
+        return key
+    raise CsrError("the key must be EC (P-256, P-384), Ed25519 or RSA")
+
+
+@dataclass(frozen=True)
+class SignedCertificate:
+    pem: str
+    serial: int
+    not_after: float
+    sha256: str  # of the DER: what an operator compares with `openssl x509 -fingerprint`
+
+
+def _write_new_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+class NodeCA:
+    def __init__(self, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate, domain: str):
+        self._key = key
+        self.certificate = cert
+        self.domain = check_domain(domain)
+
+    @classmethod
+    def open(cls, state_dir: Path, domain: str, clock: Clock) -> NodeCA:
+        """Load the CA from ``state_dir/node-ca``, creating it on first use (key 0600)."""
+        check_domain(domain)
+        directory = state_dir / CA_DIR
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key_path, cert_path = directory / CA_KEY, directory / CA_CERT
+        if not key_path.exists():
+            key = ec.generate_private_key(ec.SECP256R1())
+            # The key first: a crash in between leaves a key and no certificate, made below.
+            # O_EXCL: of two first uses at once, one key wins and both load it.
+            with contextlib.suppress(FileExistsError):
+                _write_new_private(key_path, _key_pem(key))
+        os.chmod(key_path, 0o600)
+        loaded = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        if not isinstance(loaded, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{key_path} is not an EC private key")
+        if not cert_path.exists():
+            cert_path.write_bytes(
+                _ca_certificate(loaded, domain, clock()).public_bytes(serialization.Encoding.PEM)
+            )
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        constrained = cert.extensions.get_extension_for_class(x509.NameConstraints).value
+        if [n.value for n in constrained.permitted_subtrees or []] != [domain]:
+            raise ValueError(
+                f"{cert_path} is for another node domain; move {directory} away to make a new CA"
+            )
+        return cls(loaded, cert, domain)
+
+    def certificate_pem(self) -> str:
+        return self.certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+    def dns_name(self, node_id: str) -> str:
+        return node_dns_name(node_id, self.domain)
+
+    def sign(
+        self, public_key: PublicKey, node_id: str, now: float, ttl_s: int
+    ) -> SignedCertificate:
+        name = self.dns_name(node_id)
+        start = dt.datetime.fromtimestamp(now, dt.UTC)
+        end = start + dt.timedelta(seconds=ttl_s)
+        serial = x509.random_serial_number()
+        usage = x509.KeyUsage(
+            digital_signature=True,
+            key_encipherment=isinstance(public_key, rsa.RSAPublicKey),
+            content_commitment=False,
+            data_encipherment=False,
+            key_agreement=False,
+            key_cert_sign=False,
+            crl_sign=False,
+            encipher_only=False,
+            decipher_only=False,
+        )
+        ca_key_id = x509.SubjectKeyIdentifier.from_public_key(self._key.public_key())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(self.certificate.subject)
+            .public_key(public_key)
+            .serial_number(serial)
+            .not_valid_before(start - BACKDATE)
+            .not_valid_after(end)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(usage, critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_key_id),
+                critical=False,
+            )
+            .sign(self._key, hashes.SHA256())
+        )
+        der = cert.public_bytes(serialization.Encoding.DER)
+        return SignedCertificate(
+            pem=cert.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+            serial=serial,
+            not_after=end.timestamp(),
+            sha256=hashlib.sha256(der).hexdigest(),
+        )
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _ca_certificate(key: ec.EllipticCurvePrivateKey, domain: str, now: float) -> x509.Certificate:
+    start = dt.datetime.fromtimestamp(now, dt.UTC) - BACKDATE
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"vm-agent node CA ({domain})")])
+    key_id = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + CA_LIFETIME)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                key_encipherment=False,
+                content_commitment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.NameConstraints(permitted_subtrees=[x509.DNSName(domain)], excluded_subtrees=None),
+            critical=True,
+        )
+        .add_extension(key_id, critical=False)
+        .sign(key, hashes.SHA256())
+    )
