@@ -4,7 +4,8 @@
   test skips with the reason, or fails under CI (`CI` set).
 - `vm_launcher` (session): `vm_launcher.boot(user_data, ...)` is `boot_vm` for this image,
   and a VM booted through it has its console attached to any test that fails while it runs
-  and its timings printed in the session's summary. Boot once per module:
+  and its timings printed in the session's summary. A test marked `vm` gets a 30-minute
+  timeout unless it sets its own. Boot once per module:
 
       @pytest.fixture(scope="module")
       def vm(vm_launcher):
@@ -86,6 +87,17 @@ def vm_image() -> VMImage:
 @pytest.fixture(scope="session")
 def vm_launcher(vm_image: VMImage) -> VMLauncher:
     return VMLauncher(vm_image)
+
+
+# pytest-timeout's budget covers fixture setup, where a boot (minutes under TCG) happens
+VM_TEST_TIMEOUT = 1800
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A `vm` test without its own timeout gets VM_TEST_TIMEOUT, not the suite's 120 s."""
+    for item in items:
+        if item.get_closest_marker("vm") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(VM_TEST_TIMEOUT))
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from tests.vm import timeline as tl
 from tests.vm.image import VMImage
@@ -32,6 +33,15 @@ KILL_AFTER = 5
 TIMED_OUT = (124, 137)
 AGENT_SECONDS = 900.0
 CLOUD_INIT_SECONDS = 1500.0
+
+
+class RunOptions(TypedDict, total=False):
+    """`VM.run`'s keyword options, for the helpers that pass them on."""
+
+    timeout: float
+    check: bool
+    stdin: bytes | None
+    env: Mapping[str, str] | None
 
 
 class GuestCommandError(AssertionError):
@@ -204,24 +214,26 @@ class VM:
             raise GuestCommandTimeout(result, f"timed out after {timeout:g} s")
         return result.check() if check else result
 
-    def run_as(
-        self,
-        user: str,
-        argv: Sequence[str],
-        *,
-        timeout: float = 120.0,
-        check: bool = False,
-        stdin: bytes | None = None,
-        env: Mapping[str, str] | None = None,
-    ) -> GuestResult:
+    def run_as(self, user: str, argv: Sequence[str], **options: Unpack[RunOptions]) -> GuestResult:
         """`run` as `user` (runuser: that user's uid, groups, HOME and SHELL)."""
-        return self.run(
-            ["runuser", "-u", user, "--", *argv], timeout=timeout, check=check, stdin=stdin, env=env
-        )
+        return self.run(["runuser", "-u", user, "--", *argv], **options)
 
-    def sh(self, script: str, *, timeout: float = 120.0, check: bool = False) -> GuestResult:
+    def sh(self, script: str, **options: Unpack[RunOptions]) -> GuestResult:
         """A shell script run by `sh -c` as root."""
-        return self.run(["sh", "-c", script], timeout=timeout, check=check)
+        return self.run(["sh", "-c", script], **options)
+
+    def wait_for(
+        self, argv: Sequence[str], *, timeout: float = 300.0, interval: float = 1.0
+    ) -> GuestResult:
+        """Run argv until it exits 0 (e.g. `systemctl is-active x`); its last result."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.run(argv, timeout=max(1.0, min(60.0, deadline - time.monotonic())))
+            if result.ok:
+                return result
+            if time.monotonic() + interval > deadline:
+                raise GuestCommandError(result, f"did not succeed within {timeout:g} s")
+            time.sleep(interval)
 
     def read_file(self, path: str) -> bytes:
         return self.agent.read_file(path)

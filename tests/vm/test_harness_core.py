@@ -206,9 +206,15 @@ def test_only_debians_own_sources_for_the_suite_are_kept() -> None:
         ("[   23.1] systemd[1]: systemd 252.39-1~deb12u1 running in system mode", tl.SYSTEMD),
         ("Welcome to \x1b[1mDebian GNU/Linux 12 (bookworm)\x1b[0m!", tl.SYSTEMD),
         (
-            "[   41.2] cloud-init[231]: Cloud-init v. 22.4.2 running 'init-local' at Wed",
+            "[   28.3] systemd[1]: Starting cloud-init-local.service - Initial cloud-init job",
             tl.CLOUD_INIT_START,
         ),
+        (
+            "         Starting \x1b[0;1;39mcloud-init-local.\u2026cloud-init job (pre-netw\r",
+            tl.CLOUD_INIT_START,
+        ),
+        ("[  OK  ] Finished \x1b[0;1;39mcloud-init-local.\u2026l cloud-init job", None),
+        ("[   41.2] cloud-init[231]: Cloud-init v. 22.4.2 running 'init-local' at Wed", None),
         ("Cloud-init v. 22.4.2 running 'modules:final' at Wed, 02 Dec", None),
         (
             "cloud-init[512]: Cloud-init v. 22.4.2 finished at Wed, 02 Dec 2026. Up 95.2 seconds",

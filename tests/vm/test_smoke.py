@@ -21,7 +21,7 @@ from tests.vm.machine import VM, GuestCommandTimeout, GuestResult
 from tests.vm.qemu import GuestForward
 from tests.vm.qga import GuestAgentError
 
-pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]
+pytestmark = pytest.mark.vm
 
 GUEST_HTTP_PORT = 8080
 GUEST_FORWARD_PORT = 8700
@@ -168,7 +168,7 @@ def test_a_unit_restarts_and_serves_again(smoke: Smoke) -> None:
 
     before = main_pid()
     vm.run(["systemctl", "restart", UNIT], check=True)
-    assert vm.run(["systemctl", "is-active", UNIT]).stdout.strip() == "active"
+    assert vm.wait_for(["systemctl", "is-active", UNIT], timeout=60).stdout.strip() == "active"
     after = main_pid()
     assert after not in (before, "0")
     port = vm.host_port(GUEST_HTTP_PORT)

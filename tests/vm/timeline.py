@@ -22,7 +22,8 @@ CLOUD_INIT_DONE = "cloud_init_done"
 _CONSOLE_MARKS: tuple[tuple[str, re.Pattern[str]], ...] = (
     (KERNEL, re.compile(r"Linux version \d")),
     (SYSTEMD, re.compile(r"Welcome to .*Debian|systemd\[1\]: systemd \d")),
-    (CLOUD_INIT_START, re.compile(r"Cloud-init v\. \S+ running 'init-local'")),
+    # systemd starting cloud-init's first unit (its status line may be cut short)
+    (CLOUD_INIT_START, re.compile(r"Starting .*cloud-init-local")),
     (CLOUD_INIT_FINAL, re.compile(r"Cloud-init v\. \S+ finished at")),
 )
 
