@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: dev test test-quick lint typecheck bench lock artifacts clean
+.PHONY: dev test test-quick lint typecheck bench lock artifacts clean vm-image vm-test
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +23,17 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 test: lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not real_agents and not vm"
 
 test-quick: $(STAMP)
-	$(BIN)/pytest -m "not slow" -x -q
+	$(BIN)/pytest -m "not slow and not real_agents and not vm" -x -q
+
+# the Debian image the VM tests boot, built once per recipe (tests/vm/recipe.py) and cached
+vm-image: $(STAMP)
+	$(BIN)/python -m tests.vm.image
+
+vm-test: vm-image
+	$(BIN)/pytest -m vm
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
