@@ -32,6 +32,7 @@ SCENARIOS: tuple[str, ...] = (
     "spawns-children",
     "env",
     "prompt-error",
+    "hostile",
 )
 
 # Scenarios that stream with a pause by default; every other one streams at full speed.
