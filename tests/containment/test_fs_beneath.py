@@ -94,7 +94,7 @@ async def test_swapping_links_while_requests_run_never_escapes(
         except JsonRpcError:
             counts["writes_refused"] += 1
 
-    stop, swaps = threading.Event(), []
+    stop, swaps = threading.Event(), list[int]()
     swapper = threading.Thread(target=_swapper, args=(root, stop, swaps))
     swapper.start()
     try:
