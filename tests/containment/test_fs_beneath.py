@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import stat
 import threading
 from pathlib import Path
@@ -179,8 +180,6 @@ async def test_fs_acts_with_the_agent_users_rights(agent_pool: TestPool, tmp_pat
         # The worker threads are root again afterwards.
         assert await anyio.to_thread.run_sync((root / "root-only.txt").read_text) == "root's\n"
     finally:
-        import shutil
-
         shutil.rmtree(root)
 
 
