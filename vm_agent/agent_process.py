@@ -181,4 +181,4 @@ async def spawn_agent(
                 await agent.settle_stderr()
                 tg.cancel_scope.cancel()
                 await process.aclose()
-                launcher.forget(AGENT_LEAF)
+                launcher.forget(launched.leaf)

@@ -23,6 +23,7 @@ from vm_agent.procgroup import PgidTree, ProcessTree
 class Launched:
     process: Process
     tree: ProcessTree
+    leaf: str = ""  # what to hand ``Launcher.forget`` once the tree is gone
 
 
 class Launcher(Protocol):
@@ -36,7 +37,9 @@ class Launcher(Protocol):
         stdin_pipe: bool,
         stderr: int,
     ) -> Launched:
-        """Starts ``argv``; ``leaf`` names the sub-tree it gets (``agent``, a terminal id).
+        """Starts ``argv``; ``leaf`` names the kind of sub-tree it gets (``agent``, a terminal
+        id); the launcher may make the name unique (an agent run's successor can start
+        before the last one is forgotten).
 
         Raises ``OSError`` when it cannot start (a missing program). Without
         ``stdin_pipe`` its stdin is at end of file from the start.
@@ -68,7 +71,7 @@ class PlainLauncher:
             env=dict(env),
             start_new_session=True,
         )
-        return Launched(process, PgidTree(process.pid))
+        return Launched(process, PgidTree(process.pid), leaf)
 
     def forget(self, leaf: str) -> None:
         pass

@@ -110,6 +110,7 @@ class _Terminal:
     terminal_id: str
     process: Process
     tree: procgroup.ProcessTree
+    leaf: str
     buffer: TailBuffer
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     output_done: anyio.Event = field(default_factory=anyio.Event)
@@ -203,7 +204,6 @@ class TerminalManager:
                 stderr=subprocess.STDOUT,
             )
         except OSError as exc:
-            self._launcher.forget(terminal_id)
             raise JsonRpcError.invalid_params(
                 f"cannot start {argv[0]!r}: {exc.strerror or exc}"
             ) from exc
@@ -212,6 +212,7 @@ class TerminalManager:
             terminal_id=terminal_id,
             process=process,
             tree=launched.tree,
+            leaf=launched.leaf,
             buffer=TailBuffer(min(limit, self._max_limit)),
         )
         self._terminals[term.terminal_id] = term
@@ -299,7 +300,7 @@ class TerminalManager:
         await self._stop_group(term)
         term.scope.cancel()
         await term.finished.wait()
-        self._launcher.forget(term.terminal_id)
+        self._launcher.forget(term.leaf)
 
     async def _supervise(self, term: _Terminal) -> None:
         try:

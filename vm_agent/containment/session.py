@@ -8,6 +8,7 @@ the session kills and removes its cgroup.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
@@ -93,6 +94,7 @@ class SessionContainment:
         self.workdir = workdir
         self.cgroup = cgroup
         self.released = False
+        self._leaves = itertools.count(1)
 
     @property
     def spawn_as(self) -> SpawnAs:
@@ -131,21 +133,25 @@ class SessionContainment:
                 start_new_session=True,
                 **self.spawn_as.popen_kwargs(),  # type: ignore[arg-type]
             )
-            return Launched(process, PgidTree(process.pid))
-        cg = self.cgroup.child(leaf).make()
-        if cg.populated():  # what an earlier run of this leaf left
-            cg.kill()
-            await wait_empty(cg)
-        process = await open_in_cgroup(
-            argv,
-            cgroup=cg,
-            cwd=cwd,
-            env=env,
-            stdin_pipe=stdin_pipe,
-            stderr=stderr,
-            spawn_as=self.spawn_as,
-        )
-        return Launched(process, CgroupLeafTree(cg, self.cgroup))
+            return Launched(process, PgidTree(process.pid), leaf)
+        # Unique per launch: a recovery's new agent may start while the old run still
+        # cleans up (and removes) its own leaf.
+        name = f"{leaf}-{next(self._leaves)}"
+        cg = self.cgroup.child(name).make()
+        try:
+            process = await open_in_cgroup(
+                argv,
+                cgroup=cg,
+                cwd=cwd,
+                env=env,
+                stdin_pipe=stdin_pipe,
+                stderr=stderr,
+                spawn_as=self.spawn_as,
+            )
+        except BaseException:
+            self.forget(name)
+            raise
+        return Launched(process, CgroupLeafTree(cg, self.cgroup), name)
 
     def forget(self, leaf: str) -> None:
         if self.cgroup is not None:

@@ -81,7 +81,10 @@ async def open_in_cgroup(
     )
     assert process.stdin is not None
     try:
-        cgroup.add(process.pid)
+        try:
+            cgroup.add(process.pid)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot enter cgroup {cgroup.path}: {exc.strerror}") from exc
         await process.stdin.send(b"\n")
         if not stdin_pipe:
             await process.stdin.aclose()
