@@ -11,7 +11,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 from anyio.abc import Process
@@ -51,6 +51,29 @@ class Launcher(Protocol):
         ...
 
 
+async def open_in_own_session(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    stdin_pipe: bool,
+    stderr: int,
+    identity: Mapping[str, Any] | None = None,
+) -> Process:
+    """``argv`` leading a new process session (and group); ``identity``: user, group...
+    for ``subprocess`` (applied between fork and exec in C, safe with threads)."""
+    return await anyio.open_process(
+        list(argv),
+        stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        cwd=cwd,
+        env=dict(env),
+        start_new_session=True,
+        **(identity or {}),
+    )
+
+
 class PlainLauncher:
     async def launch(
         self,
@@ -62,14 +85,8 @@ class PlainLauncher:
         stdin_pipe: bool,
         stderr: int,
     ) -> Launched:
-        process = await anyio.open_process(
-            list(argv),
-            stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            cwd=cwd,
-            env=dict(env),
-            start_new_session=True,
+        process = await open_in_own_session(
+            argv, cwd=cwd, env=env, stdin_pipe=stdin_pipe, stderr=stderr
         )
         return Launched(process, PgidTree(process.pid), leaf)
 

@@ -21,11 +21,12 @@ import anyio
 from vm_agent.containment import ensure
 from vm_agent.containment.accounts import describe
 from vm_agent.containment.assignments import FILE_NAME, load_table, save_table
+from vm_agent.containment.cgroupfs import CgroupDir
 from vm_agent.containment.cgroups import WANTED, CgroupTree, CgroupUnavailable
 from vm_agent.containment.limits import LimitDefaults, Limits, unenforced
 from vm_agent.containment.paths import Workdir, WorkdirRefused, overlapping
 from vm_agent.containment.plan import Policy, plan_session
-from vm_agent.containment.session import SessionContainment, wait_empty
+from vm_agent.containment.session import SessionContainment
 from vm_agent.containment.users import Owner, PoolSpec, RunAs, decide_run_as
 from vm_agent.containment.workdir import Owner as DirOwner
 from vm_agent.containment.workdir import prepare_workdir
@@ -183,19 +184,15 @@ class Containment:
         else:
             who = DirOwner(os.geteuid(), os.getegid(), switch=False)
         workdir = await anyio.to_thread.run_sync(self._prepare_workdir, plan.workdir, who)
-        cgroup = None
+        maker = None
         if self.tree is not None:
-            cgroup = self.tree.session(session_id).make()
-            if cgroup.populated():
-                cgroup.kill()
-                await wait_empty(cgroup)
-            self._apply_limits(cgroup, plan.limits)
+            maker = partial(self._session_cgroup, self.tree, session_id, plan.limits)
         contained = SessionContainment(
             session_id=session_id,
             user=plan.user,
             limits=plan.limits,
             workdir=workdir,
-            cgroup=cgroup,
+            make_cgroup=maker,
             on_release=partial(self.forget, session_id),
         )
         log.info(
@@ -203,7 +200,7 @@ class Containment:
             session_id,
             plan.describe_user,
             workdir,
-            plan.limits.describe() if cgroup is not None else "no cgroup",
+            plan.limits.describe() if self.tree is not None else "no cgroup",
         )
         self._sessions[session_id] = contained
         return contained
@@ -215,10 +212,15 @@ class Containment:
             raise WorkdirRefused(f"cwd {workdir.path} overlaps the daemon's own files ({bad})")
         return prepare_workdir(workdir, who)
 
-    def _apply_limits(self, cgroup: Any, limits: Limits) -> None:
-        assert self.tree is not None
+    def _session_cgroup(self, tree: CgroupTree, session_id: str, limits: Limits) -> CgroupDir:
+        # Made fresh: what an earlier daemon left was removed when this one started.
+        cgroup = tree.session(session_id).make()
+        self._apply_limits(tree, cgroup, limits)
+        return cgroup
+
+    def _apply_limits(self, tree: CgroupTree, cgroup: CgroupDir, limits: Limits) -> None:
         files = limits.files()
-        skipped = set(unenforced(files, self.tree.controllers))
+        skipped = set(unenforced(files, tree.controllers))
         for name, value in files.items():
             if name in skipped:
                 continue

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from vm_agent.containment.limits import Limits
 from vm_agent.containment.plan import AGENT_UMASK, agent_env
 from vm_agent.containment.spawn import SpawnAs, open_in_cgroup
 from vm_agent.containment.users import AgentUser
-from vm_agent.launch import Launched
+from vm_agent.launch import Launched, open_in_own_session
 from vm_agent.procgroup import PgidTree
 
 log = logging.getLogger(__name__)
@@ -84,15 +83,20 @@ class SessionContainment:
         user: AgentUser | None,
         limits: Limits,
         workdir: Path,
-        cgroup: CgroupDir | None,
+        cgroup: CgroupDir | None = None,
+        make_cgroup: Callable[[], CgroupDir] | None = None,
         on_release: Callable[[], None] | None = None,
     ) -> None:
+        """``cgroup`` the session's cgroup, or ``make_cgroup`` to make it at the first
+        launch (a session restored after a restart may never run again); neither: no
+        cgroups, process groups only."""
         self.session_id = session_id
         self._on_release = on_release
         self.user = user
         self.limits = limits
         self.workdir = workdir
         self.cgroup = cgroup
+        self._make_cgroup = make_cgroup
         self.released = False
         self._leaves = itertools.count(1)
 
@@ -122,16 +126,16 @@ class SessionContainment:
     ) -> Launched:
         if self.released:
             raise OSError("the session's containment is released")
+        if self.cgroup is None and self._make_cgroup is not None:
+            self.cgroup = self._make_cgroup()
         if self.cgroup is None:
-            process = await anyio.open_process(
-                list(argv),
-                stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
+            process = await open_in_own_session(
+                argv,
                 cwd=cwd,
-                env=dict(env),
-                start_new_session=True,
-                **self.spawn_as.popen_kwargs(),  # type: ignore[arg-type]
+                env=env,
+                stdin_pipe=stdin_pipe,
+                stderr=stderr,
+                identity=self.spawn_as.popen_kwargs(),
             )
             return Launched(process, PgidTree(process.pid), leaf)
         # Unique per launch: a recovery's new agent may start while the old run still

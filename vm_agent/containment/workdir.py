@@ -29,12 +29,17 @@ class Owner:
     switch: bool  # act with this user's file credentials (the daemon is root, it is not)
 
 
-def _open_top(root_fd: int, name: str, owner: Owner, shown: Path) -> int:
+def _open_top(root_fd: int, name: str, owner: Owner) -> int:
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         return os.open(name, flags, dir_fd=root_fd)
     except FileNotFoundError:
         pass
+    except NotADirectoryError:
+        # O_DIRECTORY wins over O_NOFOLLOW: say which it is.
+        if stat.S_ISLNK(os.stat(name, dir_fd=root_fd, follow_symlinks=False).st_mode):
+            raise OSError(errno.ELOOP, "a symbolic link", name) from None
+        raise
     try:
         os.mkdir(name, WORKDIR_MODE, dir_fd=root_fd)
         made = True
@@ -68,7 +73,7 @@ def prepare_workdir(workdir: Workdir, owner: Owner) -> Path:
         ) from exc
     try:
         try:
-            top = _open_top(root_fd, workdir.parts[0], owner, shown)
+            top = _open_top(root_fd, workdir.parts[0], owner)
         except OSError as exc:
             raise _refusal(exc, shown) from exc
         try:
