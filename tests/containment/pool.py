@@ -24,7 +24,7 @@ import pytest
 
 from vm_agent.containment.cgroups import CgroupTree, CgroupUnavailable
 from vm_agent.containment.ensure import ensure_pool, remove_pool
-from vm_agent.containment.users import PoolSpec
+from vm_agent.containment.users import AgentUser, PoolSpec
 
 REPO = Path(__file__).resolve().parents[2]
 _PREFIX = re.compile(r"vmat(\d+)-u\d+")
@@ -99,57 +99,79 @@ def pool_spec_for(pid: int, count: int = 4) -> tuple[PoolSpec, Path]:
     return spec, base
 
 
-def _candidates() -> list[str]:
-    # This interpreter may live where agent users cannot go (pyenv under /root): then the
-    # system's, with this checkout and this environment's packages put on its path.
-    return list(dict.fromkeys([sys.executable, "/usr/bin/python3"]))
-
-
 _BOOT = (
     "import sys; sys.path[:0] = {paths!r}; "
     "from vm_agent.fake_agent import main; sys.exit(main(sys.argv[1:]))"
 )
+# What the fake agent imports from outside the standard library.
+_AGENT_PACKAGES = ("anyio", "sniffio", "idna", "typing_extensions.py")
+_AGENT_PYTHON: list[tuple[str, list[str]]] = []
 
 
-def _boot_argv(python: str) -> list[str]:
-    paths = [str(REPO), sysconfig.get_paths()["purelib"]]
+def _boot_argv(python: str, paths: list[str]) -> list[str]:
     return [python, "-I", "-c", _BOOT.format(paths=paths)]
 
 
-_AGENT_PYTHON: list[str] = []
+def _copy_for_agents(base: Path) -> list[str]:
+    """This checkout's vm_agent and the agent's packages, where agent users can read them."""
+    target = base / "py"
+    shutil.copytree(REPO / "vm_agent", target / "vm_agent", dirs_exist_ok=True)
+    site = Path(sysconfig.get_paths()["purelib"])
+    for name in _AGENT_PACKAGES:
+        source = site / name
+        if source.is_dir():
+            shutil.copytree(source, target / name, dirs_exist_ok=True)
+        elif source.exists():
+            shutil.copy(source, target / name)
+    for path in [target, *target.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return [str(target)]
 
 
 def fake_agent_argv(*args: str) -> tuple[str, ...]:
     """The fake agent as a pool user can start it (after ``check_users_can_run_us``)."""
     assert _AGENT_PYTHON, "check_users_can_run_us first"
-    return (*_boot_argv(_AGENT_PYTHON[0]), *args)
+    python, paths = _AGENT_PYTHON[0]
+    return (*_boot_argv(python, paths), *args)
 
 
-def check_users_can_run_us(spec: PoolSpec) -> None:
-    """The fake agent runs as a pool user from this checkout: it must be readable to them."""
+def _runs_as(user: AgentUser, argv: list[str]) -> str | None:
+    """None if ``argv`` runs as ``user``; else why not."""
+    try:
+        done = subprocess.run(
+            argv,
+            user=user.uid,
+            group=user.gid,
+            extra_groups=[],
+            capture_output=True,
+            text=True,
+            cwd="/",
+            timeout=60,
+            check=False,
+        )
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None if done.returncode == 0 else done.stderr.strip()[-200:]
+
+
+def check_users_can_run_us(spec: PoolSpec, base: Path) -> None:
+    """The fake agent runs as a pool user: find an interpreter and paths they can use.
+
+    This interpreter may live where agent users cannot go (pyenv under /root), and so may
+    the checkout: then the system's interpreter, and if need be copies of what it imports.
+    """
     user = spec.user(0)
+    here = [str(REPO), sysconfig.get_paths()["purelib"]]
     errors = []
-    for python in _candidates():
-        try:
-            done = subprocess.run(
-                [*_boot_argv(python), "--help"],
-                user=user.uid,
-                group=user.gid,
-                extra_groups=[],
-                capture_output=True,
-                text=True,
-                cwd="/",
-                timeout=60,
-                check=False,
-            )
-        except OSError as exc:
-            errors.append(f"{python}: {exc.strerror}")
-            continue
-        if done.returncode == 0:
-            _AGENT_PYTHON[:] = [python]
-            return
-        errors.append(f"{python}: {done.stderr.strip()[-200:]}")
-    _missing(f"agent users cannot run the fake agent from {REPO}: {'; '.join(errors)}")
+    for python in dict.fromkeys([sys.executable, "/usr/bin/python3"]):
+        for copied in (False, True):
+            paths = _copy_for_agents(base) if copied else here
+            why = _runs_as(user, [*_boot_argv(python, paths), "--help"])
+            if why is None:
+                _AGENT_PYTHON[:] = [(python, paths)]
+                return
+            errors.append(f"{python} with {paths}: {why}")
+    _missing(f"agent users cannot run the fake agent: {'; '.join(errors)}")
 
 
 @contextlib.contextmanager
@@ -163,7 +185,7 @@ def made_pool(count: int = 4) -> Iterator[TestPool]:
     workspaces.mkdir(mode=0o755, exist_ok=True)
     try:
         ensure_pool(spec)
-        check_users_can_run_us(spec)
+        check_users_can_run_us(spec, base)
         yield TestPool(spec, base, workspaces)
     finally:
         remove_pool(spec)

@@ -14,6 +14,7 @@ attack: an escape). The test decides what should have been refused.
 - ``setsid``: start a daemonized descendant (double fork + setsid) that sleeps; its pid
 - ``terminal_setsid``: the same from a terminal, then release the terminal; the pid
 - ``whoami``: uid, gid, groups, HOME and the environment's names
+- ``connect``: ``[host, port]``: a TCP connection (the metadata rule, inside a VM only)
 - ``allocate_mb``: allocate and touch that many MiB, then free it (memory.max)
 - ``burn_cpu_s``: spin for that many seconds of wall time; CPU seconds used (cpu.max)
 - ``fs_read_flood``: ``{"path", "count", "stall_s"}``: that many reads at once while not
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -44,6 +46,7 @@ _DAEMONIZE = (
     "time.sleep(int(sys.argv[1]))\n"
 )
 _SLEEP_S = 600
+_CONNECT_TIMEOUT_S = 5
 _STEP_MB = 16
 
 
@@ -165,6 +168,9 @@ async def _one(turn: Turn, attack: dict[str, Any]) -> str:
             return _setsid()
         case {"terminal_setsid": _}:
             return await _terminal_setsid(turn)
+        case {"connect": [str(host), int(port)]}:
+            with socket.create_connection((host, port), timeout=_CONNECT_TIMEOUT_S):
+                return "connected"
         case {"whoami": _}:
             return json.dumps(
                 {
