@@ -186,6 +186,7 @@ class Stopper:
                     signal_group(pid, signal.SIGKILL)
         if self.containment is not None:
             self.containment.kill_all_now()
+            self.containment.close()  # what is still dying stays; the next start removes it
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         os._exit(EXIT_FAILED)

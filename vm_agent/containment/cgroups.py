@@ -15,6 +15,7 @@ import itertools
 import logging
 import os
 import re
+import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -71,9 +72,13 @@ def _live_pids() -> set[int]:
     return {int(e) for e in os.listdir("/proc") if e.isdigit()}
 
 
-def _kill_and_remove(cg: CgroupDir) -> None:
+def _kill_and_remove(cg: CgroupDir, within_s: float = 2.0) -> None:
+    """Kills the subtree and removes it once empty (waiting briefly: SIGKILL takes a moment)."""
     with contextlib.suppress(OSError):
         cg.kill()
+    deadline = time.monotonic() + within_s
+    while cg.populated() and time.monotonic() < deadline:
+        time.sleep(0.01)
     with contextlib.suppress(OSError):
         cg.remove_tree()
 
