@@ -138,6 +138,10 @@ async def daemon(
             "VM_AGENT_STATE_DIR": str(root / "state"),
             "VM_AGENT_AGENTS_FILE": str(agents_file),
             "VM_AGENT_LOG_FORMAT": "json",
+            # The benchmarks' working directories are the daemon directory's siblings. Agents
+            # run as the caller (as root: told so), in session cgroups where there are any.
+            "VM_AGENT_WORKSPACE_ROOTS": str(root.parent),
+            "VM_AGENT_AGENTS_AS_ROOT": "1",
             **(env or {}),
         }
     )

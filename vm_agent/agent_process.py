@@ -1,7 +1,8 @@
-"""One agent process: spawned in its own process session, stderr drained, exit recorded.
+"""One agent process: spawned through a ``Launcher``, stderr drained, exit recorded.
 
-The process leads its own process group (``start_new_session``), so stopping it signals
-the whole group: grandchildren (Codex's native binary behind its Node wrapper) go too.
+Stopping it stops its whole tree: its process group (it leads its own session), or under
+containment its cgroup, which a descendant cannot leave even with ``setsid``. Either way
+grandchildren (Codex's native binary behind its Node wrapper) go too.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from anyio.abc import Process, TaskGroup
 from vm_agent import oom
 from vm_agent.jsonrpc.framing import DEFAULT_MAX_LINE_BYTES
 from vm_agent.jsonrpc.transport import LineTransport
-from vm_agent.procgroup import stop_process_group
+from vm_agent.launch import Launcher, PlainLauncher
+from vm_agent.procgroup import PgidTree, ProcessTree, stop_tree
 from vm_agent.stderr_tail import DEFAULT_TAIL_BYTES, StderrTail
 
 log = logging.getLogger(__name__)
@@ -56,19 +58,30 @@ class StopTimings:
     term_grace_s: float = 3.0
 
 
+AGENT_LEAF = "agent"
+
+
 class AgentProcess:
-    def __init__(self, process: Process, *, max_line_bytes: int, tail_bytes: int) -> None:
+    def __init__(
+        self,
+        process: Process,
+        *,
+        max_line_bytes: int,
+        tail_bytes: int,
+        tree: ProcessTree | None = None,
+    ) -> None:
         assert process.stdin is not None and process.stdout is not None
         self.process = process
         self.pid = process.pid
         self.pgid = process.pid  # leader of its own session and group
+        self.tree: ProcessTree = tree or PgidTree(process.pid)
         self.transport = LineTransport(process.stdin, process.stdout, max_line_bytes=max_line_bytes)
         self.stderr = StderrTail(tail_bytes)
         self.exited = anyio.Event()
         self.stderr_done = anyio.Event()
         self.exit_record: ExitRecord | None = None
         self._started = time.monotonic()
-        self._oom_before = oom.oom_kill_count()
+        self._oom_before = self.tree.oom_kills()
 
     @property
     def uptime_s(self) -> float:
@@ -99,7 +112,7 @@ class AgentProcess:
         sig = -code if code < 0 else None
         oom_killed = None
         if self._oom_before is not None:
-            oom_killed = oom.was_oom_killed(sig, self._oom_before, oom.oom_kill_count())
+            oom_killed = oom.was_oom_killed(sig, self._oom_before, self.tree.oom_kills())
         self.exit_record = record = ExitRecord(
             exit_code=None if sig is not None else code,
             signal=sig,
@@ -116,11 +129,11 @@ class AgentProcess:
         return self.exit_record
 
     async def stop(self, timings: StopTimings = StopTimings()) -> ExitRecord:
-        """Close stdin, wait, SIGTERM the group, wait, SIGKILL the group; then the record."""
+        """Close stdin, wait, SIGTERM the tree, wait, SIGKILL the tree; then the record."""
         with anyio.CancelScope(shield=True):
-            await stop_process_group(
+            await stop_tree(
                 self.process,
-                self.pgid,
+                self.tree,
                 close_stdin=True,
                 stdin_grace_s=timings.stdin_grace_s,
                 term_grace_s=timings.term_grace_s,
@@ -140,23 +153,22 @@ async def spawn_agent(
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     tail_bytes: int = DEFAULT_TAIL_BYTES,
     stop_timings: StopTimings = StopTimings(),
+    launcher: Launcher | None = None,
 ) -> AsyncIterator[AgentProcess]:
-    """Runs an agent for the body of the block; leaving it stops the whole process group."""
+    """Runs an agent for the body of the block; leaving it stops its whole process tree."""
     if not argv:
         raise AgentStartError("empty agent command")
+    launcher = launcher or PlainLauncher()
     try:
-        process = await anyio.open_process(
-            list(argv),
-            stdin=PIPE,
-            stdout=PIPE,
-            stderr=PIPE,
-            cwd=cwd,
-            env=dict(env),
-            start_new_session=True,
+        launched = await launcher.launch(
+            argv, leaf=AGENT_LEAF, cwd=cwd, env=env, stdin_pipe=True, stderr=PIPE
         )
     except OSError as exc:
         raise AgentStartError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
-    agent = AgentProcess(process, max_line_bytes=max_line_bytes, tail_bytes=tail_bytes)
+    process = launched.process
+    agent = AgentProcess(
+        process, max_line_bytes=max_line_bytes, tail_bytes=tail_bytes, tree=launched.tree
+    )
     tg: TaskGroup
     async with anyio.create_task_group() as tg:
         tg.start_soon(agent._drain_stderr)
@@ -169,3 +181,4 @@ async def spawn_agent(
                 await agent.settle_stderr()
                 tg.cancel_scope.cancel()
                 await process.aclose()
+                launcher.forget(launched.leaf)

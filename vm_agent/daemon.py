@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import anyio
@@ -24,6 +25,14 @@ from anyio.abc import TaskStatus
 from vm_agent import __version__
 from vm_agent.auth import JwksVerifier
 from vm_agent.catalog import Catalog, CatalogError
+from vm_agent.containment.host import (
+    Containment,
+    ContainmentConfig,
+    ContainmentStartError,
+    machine_memory_mb,
+)
+from vm_agent.containment.limits import LimitDefaults
+from vm_agent.containment.users import PoolSpec
 from vm_agent.control_link import (
     CallbackTokenStore,
     ControlLink,
@@ -41,7 +50,7 @@ from vm_agent.sdnotify import SdNotifier
 from vm_agent.server import ViewerServer
 from vm_agent.session.config import SessionConfig
 from vm_agent.session.supervisor import Supervisor
-from vm_agent.settings import Settings
+from vm_agent.settings import DEFAULT_ENV_FILE, ENV_PREFIX, Settings
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +94,45 @@ def session_config(settings: Settings, daemon_env: Mapping[str, str]) -> Session
         restart_window_s=settings.restart_window_s,
     )
     return SessionConfig(
-        policy=policy, max_line_bytes=settings.max_line_bytes, daemon_env=dict(daemon_env)
+        policy=policy,
+        max_line_bytes=settings.max_line_bytes,
+        daemon_env=dict(daemon_env),
+        max_heavy_requests=settings.fs_max_inflight,
+    )
+
+
+def pool_spec(settings: Settings) -> PoolSpec:
+    return PoolSpec(
+        count=settings.agent_users,
+        uid_base=settings.agent_uid_base,
+        prefix=settings.agent_user_prefix,
+        homes_dir=PurePosixPath(settings.agent_homes_dir),
+    )
+
+
+def containment_config(settings: Settings, environ: Mapping[str, str]) -> ContainmentConfig:
+    memory = settings.session_memory_mb
+    if memory is None and (total := machine_memory_mb()) is not None:
+        memory = max(256, total * 3 // 4)  # a runaway session must not take the daemon down
+    env_file = Path(environ.get(f"{ENV_PREFIX}ENV_FILE", str(DEFAULT_ENV_FILE)))
+    return ContainmentConfig(
+        state_dir=settings.state_dir,
+        pool=pool_spec(settings),
+        workspace_roots=settings.workspace_root_paths,
+        protected=(
+            settings.state_dir,
+            settings.agent_homes_dir,
+            settings.callback_token_file,
+            env_file,
+        ),
+        defaults=LimitDefaults(
+            memory_mb=memory,
+            cpu_millis=settings.session_cpu_millis,
+            pids_max=settings.session_pids_max,
+            swap_mb=settings.session_swap_mb,
+        ),
+        agents_as_root=settings.agents_as_root,
+        cgroups=settings.cgroups,
     )
 
 
@@ -118,6 +165,7 @@ class Stopper:
     def __init__(self) -> None:
         self.requested = anyio.Event()
         self.supervisor: Supervisor | None = None
+        self.containment: Containment | None = None
 
     async def watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -137,6 +185,9 @@ class Stopper:
                 pid = session.agent_pid
                 if pid is not None:
                     signal_group(pid, signal.SIGKILL)
+        if self.containment is not None:
+            self.containment.kill_all_now()
+            self.containment.close()  # what is still dying stays; the next start removes it
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         os._exit(EXIT_FAILED)
@@ -148,10 +199,12 @@ async def run_daemon(
     env: Mapping[str, str] | None = None,
     on_ready: OnReady | None = None,
     stopper: Stopper | None = None,
+    ensure_agent_users: bool = False,
 ) -> int:
     """Runs the daemon until SIGTERM/SIGINT; returns the process exit status.
 
-    A caller that gives `stopper` runs its `watch` itself, from before this call.
+    A caller that gives `stopper` runs its `watch` itself, from before this call;
+    `ensure_agent_users` creates the pool's users first (`vm-agent dev` as root).
     """
     environ: Mapping[str, str] = os.environ if env is None else env
     redactor = Redactor()
@@ -184,6 +237,7 @@ async def run_daemon(
         notifier=notifier,
         stop=stop,
         on_ready=on_ready,
+        ensure_agent_users=ensure_agent_users,
     )
     try:
         async with anyio.create_task_group() as tg:
@@ -202,6 +256,11 @@ async def run_daemon(
             tg.cancel_scope.cancel()
     except Exception as exc:
         leaf = _first_leaf(exc)
+        if isinstance(leaf, ContainmentStartError):
+            # The task group wraps it; a missing agent-user pool is a configuration error.
+            print(f"vm-agent: {leaf}", file=sys.stderr, flush=True)
+            notifier.status(f"failed: {leaf}")
+            return EXIT_CONFIG
         if isinstance(leaf, first_start.BootstrapRefused | TokenFileError):
             # Starting again cannot help: said once, and the unit does not restart on 2.
             log.error("bootstrap failed: %s", leaf)
@@ -233,7 +292,9 @@ class _Parts:
         notifier: SdNotifier,
         stop: Stopper,
         on_ready: OnReady | None,
+        ensure_agent_users: bool = False,
     ) -> None:
+        self.ensure_agent_users = ensure_agent_users
         self.settings = settings
         self.environ = environ
         self.redactor = redactor
@@ -248,17 +309,24 @@ class _Parts:
         s.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         assert s.jwks_url is not None and s.issuer is not None  # checked before
         verifier = JwksVerifier(jwks_url=s.jwks_url, issuer=s.issuer, node_id=s.node_id)
+        containment = Containment.start(
+            containment_config(s, self.environ), ensure_pool=self.ensure_agent_users
+        )
+        self.stop.containment = containment
         try:
             async with EventLog.open(
                 s.event_log_path, retention_bytes_per_session=s.retention_bytes_per_session
             ) as events:
-                await self._serve(events, verifier)
+                await self._serve(events, verifier, containment)
                 await events.flush()
         finally:
+            containment.close()
             with anyio.CancelScope(shield=True):
                 await verifier.aclose()
 
-    async def _serve(self, events: EventLog, verifier: JwksVerifier) -> None:
+    async def _serve(
+        self, events: EventLog, verifier: JwksVerifier, containment: Containment
+    ) -> None:
         s = self.settings
         metrics = Metrics()
         remove_listener = events.add_listener(metrics.observe_events)
@@ -268,6 +336,7 @@ class _Parts:
             catalog=self.catalog,
             config=session_config(s, self.environ),
             redactor=self.redactor,
+            containment=containment,
         )
         self.stop.supervisor = supervisor
         metrics.set_session_source(

@@ -1,8 +1,10 @@
-"""Process-group utilities: find, signal and stop every process of a group.
+"""Stopping a whole tree of processes: a process group, or (``containment``) a cgroup.
 
-Processes are spawned with ``start_new_session=True``, so the leader's pid is the pgid.
-Zombies are not counted as members: PID 1 on a VM may be slow to reap orphans, and a
-zombie cannot run or hold anything but its pid.
+``ProcessTree`` is what a stop needs of either: who is alive, send a signal to all, kill
+all. ``PgidTree`` is the fallback: processes spawned with ``start_new_session=True`` lead
+their own group (pid = pgid), which a descendant calling ``setsid`` leaves; a cgroup it
+cannot leave. Zombies are not counted as members: PID 1 on a VM may be slow to reap
+orphans, and a zombie cannot run or hold anything but its pid.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ import os
 import signal as signals
 from contextlib import suppress
 from pathlib import Path
+from typing import Protocol
 
 import anyio
 from anyio.abc import Process
+
+from vm_agent import oom
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +81,43 @@ def signal_group(pgid: int, sig: int) -> bool:
     return True
 
 
+class ProcessTree(Protocol):
+    """The processes a spawn started and everything they started in turn."""
+
+    def alive(self) -> bool: ...
+    def members(self) -> list[int]: ...
+    def signal(self, sig: int) -> bool: ...
+    def kill(self) -> None: ...
+    def oom_kills(self) -> int | None:
+        """The OOM-kill counter that covers the tree, or None if the platform does not tell."""
+        ...
+
+
+class PgidTree:
+    """A process group (the leader's pid is the pgid)."""
+
+    def __init__(self, pgid: int) -> None:
+        self.pgid = pgid
+
+    def __str__(self) -> str:
+        return f"process group {self.pgid}"
+
+    def alive(self) -> bool:
+        return group_alive(self.pgid)
+
+    def members(self) -> list[int]:
+        return group_members(self.pgid)
+
+    def signal(self, sig: int) -> bool:
+        return signal_group(self.pgid, sig)
+
+    def kill(self) -> None:
+        signal_group(self.pgid, signals.SIGKILL)
+
+    def oom_kills(self) -> int | None:
+        return oom.oom_kill_count()
+
+
 async def _sleep_poll(delay: float) -> float:
     await anyio.sleep(delay)
     return min(delay * 2, _POLL_MAX_S)
@@ -83,9 +125,13 @@ async def _sleep_poll(delay: float) -> float:
 
 async def wait_group_gone(process: Process, pgid: int) -> None:
     """Returns once the leader is reaped and no live member remains (polls /proc)."""
+    await wait_tree_gone(process, PgidTree(pgid))
+
+
+async def wait_tree_gone(process: Process, tree: ProcessTree) -> None:
     await process.wait()
     delay = _POLL_FIRST_S
-    while group_alive(pgid):
+    while tree.alive():
         delay = await _sleep_poll(delay)
 
 
@@ -106,26 +152,42 @@ async def stop_process_group(
     Safe to call when the process already exited (grandchildren may still be running) and
     while another task awaits ``process.wait()``.
     """
+    await stop_tree(
+        process,
+        PgidTree(pgid),
+        close_stdin=close_stdin,
+        stdin_grace_s=stdin_grace_s,
+        term_grace_s=term_grace_s,
+    )
+
+
+async def stop_tree(
+    process: Process,
+    tree: ProcessTree,
+    *,
+    close_stdin: bool,
+    stdin_grace_s: float,
+    term_grace_s: float,
+) -> None:
+    """``stop_process_group`` for any ``ProcessTree``."""
     if close_stdin and process.stdin is not None:
         with suppress(anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
             await process.stdin.aclose()
         with anyio.move_on_after(stdin_grace_s):
             await process.wait()
 
-    if _leader_exited(process) and not group_alive(pgid):
+    if _leader_exited(process) and not tree.alive():
         await process.wait()  # reaped already; returns at once
         return
 
-    signal_group(pgid, signals.SIGTERM)
+    tree.signal(signals.SIGTERM)
     with anyio.move_on_after(term_grace_s):
-        await wait_group_gone(process, pgid)
+        await wait_tree_gone(process, tree)
         return
 
-    log.info("process group %d outlived SIGTERM by %.1fs; sending SIGKILL", pgid, term_grace_s)
-    signal_group(pgid, signals.SIGKILL)
+    log.info("%s outlived SIGTERM by %.1fs; sending SIGKILL", tree, term_grace_s)
+    tree.kill()
     with anyio.move_on_after(_KILL_WAIT_S):
-        await wait_group_gone(process, pgid)
+        await wait_tree_gone(process, tree)
         return
-    log.error(
-        "process group %d still has live members after SIGKILL: %s", pgid, group_members(pgid)
-    )
+    log.error("%s still has live members after SIGKILL: %s", tree, tree.members())

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Literal
+from pathlib import Path, PurePosixPath
+from typing import Literal, TypeVar
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from vm_agent.containment.paths import parse_roots
 
 ENV_PREFIX = "VM_AGENT_"
 DEFAULT_ENV_FILE = Path("/etc/vm-agent/env")
@@ -59,6 +61,38 @@ class Settings(BaseSettings):
     # Dev mode: no callback token or JWKS is required (local development only).
     dev_mode: bool = False
 
+    # Containment (DESIGN.md 9). Sessions work strictly under one of these (':'-separated).
+    workspace_roots: str = "/srv/workspaces"
+    # The agent-user pool (contract 2): `{prefix}{i}`, uid = gid = base + i.
+    agent_users: int = Field(default=16, ge=1, le=4096)
+    agent_uid_base: int = Field(default=61000, ge=1000, le=2**31 - 2**16)
+    agent_user_prefix: str = Field(default="vm-agent-u", pattern=r"^[a-z_][a-z0-9_-]{0,20}$")
+    agent_homes_dir: Path = Path("/var/lib/vm-agent-homes")
+    # A root daemon runs agents as root only when told so (logged as a warning).
+    agents_as_root: bool = False
+    # Session cgroups (v2); off: process groups only.
+    cgroups: bool = True
+    # Limits when a session's reservation does not say (memory: default 3/4 of the machine).
+    session_memory_mb: int | None = Field(default=None, gt=0)
+    session_cpu_millis: int | None = Field(default=None, gt=0)
+    session_pids_max: int = Field(default=4096, ge=16)
+    session_swap_mb: int = Field(default=0, ge=0)
+    # fs/* and terminal/output requests of one agent handled at once (bounds memory).
+    fs_max_inflight: int = Field(default=4, ge=1, le=64)
+
+    @field_validator("workspace_roots")
+    @classmethod
+    def _roots(cls, value: str) -> str:
+        parse_roots(value)
+        return value
+
+    @field_validator("agent_homes_dir")
+    @classmethod
+    def _absolute_homes(cls, value: Path) -> Path:
+        if not value.is_absolute() or value == Path("/"):
+            raise ValueError("must be an absolute directory other than /")
+        return value
+
     @field_validator("control_plane_url", "jwks_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
@@ -67,6 +101,16 @@ class Settings(BaseSettings):
         if not value.startswith(("https://", "http://")):
             raise ValueError("must be an http(s) URL")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _pool_fits(self) -> Settings:
+        last = self.agent_uid_base + self.agent_users - 1
+        if self.agent_uid_base <= 65534 <= last:
+            raise ValueError(
+                f"VM_AGENT_AGENT_UID_BASE: the pool's uids {self.agent_uid_base}..{last} "
+                "include 65534 (nobody)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _production_needs_control_plane(self) -> Settings:
@@ -87,9 +131,28 @@ class Settings(BaseSettings):
     def event_log_path(self) -> Path:
         return self.state_dir / "events.sqlite3"
 
+    @property
+    def workspace_root_paths(self) -> tuple[PurePosixPath, ...]:
+        return parse_roots(self.workspace_roots)
+
+
+M = TypeVar("M", bound=BaseSettings)
+
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Reads the environment and the env file; raises ``SettingsError`` with one line."""
+    return _load(Settings, env)
+
+
+def load_pool_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings for `vm-agent agent-users`: validated as the daemon's, but without
+    requiring the control plane's (it runs from cloud-init, before the daemon)."""
+    source = dict(os.environ if env is None else env)
+    source[f"{ENV_PREFIX}DEV_MODE"] = "1"
+    return _load(Settings, source)
+
+
+def _load(model: type[M], env: Mapping[str, str] | None) -> M:
     source = dict(os.environ if env is None else env)
     env_file = Path(source.get(f"{ENV_PREFIX}ENV_FILE", str(DEFAULT_ENV_FILE)))
     try:
@@ -105,7 +168,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         if k.startswith(ENV_PREFIX) and k != f"{ENV_PREFIX}ENV_FILE"
     }
     try:
-        return Settings.model_validate(values)
+        return model.model_validate(values)
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = first["loc"]

@@ -103,14 +103,24 @@ async def test_extra_allowed_directory(root: Path, outside: Path) -> None:
     assert (await fs.read_text_file(_read(outside / "secret.txt")))["content"] == "secret\n"
 
 
-async def test_symlink_inside_root_is_followed(root: Path) -> None:
+async def test_a_symlink_inside_the_root_is_not_followed_either(root: Path) -> None:
+    # No link at any component (issue 14): one that points inside is refused too, and a
+    # write does not replace it.
     (root / "real.txt").write_text("real\n")
     (root / "alias.txt").symlink_to(root / "real.txt")
+    (root / "sub").mkdir()
+    (root / "subalias").symlink_to(root / "sub")
     fs = FileSystemService(root)
-    assert (await fs.read_text_file(_read(root / "alias.txt")))["content"] == "real\n"
-    await fs.write_text_file(_write(root / "alias.txt", "changed\n"))
+    for path in (root / "alias.txt", root / "subalias" / "x.txt"):
+        with pytest.raises(JsonRpcError) as err:
+            await fs.read_text_file(_read(path))
+        assert "symbolic link" in err.value.message
+        with pytest.raises(JsonRpcError) as err:
+            await fs.write_text_file(_write(path, "changed\n"))
+        assert "symbolic link" in err.value.message
     assert (root / "alias.txt").is_symlink()
-    assert (root / "real.txt").read_text() == "changed\n"
+    assert (root / "real.txt").read_text() == "real\n"
+    assert list((root / "sub").iterdir()) == []
 
 
 async def test_missing_file_is_resource_not_found(root: Path) -> None:

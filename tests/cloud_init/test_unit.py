@@ -56,7 +56,7 @@ def test_service_settings() -> None:
         ("ProtectSystem", "full"),
         ("PrivateTmp", "yes"),
         ("ProtectKernelTunables", "yes"),
-        ("ProtectControlGroups", "yes"),
+        ("ProtectProc", "invisible"),
         ("RestrictSUIDSGID", "yes"),
         ("LockPersonality", "yes"),
     ],
@@ -65,7 +65,10 @@ def test_hardening(key: str, value: str) -> None:
     assert directives()[("Service", key)] == value
 
 
-@pytest.mark.parametrize("key", ["MemoryDenyWriteExecute", "ProtectHome", "RestrictNamespaces"])
+# ProtectControlGroups: the daemon writes its delegated cgroup subtree (containment).
+@pytest.mark.parametrize(
+    "key", ["MemoryDenyWriteExecute", "ProtectHome", "RestrictNamespaces", "ProtectControlGroups"]
+)
 def test_no_hardening_that_breaks_agents(key: str) -> None:
     assert ("Service", key) not in directives()
 

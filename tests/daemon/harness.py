@@ -122,6 +122,10 @@ def daemon_env(tmp: Path, plane: Plane, **extra: str) -> dict[str, str]:
             "VM_AGENT_LISTEN_HOST": "127.0.0.1",
             "VM_AGENT_LISTEN_PORT": "0",
             "VM_AGENT_LOG_FORMAT": "json",
+            # Sessions work under the test's directory, as the daemon's own user (the
+            # containment tests, tests/containment/, run them as pool users).
+            "VM_AGENT_WORKSPACE_ROOTS": str(tmp),
+            "VM_AGENT_AGENTS_AS_ROOT": "1",
         }
     )
     env.update(extra)

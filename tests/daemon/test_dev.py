@@ -45,8 +45,15 @@ async def test_dev_prints_url_and_token_attach_prompts_ctrl_c_stops(tmp_path: Pa
     work.mkdir()
     dev_dir = tmp_path / "dev"
     argv = vm_agent("dev", "--dev-dir", str(dev_dir), "--port", "0", "--control-plane-port", "0")
+    # As root, dev runs agents as pool users, who cannot run this checkout's interpreter
+    # here (tests/containment/test_dev_pool.py covers that path): agents as root.
+    dev_env = {
+        **base_env(),
+        "VM_AGENT_WORKSPACE_ROOTS": str(tmp_path),
+        "VM_AGENT_AGENTS_AS_ROOT": "1",
+    }
     with (tmp_path / "dev.log").open("wb") as log:
-        process = await anyio.open_process(argv, env=base_env(), stderr=log)
+        process = await anyio.open_process(argv, env=dev_env, stderr=log)
     try:
         assert process.stdout is not None
         out: list[str] = []

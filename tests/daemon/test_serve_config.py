@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 from pathlib import Path
@@ -26,6 +27,8 @@ def env_for(tmp: Path, **extra: str) -> dict[str, str]:
             "VM_AGENT_CALLBACK_TOKEN_FILE": str(tmp / "callback-token"),
             "VM_AGENT_STATE_DIR": str(tmp / "state"),
             "VM_AGENT_LISTEN_PORT": "0",
+            "VM_AGENT_WORKSPACE_ROOTS": str(tmp),
+            "VM_AGENT_AGENTS_AS_ROOT": "1",
         }
     )
     env.update(extra)
@@ -105,3 +108,21 @@ def test_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "address already in use" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow  # imports the whole daemon
+def test_a_root_daemon_without_its_agent_users_refuses_to_start(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only a root daemon runs agents as pool users")
+    write_token(tmp_path / "callback-token", "a-callback-token-value")
+    env = env_for(
+        tmp_path,
+        VM_AGENT_AGENT_USER_PREFIX="vmat-none-u",
+        VM_AGENT_AGENT_UID_BASE="63990",
+        VM_AGENT_AGENT_HOMES_DIR=str(tmp_path / "homes"),
+    )
+    del env["VM_AGENT_AGENTS_AS_ROOT"]
+    done = serve(env)
+    assert done.returncode == 2
+    assert "vm-agent agent-users ensure" in one_line(done.stderr)
+    assert "create user vmat-none-u0" in done.stderr

@@ -37,6 +37,10 @@ else:
 log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
+# Requests whose answers can be megabytes: at most this many of one agent's are handled
+# (read, answered and written back) at once; the agent waits for the rest.
+DEFAULT_MAX_HEAVY_REQUESTS = 4
+_HEAVY = ("fs/read_text_file", "fs/write_text_file", "terminal/output")
 
 
 class AgentProtocolError(Exception):
@@ -101,8 +105,10 @@ class AcpClient:
         *,
         name: str,
         on_protocol_error: ProtocolErrorHook | None = None,
+        max_heavy_requests: int = DEFAULT_MAX_HEAVY_REQUESTS,
     ) -> None:
         self.services = services
+        self._heavy = anyio.Semaphore(max_heavy_requests)
         self.conn = Connection(
             transport, self._router(), name=name, on_protocol_error=on_protocol_error
         )
@@ -127,7 +133,8 @@ class AcpClient:
                     "terminal/release": self._guard_params(t.release),
                 }
             )
-        return router(requests, {"session/update": self._on_update})
+        bounded = {method: self._heavy for method in _HEAVY if method in requests}
+        return router(requests, {"session/update": self._on_update}, bounded)
 
     @staticmethod
     def _guard_params(handler: Callable[[Any], Awaitable[Any]]) -> RequestHandler:

@@ -1,8 +1,11 @@
-"""``terminal/*``: commands the agent runs through us, each in its own process group.
+"""``terminal/*``: commands the agent runs through us, each in a process tree of its own.
 
 A terminal's stdout and stderr share one pipe (interleaved as written) and one bounded
-buffer that keeps the tail. Killing signals the whole group, so a shell's children go too;
-leaving the manager stops every group it started.
+buffer that keeps the tail. Each command starts through the session's ``Launcher``: as
+the session's user, in a cgroup of its own inside the session's (or, without cgroups, in a
+process group of its own). Killing or releasing it stops that whole tree, so a shell's
+children go too, and under cgroups also those that called ``setsid``; leaving the manager
+stops every tree it started.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from vm_agent import procgroup
 from vm_agent.acp.lazy import lazy_module
 from vm_agent.jsonrpc.errors import INVALID_REQUEST, RESOURCE_NOT_FOUND, JsonRpcError
 from vm_agent.jsonrpc.validation import parse_params
+from vm_agent.launch import Launcher, PlainLauncher
 
 if TYPE_CHECKING:
     from acp import schema
@@ -105,16 +109,14 @@ def exit_status_of(returncode: int) -> schema.TerminalExitStatus:
 class _Terminal:
     terminal_id: str
     process: Process
+    tree: procgroup.ProcessTree
+    leaf: str
     buffer: TailBuffer
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     output_done: anyio.Event = field(default_factory=anyio.Event)
     exited: anyio.Event = field(default_factory=anyio.Event)
     finished: anyio.Event = field(default_factory=anyio.Event)
     exit_status: schema.TerminalExitStatus | None = None
-
-    @property
-    def pgid(self) -> int:
-        return self.process.pid  # started with start_new_session: leader of its own group
 
 
 class TerminalManager:
@@ -130,6 +132,7 @@ class TerminalManager:
         max_terminals: int = 16,
         kill_grace_s: float = 1.0,
         drain_grace_s: float = 0.5,
+        launcher: Launcher | None = None,
     ) -> None:
         self._cwd = cwd.resolve()
         self._base_env = dict(base_env)
@@ -140,6 +143,7 @@ class TerminalManager:
         self._drain_grace_s = drain_grace_s
         self._terminals: dict[str, _Terminal] = {}
         self._tg: TaskGroup | None = None
+        self._launcher: Launcher = launcher or PlainLauncher()
 
     async def __aenter__(self) -> TerminalManager:
         self._tg = anyio.create_task_group()
@@ -189,23 +193,26 @@ class TerminalManager:
         if not req.command.strip():
             raise JsonRpcError.invalid_params("command must not be empty")
         argv = _argv(req.command, req.args)
+        terminal_id = f"term-{secrets.token_hex(6)}"
         try:
-            process = await anyio.open_process(
+            launched = await self._launcher.launch(
                 argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
+                leaf=terminal_id,
                 cwd=cwd,
                 env=env,
-                start_new_session=True,
+                stdin_pipe=False,
+                stderr=subprocess.STDOUT,
             )
         except OSError as exc:
             raise JsonRpcError.invalid_params(
                 f"cannot start {argv[0]!r}: {exc.strerror or exc}"
             ) from exc
+        process = launched.process
         term = _Terminal(
-            terminal_id=f"term-{secrets.token_hex(6)}",
+            terminal_id=terminal_id,
             process=process,
+            tree=launched.tree,
+            leaf=launched.leaf,
             buffer=TailBuffer(min(limit, self._max_limit)),
         )
         self._terminals[term.terminal_id] = term
@@ -281,9 +288,9 @@ class TerminalManager:
 
     async def _stop_group(self, term: _Terminal) -> None:
         with anyio.CancelScope(shield=True):
-            await procgroup.stop_process_group(
+            await procgroup.stop_tree(
                 term.process,
-                term.pgid,
+                term.tree,
                 close_stdin=False,
                 stdin_grace_s=0.0,
                 term_grace_s=self._kill_grace_s,
@@ -293,6 +300,7 @@ class TerminalManager:
         await self._stop_group(term)
         term.scope.cancel()
         await term.finished.wait()
+        self._launcher.forget(term.leaf)
 
     async def _supervise(self, term: _Terminal) -> None:
         try:

@@ -42,9 +42,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def dev_agents(dev_dir: Path) -> dict[str, list[str]]:
+# Where the fake agent keeps transcripts when it runs as a pool user (the dev dir is 0700).
+AGENT_HOME_STATE = "~/.vm-agent-fake-agent"
+
+
+def dev_agents(dev_dir: Path, state_dir: str | None = None) -> dict[str, list[str]]:
     """The fake agent in a few scenarios; transcripts under the dev dir, so sessions load."""
-    state = str(dev_dir / "fake-agent")
+    state = state_dir or str(dev_dir / "fake-agent")
     return {
         "fake": list(fake_agent_command("--scenario", "echo", "--state-dir", state)),
         "fake-slow": list(
@@ -69,6 +73,27 @@ def write_agents_file(path: Path, agents: dict[str, list[str]]) -> None:
     path.write_text("\n".join(lines))
 
 
+def agents_run_as_pool() -> bool:
+    """Whether the daemon will run agents as pool users (it is root, not told otherwise)."""
+    from vm_agent.containment.users import RunAs, decide_run_as
+
+    as_root = os.environ.get(f"{ENV_PREFIX}AGENTS_AS_ROOT", "").lower() in ("1", "true", "yes")
+    return decide_run_as(os.geteuid(), as_root).mode is RunAs.POOL
+
+
+def dev_workspace_root(dev_dir: Path) -> Path:
+    """``VM_AGENT_WORKSPACE_ROOTS`` unless set: /srv/workspaces as root, else under the dev dir.
+
+    As root the agents are pool users, who cannot enter the (0700) dev dir.
+    """
+    configured = os.environ.get(f"{ENV_PREFIX}WORKSPACE_ROOTS")
+    if configured:
+        return Path(configured.split(":")[0])
+    root = Path("/srv/workspaces") if os.geteuid() == 0 else dev_dir / "workspaces"
+    root.mkdir(parents=True, exist_ok=True, mode=0o755)
+    return root
+
+
 def dev_settings(dev_dir: Path, control_plane_url: str, jwks_url: str, port: int) -> Settings:
     """Dev settings; other ``VM_AGENT_*`` variables (timeouts, say) still apply."""
     values = {
@@ -77,7 +102,9 @@ def dev_settings(dev_dir: Path, control_plane_url: str, jwks_url: str, port: int
         if k.startswith(ENV_PREFIX) and k != f"{ENV_PREFIX}ENV_FILE"
     }
     agents_file = dev_dir / "agents.toml"
-    write_agents_file(agents_file, dev_agents(dev_dir))
+    state = AGENT_HOME_STATE if agents_run_as_pool() else None
+    write_agents_file(agents_file, dev_agents(dev_dir, state))
+    values.setdefault(f"{ENV_PREFIX}WORKSPACE_ROOTS", str(dev_workspace_root(dev_dir)))
     values.update(
         {
             # Never the production env file: only one under the dev dir, if someone writes it.
@@ -119,6 +146,7 @@ def banner(ready: DaemonReady, control_plane_url: str, viewer_token: str, cwd: P
             f"  viewer url:    {ready.viewer_url}",
             f"  viewer token:  {viewer_token}",
             "  agents:        " + ", ".join(dev_agents(Path("."))),
+            f"  workspaces:    under {cwd.parent} (a session's cwd must be)",
             "  try:",
             f"    {attach}",
             "  (--start fake-tools asks for permissions: add --permission allow;"
@@ -198,7 +226,11 @@ async def _dev(
             print(f"vm-agent dev: {exc}", file=sys.stderr, flush=True)
             return EXIT_CONFIG
 
-        def show(ready: DaemonReady) -> None:
-            print(banner(ready, base_url, tokens.viewer_token, Path.cwd()), flush=True)
+        workspace = Path(str(settings.workspace_root_paths[0])) / "dev"
 
-        return await run_daemon(settings, on_ready=show, stopper=stopper)
+        def show(ready: DaemonReady) -> None:
+            print(banner(ready, base_url, tokens.viewer_token, workspace), flush=True)
+
+        return await run_daemon(
+            settings, on_ready=show, stopper=stopper, ensure_agent_users=agents_run_as_pool()
+        )

@@ -13,7 +13,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vm-agent", description="Supervisor for ACP agents.")
     parser.add_argument("--version", action="version", version=f"vm-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    from vm_agent.cli import attach, dev, prompt, serve
+    from vm_agent.cli import agent_users, attach, dev, prompt, serve
 
     prompt.add_arguments(sub.add_parser("prompt", help="run one prompt against one agent"))
     serve.add_arguments(sub.add_parser("serve", help="run the daemon (configured by VM_AGENT_*)"))
@@ -22,6 +22,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     attach.add_arguments(
         sub.add_parser("attach", help="a terminal viewer: stream a session, send a prompt")
+    )
+    agent_users.add_arguments(
+        sub.add_parser("agent-users", help="the agent-user pool (`ensure` creates it)")
     )
     sub.add_parser("fake-agent", help="the fake ACP agent (for dev and tests)", add_help=False)
     return parser
@@ -50,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         from vm_agent.cli import dev
 
         return dev.run(args)
+    if args.command == "agent-users":
+        from vm_agent.cli import agent_users
+
+        return agent_users.run(args)
     if args.command == "attach":
         from vm_agent.cli import attach
 

@@ -7,6 +7,7 @@ so start-up stays cheap and parsing is testable on its own.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ SCENARIOS: tuple[str, ...] = (
     "spawns-children",
     "env",
     "prompt-error",
+    "hostile",
 )
 
 # Scenarios that stream with a pause by default; every other one streams at full speed.
@@ -110,7 +112,11 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("--stderr-text", str, "text written to stderr at the start of each prompt"),
     _Option("--children", _non_negative_int, "spawns-children: grandchildren (default 2)"),
     _Option("--pid-file", str, "spawns-children: file receiving grandchild pids"),
-    _Option("--state-dir", str, "directory keeping session transcripts"),
+    _Option(
+        "--state-dir",
+        os.path.expanduser,  # '~/...': the agent user's own HOME, as real agents keep theirs
+        "directory keeping session transcripts (a leading ~ is the agent's HOME)",
+    ),
 )
 
 

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
+from vm_agent.fake_agent.hostile import hostile
 from vm_agent.fake_agent.tools import tools
 from vm_agent.fake_agent.transcript import AGENT
 from vm_agent.fake_agent.turn import CANCELLED, END_TURN, Turn, split_text
@@ -187,4 +188,5 @@ def behaviours() -> dict[str, PromptBehaviour]:
         "spawns-children": echo,
         "env": env,
         "prompt-error": prompt_error,
+        "hostile": hostile,
     }

@@ -6,6 +6,11 @@ handler runs inline (an awaitable it returns is awaited before the next frame), 
 and the awaitable it returns runs in its own task, so a request that waits on a person
 (a permission prompt) never stalls the stream behind it.
 
+Bounded methods: a ``Router`` may give methods a shared ``anyio.Semaphore``. A request of
+such a method holds a slot from before its handler starts until its answer is written,
+and the reader waits for a free slot before it takes the next frame: a peer that sends many
+requests with big answers (file reads) gets backpressure, and memory stays bounded.
+
 A peer that goes away is a distinct, typed outcome (``PeerClosed``), never confused with a
 caller's own deadline (``TimeoutError`` from its cancel scope) or an error answer
 (``JsonRpcError``).
@@ -56,6 +61,8 @@ class Router:
 
     requests: dict[str, RequestHandler] = field(default_factory=dict)
     notifications: dict[str, NotificationHandler] = field(default_factory=dict)
+    # Methods whose requests are handled at most the semaphore's value at a time.
+    bounded: dict[str, anyio.Semaphore] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -190,49 +197,69 @@ class Connection:
             except Exception:
                 log.exception("%s: handler for %s failed", self.name, msg.method)
         elif isinstance(msg, m.Request):
-            self._start_request(msg)
+            slots = self._router.bounded.get(msg.method)
+            if slots is None:
+                self._start_request(msg, None)
+            else:
+                await slots.acquire()
+                self._start_request(msg, slots)
         elif isinstance(msg, m.Response):
             self._resolve(msg.id, result=msg.result)
         else:
             self._resolve(msg.id, error=msg.error)
 
-    def _start_request(self, req: m.Request) -> None:
+    def _start_request(self, req: m.Request, slots: anyio.Semaphore | None) -> None:
         assert self._tg is not None
         handler = self._router.requests.get(req.method)
         if handler is None:
             self._tg.start_soon(
-                self._answer_error, req.id, JsonRpcError.method_not_found(req.method)
+                self._answer_error, req.id, JsonRpcError.method_not_found(req.method), slots
             )
             return
         try:
             awaitable = handler(req.params)
         except JsonRpcError as exc:
-            self._tg.start_soon(self._answer_error, req.id, exc)
+            self._tg.start_soon(self._answer_error, req.id, exc, slots)
             return
         except Exception:
             log.exception("%s: handler for %s failed", self.name, req.method)
             self._tg.start_soon(
-                self._answer_error, req.id, JsonRpcError(INTERNAL_ERROR, "internal error")
+                self._answer_error, req.id, JsonRpcError(INTERNAL_ERROR, "internal error"), slots
             )
             return
-        self._tg.start_soon(self._answer, req, awaitable)
+        self._tg.start_soon(self._answer, req, awaitable, slots)
 
-    async def _answer(self, req: m.Request, awaitable: Awaitable[Any]) -> None:
+    async def _answer(
+        self, req: m.Request, awaitable: Awaitable[Any], slots: anyio.Semaphore | None = None
+    ) -> None:
         try:
-            result = await awaitable
-        except JsonRpcError as exc:
-            await self._answer_error(req.id, exc)
-            return
-        except Exception:
-            log.exception("%s: handler for %s failed", self.name, req.method)
-            await self._answer_error(req.id, _INTERNAL)
-            return
-        with contextlib.suppress(PeerClosed):
-            await self._send(m.encode_result(req.id, result))
+            try:
+                result = await awaitable
+            except JsonRpcError as exc:
+                await self._answer_error(req.id, exc)
+                return
+            except Exception:
+                log.exception("%s: handler for %s failed", self.name, req.method)
+                await self._answer_error(req.id, _INTERNAL)
+                return
+            with contextlib.suppress(PeerClosed):
+                await self._send(m.encode_result(req.id, result))
+        finally:
+            if slots is not None:
+                slots.release()
 
-    async def _answer_error(self, msg_id: m.RequestId | None, error: JsonRpcError) -> None:
-        with contextlib.suppress(PeerClosed):
-            await self._send(m.encode_error(msg_id, error))
+    async def _answer_error(
+        self,
+        msg_id: m.RequestId | None,
+        error: JsonRpcError,
+        slots: anyio.Semaphore | None = None,
+    ) -> None:
+        try:
+            with contextlib.suppress(PeerClosed):
+                await self._send(m.encode_error(msg_id, error))
+        finally:
+            if slots is not None:
+                slots.release()
 
     async def _invalid(self, msg: m.Invalid, frame: bytes | str) -> None:
         self.stats.invalid_frames += 1
@@ -270,5 +297,6 @@ class Connection:
 def router(
     requests: Mapping[str, RequestHandler] | None = None,
     notifications: Mapping[str, NotificationHandler] | None = None,
+    bounded: Mapping[str, anyio.Semaphore] | None = None,
 ) -> Router:
-    return Router(dict(requests or {}), dict(notifications or {}))
+    return Router(dict(requests or {}), dict(notifications or {}), dict(bounded or {}))

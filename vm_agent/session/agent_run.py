@@ -20,6 +20,7 @@ from vm_agent.acp.terminals import TerminalManager
 from vm_agent.agent_env import build_agent_env
 from vm_agent.agent_process import AgentProcess, AgentStartError, spawn_agent
 from vm_agent.catalog import AgentSpec
+from vm_agent.containment.session import SessionContainment
 from vm_agent.core.classifier import ExitFacts
 from vm_agent.jsonrpc.connection import PeerClosed
 from vm_agent.jsonrpc.errors import JsonRpcError
@@ -60,8 +61,11 @@ class AgentRun:
         cwd: Path,
         config: SessionConfig,
         on_spawned: Callable[[int], None] | None = None,
+        *,
+        containment: SessionContainment | None = None,
     ) -> None:
         self.session_id = session_id
+        self.containment = containment
         self._on_spawned = on_spawned
         self.spec = spec
         self.cwd = cwd
@@ -126,6 +130,19 @@ class AgentRun:
             return
         base_env = build_agent_env(cfg.daemon_env, allowed=cfg.env_allow)
         env = build_agent_env(cfg.daemon_env, own_env, allowed=cfg.env_allow)
+        contained = self.containment
+        if contained is not None:  # the agent user's HOME and names, not the daemon's
+            base_env, env = contained.env(base_env), contained.env(env)
+        try:
+            fs = FileSystemService(
+                self.cwd,
+                max_read_bytes=cfg.fs_max_bytes,
+                max_write_bytes=cfg.fs_max_bytes,
+                credentials=contained.file_credentials if contained else None,
+            )
+        except OSError as exc:
+            await report.failed(StartFailure(f"cannot open {self.cwd}: {exc.strerror}", False))
+            return
         try:
             async with (
                 spawn_agent(
@@ -135,11 +152,13 @@ class AgentRun:
                     max_line_bytes=cfg.max_line_bytes,
                     tail_bytes=cfg.stderr_tail_bytes,
                     stop_timings=cfg.stop_timings,
+                    launcher=contained,
                 ) as proc,
                 TerminalManager(
                     cwd=self.cwd,
                     base_env=base_env,  # terminals never get the agent's own secrets
                     default_output_limit=cfg.terminal_output_limit,
+                    launcher=contained,
                 ) as terminals,
             ):
                 self.process = proc
@@ -148,15 +167,14 @@ class AgentRun:
                 services = ClientServices(
                     on_update=on_update,
                     request_permission=on_permission,
-                    fs=FileSystemService(
-                        self.cwd, max_read_bytes=cfg.fs_max_bytes, max_write_bytes=cfg.fs_max_bytes
-                    ),
+                    fs=fs,
                     terminals=terminals,
                 )
                 client = AcpClient(
                     proc.transport,
                     services,
                     name=f"session {self.session_id} agent pid {proc.pid}",
+                    max_heavy_requests=cfg.max_heavy_requests,
                 )
                 async with anyio.create_task_group() as tg:
                     await tg.start(client.run)
@@ -169,6 +187,8 @@ class AgentRun:
                     tg.cancel_scope.cancel()
         except AgentStartError as exc:
             await report.failed(StartFailure(str(exc), retryable=False))
+        finally:
+            fs.close()
 
     async def _open(
         self, client: AcpClient, proc: AgentProcess, load: str | None, report: RunReport

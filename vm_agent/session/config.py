@@ -27,4 +27,6 @@ class SessionConfig:
     env_allow: tuple[str, ...] = DEFAULT_ALLOWED
     daemon_env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     fs_max_bytes: int = 8 * 1024 * 1024
+    # fs/* and terminal/output requests of one agent handled at once (memory bound).
+    max_heavy_requests: int = 4
     terminal_output_limit: int = 1024 * 1024

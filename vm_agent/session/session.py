@@ -20,6 +20,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from vm_agent.acp.client import AgentInfo, AgentProtocolError
 from vm_agent.acp.permissions import PermissionPolicy
 from vm_agent.catalog import AgentSpec
+from vm_agent.containment.session import SessionContainment
 from vm_agent.core import actions as a
 from vm_agent.core import events as ev
 from vm_agent.core.classifier import ExitFacts
@@ -71,9 +72,14 @@ class AgentSession:
         load_acp_session: str | None = None,
         restored: SessionRecord | None = None,
         reservation: str | dict[str, Any] | None = None,
+        owner: str | None = None,
+        containment: SessionContainment | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         self.id = session_id
+        # The user this session belongs to (contract 1); its agents run as that owner's user.
+        self.owner = owner
+        self.containment = containment
         self.spec = spec
         self.cwd = cwd
         self.log = log
@@ -91,6 +97,7 @@ class AgentSession:
             self.machine.acp_session_id = restored.acp_session_id
             self.machine.load_session = bool(restored.metadata.get("load_session"))
             self.reservation = restored.metadata.get("reservation")
+            self.owner = restored.metadata.get("owner")
         self._load_first = load_acp_session
         self._clock = clock
         self._run: AgentRun | None = None
@@ -139,6 +146,7 @@ class AgentSession:
             "prompt_id": self.machine.prompt_id,
             "error": self.machine.error,
             "reservation": self.reservation,
+            "owner": self.owner,
         }
 
     # -- life -------------------------------------------------------------------------------
@@ -148,6 +156,9 @@ class AgentSession:
         try:
             await self._live(task_status)
         finally:
+            if self.containment is not None:
+                # Whatever the agent or a terminal left running dies with the cgroup.
+                await self.containment.release()
             self.stopped_for_good.set()
 
     async def _live(self, task_status: TaskStatus[None]) -> None:
@@ -303,6 +314,7 @@ class AgentSession:
                 "load_session": self.machine.load_session,
                 "error": self.machine.error,
                 "reservation": self.reservation,
+                "owner": self.owner,
             },
         )
         self._state_changed.set()
@@ -321,7 +333,14 @@ class AgentSession:
     # -- agent runs -------------------------------------------------------------------------
 
     def _start_run(self, delay: float, load: str | None) -> None:
-        run = AgentRun(self.id, self.spec, self.cwd, self.config, self.spawned_pids.append)
+        run = AgentRun(
+            self.id,
+            self.spec,
+            self.cwd,
+            self.config,
+            self.spawned_pids.append,
+            containment=self.containment,
+        )
         self._run = run
         self._task_group.start_soon(self._go, run, delay, load)
 

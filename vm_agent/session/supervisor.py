@@ -16,7 +16,9 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from vm_agent.acp.permissions import AskPolicy, PermissionPolicy
-from vm_agent.catalog import Catalog
+from vm_agent.catalog import AgentSpec, Catalog
+from vm_agent.containment.host import Containment
+from vm_agent.containment.session import SessionContainment
 from vm_agent.eventlog import EventLog, EventsDropped
 from vm_agent.redact import Redactor
 from vm_agent.session.config import CredentialsProvider, SessionConfig
@@ -47,7 +49,11 @@ class Supervisor:
         redactor: Redactor,
         credentials: CredentialsProvider | None = None,
         permission_policy: Callable[[], PermissionPolicy] = AskPolicy,
+        containment: Containment | None = None,
     ) -> None:
+        """``containment``: run agents confined (the daemon always gives one); without it
+        they run as this process's user, in process groups, in any existing directory."""
+        self.containment = containment
         self.log = log
         self.catalog = catalog
         self.config = config
@@ -55,6 +61,7 @@ class Supervisor:
         self.credentials = credentials
         self.permission_policy = permission_policy
         self.sessions: dict[str, AgentSession] = {}
+        self._starting: set[str] = set()
         self._tg: TaskGroup | None = None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -82,18 +89,53 @@ class Supervisor:
         load_acp_session: str | None = None,
         permissions: PermissionPolicy | None = None,
         reservation: str | dict[str, Any] | None = None,
+        owner: str | None = None,
     ) -> AgentSession:
         spec = self.catalog.get(agent)
         path = Path(cwd)
-        if not path.is_absolute():
-            raise ValueError(f"cwd must be an absolute path, not {str(cwd)!r}")
-        if not await anyio.Path(path).is_dir():
-            raise ValueError(f"cwd {str(cwd)!r} is not a directory")
         sid = session_id or f"s-{uuid.uuid4().hex[:16]}"
         if not sid or len(sid) > 128 or not set(sid) <= _SESSION_ID_CHARS:
             raise ValueError("session_id must be 1-128 characters of [A-Za-z0-9._-]")
-        if sid in self.sessions:
+        if sid in self.sessions or sid in self._starting:
             raise ValueError(f"session {sid!r} exists already")
+        self._starting.add(sid)
+        try:
+            return await self._start(
+                sid,
+                spec,
+                path,
+                load_acp_session=load_acp_session,
+                permissions=permissions,
+                reservation=reservation,
+                owner=owner,
+            )
+        finally:
+            self._starting.discard(sid)
+
+    async def _start(
+        self,
+        sid: str,
+        spec: AgentSpec,
+        path: Path,
+        *,
+        load_acp_session: str | None,
+        permissions: PermissionPolicy | None,
+        reservation: str | dict[str, Any] | None,
+        owner: str | None,
+    ) -> AgentSession:
+        contained: SessionContainment | None = None
+        if self.containment is not None:
+            # Refusals (cwd outside the workspace roots, a bad reservation, no free
+            # agent user) are ValueErrors with a message for a person.
+            contained = await self.containment.prepare(
+                sid, owner=owner, reservation=reservation, cwd=str(path)
+            )
+            path = contained.workdir
+        else:
+            if not path.is_absolute():
+                raise ValueError(f"cwd must be an absolute path, not {str(path)!r}")
+            if not await anyio.Path(path).is_dir():
+                raise ValueError(f"cwd {str(path)!r} is not a directory")
         session = AgentSession(
             session_id=sid,
             spec=spec,
@@ -105,6 +147,8 @@ class Supervisor:
             credentials=self.credentials,
             load_acp_session=load_acp_session,
             reservation=reservation,
+            owner=owner,
+            containment=contained,
         )
         self.sessions[sid] = session
         await self._group.start(session.run)
@@ -128,6 +172,18 @@ class Supervisor:
                     record.agent,
                 )
                 continue
+            contained: SessionContainment | None = None
+            if self.containment is not None:
+                try:
+                    contained = await self.containment.prepare(
+                        record.session_id,
+                        owner=record.metadata.get("owner"),
+                        reservation=record.metadata.get("reservation"),
+                        cwd=record.cwd,
+                    )
+                except ValueError as exc:  # never run it unconfined: leave it out
+                    log.warning("session %s: not restored: %s", record.session_id, exc)
+                    continue
             await self._close_orphan_prompt(record.session_id, record.state)
             session = AgentSession(
                 session_id=record.session_id,
@@ -139,6 +195,7 @@ class Supervisor:
                 redactor=self.redactor,
                 credentials=self.credentials,
                 restored=record,
+                containment=contained,
             )
             await self._load_outcomes(session)
             self.sessions[record.session_id] = session
