@@ -48,6 +48,10 @@ def env_for(tmp: Path, port: int, notify: Notify, **extra: str) -> dict[str, str
             "VM_AGENT_BOOTSTRAP_RETRY_MAX_S": "0.3",
             "NOTIFY_SOCKET": str(notify.path),
             "WATCHDOG_USEC": "400000",
+            # These tests are about the first start, not containment (tests/containment/):
+            # agents may run as the daemon's user, under the test's directory.
+            "VM_AGENT_WORKSPACE_ROOTS": str(tmp),
+            "VM_AGENT_AGENTS_AS_ROOT": "1",
         }
     )
     env.update(extra)
