@@ -37,6 +37,16 @@ class UnknownSession(KeyError):
         return f"unknown session {self.session_id!r}"
 
 
+class _Started(TaskStatus[None]):
+    """Passes ``started()`` on, so the supervisor knows whether the session got that far."""
+
+    def __init__(self, on_started: Callable[[None], None]) -> None:
+        self._on_started = on_started
+
+    def started(self, value: None = None) -> None:
+        self._on_started(value)
+
+
 class Supervisor:
     def __init__(
         self,
@@ -82,6 +92,7 @@ class Supervisor:
         load_acp_session: str | None = None,
         permissions: PermissionPolicy | None = None,
         reservation: str | dict[str, Any] | None = None,
+        owner: str | None = None,
     ) -> AgentSession:
         spec = self.catalog.get(agent)
         path = Path(cwd)
@@ -105,10 +116,38 @@ class Supervisor:
             credentials=self.credentials,
             load_acp_session=load_acp_session,
             reservation=reservation,
+            owner=owner,
         )
         self.sessions[sid] = session
-        await self._group.start(session.run)
+        try:
+            await self._group.start(self._run_session, session)
+        except BaseException:
+            # It never started: the caller hears why; it is not listed half-made.
+            if self.sessions.get(sid) is session:
+                del self.sessions[sid]
+            raise
         return session
+
+    @staticmethod
+    async def _run_session(
+        session: AgentSession, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """A session's life; what goes wrong inside it (a file it cannot open, a process it
+        cannot spawn) ends that session only, never the supervisor and the daemon."""
+        started = False
+
+        def ready(value: None = None) -> None:
+            nonlocal started
+            started = True
+            task_status.started(value)
+
+        try:
+            await session.run(task_status=_Started(ready))
+        except Exception as exc:
+            if not started:
+                raise  # start_session's caller gets the error
+            log.exception("session %s failed and is stopped; the others go on", session.id)
+            await session.abandon(f"internal error: {type(exc).__name__}: {exc}")
 
     async def restore(self, *, recover: bool = False) -> list[AgentSession]:
         """Brings back the sessions an earlier daemon left in the log, as stopped sessions.
@@ -142,7 +181,7 @@ class Supervisor:
             )
             await self._load_outcomes(session)
             self.sessions[record.session_id] = session
-            await self._group.start(session.run)
+            await self._group.start(self._run_session, session)
             restored.append(session)
             if recover and session.restorable and record.state not in ("stopped", "error"):
                 try:
