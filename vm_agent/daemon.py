@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import ssl
 import sys
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -32,6 +33,8 @@ from vm_agent.control_link import (
 )
 from vm_agent.core.machine import SessionPolicy
 from vm_agent.eventlog import EventLog
+from vm_agent.exposure import ListenerMode
+from vm_agent.fdlimit import raise_soft_limit
 from vm_agent.logs import setup_logging
 from vm_agent.metrics import Metrics
 from vm_agent.procgroup import signal_group
@@ -41,6 +44,7 @@ from vm_agent.server import ViewerServer
 from vm_agent.session.config import SessionConfig
 from vm_agent.session.supervisor import Supervisor
 from vm_agent.settings import Settings
+from vm_agent.tls import TlsConfigError, server_context
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +69,12 @@ class DaemonReady:
     port: int
     node_id: str
     sessions: int
+    tls: bool = False
 
     @property
     def viewer_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"ws://{host}:{self.port}/v1/ws"
+        return f"{'wss' if self.tls else 'ws'}://{host}:{self.port}/v1/ws"
 
 
 OnReady = Callable[[DaemonReady], None]
@@ -86,6 +91,22 @@ def session_config(settings: Settings, daemon_env: Mapping[str, str]) -> Session
     return SessionConfig(
         policy=policy, max_line_bytes=settings.max_line_bytes, daemon_env=dict(daemon_env)
     )
+
+
+def load_tls(settings: Settings) -> ssl.SSLContext | None:
+    """The listener's TLS context, or None for plain ws:// (allowed by the settings)."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        if settings.listener_mode is ListenerMode.PLAIN_EXPOSED:
+            log.warning(
+                "VM_AGENT_ALLOW_PLAINTEXT: serving plain ws:// on %s, which is not loopback: "
+                "tokens and prompts cross the network in clear",
+                settings.listen_host,
+            )
+        return None
+    try:
+        return server_context(settings.tls_cert_file, settings.tls_key_file)
+    except TlsConfigError as exc:
+        raise StartupError(str(exc)) from exc
 
 
 def load_callback_tokens(settings: Settings, redactor: Redactor) -> CallbackTokenStore | None:
@@ -164,12 +185,14 @@ async def run_daemon(
         if settings.issuer is None:
             raise StartupError("VM_AGENT_JWT_ISSUER (or VM_AGENT_CONTROL_PLANE_URL) is required")
         tokens = load_callback_tokens(settings, redactor)
+        tls = load_tls(settings)
     except CatalogError as exc:
         print(f"vm-agent: VM_AGENT_AGENTS_FILE: {exc}", file=sys.stderr, flush=True)
         return EXIT_CONFIG
     except StartupError as exc:
         print(f"vm-agent: {exc}", file=sys.stderr, flush=True)
         return EXIT_CONFIG
+    raise_soft_limit(settings.max_connections)
     notifier = SdNotifier.from_env(dict(environ))
     stop = stopper or Stopper()
     parts = _Parts(
@@ -178,6 +201,7 @@ async def run_daemon(
         redactor=redactor,
         catalog=catalog,
         tokens=tokens,
+        tls=tls,
         notifier=notifier,
         stop=stop,
         on_ready=on_ready,
@@ -213,6 +237,7 @@ class _Parts:
         redactor: Redactor,
         catalog: Catalog,
         tokens: CallbackTokenStore | None,
+        tls: ssl.SSLContext | None,
         notifier: SdNotifier,
         stop: Stopper,
         on_ready: OnReady | None,
@@ -222,6 +247,7 @@ class _Parts:
         self.redactor = redactor
         self.catalog = catalog
         self.tokens = tokens
+        self.tls = tls
         self.notifier = notifier
         self.stop = stop
         self.on_ready = on_ready
@@ -270,6 +296,7 @@ class _Parts:
             verifier=verifier,
             metrics=metrics,
             health=partial(_health, link),
+            ssl_context=self.tls,
         )
         try:
             async with anyio.create_task_group() as tg:
@@ -280,7 +307,13 @@ class _Parts:
                 if link is not None:
                     await tg.start(link.run)
                 port = await tg.start(partial(server.serve, s.listen_host, s.listen_port))
-                ready = DaemonReady(s.listen_host, int(port), s.node_id, len(supervisor.sessions))
+                ready = DaemonReady(
+                    s.listen_host,
+                    int(port),
+                    s.node_id,
+                    len(supervisor.sessions),
+                    tls=self.tls is not None,
+                )
                 log.info("vm-agent %s serving viewers on %s", __version__, ready.viewer_url)
                 self.notifier.ready()
                 self.notifier.status(
