@@ -1,8 +1,16 @@
 """The viewer API server: ``/v1/ws`` (JSON-RPC over websocket), ``/health``, ``/metrics``.
 
+A connection passes three doors before it costs more than a socket. The gate, at accept:
+caps on all connections, per source address, and unauthenticated ones (``admission``).
+TLS, when the settings name a certificate and key. Then the upgrade: a bearer token on it
+is verified before the websocket exists (a bad one is HTTP 401); without one the viewer
+must send ``auth`` first, and until it has, its frames are held to ``PREAUTH_FRAME_BYTES``
+and only ``PREAUTH_QUEUE`` of them are buffered, so a stranger's fat frames are refused
+(close 1009) instead of read into memory.
+
 The websockets library runs one asyncio task per connection; each viewer's own tasks (its
-writer, its subscriptions) live in a task group inside that handler, and prompts live in
-the server's task group so that they outlive the viewer that asked.
+writer, its subscriptions, its token's expiry) live in a task group inside that handler,
+and prompts live in the server's task group so that they outlive the viewer that asked.
 """
 
 from __future__ import annotations
@@ -10,7 +18,10 @@ from __future__ import annotations
 import itertools
 import logging
 import socket
+import ssl
 import time
+import weakref
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,12 +31,15 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from vm_agent.eventlog import EventLog
+from vm_agent.ratelimit import LogBudget, left_out_note
 from vm_agent.server import http
+from vm_agent.server.admission import Admission, Limits, Refusal
 from vm_agent.server.fanout import FanOut
+from vm_agent.server.gate import Gate, GatedListener
 from vm_agent.server.prompts import PromptRuns
-from vm_agent.server.protocols import ServerMetrics, TokenVerifier
+from vm_agent.server.protocols import Identity, ServerMetrics, TokenVerifier
 from vm_agent.server.transport import WebSocketTransport
-from vm_agent.server.viewer import ViewerDeps, serve_viewer
+from vm_agent.server.viewer import AuthFailed, ViewerDeps, bearer_token, serve_viewer, verify
 from vm_agent.session.supervisor import Supervisor
 from vm_agent.settings import Settings
 
@@ -34,7 +48,20 @@ log = logging.getLogger(__name__)
 WS_PATH = "/v1/ws"
 PEER = "viewer"
 DEFAULT_SEND_BUFFER_BYTES = 256 * 1024
+# Until a viewer has authenticated: one message holds an auth request with a token of up to
+# 16 KiB (the verifier's bound), and two such frames are buffered before reading pauses.
+PREAUTH_FRAME_BYTES = 32 * 1024
+PREAUTH_QUEUE = 2
+QUEUE = 16  # frames buffered for an authenticated viewer (the library's default)
+LISTEN_BACKLOG = 512
+OPEN_TIMEOUT_S = 10.0  # for the TLS handshake, then again for the HTTP upgrade
 _BATCH_VALUES = {"1": True, "true": True, "0": False, "false": False}
+_REFUSAL_TEXT = {
+    Refusal.TOTAL: "the cap on connections",
+    Refusal.ADDRESS: "the cap on connections per address",
+    Refusal.UNAUTHENTICATED: "the cap on unauthenticated connections",
+    Refusal.ADDRESS_UNAUTHENTICATED: "the cap on unauthenticated connections per address",
+}
 
 
 def batch_requested(path: str) -> bool:
@@ -50,6 +77,15 @@ def batch_requested(path: str) -> bool:
     return _BATCH_VALUES[values[0].lower()]
 
 
+def limits_of(settings: Settings) -> Limits:
+    return Limits(
+        total=settings.max_connections,
+        per_address=settings.max_connections_per_address,
+        unauthenticated=settings.max_unauthenticated,
+        unauthenticated_per_address=settings.max_unauthenticated_per_address,
+    )
+
+
 class ViewerServer:
     def __init__(
         self,
@@ -60,35 +96,60 @@ class ViewerServer:
         verifier: TokenVerifier,
         metrics: ServerMetrics | None = None,
         health: http.HealthExtra | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         auth_timeout_s: float = 10.0,
         close_timeout_s: float = 5.0,
         viewer_send_buffer_bytes: int | None = DEFAULT_SEND_BUFFER_BYTES,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """``viewer_send_buffer_bytes`` caps the kernel's send buffer of each viewer socket
         (None keeps the system's autotuning, up to several MiB a viewer), so that what a
-        viewer that stops reading can hold is about its queue and no more."""
+        viewer that stops reading can hold is about its queue and no more. ``health`` adds
+        to the node-scope ``/status``; ``clock`` is the wall clock tokens expire by."""
         self.settings = settings
         self.supervisor = supervisor
         self.log = log
         self.verifier = verifier
         self.metrics = metrics
         self.health = health
+        self.ssl_context = ssl_context
         self.auth_timeout_s = auth_timeout_s
         self.close_timeout_s = close_timeout_s
         self.viewer_send_buffer_bytes = viewer_send_buffer_bytes
+        self.clock = clock
         self.fanout = FanOut(log)
         self.prompts = PromptRuns()
+        self.admission = Admission(limits_of(settings))
+        self.gate = Gate(
+            self.admission, on_refused=self._refused, on_accept_error=self._accept_error
+        )
+        self.metrics_port: int | None = None  # bound, when settings.metrics_port is set
         self._started = time.monotonic()
-        self._ws_server: Server | None = None
+        self._ws_servers: list[Server] = []
         self._accepting = True
         self._viewers: dict[int, WebSocketTransport] = {}
         self._viewer_ids = itertools.count(1)
         self._no_viewers = anyio.Event()
         self._no_viewers.set()
+        # Identities from the upgrade's bearer token, until the handler takes them.
+        self._identities: weakref.WeakKeyDictionary[ServerConnection, Identity] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._refusal_log = LogBudget(lines=5, window_s=10.0)
+        self._accept_log = LogBudget(lines=1, window_s=10.0)
+        self._auth_log = LogBudget(lines=10, window_s=10.0)
+        if metrics is not None:
+            metrics.set_connection_source(
+                lambda: (self.admission.total, self.admission.unauthenticated)
+            )
 
     @property
     def viewer_count(self) -> int:
         return len(self._viewers)
+
+    @property
+    def scheme(self) -> str:
+        return "wss" if self.ssl_context is not None else "ws"
 
     async def serve(
         self, host: str, port: int, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED
@@ -97,39 +158,72 @@ class ViewerServer:
         remove_listener = self.fanout.attach()
         try:
             async with anyio.create_task_group() as tg:
-                server = await serve(
+                server = await self._listen(
+                    self.gate.listen(host, port, LISTEN_BACKLOG),
                     lambda ws: self._handle(ws, tg),
-                    host,
-                    port,
-                    process_request=self._process_request,
-                    max_size=self.settings.max_frame_bytes,
-                    compression=None,
-                    server_header=None,
-                    logger=logging.getLogger("vm_agent.server.websockets"),
+                    self._process_request,
+                    self.ssl_context,
                 )
-                self._ws_server = server
                 bound = server.sockets[0].getsockname()[1]
-                log.info("viewer API listening on %s:%d", host, bound)
+                log.info("viewer API listening on %s://%s:%d", self.scheme, host, bound)
+                if self.settings.metrics_port is not None:
+                    metrics_server = await self._listen(
+                        self.gate.listen("127.0.0.1", self.settings.metrics_port, 16),
+                        _no_websocket,
+                        self._metrics_only,
+                        None,
+                    )
+                    self.metrics_port = metrics_server.sockets[0].getsockname()[1]
+                    log.info("metrics on http://127.0.0.1:%d/metrics", self.metrics_port)
                 task_status.started(bound)
                 try:
                     await anyio.sleep_forever()
                 finally:
                     with anyio.CancelScope(shield=True):
-                        await self._close_server(server)
+                        await self._close_servers()
         finally:
             remove_listener()
 
-    async def _close_server(self, server: Server) -> None:
+    async def _listen(
+        self,
+        listener: GatedListener,
+        handler: Callable[[ServerConnection], Any],
+        process_request: Callable[[ServerConnection, Request], Any],
+        ssl_context: ssl.SSLContext | None,
+    ) -> Server:
+        try:
+            server = await serve(
+                handler,
+                sock=listener,
+                ssl=ssl_context,
+                backlog=LISTEN_BACKLOG,
+                process_request=process_request,
+                open_timeout=OPEN_TIMEOUT_S,
+                max_size=PREAUTH_FRAME_BYTES,
+                max_queue=PREAUTH_QUEUE,
+                compression=None,
+                server_header=None,
+                logger=_library_logger(),
+            )
+        except BaseException:
+            listener.close()
+            raise
+        self._ws_servers.append(server)
+        return server
+
+    async def _close_servers(self) -> None:
         self._accepting = False
-        server.close(close_connections=True, code=1001, reason="daemon shutting down")
+        for server in self._ws_servers:
+            server.close(close_connections=True, code=1001, reason="daemon shutting down")
         with anyio.move_on_after(self.close_timeout_s + 1):
-            await server.wait_closed()
+            for server in self._ws_servers:
+                await server.wait_closed()
 
     def stop_accepting(self) -> None:
         """Stops listening; viewers already connected stay until ``close_viewers``."""
         self._accepting = False
-        if self._ws_server is not None:
-            self._ws_server.server.close()
+        for server in self._ws_servers:
+            server.server.close()
 
     async def close_viewers(self, code: int = 1001, reason: str = "daemon shutting down") -> None:
         """Closes every viewer with ``code`` and waits (bounded) until they are gone."""
@@ -140,26 +234,74 @@ class ViewerServer:
 
     # -- HTTP -------------------------------------------------------------------------------
 
-    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
         if path == WS_PATH:
-            if not self._accepting:
-                return http.json_response(conn, 503, {"error": "daemon shutting down"})
-            try:
-                batch_requested(request.path)
-            except ValueError as exc:
-                return http.json_response(conn, 400, {"error": str(exc)})
-            return None  # on to the websocket handshake
+            return await self._upgrade(conn, request)
         if path == "/health":
-            return http.json_response(conn, 200, self.health_report())
-        if path == "/metrics":
-            if self.metrics is None:
-                return http.not_found(conn)
-            body, content_type = self.metrics.render()
-            return http.respond(conn, 200, body, content_type)
+            return http.json_response(
+                conn, 200 if self._accepting else 503, http.health_body(accepting=self._accepting)
+            )
+        if path in ("/metrics", "/status"):
+            refused = await self._node_only(conn, request, path)
+            if refused is not None:
+                return refused
+            return self._metrics(conn) if path == "/metrics" else self._status(conn)
         return http.not_found(conn)
 
-    def health_report(self) -> dict[str, Any]:
+    async def _metrics_only(self, conn: ServerConnection, request: Request) -> Response:
+        """The loopback metrics port: ``/metrics`` without a token, nothing else."""
+        if urlsplit(request.path).path == "/metrics":
+            return self._metrics(conn)
+        return http.not_found(conn)
+
+    def _metrics(self, conn: ServerConnection) -> Response:
+        if self.metrics is None:
+            return http.not_found(conn)
+        body, content_type = self.metrics.render()
+        return http.respond(conn, 200, body, content_type)
+
+    def _status(self, conn: ServerConnection) -> Response:
+        return http.json_response(conn, 200, self.status_report())
+
+    async def _upgrade(self, conn: ServerConnection, request: Request) -> Response | None:
+        if not self._accepting:
+            return http.json_response(conn, 503, {"error": "daemon shutting down"})
+        try:
+            batch_requested(request.path)
+        except ValueError as exc:
+            return http.json_response(conn, 400, {"error": str(exc)})
+        headers = request.headers.get_all("Authorization")
+        if not headers:
+            return None  # the first-message path: the pre-auth limits hold until then
+        try:
+            if len(headers) > 1:
+                raise AuthFailed("more than one Authorization header")
+            identity = await verify(self.verifier, bearer_token(headers[0]) or "")
+        except AuthFailed as exc:
+            self._auth_failed(f"upgrade from {_peer(conn)}", str(exc))
+            return http.unauthorized(conn)
+        self._identities[conn] = identity
+        self._lift_limits(conn)
+        return None
+
+    async def _node_only(
+        self, conn: ServerConnection, request: Request, path: str
+    ) -> Response | None:
+        """None when the request carries a valid token with the ``node`` scope."""
+        headers = request.headers.get_all("Authorization")
+        try:
+            if len(headers) != 1:
+                raise AuthFailed("no Authorization header" if not headers else "several")
+            identity = await verify(self.verifier, bearer_token(headers[0]) or "")
+        except AuthFailed as exc:
+            self._auth_failed(f"GET {path} from {_peer(conn)}", str(exc))
+            return http.unauthorized(conn)
+        if not identity.is_node:
+            return http.forbidden(conn, "node")
+        return None
+
+    def status_report(self) -> dict[str, Any]:
         extra: dict[str, Any] | None = None
         if self.health is not None:
             try:
@@ -167,7 +309,7 @@ class ViewerServer:
             except Exception:
                 log.exception("health callback failed")
                 extra = {"health_callback": "failed"}
-        return http.health_body(
+        return http.status_body(
             node_id=self.settings.node_id,
             accepting=self._accepting,
             states=[s.state.value for s in self.supervisor.sessions.values()],
@@ -178,9 +320,24 @@ class ViewerServer:
 
     # -- viewers ----------------------------------------------------------------------------
 
+    def _lift_limits(self, ws: ServerConnection) -> None:
+        """Authenticated: full frames and queue, and out of the unauthenticated pool."""
+        protocol: Any = ws.protocol
+        if hasattr(protocol, "max_message_size"):  # websockets >= 15
+            protocol.max_message_size = self.settings.max_frame_bytes
+        else:
+            protocol.max_size = self.settings.max_frame_bytes
+        assembler: Any = ws.recv_messages
+        assembler.high, assembler.low = QUEUE, QUEUE // 4
+        fd = _fileno(ws)
+        if fd is not None:
+            self.gate.authenticated(fd)
+
     async def _handle(self, ws: ServerConnection, tg: TaskGroup) -> None:
         viewer_id = next(self._viewer_ids)
         name = f"viewer {viewer_id} ({_peer(ws)})"
+        identity = self._identities.pop(ws, None)
+        authenticated = identity is not None
         if self.viewer_send_buffer_bytes is not None:
             _cap_send_buffer(ws, self.viewer_send_buffer_bytes)
         metrics = self.metrics
@@ -197,6 +354,12 @@ class ViewerServer:
         self._no_viewers = anyio.Event()
         if metrics is not None:
             metrics.viewers_connected.inc()
+
+        def on_authenticated() -> None:
+            nonlocal authenticated
+            authenticated = True
+            self._lift_limits(ws)
+
         deps = ViewerDeps(
             supervisor=self.supervisor,
             fanout=self.fanout,
@@ -205,9 +368,12 @@ class ViewerServer:
             server_tg=tg,
             auth_timeout_s=self.auth_timeout_s,
             on_auth_failure=self._auth_failed,
+            on_authenticated=on_authenticated,
+            on_expired=self._expired,
+            clock=self.clock,
         )
         try:
-            await serve_viewer(ws, transport, deps, name)
+            await serve_viewer(transport, deps, name, identity)
         except Exception:
             # Never the daemon's end: log it, and the library closes this one socket.
             log.exception("%s: failed", name)
@@ -217,7 +383,13 @@ class ViewerServer:
                 self._no_viewers.set()
             if metrics is not None:
                 metrics.viewers_connected.dec()
-            log.info("%s: gone (close code %s)", name, transport.close_code)
+            # Strangers' comings and goings are not worth a line each (a flood would be).
+            log.log(
+                logging.INFO if authenticated else logging.DEBUG,
+                "%s: gone (close code %s)",
+                name,
+                transport.close_code,
+            )
 
     def _counter(self, direction: str) -> Any:
         if self.metrics is None:
@@ -230,9 +402,62 @@ class ViewerServer:
         if self.metrics is not None:
             self.metrics.viewer_overflows_total.inc()
 
-    def _auth_failed(self) -> None:
+    # -- counted, and logged at a bounded rate ----------------------------------------------
+
+    def _auth_failed(self, who: str, why: str) -> None:
         if self.metrics is not None:
             self.metrics.ws_auth_failures_total.inc()
+        left_out = self._auth_log.take(time.monotonic())
+        if left_out is not None:
+            log.warning("%s: unauthorized: %s%s", who, why, left_out_note(left_out))
+
+    def _expired(self) -> None:
+        if self.metrics is not None:
+            self.metrics.viewer_tokens_expired_total.inc()
+
+    def _refused(self, refusal: Refusal, host: str) -> None:
+        if self.metrics is not None:
+            self.metrics.connection_refused(refusal.value)
+        left_out = self._refusal_log.take(time.monotonic())
+        if left_out is not None:
+            log.warning(
+                "refused a connection from %s: %s is reached%s",
+                host,
+                _REFUSAL_TEXT[refusal],
+                left_out_note(left_out),
+            )
+
+    def _accept_error(self, exc: OSError, shed: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.accept_errors_total.inc()
+        left_out = self._accept_log.take(time.monotonic())
+        if left_out is not None:
+            log.error(
+                "accepting a connection failed: %s; %s%s",
+                exc.strerror or exc,
+                "closed a waiting connection to make room" if shed else "pausing accepts",
+                left_out_note(left_out),
+            )
+
+
+async def _no_websocket(ws: ServerConnection) -> None:
+    """The metrics port answers every request over HTTP; no upgrade reaches this."""
+
+
+def _library_logger() -> logging.Logger:
+    # The library logs every connection opened or refused at INFO: a flood would be a flood
+    # of lines. What matters (refusals, auth failures) is logged by us, at a bounded rate.
+    logger = logging.getLogger("vm_agent.server.websockets")
+    logger.setLevel(logging.WARNING)
+    return logger
+
+
+def _fileno(ws: ServerConnection) -> int | None:
+    sock = ws.transport.get_extra_info("socket")
+    if sock is None:
+        return None
+    fd = sock.fileno()
+    return fd if fd >= 0 else None
 
 
 def _cap_send_buffer(ws: ServerConnection, size: int) -> None:
