@@ -18,8 +18,10 @@ import errno
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
-from typing import Any
+from enum import Enum
+from typing import Any, NoReturn
 
 from vm_agent.server.admission import Admission, Refusal, Ticket
 
@@ -30,6 +32,25 @@ OnAcceptError = Callable[[OSError, bool], None]  # the error, and whether one wa
 # Refusals handled in one call before the event loop gets a turn again.
 _REFUSALS_PER_CALL = 64
 _OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})
+_PAUSE_S = 1.0  # asyncio's own pause after such an error (ACCEPT_RETRY_DELAY)
+_ASYNCIO_ACCEPT_ERROR = "socket.accept() out of system resource"
+
+
+class _QuietAcceptErrors(logging.Filter):
+    """asyncio logs each failed accept with a traceback; the gate logs them at a bounded
+    rate instead (``on_accept_error``), so asyncio's lines for it are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_ASYNCIO_ACCEPT_ERROR)
+
+
+_QUIET = _QuietAcceptErrors()
+
+
+def quiet_asyncio_accept_errors() -> None:
+    logger = logging.getLogger("asyncio")
+    if _QUIET not in logger.filters:
+        logger.addFilter(_QUIET)
 
 
 class Gate:
@@ -110,9 +131,16 @@ class _Tracked(socket.socket):
             gate._closed(self.fileno(), ticket)
 
 
+class _Shed(Enum):
+    SHED = "shed"
+    NOTHING_WAITING = "nothing waiting"
+    NO_SPARE = "no spare"
+
+
 class GatedListener(socket.socket):
     gate: Gate | None = None
     _spare: int = -1
+    _paused_until: float = 0.0
 
     def accept(self) -> tuple[socket.socket, Any]:
         gate = self.gate
@@ -125,11 +153,7 @@ class GatedListener(socket.socket):
             except OSError as exc:
                 if exc.errno not in _OUT_OF_DESCRIPTORS:
                     raise
-                shed = self._shed()
-                gate.on_accept_error(exc, shed)
-                if not shed:
-                    raise  # asyncio pauses accepting for a second and tries again
-                raise BlockingIOError(errno.EAGAIN, "shed a connection") from exc
+                self._out_of_descriptors(exc)
             host = str(address[0]) if isinstance(address, tuple) else ""
             verdict = gate.admission.admit(host)
             if isinstance(verdict, Refusal):
@@ -152,21 +176,41 @@ class GatedListener(socket.socket):
             except OSError:
                 self._spare = -1
 
-    def _shed(self) -> bool:
+    def _out_of_descriptors(self, exc: OSError) -> NoReturn:
+        """Sheds one waiting connection if it can; always ends this call of ``accept``."""
+        assert self.gate is not None
+        if time.monotonic() < self._paused_until:
+            # asyncio stopped accepting after the EMFILE below and tries again in a second;
+            # its loop over the backlog must not log and reschedule once per connection.
+            raise BlockingIOError(errno.EAGAIN, "accepting is paused") from exc
+        outcome = self._shed()
+        if outcome is _Shed.NOTHING_WAITING:
+            # Linux reports EMFILE before it looks for a connection: nobody was turned away.
+            raise BlockingIOError(errno.EAGAIN, "no connection waiting") from exc
+        self.gate.on_accept_error(exc, outcome is _Shed.SHED)
+        if outcome is _Shed.SHED:
+            raise BlockingIOError(errno.EAGAIN, "shed a connection") from exc
+        self._paused_until = time.monotonic() + _PAUSE_S
+        raise exc  # no spare: asyncio pauses accepting for a second and tries again
+
+    def _shed(self) -> _Shed:
         """Frees the spare descriptor to accept one waiting connection and close it."""
         if self._spare < 0:
             self._keep_spare()
-            return False
+            return _Shed.NO_SPARE
         os.close(self._spare)
         self._spare = -1
         try:
             fd, _ = self._accept()  # type: ignore[attr-defined]
+        except BlockingIOError:
+            self._keep_spare()
+            return _Shed.NOTHING_WAITING
         except OSError:
             self._keep_spare()
-            return False
+            return _Shed.NO_SPARE  # the freed descriptor went elsewhere meanwhile
         os.close(fd)
         self._keep_spare()
-        return True
+        return _Shed.SHED
 
     def close(self) -> None:
         if self._spare >= 0:

@@ -35,7 +35,7 @@ from vm_agent.ratelimit import LogBudget, left_out_note
 from vm_agent.server import http
 from vm_agent.server.admission import Admission, Limits, Refusal
 from vm_agent.server.fanout import FanOut
-from vm_agent.server.gate import Gate, GatedListener
+from vm_agent.server.gate import Gate, GatedListener, quiet_asyncio_accept_errors
 from vm_agent.server.prompts import PromptRuns
 from vm_agent.server.protocols import Identity, ServerMetrics, TokenVerifier
 from vm_agent.server.transport import WebSocketTransport
@@ -156,6 +156,7 @@ class ViewerServer:
     ) -> None:
         """Listens until cancelled; ``task_status.started(bound_port)`` once listening."""
         remove_listener = self.fanout.attach()
+        quiet_asyncio_accept_errors()
         try:
             async with anyio.create_task_group() as tg:
                 server = await self._listen(
