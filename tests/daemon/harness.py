@@ -37,6 +37,10 @@ class Plane:
     def viewer_token(self, scopes: tuple[str, ...] = ("read", "write")) -> str:
         return self.plane.tokens.mint_viewer_token(NODE, list(scopes))
 
+    def node_token(self) -> str:
+        """The control plane's own connection to the node (every session)."""
+        return self.plane.tokens.mint_viewer_token(NODE, ["node"], subject="control-plane")
+
     def callback_token(self) -> str:
         return self.plane.tokens.mint_callback_token(NODE)
 
@@ -153,7 +157,9 @@ def children(pid: int) -> list[int]:
     return out
 
 
-async def serving(tmp: Path, plane: Plane, notify: Notify, agents: Path) -> tuple[Process, str]:
+async def serving(
+    tmp: Path, plane: Plane, notify: Notify, agents: Path, **extra: str
+) -> tuple[Process, str]:
     start = len(notify.messages)
     env = daemon_env(
         tmp,
@@ -161,11 +167,13 @@ async def serving(tmp: Path, plane: Plane, notify: Notify, agents: Path) -> tupl
         VM_AGENT_AGENTS_FILE=str(agents),
         NOTIFY_SOCKET=str(notify.path),
         WATCHDOG_USEC="200000",
+        **extra,
     )
     process = await start_process(vm_agent("serve"), env, tmp / "daemon.log")
     await notify.wait_for("READY=1", start=start)
     port = (await notify.wait_for(r"STATUS=serving on [^ ]+:(\d+);.*", start=start))[1]
-    return process, f"ws://127.0.0.1:{port}/v1/ws"
+    scheme = "wss" if "VM_AGENT_TLS_CERT_FILE" in extra else "ws"
+    return process, f"{scheme}://127.0.0.1:{port}/v1/ws"
 
 
 async def sigterm_and_wait(process: Process) -> int:
