@@ -33,6 +33,7 @@ from vm_agent.control_link import (
 )
 from vm_agent.core.machine import SessionPolicy
 from vm_agent.eventlog import EventLog
+from vm_agent.exc import first_leaf
 from vm_agent.exposure import ListenerMode
 from vm_agent.fdlimit import raise_soft_limit
 from vm_agent.logs import setup_logging
@@ -214,7 +215,7 @@ async def run_daemon(
             await parts.run()
             tg.cancel_scope.cancel()
     except Exception as exc:
-        leaf = _first_leaf(exc)
+        leaf = first_leaf(exc)
         # An OSError (a port in use, a state dir it may not write) says all in one line.
         trace = None if isinstance(leaf, OSError) else leaf
         log.error("the daemon stopped on an error: %s", leaf, exc_info=trace)
@@ -356,9 +357,3 @@ class _Parts:
 def _health(link: ControlLink | None) -> dict[str, Any]:
     # The server reports sessions, viewers and uptime itself; the link is ours to add.
     return {"control_plane": link.status() if link is not None else {"state": "disabled"}}
-
-
-def _first_leaf(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return exc

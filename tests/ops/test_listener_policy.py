@@ -21,7 +21,7 @@ from vm_agent.ratelimit import LogBudget, left_out_note
         ("::ffff:127.0.0.1", True),
         ("localhost", True),
         ("LOCALHOST", True),
-        ("0.0.0.0", False),  # noqa: S104
+        ("0.0.0.0", False),
         ("::", False),
         ("", False),
         ("10.0.0.5", False),
@@ -37,12 +37,12 @@ def test_loopback_hosts(host: str, loopback: bool) -> None:
 @pytest.mark.parametrize(
     ("host", "tls", "allow", "mode"),
     [
-        ("0.0.0.0", True, False, ListenerMode.TLS),  # noqa: S104
+        ("0.0.0.0", True, False, ListenerMode.TLS),
         ("127.0.0.1", True, True, ListenerMode.TLS),
         ("127.0.0.1", False, False, ListenerMode.PLAIN_LOOPBACK),
         ("127.0.0.1", False, True, ListenerMode.PLAIN_LOOPBACK),
-        ("0.0.0.0", False, False, ListenerMode.REFUSED),  # noqa: S104
-        ("0.0.0.0", False, True, ListenerMode.PLAIN_EXPOSED),  # noqa: S104
+        ("0.0.0.0", False, False, ListenerMode.REFUSED),
+        ("0.0.0.0", False, True, ListenerMode.PLAIN_EXPOSED),
         ("", False, False, ListenerMode.REFUSED),
     ],
 )

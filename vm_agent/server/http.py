@@ -1,5 +1,5 @@
-"""Plain HTTP on the viewer port: ``/health`` for a load balancer, and the responses that
-the node-scope endpoints (``/metrics``, ``/status``) and the upgrade's auth give."""
+"""Plain HTTP on the viewer port: ``/health`` for a load balancer, the node-scope check of
+``/metrics`` and ``/status``, and the responses they and the upgrade's auth give."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
-from websockets.http11 import Response
+from websockets.http11 import Request, Response
 
 import vm_agent
+from vm_agent.server.incidents import Incidents
+from vm_agent.server.protocols import ServerMetrics, TokenVerifier
+from vm_agent.server.viewer import AuthFailed, bearer_token, verify
 
 HealthExtra = Callable[[], dict[str, Any]]
 
@@ -86,3 +89,28 @@ def unauthorized(conn: ServerConnection) -> Response:
 
 def forbidden(conn: ServerConnection, needs: str) -> Response:
     return json_response(conn, 403, {"error": f"forbidden: needs the {needs!r} scope"})
+
+
+async def node_only(
+    conn: ServerConnection, request: Request, verifier: TokenVerifier, incidents: Incidents
+) -> Response | None:
+    """None when the request carries a valid token with the ``node`` scope; else 401/403."""
+    headers = request.headers.get_all("Authorization")
+    try:
+        if len(headers) != 1:
+            raise AuthFailed("no Authorization header" if not headers else "several")
+        identity = await verify(verifier, bearer_token(headers[0]) or "")
+    except AuthFailed as exc:
+        address = conn.remote_address
+        incidents.auth_failed(f"GET {request.path} from {address[0] if address else '?'}", str(exc))
+        return unauthorized(conn)
+    if not identity.is_node:
+        return forbidden(conn, "node")
+    return None
+
+
+def metrics_response(conn: ServerConnection, metrics: ServerMetrics | None) -> Response:
+    if metrics is None:
+        return not_found(conn)
+    body, content_type = metrics.render()
+    return respond(conn, 200, body, content_type)

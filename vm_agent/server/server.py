@@ -4,9 +4,9 @@ A connection passes three doors before it costs more than a socket. The gate, at
 caps on all connections, per source address, and unauthenticated ones (``admission``).
 TLS, when the settings name a certificate and key. Then the upgrade: a bearer token on it
 is verified before the websocket exists (a bad one is HTTP 401); without one the viewer
-must send ``auth`` first, and until it has, its frames are held to ``PREAUTH_FRAME_BYTES``
-and only ``PREAUTH_QUEUE`` of them are buffered, so a stranger's fat frames are refused
-(close 1009) instead of read into memory.
+must send ``auth`` first, and until it has, its frames are held to 32 KiB and two of them
+buffered (``connections``), so a stranger's fat frames are refused (close 1009) instead of
+read into memory.
 
 The websockets library runs one asyncio task per connection; each viewer's own tasks (its
 writer, its subscriptions, its token's expiry) live in a task group inside that handler,
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import socket
 import ssl
 import time
 import weakref
@@ -31,11 +30,12 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from vm_agent.eventlog import EventLog
-from vm_agent.ratelimit import LogBudget, left_out_note
+from vm_agent.server import connections as conns
 from vm_agent.server import http
-from vm_agent.server.admission import Admission, Limits, Refusal
+from vm_agent.server.admission import Admission, Limits
 from vm_agent.server.fanout import FanOut
 from vm_agent.server.gate import Gate, GatedListener, quiet_asyncio_accept_errors
+from vm_agent.server.incidents import Incidents
 from vm_agent.server.prompts import PromptRuns
 from vm_agent.server.protocols import Identity, ServerMetrics, TokenVerifier
 from vm_agent.server.transport import WebSocketTransport
@@ -48,20 +48,9 @@ log = logging.getLogger(__name__)
 WS_PATH = "/v1/ws"
 PEER = "viewer"
 DEFAULT_SEND_BUFFER_BYTES = 256 * 1024
-# Until a viewer has authenticated: one message holds an auth request with a token of up to
-# 16 KiB (the verifier's bound), and two such frames are buffered before reading pauses.
-PREAUTH_FRAME_BYTES = 32 * 1024
-PREAUTH_QUEUE = 2
-QUEUE = 16  # frames buffered for an authenticated viewer (the library's default)
 LISTEN_BACKLOG = 512
 OPEN_TIMEOUT_S = 10.0  # for the TLS handshake, then again for the HTTP upgrade
 _BATCH_VALUES = {"1": True, "true": True, "0": False, "false": False}
-_REFUSAL_TEXT = {
-    Refusal.TOTAL: "the cap on connections",
-    Refusal.ADDRESS: "the cap on connections per address",
-    Refusal.UNAUTHENTICATED: "the cap on unauthenticated connections",
-    Refusal.ADDRESS_UNAUTHENTICATED: "the cap on unauthenticated connections per address",
-}
 
 
 def batch_requested(path: str) -> bool:
@@ -120,8 +109,11 @@ class ViewerServer:
         self.fanout = FanOut(log)
         self.prompts = PromptRuns()
         self.admission = Admission(limits_of(settings))
+        self.incidents = Incidents(metrics)
         self.gate = Gate(
-            self.admission, on_refused=self._refused, on_accept_error=self._accept_error
+            self.admission,
+            on_refused=self.incidents.refused,
+            on_accept_error=self.incidents.accept_error,
         )
         self.metrics_port: int | None = None  # bound, when settings.metrics_port is set
         self._started = time.monotonic()
@@ -135,9 +127,6 @@ class ViewerServer:
         self._identities: weakref.WeakKeyDictionary[ServerConnection, Identity] = (
             weakref.WeakKeyDictionary()
         )
-        self._refusal_log = LogBudget(lines=5, window_s=10.0)
-        self._accept_log = LogBudget(lines=1, window_s=10.0)
-        self._auth_log = LogBudget(lines=10, window_s=10.0)
         if metrics is not None:
             metrics.set_connection_source(
                 lambda: (self.admission.total, self.admission.unauthenticated)
@@ -200,11 +189,11 @@ class ViewerServer:
                 backlog=LISTEN_BACKLOG,
                 process_request=process_request,
                 open_timeout=OPEN_TIMEOUT_S,
-                max_size=PREAUTH_FRAME_BYTES,
-                max_queue=PREAUTH_QUEUE,
+                max_size=conns.PREAUTH_FRAME_BYTES,
+                max_queue=conns.PREAUTH_QUEUE,
                 compression=None,
                 server_header=None,
-                logger=_library_logger(),
+                logger=conns.library_logger(),
             )
         except BaseException:
             listener.close()
@@ -244,7 +233,7 @@ class ViewerServer:
                 conn, 200 if self._accepting else 503, http.health_body(accepting=self._accepting)
             )
         if path in ("/metrics", "/status"):
-            refused = await self._node_only(conn, request, path)
+            refused = await http.node_only(conn, request, self.verifier, self.incidents)
             if refused is not None:
                 return refused
             return self._metrics(conn) if path == "/metrics" else self._status(conn)
@@ -257,10 +246,7 @@ class ViewerServer:
         return http.not_found(conn)
 
     def _metrics(self, conn: ServerConnection) -> Response:
-        if self.metrics is None:
-            return http.not_found(conn)
-        body, content_type = self.metrics.render()
-        return http.respond(conn, 200, body, content_type)
+        return http.metrics_response(conn, self.metrics)
 
     def _status(self, conn: ServerConnection) -> Response:
         return http.json_response(conn, 200, self.status_report())
@@ -280,26 +266,10 @@ class ViewerServer:
                 raise AuthFailed("more than one Authorization header")
             identity = await verify(self.verifier, bearer_token(headers[0]) or "")
         except AuthFailed as exc:
-            self._auth_failed(f"upgrade from {_peer(conn)}", str(exc))
+            self.incidents.auth_failed(f"upgrade from {conns.peer(conn)}", str(exc))
             return http.unauthorized(conn)
         self._identities[conn] = identity
         self._lift_limits(conn)
-        return None
-
-    async def _node_only(
-        self, conn: ServerConnection, request: Request, path: str
-    ) -> Response | None:
-        """None when the request carries a valid token with the ``node`` scope."""
-        headers = request.headers.get_all("Authorization")
-        try:
-            if len(headers) != 1:
-                raise AuthFailed("no Authorization header" if not headers else "several")
-            identity = await verify(self.verifier, bearer_token(headers[0]) or "")
-        except AuthFailed as exc:
-            self._auth_failed(f"GET {path} from {_peer(conn)}", str(exc))
-            return http.unauthorized(conn)
-        if not identity.is_node:
-            return http.forbidden(conn, "node")
         return None
 
     def status_report(self) -> dict[str, Any]:
@@ -323,24 +293,17 @@ class ViewerServer:
 
     def _lift_limits(self, ws: ServerConnection) -> None:
         """Authenticated: full frames and queue, and out of the unauthenticated pool."""
-        protocol: Any = ws.protocol
-        if hasattr(protocol, "max_message_size"):  # websockets >= 15
-            protocol.max_message_size = self.settings.max_frame_bytes
-        else:
-            protocol.max_size = self.settings.max_frame_bytes
-        assembler: Any = ws.recv_messages
-        assembler.high, assembler.low = QUEUE, QUEUE // 4
-        fd = _fileno(ws)
+        fd = conns.lift_limits(ws, self.settings.max_frame_bytes)
         if fd is not None:
             self.gate.authenticated(fd)
 
     async def _handle(self, ws: ServerConnection, tg: TaskGroup) -> None:
         viewer_id = next(self._viewer_ids)
-        name = f"viewer {viewer_id} ({_peer(ws)})"
+        name = f"viewer {viewer_id} ({conns.peer(ws)})"
         identity = self._identities.pop(ws, None)
         authenticated = identity is not None
         if self.viewer_send_buffer_bytes is not None:
-            _cap_send_buffer(ws, self.viewer_send_buffer_bytes)
+            conns.cap_send_buffer(ws, self.viewer_send_buffer_bytes)
         metrics = self.metrics
         transport = WebSocketTransport(
             ws,
@@ -368,9 +331,9 @@ class ViewerServer:
             verifier=self.verifier,
             server_tg=tg,
             auth_timeout_s=self.auth_timeout_s,
-            on_auth_failure=self._auth_failed,
+            on_auth_failure=self.incidents.auth_failed,
             on_authenticated=on_authenticated,
-            on_expired=self._expired,
+            on_expired=self.incidents.token_expired,
             clock=self.clock,
         )
         try:
@@ -403,74 +366,6 @@ class ViewerServer:
         if self.metrics is not None:
             self.metrics.viewer_overflows_total.inc()
 
-    # -- counted, and logged at a bounded rate ----------------------------------------------
-
-    def _auth_failed(self, who: str, why: str) -> None:
-        if self.metrics is not None:
-            self.metrics.ws_auth_failures_total.inc()
-        left_out = self._auth_log.take(time.monotonic())
-        if left_out is not None:
-            log.warning("%s: unauthorized: %s%s", who, why, left_out_note(left_out))
-
-    def _expired(self) -> None:
-        if self.metrics is not None:
-            self.metrics.viewer_tokens_expired_total.inc()
-
-    def _refused(self, refusal: Refusal, host: str) -> None:
-        if self.metrics is not None:
-            self.metrics.connection_refused(refusal.value)
-        left_out = self._refusal_log.take(time.monotonic())
-        if left_out is not None:
-            log.warning(
-                "refused a connection from %s: %s is reached%s",
-                host,
-                _REFUSAL_TEXT[refusal],
-                left_out_note(left_out),
-            )
-
-    def _accept_error(self, exc: OSError, shed: bool) -> None:
-        if self.metrics is not None:
-            self.metrics.accept_errors_total.inc()
-        left_out = self._accept_log.take(time.monotonic())
-        if left_out is not None:
-            log.error(
-                "accepting a connection failed: %s; %s%s",
-                exc.strerror or exc,
-                "closed a waiting connection to make room" if shed else "pausing accepts",
-                left_out_note(left_out),
-            )
-
 
 async def _no_websocket(ws: ServerConnection) -> None:
     """The metrics port answers every request over HTTP; no upgrade reaches this."""
-
-
-def _library_logger() -> logging.Logger:
-    # The library logs every connection opened or refused at INFO: a flood would be a flood
-    # of lines. What matters (refusals, auth failures) is logged by us, at a bounded rate.
-    logger = logging.getLogger("vm_agent.server.websockets")
-    logger.setLevel(logging.WARNING)
-    return logger
-
-
-def _fileno(ws: ServerConnection) -> int | None:
-    sock = ws.transport.get_extra_info("socket")
-    if sock is None:
-        return None
-    fd = sock.fileno()
-    return fd if fd >= 0 else None
-
-
-def _cap_send_buffer(ws: ServerConnection, size: int) -> None:
-    sock = ws.transport.get_extra_info("socket")
-    if sock is None:
-        return
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
-    except OSError as exc:
-        log.debug("cannot cap the send buffer: %s", exc)
-
-
-def _peer(ws: ServerConnection) -> str:
-    address = ws.remote_address
-    return f"{address[0]}:{address[1]}" if address else "?"

@@ -18,6 +18,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from vm_agent.acp.permissions import AskPolicy, PermissionPolicy
 from vm_agent.catalog import Catalog
 from vm_agent.eventlog import EventLog, EventsDropped
+from vm_agent.exc import first_leaf
 from vm_agent.redact import Redactor
 from vm_agent.session.config import CredentialsProvider, SessionConfig
 from vm_agent.session.outcome import Outcome
@@ -147,7 +148,8 @@ class Supervisor:
             if not started:
                 raise  # start_session's caller gets the error
             log.exception("session %s failed and is stopped; the others go on", session.id)
-            await session.abandon(f"internal error: {type(exc).__name__}: {exc}")
+            leaf = first_leaf(exc)
+            await session.abandon(f"internal error: {type(leaf).__name__}: {leaf}")
 
     async def restore(self, *, recover: bool = False) -> list[AgentSession]:
         """Brings back the sessions an earlier daemon left in the log, as stopped sessions.
