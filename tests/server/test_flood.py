@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -18,7 +19,7 @@ from tests.server.harness import Daemon, daemon, metric_value
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
-CAPS = {
+CAPS: dict[str, Any] = {
     "max_connections": 60,
     "max_connections_per_address": 30,
     "max_unauthenticated": 12,
