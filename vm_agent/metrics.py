@@ -31,7 +31,7 @@ RECOVERY_RESULTS = ("started", "succeeded", "failed")
 PEERS = ("agent", "viewer")
 DIRECTIONS = ("in", "out")
 # Why a connection was closed at accept (vm_agent.server.admission.Refusal values).
-REFUSAL_REASONS = ("total", "address", "unauthenticated", "address_unauthenticated")
+REFUSAL_REASONS = ("rate", "total", "address", "address_unauthenticated")
 CONNECTION_STATES = ("authenticated", "unauthenticated")
 CALLBACK_FAILURE_REASONS = frozenset(
     {"unauthorized", "forbidden", "server_error", "network", OTHER}
@@ -121,6 +121,11 @@ class Metrics:
             "vm_agent_connections",
             "Open connections to the viewer port, by state",
             ["state"],
+            registry=r,
+        )
+        self.connections_evicted_total = Counter(
+            "vm_agent_connections_evicted",
+            "Unauthenticated connections closed to let a newcomer in (the pool was full)",
             registry=r,
         )
         self.accept_errors_total = Counter(

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     max_connections_per_address: int = Field(default=256, ge=1)
     max_unauthenticated: int = Field(default=128, ge=1)
     max_unauthenticated_per_address: int = Field(default=32, ge=1)
+    # New connections per second from one address (a burst of the line above, then this).
+    max_new_connections_per_address_per_s: float = Field(default=20.0, gt=0)
     # A loopback-only port that serves /metrics without a token (for a local scraper).
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     state_dir: Path = Path("/var/lib/vm-agent")

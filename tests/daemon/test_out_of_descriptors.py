@@ -107,6 +107,7 @@ async def test_a_session_fails_alone_when_descriptors_run_out(tmp_path: Path) ->
                 VM_AGENT_MAX_CONNECTIONS_PER_ADDRESS=UNCAPPED,
                 VM_AGENT_MAX_UNAUTHENTICATED=UNCAPPED,
                 VM_AGENT_MAX_UNAUTHENTICATED_PER_ADDRESS=UNCAPPED,
+                VM_AGENT_MAX_NEW_CONNECTIONS_PER_ADDRESS_PER_S=UNCAPPED,
             )
             log_path = tmp_path / "daemon.log"
             daemon = await start_process([sys.executable, "-c", limited], env, log_path)

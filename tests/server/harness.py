@@ -173,6 +173,7 @@ async def daemon(
     workdir.mkdir(parents=True, exist_ok=True)
     # Every test client comes from 127.0.0.1, many at once: caps are the flood tests' own.
     settings_over.setdefault("max_unauthenticated_per_address", 128)
+    settings_over.setdefault("max_new_connections_per_address_per_s", 1e6)
     sock = bind_socket("127.0.0.1", 0)
     cp_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     cp_settings = ControlPlaneSettings(

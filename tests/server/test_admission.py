@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from vm_agent.server.admission import Admission, Limits, Refusal, Ticket, address_key
+from vm_agent.server.admission import (
+    Admission,
+    Admitted,
+    Limits,
+    RateBuckets,
+    Refusal,
+    Ticket,
+    address_key,
+)
 
 
 @pytest.mark.parametrize(
@@ -27,10 +35,11 @@ def test_address_groups(host: str, key: str) -> None:
 
 LIMITS = Limits(total=6, per_address=4, unauthenticated=5, unauthenticated_per_address=2)
 
-# Each step: (action, host or ticket index, expected). Actions: "admit" -> a ticket index
-# (the n-th admitted, from 0) or the Refusal; "auth"/"release" act on a ticket index.
-CASES = {
-    "one address: the per-address unauthenticated cap first": [
+# Each step: (action, host or ticket index, expected). "admit" expects the index of the new
+# ticket (the n-th admitted, from 0), or a Refusal, or (index, evicted index) when the full
+# unauthenticated pool makes room; "auth"/"release" act on a ticket index.
+CASES: dict[str, list[tuple[str, object, object]]] = {
+    "one address: the per-address unauthenticated cap refuses": [
         ("admit", "a", 0),
         ("admit", "a", 1),
         ("admit", "a", Refusal.ADDRESS_UNAUTHENTICATED),
@@ -45,18 +54,40 @@ CASES = {
         ("admit", "a", 3),
         ("admit", "a", Refusal.ADDRESS),
     ],
-    "the unauthenticated pool across addresses": [
+    "a full unauthenticated pool evicts its oldest for a newcomer": [
         ("admit", "a", 0),
         ("admit", "a", 1),
         ("admit", "b", 2),
         ("admit", "b", 3),
         ("admit", "c", 4),
-        ("admit", "d", Refusal.UNAUTHENTICATED),
-        ("auth", 4, None),
+        ("admit", "d", (5, 0)),
+        ("admit", "e", (6, 1)),
+        ("auth", 2, None),  # out of the pool: room without evicting
+        ("admit", "f", 7),
+        ("admit", "g", Refusal.TOTAL),  # the total cap refuses; it evicts nobody
+        ("release", 2, None),
+        ("admit", "g", (8, 3)),  # the pool is full again (3..7): its oldest goes
+    ],
+    "the oldest is by arrival, whatever its address": [
+        ("admit", "c", 0),
+        ("admit", "a", 1),
+        ("admit", "a", 2),
+        ("admit", "b", 3),
+        ("admit", "b", 4),
+        ("release", 1, None),
         ("admit", "d", 5),
+        ("admit", "d", (6, 0)),
+    ],
+    "the per-address cap still refuses when the pool is full": [
+        ("admit", "a", 0),
+        ("admit", "a", 1),
+        ("admit", "b", 2),
+        ("admit", "b", 3),
+        ("admit", "c", 4),
+        ("admit", "a", Refusal.ADDRESS_UNAUTHENTICATED),
     ],
     "the total cap, with everyone authenticated": [
-        *[(step, i, None) for i in range(6) for step in ("admit-auth",)],
+        *[("admit-auth", i, None) for i in range(6)],
         ("admit", "z", Refusal.TOTAL),
         ("release", 0, None),
         ("admit", "z", 6),
@@ -79,23 +110,31 @@ def test_admission_table(steps: list[tuple[str, object, object]]) -> None:
     tickets: list[Ticket] = []
     for action, arg, expected in steps:
         if action == "admit-auth":  # a distinct address each, authenticated at once
-            got = adm.admit(f"10.0.0.{arg}")
-            assert isinstance(got, Ticket)
-            adm.authenticated(got)
-            tickets.append(got)
+            got = adm.admit(f"10.0.0.{arg}", 0.0)
+            assert isinstance(got, Admitted) and got.evicted is None
+            adm.authenticated(got.ticket)
+            tickets.append(got.ticket)
         elif action == "admit":
-            got = adm.admit(str(arg))
+            got = adm.admit(str(arg), 0.0)
             if isinstance(expected, Refusal):
                 assert got is expected
+                continue
+            assert isinstance(got, Admitted)
+            index, victim = expected if isinstance(expected, tuple) else (expected, None)
+            assert len(tickets) == index
+            tickets.append(got.ticket)
+            if victim is None:
+                assert got.evicted is None
             else:
-                assert isinstance(got, Ticket)
-                assert len(tickets) == expected
-                tickets.append(got)
+                assert got.evicted is tickets[victim]
+                assert got.evicted.released
         elif action == "auth":
             adm.authenticated(tickets[int(str(arg))])
         elif action == "release":
             adm.release(tickets[int(str(arg))])
         _check_counts(adm, tickets)
+    assert adm.unauthenticated <= LIMITS.unauthenticated
+    assert adm.total <= LIMITS.total
 
 
 def _check_counts(adm: Admission, tickets: list[Ticket]) -> None:
@@ -107,7 +146,7 @@ def _check_counts(adm: Admission, tickets: list[Ticket]) -> None:
 
 def test_everything_released_leaves_nothing() -> None:
     adm = Admission(LIMITS)
-    tickets = [t for h in "abcab" if isinstance(t := adm.admit(h), Ticket)]
+    tickets = [t.ticket for h in "abcab" if isinstance(t := adm.admit(h, 0.0), Admitted)]
     adm.authenticated(tickets[0])
     for t in tickets:
         adm.release(t)
@@ -119,3 +158,49 @@ def test_limits_must_be_positive() -> None:
         Limits(total=0, per_address=1, unauthenticated=1, unauthenticated_per_address=1)
     with pytest.raises(ValueError):
         Limits(total=1, per_address=1, unauthenticated=1, unauthenticated_per_address=0)
+    with pytest.raises(ValueError):
+        Limits(1, 1, 1, 1, new_per_address_per_s=0.0)
+
+
+@pytest.mark.parametrize(
+    ("takes", "expected"),
+    [
+        # (key, now) -> allowed; rate 2/s, burst 3
+        ([("a", 0.0)] * 3, [True] * 3),
+        ([("a", 0.0)] * 4, [True, True, True, False]),
+        ([("a", 0.0)] * 4 + [("b", 0.0)], [True, True, True, False, True]),
+        ([("a", 0.0)] * 3 + [("a", 0.4), ("a", 0.5)], [True, True, True, False, True]),
+        ([("a", 0.0)] * 3 + [("a", 100.0)] * 4, [True, True, True, True, True, True, False]),
+        # A clock set back refills nothing, and does not lock the address out either.
+        ([("a", 10.0)] * 3 + [("a", 5.0), ("a", 10.5)], [True, True, True, False, True]),
+    ],
+)
+def test_rate_buckets(takes: list[tuple[str, float]], expected: list[bool]) -> None:
+    buckets = RateBuckets(rate=2.0, burst=3)
+    assert [buckets.take(key, now) for key, now in takes] == expected
+
+
+def test_full_buckets_are_forgotten_past_the_bound() -> None:
+    buckets = RateBuckets(rate=1.0, burst=2)
+    for i in range(RateBuckets.PRUNE_ABOVE):
+        buckets.take(f"10.{i // 256}.{i % 256}.1", 0.0)
+    assert len(buckets) == RateBuckets.PRUNE_ABOVE
+    buckets.take("busy", 100.0)  # everyone else has refilled by now: forgotten
+    assert len(buckets) <= 1
+
+
+def test_the_rate_refuses_before_anything_is_counted() -> None:
+    limits = Limits(
+        total=100, per_address=100, unauthenticated=100, unauthenticated_per_address=3,
+        new_per_address_per_s=1.0,
+    )  # fmt: skip
+    adm = Admission(limits)
+    got = [adm.admit("a", 0.0) for _ in range(4)]
+    assert [isinstance(g, Admitted) for g in got] == [True, True, True, False]
+    assert got[3] is Refusal.RATE
+    assert (adm.total, adm.unauthenticated) == (3, 3)
+    for g in got[:3]:
+        assert isinstance(g, Admitted)
+        adm.authenticated(g.ticket)
+    assert adm.admit("a", 0.5) is Refusal.RATE
+    assert isinstance(adm.admit("a", 1.0), Admitted)

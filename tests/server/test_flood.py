@@ -24,6 +24,7 @@ CAPS: dict[str, Any] = {
     "max_connections_per_address": 30,
     "max_unauthenticated": 12,
     "max_unauthenticated_per_address": 4,
+    "max_new_connections_per_address_per_s": 1e6,  # the rate has its own test
 }
 
 
@@ -67,14 +68,18 @@ async def test_unauthenticated_sockets_are_capped_per_address_and_in_all(tmp_pat
         # A real viewer from another address still gets in, and works.
         async with d.viewer() as v:
             assert await v.call("session/list") == {"sessions": []}
-            # Two more addresses fill the unauthenticated pool (12): the next stranger, and
-            # a new handshake of anyone, waits for a slot: that is the cap's price.
+            # Two more addresses fill the unauthenticated pool (12). A newcomer is still let
+            # in: the connection that has waited longest without a token makes room.
+            oldest = flood[:4]
             await _open(d, "127.0.0.3", 4, stack)
             await _open(d, "127.0.0.4", 4, stack)
             await _wait_for(lambda: adm.unauthenticated == 12, "the pool full")
-            [late] = await _open(d, "127.0.0.5", 1, stack)
-            assert await _closed_by_daemon(late)
-            assert _refused(d, "unauthenticated") >= 1
+            evicted = "vm_agent_connections_evicted_total"
+            async with d.viewer() as newcomer:  # a real viewer's new handshake, meanwhile
+                assert await newcomer.call("session/list") == {"sessions": []}
+            assert metric_value(d.metrics, evicted) == 1
+            assert sum([await _closed_by_daemon(s) for s in oldest if s not in closed]) >= 1
+            await _wait_for(lambda: adm.unauthenticated <= 12, "the pool within its cap")
             # The viewer already in is not touched by any of it.
             assert await v.call("session/list") == {"sessions": []}
         # Strangers that never speak are dropped by the handshake timeout; here we leave.
@@ -150,3 +155,18 @@ async def test_a_burst_of_bad_tokens_makes_no_websocket(tmp_path: Path) -> None:
         assert next(d.server._viewer_ids) == 1  # no handler ever ran: no viewer was made
         assert metric_value(d.metrics, "vm_agent_ws_auth_failures_total") == 40
         await _wait_for(lambda: d.server.admission.total == 0, "slots given back")
+
+
+async def test_an_address_that_redials_fast_is_refused_at_accept(tmp_path: Path) -> None:
+    caps = {**CAPS, "max_new_connections_per_address_per_s": 2.0}
+    async with daemon(tmp_path, **caps) as d, AsyncExitStack() as stack:
+        # A burst of 4 (its unauthenticated cap), then 2 a second: a burst of 30 dials
+        # within well under a second gets 4 or 5 in.
+        streams = await _open(d, "127.0.0.7", 30, stack)
+        closed = [await _closed_by_daemon(s) for s in streams]
+        assert closed[:4] == [False] * 4
+        assert closed.count(False) <= 6
+        assert _refused(d, "rate") >= 20
+        # Another address is not held back by it.
+        async with d.viewer() as v:
+            assert await v.call("session/list") == {"sessions": []}

@@ -94,7 +94,7 @@ async def test_metrics_need_the_node_scope(tmp_path: Path) -> None:
         assert value('vm_agent_jsonrpc_messages_total{direction="in",peer="viewer"}') >= 3
         assert value('vm_agent_jsonrpc_messages_total{direction="out",peer="viewer"}') >= 6
         assert value("vm_agent_viewer_overflows_total") == 0
-        assert value('vm_agent_connections{state="authenticated"}') == 1
+        assert value('vm_agent_connections{state="authenticated"}') == 2  # the viewer, this scrape
         assert value('vm_agent_connections_refused_total{reason="total"}') == 0
 
 

@@ -3,7 +3,9 @@
 asyncio accepts by calling the listening socket's ``accept()``; ``GatedListener`` is a
 socket whose ``accept()`` asks the ``Admission`` first and closes a refused connection at
 once, so a flood costs an accept and a close, never a handshake. An admitted connection is
-a ``_Tracked`` socket that gives its ticket back when asyncio closes it, however it ends.
+a ``_Tracked`` socket that gives its ticket back when asyncio closes it, however it ends;
+one the admission evicts (the oldest unauthenticated) is shut down, so that asyncio sees
+its end and closes it.
 
 Out of descriptors (EMFILE/ENFILE), the listener sheds instead of stalling: it keeps one
 spare descriptor, and when accept fails for want of one it frees the spare, accepts the
@@ -14,6 +16,7 @@ the backlog never fills with strangers while the daemon waits. Accept errors rea
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -23,11 +26,12 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any, NoReturn
 
-from vm_agent.server.admission import Admission, Refusal, Ticket
+from vm_agent.server.admission import Admission, Admitted, Refusal, Ticket
 
 log = logging.getLogger(__name__)
 
 OnRefused = Callable[[Refusal, str], None]
+OnEvicted = Callable[[str], None]  # the evicted connection's address group
 OnAcceptError = Callable[[OSError, bool], None]  # the error, and whether one was shed
 # Refusals handled in one call before the event loop gets a turn again.
 _REFUSALS_PER_CALL = 64
@@ -57,12 +61,19 @@ class Gate:
     """Admission for the listening sockets, and the ticket of each open connection."""
 
     def __init__(
-        self, admission: Admission, *, on_refused: OnRefused, on_accept_error: OnAcceptError
+        self,
+        admission: Admission,
+        *,
+        on_refused: OnRefused,
+        on_accept_error: OnAcceptError,
+        on_evicted: OnEvicted = lambda key: None,
     ) -> None:
         self.admission = admission
         self.on_refused = on_refused
         self.on_accept_error = on_accept_error
+        self.on_evicted = on_evicted
         self._tickets: dict[int, Ticket] = {}
+        self._sockets: dict[Ticket, _Tracked] = {}
 
     def ticket(self, fd: int) -> Ticket | None:
         """The ticket of the open connection with this descriptor."""
@@ -73,12 +84,22 @@ class Gate:
         if ticket is not None:
             self.admission.authenticated(ticket)
 
-    def _admitted(self, fd: int, ticket: Ticket) -> None:
-        self._tickets[fd] = ticket
+    def _admitted(self, fd: int, sock: _Tracked, admitted: Admitted) -> None:
+        self._tickets[fd] = admitted.ticket
+        self._sockets[admitted.ticket] = sock
+        evicted = admitted.evicted
+        if evicted is not None:
+            victim = self._sockets.pop(evicted, None)
+            if victim is not None:
+                # Its transport sees the end of the stream and closes; its slot is free now.
+                with contextlib.suppress(OSError):
+                    victim.shutdown(socket.SHUT_RDWR)
+            self.on_evicted(evicted.key)
 
     def _closed(self, fd: int, ticket: Ticket) -> None:
         if self._tickets.get(fd) is ticket:
             del self._tickets[fd]
+        self._sockets.pop(ticket, None)
         self.admission.release(ticket)
 
     def listen(self, host: str, port: int, backlog: int) -> GatedListener:
@@ -155,7 +176,7 @@ class GatedListener(socket.socket):
                     raise
                 self._out_of_descriptors(exc)
             host = str(address[0]) if isinstance(address, tuple) else ""
-            verdict = gate.admission.admit(host)
+            verdict = gate.admission.admit(host, time.monotonic())
             if isinstance(verdict, Refusal):
                 os.close(fd)
                 gate.on_refused(verdict, host)
@@ -164,8 +185,8 @@ class GatedListener(socket.socket):
                     raise BlockingIOError(errno.EAGAIN, "refused a burst; the loop goes first")
                 continue
             conn = _Tracked(self.family, self.type, self.proto, fileno=fd)
-            conn._gate, conn._ticket = gate, verdict
-            gate._admitted(fd, verdict)
+            conn._gate, conn._ticket = gate, verdict.ticket
+            gate._admitted(fd, conn, verdict)
             self._keep_spare()
             return conn, address
 

@@ -13,9 +13,9 @@ from vm_agent.server.protocols import ServerMetrics
 log = logging.getLogger("vm_agent.server.server")
 
 _REFUSAL_TEXT = {
+    Refusal.RATE: "the cap on new connections per second per address",
     Refusal.TOTAL: "the cap on connections",
     Refusal.ADDRESS: "the cap on connections per address",
-    Refusal.UNAUTHENTICATED: "the cap on unauthenticated connections",
     Refusal.ADDRESS_UNAUTHENTICATED: "the cap on unauthenticated connections per address",
 }
 
@@ -47,6 +47,18 @@ class Incidents:
                 "refused a connection from %s: %s is reached%s",
                 host,
                 _REFUSAL_TEXT[refusal],
+                left_out_note(left_out),
+            )
+
+    def evicted(self, key: str) -> None:
+        if self.metrics is not None:
+            self.metrics.connections_evicted_total.inc()
+        left_out = self._refusals.take(time.monotonic())
+        if left_out is not None:
+            log.warning(
+                "the unauthenticated pool is full: closed the oldest stranger's connection "
+                "(from %s) to let a newcomer in%s",
+                key,
                 left_out_note(left_out),
             )
 

@@ -49,6 +49,7 @@ WS_PATH = "/v1/ws"
 PEER = "viewer"
 DEFAULT_SEND_BUFFER_BYTES = 256 * 1024
 LISTEN_BACKLOG = 512
+METRICS_CONNECTIONS = 16
 OPEN_TIMEOUT_S = 10.0  # for the TLS handshake, then again for the HTTP upgrade
 _BATCH_VALUES = {"1": True, "true": True, "0": False, "false": False}
 
@@ -72,6 +73,7 @@ def limits_of(settings: Settings) -> Limits:
         per_address=settings.max_connections_per_address,
         unauthenticated=settings.max_unauthenticated,
         unauthenticated_per_address=settings.max_unauthenticated_per_address,
+        new_per_address_per_s=settings.max_new_connections_per_address_per_s,
     )
 
 
@@ -112,6 +114,13 @@ class ViewerServer:
         self.incidents = Incidents(metrics)
         self.gate = Gate(
             self.admission,
+            on_refused=self.incidents.refused,
+            on_accept_error=self.incidents.accept_error,
+            on_evicted=self.incidents.evicted,
+        )
+        # The loopback metrics port has its own small caps: neither can crowd out the other.
+        self.metrics_gate = Gate(
+            Admission(Limits(*(METRICS_CONNECTIONS,) * 4)),
             on_refused=self.incidents.refused,
             on_accept_error=self.incidents.accept_error,
         )
@@ -158,7 +167,9 @@ class ViewerServer:
                 log.info("viewer API listening on %s://%s:%d", self.scheme, host, bound)
                 if self.settings.metrics_port is not None:
                     metrics_server = await self._listen(
-                        self.gate.listen("127.0.0.1", self.settings.metrics_port, 16),
+                        self.metrics_gate.listen(
+                            "127.0.0.1", self.settings.metrics_port, METRICS_CONNECTIONS
+                        ),
                         _no_websocket,
                         self._metrics_only,
                         None,
@@ -236,6 +247,9 @@ class ViewerServer:
             refused = await http.node_only(conn, request, self.verifier, self.incidents)
             if refused is not None:
                 return refused
+            fd = conns.fileno(conn)
+            if fd is not None:
+                self.gate.authenticated(fd)  # the scraper is not a stranger
             return self._metrics(conn) if path == "/metrics" else self._status(conn)
         return http.not_found(conn)
 
