@@ -146,10 +146,12 @@ def _check_counts(adm: Admission, tickets: list[Ticket]) -> None:
 
 def test_everything_released_leaves_nothing() -> None:
     adm = Admission(LIMITS)
-    tickets = [t.ticket for h in "abcab" if isinstance(t := adm.admit(h, 0.0), Admitted)]
+    admitted = [adm.admit(h, 0.0) for h in "abcab"]
+    tickets = [a.ticket for a in admitted if isinstance(a, Admitted)]
+    assert len(tickets) == 5
     adm.authenticated(tickets[0])
-    for t in tickets:
-        adm.release(t)
+    for ticket in tickets:
+        adm.release(ticket)
     assert (adm.total, adm.unauthenticated, adm.addresses()) == (0, 0, 0)
 
 
