@@ -23,6 +23,7 @@ from control_plane.app import bind_socket, create_app, serve_control_plane
 from control_plane.plane import ControlPlane
 from control_plane.settings import ControlPlaneSettings
 from control_plane.tokens import jwks_url
+from vm_agent.catalog import fake_agent_command
 from vm_agent.procgroup import group_alive
 
 NODE = "node-1"
@@ -129,6 +130,15 @@ def daemon_env(tmp: Path, plane: Plane, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+def write_agents_file(tmp: Path, name: str, *fake_args: str) -> Path:
+    """An AGENTS_FILE with one fake-agent entry ``name`` run with ``fake_args``."""
+    path = tmp / "agents.toml"
+    path.write_text(
+        f"[agents.{name}]\ncommand = {json.dumps(list(fake_agent_command(*fake_args)))}\n"
+    )
+    return path
 
 
 def vm_agent(*args: str) -> list[str]:

@@ -5,7 +5,6 @@ it has, logs accept failures at a bounded rate, and works normally once the floo
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -25,9 +24,9 @@ from tests.daemon.harness import (
     notify_socket,
     sigterm_and_wait,
     start_process,
+    write_agents_file,
 )
 from tests.token_files import write_token
-from vm_agent.catalog import fake_agent_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.anyio]
 
@@ -83,10 +82,7 @@ async def _start(viewer: Viewer, work: Path, sid: str) -> dict[str, Any]:
 async def test_a_session_fails_alone_when_descriptors_run_out(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
-    agents = tmp_path / "agents.toml"
-    agents.write_text(
-        f"[agents.fake]\ncommand = {json.dumps(list(fake_agent_command('--scenario', 'echo')))}\n"
-    )
+    agents = write_agents_file(tmp_path, "fake", "--scenario", "echo")
     limited = (
         "import os, resource, sys; "
         f"resource.setrlimit(resource.RLIMIT_NOFILE, ({LIMIT}, {LIMIT})); "

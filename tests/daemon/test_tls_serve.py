@@ -16,10 +16,10 @@ from tests.daemon.harness import (
     serving,
     sigterm_and_wait,
     vm_agent,
+    write_agents_file,
 )
 from tests.tlsca import make_tls_files
 from tests.token_files import write_token
-from vm_agent.catalog import fake_agent_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.anyio]
 
@@ -32,10 +32,7 @@ async def _attach(*args: str) -> tuple[int, str, str]:
 async def test_attach_over_wss_verifies_the_daemon(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
-    agents = tmp_path / "agents.toml"
-    agents.write_text(
-        f"[agents.fake]\ncommand = {json.dumps(list(fake_agent_command('--scenario', 'echo')))}\n"
-    )
+    agents = write_agents_file(tmp_path, "fake", "--scenario", "echo")
     files = make_tls_files(tmp_path / "tls")
     with tempfile.TemporaryDirectory(prefix="vmad-") as short:
         async with (
