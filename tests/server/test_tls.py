@@ -6,6 +6,7 @@ import os
 import ssl
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from websockets.asyncio.client import connect
@@ -55,6 +56,10 @@ async def test_clients_that_do_not_trust_the_certificate_are_stopped(tmp_path: P
             async with connect(d.url, ssl=d.tls.client_context(), server_hostname="node.example"):
                 pass
         assert d.server.viewer_count == 0
+        # Every failed handshake gave its slot back.
+        with anyio.fail_after(30):
+            while d.server.admission.total:
+                await anyio.sleep(0.02)
 
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion:DeprecationWarning")
@@ -74,6 +79,10 @@ async def test_old_protocols_and_plain_ws_are_refused(tmp_path: Path) -> None:
                 pass
         async with d.viewer() as v:  # still serving
             assert await v.call("session/list") == {"sessions": []}
+        # Every failed handshake gave its slot back.
+        with anyio.fail_after(30):
+            while d.server.admission.total:
+                await anyio.sleep(0.02)
 
 
 async def test_a_bad_token_over_tls_is_401_before_any_websocket(tmp_path: Path) -> None:
