@@ -24,6 +24,8 @@ async def test_a_verifying_client_gets_wss_and_a_modern_session(tmp_path: Path) 
         assert d.url.startswith("wss://") and d.tls is not None
         async with d.viewer() as v:
             assert await v.call("session/list") == {"sessions": []}
+            # Counted as authenticated through TLS too (the gate finds its socket).
+            assert (d.server.admission.total, d.server.admission.unauthenticated) == (1, 0)
             tls = v.ws.transport.get_extra_info("ssl_object")
             assert tls.version() in ("TLSv1.2", "TLSv1.3")
             assert tls.compression() is None
