@@ -186,7 +186,6 @@ async def run_daemon(
         if settings.issuer is None:
             raise StartupError("VM_AGENT_JWT_ISSUER (or VM_AGENT_CONTROL_PLANE_URL) is required")
         tokens = load_callback_tokens(settings, redactor)
-        tls = load_tls(settings)
     except CatalogError as exc:
         print(f"vm-agent: VM_AGENT_AGENTS_FILE: {exc}", file=sys.stderr, flush=True)
         return EXIT_CONFIG
@@ -202,7 +201,6 @@ async def run_daemon(
         redactor=redactor,
         catalog=catalog,
         tokens=tokens,
-        tls=tls,
         notifier=notifier,
         stop=stop,
         on_ready=on_ready,
@@ -216,6 +214,10 @@ async def run_daemon(
             tg.cancel_scope.cancel()
     except Exception as exc:
         leaf = first_leaf(exc)
+        if isinstance(leaf, StartupError):  # found once running (the TLS files): one line
+            print(f"vm-agent: {leaf}", file=sys.stderr, flush=True)
+            notifier.status(f"failed: {leaf}")
+            return EXIT_CONFIG
         # An OSError (a port in use, a state dir it may not write) says all in one line.
         trace = None if isinstance(leaf, OSError) else leaf
         log.error("the daemon stopped on an error: %s", leaf, exc_info=trace)
@@ -238,7 +240,6 @@ class _Parts:
         redactor: Redactor,
         catalog: Catalog,
         tokens: CallbackTokenStore | None,
-        tls: ssl.SSLContext | None,
         notifier: SdNotifier,
         stop: Stopper,
         on_ready: OnReady | None,
@@ -248,13 +249,16 @@ class _Parts:
         self.redactor = redactor
         self.catalog = catalog
         self.tokens = tokens
-        self.tls = tls
+        self.tls: ssl.SSLContext | None = None
         self.notifier = notifier
         self.stop = stop
         self.on_ready = on_ready
 
     async def run(self) -> None:
         s = self.settings
+        # Here, not with the other settings: on a node's first start the bootstrap writes
+        # the key and certificate just before this (contract 6).
+        self.tls = load_tls(s)
         s.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         assert s.jwks_url is not None and s.issuer is not None  # checked before
         verifier = JwksVerifier(jwks_url=s.jwks_url, issuer=s.issuer, node_id=s.node_id)
