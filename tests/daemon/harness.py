@@ -186,6 +186,23 @@ async def serving(
     return process, f"{scheme}://127.0.0.1:{port}/v1/ws"
 
 
+@asynccontextmanager
+async def stopped_at_exit(process: Process) -> AsyncIterator[Process]:
+    """Stops the daemon when the block ends, also when a test fails inside it: SIGTERM (it
+    stops its own agents), then SIGKILL if it has not gone within 30 s."""
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            with anyio.CancelScope(shield=True):
+                process.send_signal(signal.SIGTERM)
+                with anyio.move_on_after(30):
+                    await process.wait()
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+
+
 async def sigterm_and_wait(process: Process) -> int:
     process.send_signal(signal.SIGTERM)
     with anyio.fail_after(60):

@@ -24,6 +24,7 @@ from tests.daemon.harness import (
     notify_socket,
     sigterm_and_wait,
     start_process,
+    stopped_at_exit,
     write_agents_file,
 )
 from tests.token_files import write_token
@@ -107,52 +108,53 @@ async def test_a_session_fails_alone_when_descriptors_run_out(tmp_path: Path) ->
             )
             log_path = tmp_path / "daemon.log"
             daemon = await start_process([sys.executable, "-c", limited], env, log_path)
-            await notify.wait_for("READY=1")
-            port = (await notify.wait_for(r"STATUS=serving on [^ ]+:(\d+);.*"))[1]
-            url = f"ws://127.0.0.1:{port}/v1/ws"
-            began = time.monotonic()
-            async with Viewer.connect(url, plane.viewer_token()) as viewer:
-                ready = await _start(viewer, work, "before")
-                assert ready["result"]["state"] == "ready", ready
-                failures: list[str] = []
-                flood = Flood(int(port))
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(flood.run)
-                    for attempt in range(10):
-                        with anyio.fail_after(60):
-                            while _open_fds(daemon.pid) < LIMIT - 1:
-                                await anyio.sleep(0.01)
-                        answer = await _start(viewer, work, f"during-{attempt}")
-                        if "error" in answer:
-                            failures.append(answer["error"]["message"])
-                        elif answer["result"]["state"] == "error":
-                            failures.append(str(answer["result"]["error"]))
-                        if any("Too many open files" in f for f in failures):
-                            break
-                    # The viewer already connected is served all along.
-                    listed = await viewer.call("session/list", {})
-                    assert "before" in {s["session_id"] for s in listed["sessions"]}
-                    tg.cancel_scope.cancel()
-                assert daemon.returncode is None, log_path.read_text()[-3000:]
-                assert any("Too many open files" in f for f in failures), failures
-                assert flood.opened >= LIMIT // 2
-                # The flood is gone: the daemon gives its descriptors back and works.
-                with anyio.fail_after(60):
-                    while _open_fds(daemon.pid) > LIMIT // 2:
-                        await anyio.sleep(0.05)
-                after = await _start(viewer, work, "after")
-                assert after["result"]["state"] == "ready", after
-                outcome = await viewer.call(
-                    "session/prompt",
-                    {
-                        "session_id": "after",
-                        "prompt": [{"type": "text", "text": "still here"}],
-                        "prompt_id": "p1",
-                    },
-                )
-                assert outcome["outcome"] == "completed"
-            elapsed = time.monotonic() - began
-            assert await sigterm_and_wait(daemon) == 0
+            async with stopped_at_exit(daemon):
+                await notify.wait_for("READY=1")
+                port = (await notify.wait_for(r"STATUS=serving on [^ ]+:(\d+);.*"))[1]
+                url = f"ws://127.0.0.1:{port}/v1/ws"
+                began = time.monotonic()
+                async with Viewer.connect(url, plane.viewer_token()) as viewer:
+                    ready = await _start(viewer, work, "before")
+                    assert ready["result"]["state"] == "ready", ready
+                    failures: list[str] = []
+                    flood = Flood(int(port))
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(flood.run)
+                        for attempt in range(10):
+                            with anyio.fail_after(60):
+                                while _open_fds(daemon.pid) < LIMIT - 1:
+                                    await anyio.sleep(0.01)
+                            answer = await _start(viewer, work, f"during-{attempt}")
+                            if "error" in answer:
+                                failures.append(answer["error"]["message"])
+                            elif answer["result"]["state"] == "error":
+                                failures.append(str(answer["result"]["error"]))
+                            if any("Too many open files" in f for f in failures):
+                                break
+                        # The viewer already connected is served all along.
+                        listed = await viewer.call("session/list", {})
+                        assert "before" in {s["session_id"] for s in listed["sessions"]}
+                        tg.cancel_scope.cancel()
+                    assert daemon.returncode is None, log_path.read_text()[-3000:]
+                    assert any("Too many open files" in f for f in failures), failures
+                    assert flood.opened >= LIMIT // 2
+                    # The flood is gone: the daemon gives its descriptors back and works.
+                    with anyio.fail_after(60):
+                        while _open_fds(daemon.pid) > LIMIT // 2:
+                            await anyio.sleep(0.05)
+                    after = await _start(viewer, work, "after")
+                    assert after["result"]["state"] == "ready", after
+                    outcome = await viewer.call(
+                        "session/prompt",
+                        {
+                            "session_id": "after",
+                            "prompt": [{"type": "text", "text": "still here"}],
+                            "prompt_id": "p1",
+                        },
+                    )
+                    assert outcome["outcome"] == "completed"
+                elapsed = time.monotonic() - began
+                assert await sigterm_and_wait(daemon) == 0
     log_text = log_path.read_text()
     assert "the daemon stopped on an error" not in log_text
     assert "RLIMIT_NOFILE allows" in log_text  # said at start: the cap is above the limit

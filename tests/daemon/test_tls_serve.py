@@ -15,6 +15,7 @@ from tests.daemon.harness import (
     notify_socket,
     serving,
     sigterm_and_wait,
+    stopped_at_exit,
     vm_agent,
     write_agents_file,
 )
@@ -48,32 +49,33 @@ async def test_attach_over_wss_verifies_the_daemon(tmp_path: Path) -> None:
                 VM_AGENT_TLS_CERT_FILE=str(files.cert_file),
                 VM_AGENT_TLS_KEY_FILE=str(files.key_file),
             )
-            assert url.startswith("wss://")
-            token = plane.viewer_token()
-            start = ("--start", "fake", "--cwd", str(work), "--prompt", "hi", "--json")
-            with anyio.fail_after(120):
-                code, out, err = await _attach(
-                    "--url", url, "--token", token, "--ca-file", str(files.ca_file), *start
-                )
-                assert code == 0, err
-                assert json.loads(out.splitlines()[-1])["outcome"] == "completed"
-                # The system's CAs do not know this one: no connection, and a clear reason.
-                code, _, err = await _attach("--url", url, "--token", token, *start)
-                assert code == 1
-                assert "cannot connect" in err and "certificate verify failed" in err
-                # A bad token is refused at the upgrade (HTTP 401), not after.
-                code, _, err = await _attach(
-                    "--url", url, "--token", "x.y.z", "--ca-file", str(files.ca_file), *start
-                )
-                assert code == 1
-                assert "unauthorized (HTTP 401)" in err
-                # --ca-file with a ws:// URL is a usage error.
-                code, _, err = await _attach(
-                    "--url", url.replace("wss", "ws"), "--token", token,
-                    "--ca-file", str(files.ca_file),
-                )  # fmt: skip
-                assert code == 2 and "--ca-file goes with a wss:// URL" in err
-            assert await sigterm_and_wait(daemon) == 0
+            async with stopped_at_exit(daemon):
+                assert url.startswith("wss://")
+                token = plane.viewer_token()
+                start = ("--start", "fake", "--cwd", str(work), "--prompt", "hi", "--json")
+                with anyio.fail_after(120):
+                    code, out, err = await _attach(
+                        "--url", url, "--token", token, "--ca-file", str(files.ca_file), *start
+                    )
+                    assert code == 0, err
+                    assert json.loads(out.splitlines()[-1])["outcome"] == "completed"
+                    # The system's CAs do not know this one: no connection, and a clear reason.
+                    code, _, err = await _attach("--url", url, "--token", token, *start)
+                    assert code == 1
+                    assert "cannot connect" in err and "certificate verify failed" in err
+                    # A bad token is refused at the upgrade (HTTP 401), not after.
+                    code, _, err = await _attach(
+                        "--url", url, "--token", "x.y.z", "--ca-file", str(files.ca_file), *start
+                    )
+                    assert code == 1
+                    assert "unauthorized (HTTP 401)" in err
+                    # --ca-file with a ws:// URL is a usage error.
+                    code, _, err = await _attach(
+                        "--url", url.replace("wss", "ws"), "--token", token,
+                        "--ca-file", str(files.ca_file),
+                    )  # fmt: skip
+                    assert code == 2 and "--ca-file goes with a wss:// URL" in err
+                assert await sigterm_and_wait(daemon) == 0
         log_text = (tmp_path / "daemon.log").read_text()
         assert "listening on wss://" in log_text
         assert token not in log_text
