@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from benchmarks import (
     crash_detection,
+    flood,
     footprint,
     recovery,
     relay_latency,
@@ -24,4 +25,5 @@ BENCHMARKS: dict[str, Benchmark] = {
     recovery.NAME: recovery.run,
     resume.NAME: resume.run,
     footprint.NAME: footprint.run,
+    flood.NAME: flood.run,
 }

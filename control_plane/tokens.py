@@ -2,7 +2,8 @@
 
 Three kinds:
 - callback token: aud "control-plane", scope "node-callback", sub = node id (the VM's);
-- viewer token: aud "vm-agent", node = node id, scope "read" / "read write" (the daemon's);
+- viewer token: aud "vm-agent", node = node id, scope "read" / "read write" (the daemon's),
+  or "node" for the control plane's own connection to a node (every session on it);
 - user token: aud "control-plane", scope "user" or "user admin", sub = user id
   (task submission, GitHub links; "admin" also reads stored node events).
 """
@@ -23,7 +24,7 @@ from control_plane.settings import ControlPlaneSettings
 CALLBACK_AUDIENCE = "control-plane"
 CALLBACK_SCOPE = "node-callback"
 VIEWER_AUDIENCE = "vm-agent"
-VIEWER_SCOPES = frozenset({"read", "write"})
+VIEWER_SCOPES = frozenset({"read", "write", "node"})
 USER_AUDIENCE = "control-plane"
 USER_SCOPE = "user"
 ADMIN_SCOPE = "admin"

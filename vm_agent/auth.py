@@ -30,6 +30,9 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 )
 READ_SCOPE = "read"
 WRITE_SCOPE = "write"
+# The control plane's own connection: every session of the node (DESIGN.md section 4).
+NODE_SCOPE = "node"
+VIEWER_SCOPES = frozenset({READ_SCOPE, WRITE_SCOPE, NODE_SCOPE})
 MAX_TOKEN_CHARS = 16 * 1024
 MAX_JWKS_BYTES = 1024 * 1024
 # A cached JWKS older than this is refetched on the next verify (subject to the
@@ -51,11 +54,15 @@ class ViewerIdentity:
 
     @property
     def can_read(self) -> bool:
-        return READ_SCOPE in self.scopes or WRITE_SCOPE in self.scopes
+        return bool(self.scopes & VIEWER_SCOPES)
 
     @property
     def can_write(self) -> bool:
-        return WRITE_SCOPE in self.scopes
+        return WRITE_SCOPE in self.scopes or NODE_SCOPE in self.scopes
+
+    @property
+    def is_node(self) -> bool:
+        return NODE_SCOPE in self.scopes
 
 
 def _number(claims: dict[str, Any], name: str) -> float | None:
@@ -179,7 +186,7 @@ class JwksVerifier:
         scope = claims.get("scope")
         if not isinstance(scope, str):
             raise Unauthorized("token has no scope")
-        scopes = frozenset(scope.split()) & {READ_SCOPE, WRITE_SCOPE}
+        scopes = frozenset(scope.split()) & VIEWER_SCOPES
         if not scopes:
             raise Unauthorized(f"token has no viewer scope (scope {scope[:64]!r})")
         sub = claims.get("sub")

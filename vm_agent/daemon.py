@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import ssl
 import sys
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -42,6 +43,9 @@ from vm_agent.control_link import (
 from vm_agent.control_link import bootstrap as first_start
 from vm_agent.core.machine import SessionPolicy
 from vm_agent.eventlog import EventLog
+from vm_agent.exc import first_leaf
+from vm_agent.exposure import ListenerMode
+from vm_agent.fdlimit import raise_soft_limit
 from vm_agent.logs import setup_logging
 from vm_agent.metrics import Metrics
 from vm_agent.procgroup import signal_group
@@ -51,6 +55,7 @@ from vm_agent.server import ViewerServer
 from vm_agent.session.config import SessionConfig
 from vm_agent.session.supervisor import Supervisor
 from vm_agent.settings import DEFAULT_ENV_FILE, ENV_PREFIX, Settings
+from vm_agent.tls import TlsConfigError, server_context
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +80,12 @@ class DaemonReady:
     port: int
     node_id: str
     sessions: int
+    tls: bool = False
 
     @property
     def viewer_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"ws://{host}:{self.port}/v1/ws"
+        return f"{'wss' if self.tls else 'ws'}://{host}:{self.port}/v1/ws"
 
 
 OnReady = Callable[[DaemonReady], None]
@@ -134,6 +140,22 @@ def containment_config(settings: Settings, environ: Mapping[str, str]) -> Contai
         agents_as_root=settings.agents_as_root,
         cgroups=settings.cgroups,
     )
+
+
+def load_tls(settings: Settings) -> ssl.SSLContext | None:
+    """The listener's TLS context, or None for plain ws:// (allowed by the settings)."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        if settings.listener_mode is ListenerMode.PLAIN_EXPOSED:
+            log.warning(
+                "VM_AGENT_ALLOW_PLAINTEXT: serving plain ws:// on %s, which is not loopback: "
+                "tokens and prompts cross the network in clear",
+                settings.listen_host,
+            )
+        return None
+    try:
+        return server_context(settings.tls_cert_file, settings.tls_key_file)
+    except TlsConfigError as exc:
+        raise StartupError(str(exc)) from exc
 
 
 def load_callback_tokens(settings: Settings, redactor: Redactor) -> CallbackTokenStore | None:
@@ -226,6 +248,7 @@ async def run_daemon(
     except (StartupError, first_start.BootstrapRefused) as exc:
         print(f"vm-agent: {exc}", file=sys.stderr, flush=True)
         return EXIT_CONFIG
+    raise_soft_limit(settings.max_connections)
     notifier = SdNotifier.from_env(dict(environ))
     stop = stopper or Stopper()
     parts = _Parts(
@@ -255,9 +278,9 @@ async def run_daemon(
             await parts.run()
             tg.cancel_scope.cancel()
     except Exception as exc:
-        leaf = _first_leaf(exc)
-        if isinstance(leaf, ContainmentStartError):
-            # The task group wraps it; a missing agent-user pool is a configuration error.
+        leaf = first_leaf(exc)
+        if isinstance(leaf, ContainmentStartError | StartupError):
+            # Found once running (the agent-user pool, the TLS files): one line, exit 2.
             print(f"vm-agent: {leaf}", file=sys.stderr, flush=True)
             notifier.status(f"failed: {leaf}")
             return EXIT_CONFIG
@@ -300,12 +323,16 @@ class _Parts:
         self.redactor = redactor
         self.catalog = catalog
         self.tokens = tokens
+        self.tls: ssl.SSLContext | None = None
         self.notifier = notifier
         self.stop = stop
         self.on_ready = on_ready
 
     async def run(self) -> None:
         s = self.settings
+        # Here, not with the other settings: on a node's first start the bootstrap writes
+        # the key and certificate just before this (contract 6).
+        self.tls = load_tls(s)
         s.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         assert s.jwks_url is not None and s.issuer is not None  # checked before
         verifier = JwksVerifier(jwks_url=s.jwks_url, issuer=s.issuer, node_id=s.node_id)
@@ -356,6 +383,7 @@ class _Parts:
             verifier=verifier,
             metrics=metrics,
             health=partial(_health, link),
+            ssl_context=self.tls,
         )
         try:
             async with anyio.create_task_group() as tg:
@@ -366,7 +394,13 @@ class _Parts:
                 if link is not None:
                     await tg.start(link.run)
                 port = await tg.start(partial(server.serve, s.listen_host, s.listen_port))
-                ready = DaemonReady(s.listen_host, int(port), s.node_id, len(supervisor.sessions))
+                ready = DaemonReady(
+                    s.listen_host,
+                    int(port),
+                    s.node_id,
+                    len(supervisor.sessions),
+                    tls=self.tls is not None,
+                )
                 log.info("vm-agent %s serving viewers on %s", __version__, ready.viewer_url)
                 self.notifier.ready()
                 self.notifier.status(
@@ -409,9 +443,3 @@ class _Parts:
 def _health(link: ControlLink | None) -> dict[str, Any]:
     # The server reports sessions, viewers and uptime itself; the link is ours to add.
     return {"control_plane": link.status() if link is not None else {"state": "disabled"}}
-
-
-def _first_leaf(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return exc

@@ -30,6 +30,9 @@ CLASSIFICATION_LABELS = frozenset({*(c.value for c in DisconnectClass), OTHER})
 RECOVERY_RESULTS = ("started", "succeeded", "failed")
 PEERS = ("agent", "viewer")
 DIRECTIONS = ("in", "out")
+# Why a connection was closed at accept (vm_agent.server.admission.Refusal values).
+REFUSAL_REASONS = ("rate", "total", "address", "address_unauthenticated")
+CONNECTION_STATES = ("authenticated", "unauthenticated")
 CALLBACK_FAILURE_REASONS = frozenset(
     {"unauthorized", "forbidden", "server_error", "network", OTHER}
 )
@@ -108,6 +111,33 @@ class Metrics:
         self.ws_auth_failures_total = Counter(
             "vm_agent_ws_auth_failures", "Websocket authentications refused", registry=r
         )
+        self.connections_refused_total = Counter(
+            "vm_agent_connections_refused",
+            "Connections closed at accept, by the cap they hit",
+            ["reason"],
+            registry=r,
+        )
+        self.connections_open = Gauge(
+            "vm_agent_connections",
+            "Open connections to the viewer port, by state",
+            ["state"],
+            registry=r,
+        )
+        self.connections_evicted_total = Counter(
+            "vm_agent_connections_evicted",
+            "Unauthenticated connections closed to let a newcomer in (the pool was full)",
+            registry=r,
+        )
+        self.accept_errors_total = Counter(
+            "vm_agent_accept_errors",
+            "Accepts that failed for want of file descriptors",
+            registry=r,
+        )
+        self.viewer_tokens_expired_total = Counter(
+            "vm_agent_viewer_tokens_expired",
+            "Viewers closed (4001) because their token expired",
+            registry=r,
+        )
         self.outbox_depth = Gauge(
             "vm_agent_outbox_depth", "Events not yet delivered to the control plane", registry=r
         )
@@ -144,6 +174,10 @@ class Metrics:
                 self.jsonrpc_messages_total.labels(peer=peer, direction=direction)
         for reason in CALLBACK_FAILURE_REASONS:
             self.callback_failures_total.labels(reason=reason)
+        for refusal in REFUSAL_REASONS:
+            self.connections_refused_total.labels(reason=refusal)
+        for state in CONNECTION_STATES:
+            self.connections_open.labels(state=state)
 
     def set_session_source(self, fn: Callable[[], Mapping[str, int]]) -> None:
         """`fn()` -> {state: count}, called at each scrape (states missing count 0)."""
@@ -164,6 +198,18 @@ class Metrics:
                 return float("nan")
 
         self.eventlog_bytes.set_function(read)
+
+    def set_connection_source(self, fn: Callable[[], tuple[int, int]]) -> None:
+        """`fn()` -> (open connections, of which unauthenticated), read at each scrape."""
+        self.connections_open.labels(state="authenticated").set_function(
+            lambda: float(fn()[0] - fn()[1])
+        )
+        self.connections_open.labels(state="unauthenticated").set_function(lambda: float(fn()[1]))
+
+    def connection_refused(self, reason: str) -> None:
+        if reason not in REFUSAL_REASONS:
+            raise ValueError(f"refusal reason out of range: {reason!r}")
+        self.connections_refused_total.labels(reason=reason).inc()
 
     def callback_failure(self, reason: str) -> None:
         """Count a failed control-plane call; an unknown reason counts as "other"."""

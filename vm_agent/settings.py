@@ -14,6 +14,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vm_agent.containment.paths import parse_roots
+from vm_agent.exposure import TLS_VARIABLES, ListenerMode, listener_mode, refusal_message
 
 ENV_PREFIX = "VM_AGENT_"
 DEFAULT_ENV_FILE = Path("/etc/vm-agent/env")
@@ -31,9 +32,6 @@ class Settings(BaseSettings):
     callback_token_file: Path = Path("/etc/vm-agent/callback-token")
     # First start only (contract 5): traded for the callback token, then deleted.
     bootstrap_token_file: Path = Path("/etc/vm-agent/bootstrap-token")
-    # Contract 6: the bootstrap writes the key (made here, 0600) and the signed certificate.
-    tls_cert_file: Path | None = None
-    tls_key_file: Path | None = None
     # Backoff bounds while the control plane cannot be reached for the bootstrap.
     bootstrap_retry_initial_s: float = Field(default=1.0, gt=0)
     bootstrap_retry_max_s: float = Field(default=60.0, gt=0)
@@ -43,6 +41,21 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = None
     listen_host: str = "127.0.0.1"
     listen_port: int = Field(default=8080, ge=0, le=65535)
+    # TLS on the listener (PEM files; the key 0600): wss:// and https on the one port. On a
+    # VM the bootstrap writes both: the key made here, the certificate the control plane signed.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # Plain ws:// on a non-loopback LISTEN_HOST (refused at start unless this is set).
+    allow_plaintext: bool = False
+    # Caps on the viewer port's connections (checked at accept, before TLS or HTTP).
+    max_connections: int = Field(default=1024, ge=1)
+    max_connections_per_address: int = Field(default=256, ge=1)
+    max_unauthenticated: int = Field(default=128, ge=1)
+    max_unauthenticated_per_address: int = Field(default=32, ge=1)
+    # New connections per second from one address (a burst of the line above, then this).
+    max_new_connections_per_address_per_s: float = Field(default=20.0, gt=0)
+    # A loopback-only port that serves /metrics without a token (for a local scraper).
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
     state_dir: Path = Path("/var/lib/vm-agent")
     agents_file: Path | None = None
     prompt_timeout_s: float | None = Field(default=None, gt=0)
@@ -102,6 +115,22 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL")
         return value.rstrip("/")
 
+    @field_validator("tls_cert_file", "tls_key_file", "metrics_port", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _listener_is_safe(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError(f"{TLS_VARIABLES} go together: set both or neither")
+        mode = listener_mode(
+            self.listen_host, tls=self.tls_enabled, allow_plaintext=self.allow_plaintext
+        )
+        if mode is ListenerMode.REFUSED:
+            raise ValueError(refusal_message(self.listen_host))
+        return self
+
     @model_validator(mode="after")
     def _pool_fits(self) -> Settings:
         last = self.agent_uid_base + self.agent_users - 1
@@ -122,6 +151,16 @@ class Settings(BaseSettings):
                     "VM_AGENT_CONTROL_PLANE_URL is required (or set VM_AGENT_DEV_MODE=1)"
                 )
         return self
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_cert_file is not None and self.tls_key_file is not None
+
+    @property
+    def listener_mode(self) -> ListenerMode:
+        return listener_mode(
+            self.listen_host, tls=self.tls_enabled, allow_plaintext=self.allow_plaintext
+        )
 
     @property
     def issuer(self) -> str | None:

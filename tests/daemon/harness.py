@@ -23,6 +23,7 @@ from control_plane.app import bind_socket, create_app, serve_control_plane
 from control_plane.plane import ControlPlane
 from control_plane.settings import ControlPlaneSettings
 from control_plane.tokens import jwks_url
+from vm_agent.catalog import fake_agent_command
 from vm_agent.procgroup import group_alive
 
 NODE = "node-1"
@@ -36,6 +37,10 @@ class Plane:
 
     def viewer_token(self, scopes: tuple[str, ...] = ("read", "write")) -> str:
         return self.plane.tokens.mint_viewer_token(NODE, list(scopes))
+
+    def node_token(self) -> str:
+        """The control plane's own connection to the node (every session)."""
+        return self.plane.tokens.mint_viewer_token(NODE, ["node"], subject="control-plane")
 
     def callback_token(self) -> str:
         return self.plane.tokens.mint_callback_token(NODE)
@@ -132,6 +137,15 @@ def daemon_env(tmp: Path, plane: Plane, **extra: str) -> dict[str, str]:
     return env
 
 
+def write_agents_file(tmp: Path, name: str, *fake_args: str) -> Path:
+    """An AGENTS_FILE with one fake-agent entry ``name`` run with ``fake_args``."""
+    path = tmp / "agents.toml"
+    path.write_text(
+        f"[agents.{name}]\ncommand = {json.dumps(list(fake_agent_command(*fake_args)))}\n"
+    )
+    return path
+
+
 def vm_agent(*args: str) -> list[str]:
     return [sys.executable, "-m", "vm_agent", *args]
 
@@ -158,7 +172,9 @@ def children(pid: int) -> list[int]:
     return out
 
 
-async def serving(tmp: Path, plane: Plane, notify: Notify, agents: Path) -> tuple[Process, str]:
+async def serving(
+    tmp: Path, plane: Plane, notify: Notify, agents: Path, **extra: str
+) -> tuple[Process, str]:
     start = len(notify.messages)
     env = daemon_env(
         tmp,
@@ -166,11 +182,30 @@ async def serving(tmp: Path, plane: Plane, notify: Notify, agents: Path) -> tupl
         VM_AGENT_AGENTS_FILE=str(agents),
         NOTIFY_SOCKET=str(notify.path),
         WATCHDOG_USEC="200000",
+        **extra,
     )
     process = await start_process(vm_agent("serve"), env, tmp / "daemon.log")
     await notify.wait_for("READY=1", start=start)
     port = (await notify.wait_for(r"STATUS=serving on [^ ]+:(\d+);.*", start=start))[1]
-    return process, f"ws://127.0.0.1:{port}/v1/ws"
+    scheme = "wss" if "VM_AGENT_TLS_CERT_FILE" in extra else "ws"
+    return process, f"{scheme}://127.0.0.1:{port}/v1/ws"
+
+
+@asynccontextmanager
+async def stopped_at_exit(process: Process) -> AsyncIterator[Process]:
+    """Stops the daemon when the block ends, also when a test fails inside it: SIGTERM (it
+    stops its own agents), then SIGKILL if it has not gone within 30 s."""
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            with anyio.CancelScope(shield=True):
+                process.send_signal(signal.SIGTERM)
+                with anyio.move_on_after(30):
+                    await process.wait()
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
 
 
 async def sigterm_and_wait(process: Process) -> int:

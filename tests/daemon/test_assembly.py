@@ -3,12 +3,21 @@ which callback token situations start, skip the control plane, or refuse."""
 
 from __future__ import annotations
 
+import logging
+import ssl
 from pathlib import Path
 
 import pytest
 
+from tests.tlsca import make_tls_files
 from tests.token_files import write_token
-from vm_agent.daemon import DaemonReady, StartupError, load_callback_tokens, session_config
+from vm_agent.daemon import (
+    DaemonReady,
+    StartupError,
+    load_callback_tokens,
+    load_tls,
+    session_config,
+)
 from vm_agent.redact import Redactor
 from vm_agent.settings import Settings, load_settings
 
@@ -72,3 +81,37 @@ def test_no_control_plane_means_no_token(tmp_path: Path) -> None:
 def test_viewer_url_brackets_ipv6() -> None:
     assert DaemonReady("::1", 8080, "n", 0).viewer_url == "ws://[::1]:8080/v1/ws"
     assert DaemonReady("127.0.0.1", 80, "n", 0).viewer_url == "ws://127.0.0.1:80/v1/ws"
+
+
+def test_plain_ws_on_a_public_address_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    exposed = Settings(
+        dev_mode=True,
+        state_dir=tmp_path,
+        listen_host="0.0.0.0",
+        allow_plaintext=True,
+    )
+    with caplog.at_level(logging.WARNING, logger="vm_agent.daemon"):
+        assert load_tls(exposed) is None
+    assert "VM_AGENT_ALLOW_PLAINTEXT" in caplog.text and "in clear" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="vm_agent.daemon"):
+        assert load_tls(Settings(dev_mode=True, state_dir=tmp_path)) is None
+    assert caplog.text == ""
+
+
+def test_tls_files_give_a_context_and_a_wss_url(tmp_path: Path) -> None:
+    files = make_tls_files(tmp_path / "tls")
+    with_tls = Settings(
+        dev_mode=True,
+        state_dir=tmp_path,
+        tls_cert_file=files.cert_file,
+        tls_key_file=files.key_file,
+    )
+    ctx = load_tls(with_tls)
+    assert ctx is not None and ctx.minimum_version >= ssl.TLSVersion.TLSv1_2
+    assert DaemonReady("127.0.0.1", 1, "n", 0, tls=True).viewer_url == "wss://127.0.0.1:1/v1/ws"
+    files.key_file.chmod(0o640)
+    with pytest.raises(StartupError, match="VM_AGENT_TLS_KEY_FILE"):
+        load_tls(with_tls)

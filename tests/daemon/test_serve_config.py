@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon.harness import base_env, vm_agent
+from tests.tlsca import make_tls_files
 from tests.token_files import write_token
 
 pytestmark = pytest.mark.integration
@@ -126,3 +127,37 @@ def test_a_root_daemon_without_its_agent_users_refuses_to_start(tmp_path: Path) 
     assert done.returncode == 2
     assert "vm-agent agent-users ensure" in one_line(done.stderr)
     assert "create user vmat-none-u0" in done.stderr
+
+
+def test_plain_ws_on_a_public_interface_is_refused(tmp_path: Path) -> None:
+    done = serve(env_for(tmp_path, VM_AGENT_LISTEN_HOST="0.0.0.0"))
+    assert done.returncode == 2
+    line = one_line(done.stderr)
+    for name in ("VM_AGENT_LISTEN_HOST", "VM_AGENT_TLS_CERT_FILE", "VM_AGENT_ALLOW_PLAINTEXT"):
+        assert name in line
+    assert not (tmp_path / "state").exists()
+
+
+def test_a_certificate_without_its_key_is_refused(tmp_path: Path) -> None:
+    done = serve(env_for(tmp_path, VM_AGENT_TLS_CERT_FILE=str(tmp_path / "node.pem")))
+    assert done.returncode == 2
+    assert "VM_AGENT_TLS_KEY_FILE" in one_line(done.stderr)
+
+
+@pytest.mark.slow  # imports the whole daemon
+def test_a_tls_key_others_can_read_is_refused(tmp_path: Path) -> None:
+    write_token(tmp_path / "callback-token", "a-callback-token-value")
+    files = make_tls_files(tmp_path / "tls")
+    files.key_file.chmod(0o644)
+    env = env_for(
+        tmp_path,
+        VM_AGENT_LISTEN_HOST="0.0.0.0",
+        VM_AGENT_TLS_CERT_FILE=str(files.cert_file),
+        VM_AGENT_TLS_KEY_FILE=str(files.key_file),
+    )
+    done = serve(env)
+    assert done.returncode == 2
+    line = one_line(done.stderr)
+    assert line.startswith("vm-agent: VM_AGENT_TLS_KEY_FILE: ")
+    assert "0644" in line
+    assert "BEGIN" not in done.stderr  # nothing of the key itself

@@ -43,17 +43,20 @@ def write_agents(tmp: Path) -> Path:
     return path
 
 
-async def check_health_and_metrics(url: str, secret: str) -> None:
+async def check_health_and_metrics(url: str, secret: str, node_token: str) -> None:
     base = url.replace("ws://", "http://").removesuffix("/v1/ws")
+    node = {"Authorization": f"Bearer {node_token}"}
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
         health = await http.get("/health")
-        assert health.status_code == 200
-        assert health.json()["node_id"] == "node-1"
-        assert "control_plane" in health.json()
-        metrics = await http.get("/metrics")
+        assert (health.status_code, health.json()) == (200, {"status": "ok"})
+        status = await http.get("/status", headers=node)
+        assert status.json()["node_id"] == "node-1"
+        assert "control_plane" in status.json()
+        metrics = await http.get("/metrics", headers=node)
         assert metrics.status_code == 200
         assert "vm_agent_sessions" in metrics.text
-    assert secret not in health.text + metrics.text
+        assert (await http.get("/metrics")).status_code == 401
+    assert secret not in health.text + status.text + metrics.text
 
 
 async def test_sigterm_during_prompt_then_restart_recovers(tmp_path: Path) -> None:
@@ -74,7 +77,7 @@ async def test_sigterm_during_prompt_then_restart_recovers(tmp_path: Path) -> No
             process, url = await serving(tmp_path, plane, notify, agents)
             await notify.wait_for("WATCHDOG=1")
             await notify.wait_for("WATCHDOG=1", start=len(notify.messages))  # more than one
-            await check_health_and_metrics(url, callback_token)
+            await check_health_and_metrics(url, callback_token, plane.node_token())
             async with Viewer.connect(url, token) as viewer:
                 started = await viewer.call(
                     "session/start", {"agent": "fake-slow", "cwd": str(work), "session_id": SESSION}

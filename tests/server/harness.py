@@ -17,6 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from control_plane.app import bind_socket, create_app, serve_control_plane
 from control_plane.settings import ControlPlaneSettings
 from control_plane.tokens import TokenIssuer
+from tests.tlsca import TlsFiles, make_tls_files
 from vm_agent.agent_process import StopTimings
 from vm_agent.auth import JwksVerifier
 from vm_agent.catalog import AgentSpec, Catalog, fake_agent_command
@@ -28,6 +29,7 @@ from vm_agent.server import ViewerServer
 from vm_agent.session.config import SessionConfig
 from vm_agent.session.supervisor import Supervisor
 from vm_agent.settings import Settings
+from vm_agent.tls import server_context
 
 NODE = "node-1"
 
@@ -113,7 +115,7 @@ class Client:
 
 @dataclass
 class Daemon:
-    url: str  # ws://127.0.0.1:PORT/v1/ws
+    url: str  # ws://127.0.0.1:PORT/v1/ws (wss:// with TLS)
     http_url: str
     tokens: TokenIssuer
     issuer: str
@@ -122,9 +124,15 @@ class Daemon:
     log: EventLog
     metrics: Metrics
     workdir: Path
+    port: int
+    tls: TlsFiles | None = None
 
-    def token(self, *scopes: str, node: str = NODE, ttl_s: int = 300) -> str:
-        return self.tokens.mint_viewer_token(node, list(scopes or ("read", "write")), ttl_s)
+    def token(
+        self, *scopes: str, node: str = NODE, ttl_s: int = 300, subject: str = "dev-viewer"
+    ) -> str:
+        return self.tokens.mint_viewer_token(
+            node, list(scopes or ("read", "write")), ttl_s, subject=subject
+        )
 
     @asynccontextmanager
     async def viewer(
@@ -134,6 +142,8 @@ class Daemon:
         if bearer:
             kw.setdefault("additional_headers", {"Authorization": f"Bearer {tok}"})
         kw.setdefault("max_size", None)
+        if self.tls is not None:
+            kw.setdefault("ssl", self.tls.client_context())
         async with connect(self.url + ("?batch=1" if batch else ""), **kw) as ws:
             yield Client(ws)
 
@@ -153,9 +163,17 @@ async def daemon(
     max_frame_bytes: int = 64 * 1024,
     auth_timeout_s: float = 10.0,
     retention_bytes: int = 64 * 1024 * 1024,
+    tls: bool = False,
+    leeway_s: float = 30.0,
+    **settings_over: Any,
 ) -> AsyncIterator[Daemon]:
+    """``tls`` makes a throwaway CA and serves wss:// with its certificate; ``leeway_s`` is
+    the verifier's; ``settings_over`` sets other daemon settings (caps, metrics port)."""
     workdir = tmp_path / "work"
     workdir.mkdir(parents=True, exist_ok=True)
+    # Every test client comes from 127.0.0.1, many at once: caps are the flood tests' own.
+    settings_over.setdefault("max_unauthenticated_per_address", 128)
+    settings_over.setdefault("max_new_connections_per_address_per_s", 1e6)
     sock = bind_socket("127.0.0.1", 0)
     cp_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     cp_settings = ControlPlaneSettings(
@@ -168,7 +186,9 @@ async def daemon(
         state_dir=tmp_path / "state",
         viewer_queue_limit=queue_limit,
         max_frame_bytes=max_frame_bytes,
+        **settings_over,
     )
+    tls_files = make_tls_files(tmp_path / "tls") if tls else None
     config = SessionConfig(
         policy=SessionPolicy(cancel_grace_s=1.0, backoff_base_s=0.05),
         stop_timings=StopTimings(stdin_grace_s=0.3, term_grace_s=1.0),
@@ -181,7 +201,10 @@ async def daemon(
         EventLog.open(settings.event_log_path, retention_bytes_per_session=retention_bytes) as log,
     ):
         verifier = JwksVerifier(
-            jwks_url=f"{cp_url}/.well-known/jwks.json", issuer=cp_url, node_id=NODE
+            jwks_url=f"{cp_url}/.well-known/jwks.json",
+            issuer=cp_url,
+            node_id=NODE,
+            leeway_s=leeway_s,
         )
         supervisor = Supervisor(log=log, catalog=catalog, config=config, redactor=Redactor())
         server = ViewerServer(
@@ -192,15 +215,19 @@ async def daemon(
             metrics=metrics,
             health=lambda: {"control_plane": "connected"},
             auth_timeout_s=auth_timeout_s,
+            ssl_context=(
+                server_context(tls_files.cert_file, tls_files.key_file) if tls_files else None
+            ),
         )
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(supervisor.run)
                 port = await tg.start(server.serve, "127.0.0.1", 0)
                 try:
+                    scheme = "s" if tls_files else ""
                     yield Daemon(
-                        url=f"ws://127.0.0.1:{port}/v1/ws",
-                        http_url=f"http://127.0.0.1:{port}",
+                        url=f"ws{scheme}://127.0.0.1:{port}/v1/ws",
+                        http_url=f"http{scheme}://127.0.0.1:{port}",
                         tokens=app.state.plane.tokens,
                         issuer=cp_url,
                         server=server,
@@ -208,6 +235,8 @@ async def daemon(
                         log=log,
                         metrics=metrics,
                         workdir=workdir,
+                        port=port,
+                        tls=tls_files,
                     )
                 finally:
                     with anyio.CancelScope(shield=True):

@@ -14,7 +14,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.server.harness import NODE, Client, Daemon, RpcError, daemon, metric_value
 
@@ -103,12 +104,16 @@ async def test_a_valid_bearer_token_opens_the_api(tmp_path: Path) -> None:
         pytest.param(lambda d: "not.a.jwt", id="garbage"),
     ],
 )
-async def test_bad_tokens_close_4001_unauthorized(tmp_path: Path, forge: Any) -> None:
+async def test_bad_tokens_are_refused_401_at_the_upgrade_and_4001_as_first_message(
+    tmp_path: Path, forge: Any
+) -> None:
     async with daemon(tmp_path) as d:
         token = forge(d)
-        async with d.viewer(token) as v:
-            assert await _refused(v) == (4001, "unauthorized")
-        # The same token as a first message is refused the same way.
+        # On the upgrade: HTTP 401 before any websocket exists (no viewer was ever made).
+        assert await _upgrade_status(d, {"Authorization": f"Bearer {token}"}) == 401
+        assert d.server.viewer_count == 0
+        assert metric_value(d.metrics, "vm_agent_viewers_connected") == 0
+        # The same token as a first message is refused with 4001.
         async with d.viewer(bearer=False) as v:
             await v.send({"jsonrpc": "2.0", "id": 1, "method": "auth", "params": {"token": token}})
             assert await _refused(v) == (4001, "unauthorized")
@@ -118,10 +123,34 @@ async def test_bad_tokens_close_4001_unauthorized(tmp_path: Path, forge: Any) ->
             assert await v.call("session/list") == {"sessions": []}
 
 
-async def test_a_malformed_authorization_header_is_refused(tmp_path: Path) -> None:
-    basic = {"Authorization": "Basic abc"}
-    async with daemon(tmp_path) as d, d.viewer(bearer=False, additional_headers=basic) as v:
-        assert await _refused(v) == (4001, "unauthorized")
+async def _upgrade_status(d: Daemon, headers: Any) -> int:
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(d.url, additional_headers=headers):
+            pass
+    response = refused.value.response
+    if response.status_code == 401:
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        assert b"unauthorized" in response.body
+    return response.status_code
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({"Authorization": "Basic abc"}, id="basic"),
+        pytest.param({"Authorization": "Bearer"}, id="bearer-alone"),
+        pytest.param({"Authorization": ""}, id="empty"),
+        pytest.param([("Authorization", "Bearer a"), ("Authorization", "Bearer b")], id="two"),
+    ],
+)
+async def test_a_malformed_authorization_header_is_refused_401(
+    tmp_path: Path, headers: Any
+) -> None:
+    async with daemon(tmp_path) as d:
+        if isinstance(headers, list):  # two headers: one of them a good token
+            headers = [headers[0], ("Authorization", f"Bearer {d.token()}")]
+        assert await _upgrade_status(d, headers) == 401
+        assert d.server.viewer_count == 0
 
 
 async def test_first_message_auth(tmp_path: Path) -> None:

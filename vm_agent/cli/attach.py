@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import signal
+import ssl
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -40,8 +41,16 @@ _RETRYABLE = (OSError, InvalidHandshake, PeerClosed, ConnectionClosed, TimeoutEr
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--url", required=True, help="the viewer URL, e.g. ws://127.0.0.1:8080/v1/ws")
+    p.add_argument(
+        "--url", required=True, help="the viewer URL: wss://HOST:8080/v1/ws, or ws:// on loopback"
+    )
     p.add_argument("--token", help=f"a viewer token (default: ${TOKEN_ENV})")
+    p.add_argument(
+        "--ca-file",
+        type=Path,
+        help="with a wss:// URL: trust the daemon's certificate if this CA (PEM) signed it "
+        "(default: the system's CAs)",
+    )
     which = p.add_mutually_exclusive_group()
     which.add_argument("--session", help="the session to attach to")
     which.add_argument("--start", metavar="AGENT", help="start a session of this catalog agent")
@@ -100,6 +109,7 @@ class _Attach:
     token: str
     session_id: str | None
     last_seq: int
+    tls: ssl.SSLContext | None = None
     prompt_id: str = field(default_factory=lambda: f"attach-{uuid.uuid4().hex}")
     renderer: HumanRenderer = field(default_factory=HumanRenderer)
     started: bool = False
@@ -203,6 +213,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.url.startswith(("ws://", "wss://")):
         print("vm-agent attach: --url must be a ws:// or wss:// URL", file=sys.stderr)
         return EXIT_USAGE
+    if args.ca_file is not None and not args.url.startswith("wss://"):
+        print("vm-agent attach: --ca-file goes with a wss:// URL", file=sys.stderr)
+        return EXIT_USAGE
     if args.cwd is not None and args.start is None:
         print("vm-agent attach: --cwd goes with --start", file=sys.stderr)
         return EXIT_USAGE
@@ -212,8 +225,22 @@ def run(args: argparse.Namespace) -> int:
     if args.prompt is not None and args.session is None and args.start is None:
         print("vm-agent attach: --prompt needs --session or --start", file=sys.stderr)
         return EXIT_USAGE
-    attach = _Attach(args=args, token=token, session_id=args.session, last_seq=args.after_seq)
+    try:
+        tls = _tls_context(args.ca_file) if args.url.startswith("wss://") else None
+    except (OSError, ssl.SSLError) as exc:
+        print(f"vm-agent attach: --ca-file {args.ca_file}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    attach = _Attach(
+        args=args, token=token, session_id=args.session, last_seq=args.after_seq, tls=tls
+    )
     return anyio.run(_main, attach)
+
+
+def _tls_context(ca_file: Path | None) -> ssl.SSLContext:
+    """Certificate and host name checked, against ``ca_file`` or the system's CAs."""
+    ctx = ssl.create_default_context(cafile=None if ca_file is None else str(ca_file))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
 
 
 async def _main(attach: _Attach) -> int:
@@ -269,9 +296,15 @@ async def _attach_loop(attach: _Attach) -> int:
 
 async def _one_connection(attach: _Attach) -> int:
     headers = {"Authorization": f"Bearer {attach.token}"}
+    # The library refuses ssl= with a ws:// URL, and ssl=None with a wss:// one.
+    tls: dict[str, Any] = {} if attach.tls is None else {"ssl": attach.tls}
     try:
         ws = await connect(
-            attach.args.url, additional_headers=headers, max_size=_MAX_FRAME, proxy=None
+            attach.args.url,
+            additional_headers=headers,
+            max_size=_MAX_FRAME,
+            proxy=None,
+            **tls,
         )
     except InvalidStatus as exc:
         if exc.response.status_code in (401, 403):

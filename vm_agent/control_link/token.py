@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 import tempfile
 import threading
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import jwt
 
+from vm_agent.private_files import FileUnusable, NotPrivate, open_private
 from vm_agent.redact import Redactor
 
 
@@ -106,22 +106,12 @@ class CallbackTokenStore:
 
 def _read_token_file(file: Path, what: str = "callback token file") -> str:
     try:
-        fd = os.open(file, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise TokenFileError(f"{what} {file} does not exist") from None
-    except OSError as exc:
-        raise TokenFileError(f"cannot open {what} {file}: {exc.strerror}") from None
+        fd = open_private(file, what)
+    except NotPrivate as exc:
+        raise InsecureTokenFile(str(exc)) from None
+    except FileUnusable as exc:
+        raise TokenFileError(str(exc)) from None
     try:
-        # fstat on the open file: no window between the check and the read.
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise TokenFileError(f"{what} {file} is not a regular file")
-        mode = stat.S_IMODE(info.st_mode)
-        if mode & 0o077:
-            raise InsecureTokenFile(
-                f"{what} {file} has mode {mode:04o}: group or others have "
-                f"access to it; run `chmod 600 {file}`"
-            )
         raw = os.read(fd, 64 * 1024)
     finally:
         os.close(fd)

@@ -114,14 +114,17 @@ class EventLog:
             raise ValueError("commit_interval_s must not be negative")
         file = Path(path)
 
-        def _open() -> tuple[Writer, int]:
+        def _open() -> tuple[Writer, int, ReaderPool]:
             schema.prepare_file(file)
             lock = schema.lock_file(file)
             try:
                 conn = schema.connect(file, synchronous=synchronous, autocheckpoint=False)
                 try:
                     schema.migrate(conn)
-                    return Writer(conn, retention_bytes_per_session), lock
+                    writer = Writer(conn, retention_bytes_per_session)
+                    readers = ReaderPool(file)
+                    readers.prime()  # one reader for the log's life (see ReaderPool)
+                    return writer, lock, readers
                 except BaseException:
                     conn.close()
                     raise
@@ -129,9 +132,9 @@ class EventLog:
                 os.close(lock)
                 raise
 
-        writer, lock = await anyio.to_thread.run_sync(_open)
+        writer, lock, readers = await anyio.to_thread.run_sync(_open)
         checkpointer = Checkpointer(file, synchronous=synchronous)
-        self = cls(file, writer, ReaderPool(file), checkpointer, commit_interval_s)
+        self = cls(file, writer, readers, checkpointer, commit_interval_s)
         self._lock_fd = lock
         body_error: Exception | None = None
         try:

@@ -6,7 +6,7 @@ from vm_agent.jsonrpc.errors import JsonRpcError
 
 REFUSED = -32001  # the session cannot take this now (SessionRefused)
 UNKNOWN_SESSION = -32002
-FORBIDDEN = -32003  # the token's scope does not allow the method
+FORBIDDEN = -32003  # the token's scope does not allow the method, or the session is not its
 EVENTS_DROPPED = -32004  # retention dropped events a subscriber asked for
 
 
@@ -18,5 +18,5 @@ def refused(reason: str) -> JsonRpcError:
     return JsonRpcError(REFUSED, f"refused: {reason}")
 
 
-def forbidden(method: str, needs: str) -> JsonRpcError:
-    return JsonRpcError(FORBIDDEN, f"forbidden: {method} needs the {needs!r} scope")
+def forbidden(why: str) -> JsonRpcError:
+    return JsonRpcError(FORBIDDEN, why)

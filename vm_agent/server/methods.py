@@ -15,8 +15,9 @@ from vm_agent.catalog import CatalogError
 from vm_agent.eventlog import EventsDropped
 from vm_agent.jsonrpc.connection import Router
 from vm_agent.jsonrpc.errors import INVALID_REQUEST, JsonRpcError
-from vm_agent.server import errors
+from vm_agent.server import access, errors
 from vm_agent.server import params as p
+from vm_agent.server.access import Grant
 from vm_agent.server.fanout import FanOut, Subscription
 from vm_agent.server.prompts import PromptRuns
 from vm_agent.server.protocols import Identity
@@ -28,18 +29,6 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Any], Awaitable[Any]]
 
-READ_METHODS = frozenset({"session/list", "session/subscribe"})
-WRITE_METHODS = frozenset(
-    {
-        "session/start",
-        "session/prompt",
-        "session/cancel",
-        "session/stop",
-        "session/recover",
-        "permission/respond",
-    }
-)
-
 
 @dataclass(eq=False)
 class ViewerContext:
@@ -47,6 +36,7 @@ class ViewerContext:
 
     name: str
     identity: Identity
+    grant: Grant
     transport: WebSocketTransport
     supervisor: Supervisor
     fanout: FanOut
@@ -78,11 +68,10 @@ class ViewerMethods:
     def _guard(self, method: str, fn: Handler) -> Callable[[Any], Awaitable[Any]]:
         # Called inline by the connection: a refusal here answers without starting a task.
         def check(params: Any) -> Awaitable[Any]:
-            ident = self.ctx.identity
-            if method in WRITE_METHODS and not ident.can_write:
-                raise errors.forbidden(method, "write")
-            if method in READ_METHODS and not (ident.can_read or ident.can_write):
-                raise errors.forbidden(method, "read")
+            try:
+                access.check_method(method, self.ctx.grant)
+            except access.Denied as exc:
+                raise errors.forbidden(str(exc)) from None
             return fn(params)
 
         return check
@@ -92,20 +81,31 @@ class ViewerMethods:
         raise JsonRpcError(INVALID_REQUEST, "already authenticated on this connection")
 
     def _session(self, session_id: str) -> AgentSession:
+        """The session, if this viewer's token reaches it (-32002 / -32003 otherwise)."""
         try:
-            return self.ctx.supervisor.get(session_id)
+            session = self.ctx.supervisor.get(session_id)
         except UnknownSession:
             raise errors.unknown_session(session_id) from None
+        try:
+            access.check_reach(self.ctx.grant, session.owner, session_id)
+        except access.Denied as exc:
+            raise errors.forbidden(str(exc)) from None
+        return session
 
     # -- write ------------------------------------------------------------------------------
 
     async def start(self, raw: Any) -> dict[str, Any]:
         args = p.parse(p.StartParams, "session/start", raw)
+        try:
+            owner = access.owner_at_start(self.ctx.grant, args.owner)
+        except access.Denied as exc:
+            raise errors.forbidden(str(exc)) from None
         log.info(
-            "%s (%s) starts a %s session (reservation %s)",
+            "%s (%s) starts a %s session for %s (reservation %s)",
             self.ctx.name,
             self.ctx.identity.subject,
             args.agent,
+            owner or "the node",
             args.reservation,
         )
         try:
@@ -117,6 +117,7 @@ class ViewerMethods:
                     session_id=args.session_id,
                     load_acp_session=args.acp_session_id,
                     reservation=args.reservation,
+                    owner=owner,
                 )
         except CatalogError as exc:
             raise JsonRpcError.invalid_params(f"session/start: {exc}") from None
@@ -171,7 +172,9 @@ class ViewerMethods:
 
     async def list(self, raw: Any) -> dict[str, Any]:
         p.parse(p.ListParams, "session/list", raw)
-        return {"sessions": self.ctx.supervisor.describe_all()}
+        grant = self.ctx.grant
+        sessions = self.ctx.supervisor.sessions.values()
+        return {"sessions": [s.describe() for s in sessions if access.may_reach(grant, s.owner)]}
 
     async def subscribe(self, raw: Any) -> dict[str, Any]:
         args = p.parse(p.SubscribeParams, "session/subscribe", raw)

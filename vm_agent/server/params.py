@@ -22,6 +22,8 @@ class StartParams(_Params):
     # reservation object); kept with the session in the registry.
     reservation: str | dict[str, Any] | None = None
     acp_session_id: str | None = None
+    # The user the session is for: the node scope only (the control plane starting it).
+    owner: str | None = Field(default=None, min_length=1, max_length=256)
 
 
 class SessionParams(_Params):

@@ -6,6 +6,7 @@ pass anything else with the same face.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from prometheus_client import Counter, Gauge
@@ -23,8 +24,23 @@ class Identity(Protocol):
     @property
     def can_write(self) -> bool: ...
 
+    @property
+    def is_node(self) -> bool:
+        """The ``node`` scope: the control plane's own connection (every session)."""
+        ...
+
+    @property
+    def expires_at(self) -> float:
+        """The token's ``exp`` (Unix seconds)."""
+        ...
+
 
 class TokenVerifier(Protocol):
+    @property
+    def leeway_s(self) -> float:
+        """How long past ``exp`` a token is still accepted (a connection stays open)."""
+        ...
+
     async def verify(self, token: str) -> Identity:
         """The token's identity; raises (``vm_agent.auth.Unauthorized``) when it is refused."""
         ...
@@ -44,5 +60,18 @@ class ServerMetrics(Protocol):
 
     @property
     def ws_auth_failures_total(self) -> Counter: ...
+
+    @property
+    def accept_errors_total(self) -> Counter: ...
+
+    @property
+    def connections_evicted_total(self) -> Counter: ...
+
+    @property
+    def viewer_tokens_expired_total(self) -> Counter: ...
+
+    def connection_refused(self, reason: str) -> None: ...
+
+    def set_connection_source(self, fn: Callable[[], tuple[int, int]]) -> None: ...
 
     def render(self) -> tuple[bytes, str]: ...

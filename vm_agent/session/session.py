@@ -77,8 +77,6 @@ class AgentSession:
         clock: Clock = time.monotonic,
     ) -> None:
         self.id = session_id
-        # The user this session belongs to (contract 1); its agents run as that owner's user.
-        self.owner = owner
         self.containment = containment
         self.spec = spec
         self.cwd = cwd
@@ -91,13 +89,17 @@ class AgentSession:
         self._restored = restored
         # The control plane's reservation this session runs under, kept with the session.
         self.reservation = reservation
+        # The user the session belongs to (a viewer token's `sub`; None: the node's alone);
+        # its agents run as that owner's agent user.
+        self.owner = owner
         if restored is not None:
             # Known from the log of an earlier daemon: no process yet; recover() loads it.
             self.machine.state = SessionState.STOPPED
             self.machine.acp_session_id = restored.acp_session_id
             self.machine.load_session = bool(restored.metadata.get("load_session"))
             self.reservation = restored.metadata.get("reservation")
-            self.owner = restored.metadata.get("owner")
+            owner_kept = restored.metadata.get("owner")
+            self.owner = owner_kept if isinstance(owner_kept, str) else None
         self._load_first = load_acp_session
         self._clock = clock
         self._run: AgentRun | None = None
@@ -188,6 +190,23 @@ class AgentSession:
     def close(self) -> None:
         """Ends the session's life in this daemon: stops its agent and its tasks."""
         self._closed.set()
+
+    async def abandon(self, reason: str) -> None:
+        """After ``run`` failed inside: the session is in error, its waiting prompts are
+        refused, and the log says so if it can (the failure may have been the log's)."""
+        reason = self.redactor.redact(reason)
+        self.machine.state = SessionState.ERROR
+        self.machine.error = reason
+        for wait in self._waiters.values():
+            wait.refused = reason
+            wait.done.set()
+        self._waiters.clear()
+        self._state_changed.set()
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._emit_state(SessionState.ERROR, reason)
+            except Exception as exc:
+                log.warning("session %s: its error state is not in the log: %s", self.id, exc)
 
     @property
     def restorable(self) -> bool:

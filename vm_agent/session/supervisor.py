@@ -20,6 +20,7 @@ from vm_agent.catalog import AgentSpec, Catalog
 from vm_agent.containment.host import Containment
 from vm_agent.containment.session import SessionContainment
 from vm_agent.eventlog import EventLog, EventsDropped
+from vm_agent.exc import first_leaf
 from vm_agent.redact import Redactor
 from vm_agent.session.config import CredentialsProvider, SessionConfig
 from vm_agent.session.outcome import Outcome
@@ -37,6 +38,16 @@ class UnknownSession(KeyError):
 
     def __str__(self) -> str:
         return f"unknown session {self.session_id!r}"
+
+
+class _Started(TaskStatus[None]):
+    """Passes ``started()`` on, so the supervisor knows whether the session got that far."""
+
+    def __init__(self, on_started: Callable[[None], None]) -> None:
+        self._on_started = on_started
+
+    def started(self, value: None = None) -> None:
+        self._on_started(value)
 
 
 class Supervisor:
@@ -151,8 +162,36 @@ class Supervisor:
             containment=contained,
         )
         self.sessions[sid] = session
-        await self._group.start(session.run)
+        try:
+            await self._group.start(self._run_session, session)
+        except BaseException:
+            # It never started: the caller hears why; it is not listed half-made.
+            if self.sessions.get(sid) is session:
+                del self.sessions[sid]
+            raise
         return session
+
+    @staticmethod
+    async def _run_session(
+        session: AgentSession, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """A session's life; what goes wrong inside it (a file it cannot open, a process it
+        cannot spawn) ends that session only, never the supervisor and the daemon."""
+        started = False
+
+        def ready(value: None = None) -> None:
+            nonlocal started
+            started = True
+            task_status.started(value)
+
+        try:
+            await session.run(task_status=_Started(ready))
+        except Exception as exc:
+            if not started:
+                raise  # start_session's caller gets the error
+            log.exception("session %s failed and is stopped; the others go on", session.id)
+            leaf = first_leaf(exc)
+            await session.abandon(f"internal error: {type(leaf).__name__}: {leaf}")
 
     async def restore(self, *, recover: bool = False) -> list[AgentSession]:
         """Brings back the sessions an earlier daemon left in the log, as stopped sessions.
@@ -199,7 +238,7 @@ class Supervisor:
             )
             await self._load_outcomes(session)
             self.sessions[record.session_id] = session
-            await self._group.start(session.run)
+            await self._group.start(self._run_session, session)
             restored.append(session)
             if recover and session.restorable and record.state not in ("stopped", "error"):
                 try:

@@ -1,0 +1,68 @@
+"""Who may call which viewer method on which session (pure: facts in, a decision out).
+
+Scopes (DESIGN.md section 4): ``read`` may list and subscribe; ``write`` may also start,
+prompt, cancel, stop, recover and answer permissions; both only for the sessions the token's
+user (``sub``) owns. ``node`` is the control plane's own connection: every method on every
+session of the node, and it may name the ``owner`` of a session it starts. A session with no
+owner (started by the node scope without one, or kept from before owners existed) is the
+node's alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+READ_METHODS = frozenset({"session/list", "session/subscribe"})
+WRITE_METHODS = frozenset(
+    {
+        "session/start",
+        "session/prompt",
+        "session/cancel",
+        "session/stop",
+        "session/recover",
+        "permission/respond",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What a verified token allows."""
+
+    subject: str
+    read: bool
+    write: bool
+    node: bool
+
+
+class Denied(Exception):
+    """Refused; ``str(exc)`` says why, for the viewer (JSON-RPC -32003)."""
+
+
+def check_method(method: str, grant: Grant) -> None:
+    """Raises ``Denied`` when the token's scopes do not cover ``method``."""
+    if grant.node:
+        return
+    if method in WRITE_METHODS and not grant.write:
+        raise Denied(f"forbidden: {method} needs the 'write' scope")
+    if method in READ_METHODS and not (grant.read or grant.write):
+        raise Denied(f"forbidden: {method} needs the 'read' scope")
+
+
+def may_reach(grant: Grant, owner: str | None) -> bool:
+    """Whether the token may see and act on a session owned by ``owner``."""
+    return grant.node or (owner is not None and owner == grant.subject)
+
+
+def check_reach(grant: Grant, owner: str | None, session_id: str) -> None:
+    if not may_reach(grant, owner):
+        raise Denied(f"forbidden: session {session_id!r} belongs to another user")
+
+
+def owner_at_start(grant: Grant, requested: str | None) -> str | None:
+    """The owner of a session this token starts (raises ``Denied``)."""
+    if grant.node:
+        return requested
+    if requested is not None and requested != grant.subject:
+        raise Denied("forbidden: only the 'node' scope may name another owner")
+    return grant.subject
