@@ -1,8 +1,9 @@
-"""Storage for what nodes report: readiness, heartbeats, events, session bindings.
+"""Storage for what nodes report: readiness, heartbeats, events.
 
-Synchronous SQLAlchemy Core; the HTTP layer calls these in worker threads.
-Portable SQL only: "insert or ignore" is a select of existing keys plus an insert,
-retried if a concurrent writer wins the unique constraint.
+Synchronous SQLAlchemy Core; the HTTP layer calls these in worker threads. Events are
+stored with `INSERT ... ON CONFLICT DO NOTHING RETURNING`, which SQLite and PostgreSQL
+spell alike: each (node, session, seq) once, whichever replica or concurrent batch gets
+there first, and the rows returned are exactly the ones this batch stored.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, tuple_, update
+from sqlalchemy import Engine, Insert, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from control_plane.db import node_events, nodes, session_bindings
+from control_plane.db import is_postgres, node_events, nodes
 
 _MAX_INSERT_ATTEMPTS = 3
 
@@ -66,20 +68,17 @@ def get_node(engine: Engine, node_id: str) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
-_KEYS_PER_QUERY = 400  # stay far below any database's bound-parameter limit
+# Rows per INSERT statement: far below any database's bound-parameter limit (8 columns).
+_ROWS_PER_STATEMENT = 500
 
 
-def _existing_keys(
-    conn: Connection, node_id: str, keys: list[tuple[str, int]]
-) -> set[tuple[str, int]]:
-    found: set[tuple[str, int]] = set()
-    pair = tuple_(node_events.c.session_id, node_events.c.seq)
-    for i in range(0, len(keys), _KEYS_PER_QUERY):
-        query = select(node_events.c.session_id, node_events.c.seq).where(
-            node_events.c.node_id == node_id, pair.in_(keys[i : i + _KEYS_PER_QUERY])
-        )
-        found.update((sid, seq) for sid, seq in conn.execute(query).all())
-    return found
+def _insert_new_events(engine: Engine) -> Insert:
+    dialect_insert = postgresql.insert if is_postgres(engine) else sqlite.insert
+    return (
+        dialect_insert(node_events)
+        .on_conflict_do_nothing(index_elements=["node_id", "session_id", "seq"])
+        .returning(node_events.c.session_id)
+    )
 
 
 def store_events(
@@ -89,33 +88,27 @@ def store_events(
     unique: dict[tuple[str, int], NodeEvent] = {}
     for ev in events:
         unique.setdefault((ev.session_id, ev.seq), ev)
-    if not unique:
-        return IngestResult(0, len(events))
-    for _ in range(_MAX_INSERT_ATTEMPTS):
-        try:
-            with engine.begin() as conn:
-                existing = _existing_keys(conn, node_id, list(unique))
-                new = [ev for key, ev in unique.items() if key not in existing]
-                if new:
-                    conn.execute(
-                        insert(node_events),
-                        [
-                            {
-                                "node_id": node_id,
-                                "session_id": ev.session_id,
-                                "seq": ev.seq,
-                                "ts": ev.ts,
-                                "type": ev.type,
-                                "data": ev.data,
-                                "received_at": now,
-                            }
-                            for ev in new
-                        ],
-                    )
-            return IngestResult(stored=len(new), duplicates=len(events) - len(new))
-        except IntegrityError:
-            continue  # a concurrent batch stored some of these; look again
-    raise RuntimeError(f"could not store events for node {node_id}")
+    # In key order: concurrent batches that overlap wait on each other's rows in one order
+    # (PostgreSQL), so they cannot deadlock; each session's events keep their seq order.
+    rows = [
+        {
+            "node_id": node_id,
+            "session_id": ev.session_id,
+            "seq": ev.seq,
+            "ts": ev.ts,
+            "type": ev.type,
+            "data": ev.data,
+            "received_at": now,
+        }
+        for _, ev in sorted(unique.items())
+    ]
+    stored = 0
+    statement = _insert_new_events(engine)
+    with engine.begin() as conn:
+        for i in range(0, len(rows), _ROWS_PER_STATEMENT):
+            chunk = rows[i : i + _ROWS_PER_STATEMENT]
+            stored += len(conn.execute(statement.values(chunk)).all())
+    return IngestResult(stored=stored, duplicates=len(events) - stored)
 
 
 def list_events(engine: Engine, node_id: str, session_id: str | None) -> list[dict[str, Any]]:
@@ -131,27 +124,3 @@ def list_events(engine: Engine, node_id: str, session_id: str | None) -> list[di
     query = query.order_by(node_events.c.session_id, node_events.c.seq)
     with engine.connect() as conn:
         return [dict(row) for row in conn.execute(query).mappings()]
-
-
-def bind_session(engine: Engine, session_id: str, node_id: str, now: float) -> str:
-    """Bind `session_id` to the first node that asks; returns the node it is bound to."""
-    for _ in range(_MAX_INSERT_ATTEMPTS):
-        with engine.connect() as conn:
-            bound = conn.execute(
-                select(session_bindings.c.node_id).where(
-                    session_bindings.c.session_id == session_id
-                )
-            ).scalar_one_or_none()
-        if bound is not None:
-            return str(bound)
-        try:
-            with engine.begin() as conn:
-                conn.execute(
-                    insert(session_bindings).values(
-                        session_id=session_id, node_id=node_id, bound_at=now
-                    )
-                )
-            return node_id
-        except IntegrityError:
-            continue  # another node bound it first; read who
-    raise RuntimeError(f"could not bind session {session_id}")
