@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from benchmarks import (
     crash_detection,
     footprint,
+    pg_ingest,
     recovery,
     relay_latency,
     relay_throughput,
@@ -24,4 +25,5 @@ BENCHMARKS: dict[str, Benchmark] = {
     recovery.NAME: recovery.run,
     resume.NAME: resume.run,
     footprint.NAME: footprint.run,
+    pg_ingest.NAME: pg_ingest.run,
 }

@@ -3,11 +3,13 @@ ready and heartbeat upserts. On SQLite and PostgreSQL (the `engine` fixture)."""
 
 from __future__ import annotations
 
+import math
 import threading
 
 from sqlalchemy import Engine
 
 from control_plane import node_store
+from control_plane.db import is_postgres
 from control_plane.node_store import NodeEvent
 
 
@@ -87,3 +89,18 @@ def test_ready_and_heartbeat_upsert(engine: Engine) -> None:
         {"load": 0.5},
     )
     assert (node["ready_at"], node["last_heartbeat_at"]) == (6.0, 5.0)
+
+
+def test_what_json_allows_beyond_the_standard_is_stored_too(engine: Engine) -> None:
+    """The daemon relays what agents send: integers past 64 bits, lone surrogates, NaN and
+    the infinities (which PostgreSQL's json cannot hold: stored there as strings)."""
+    data = {"big": 2**80, "odd": "\ud800", "nan": math.nan, "inf": [math.inf, -math.inf]}
+    got = node_store.store_events(engine, "n1", [NodeEvent("s", 1, 1.0, "acp.update", data)], 0)
+    assert got.stored == 1
+    (row,) = node_store.list_events(engine, "n1", "s")
+    stored = row["data"]
+    assert (stored["big"], stored["odd"]) == (2**80, "\ud800")
+    if is_postgres(engine):
+        assert (stored["nan"], stored["inf"]) == ("NaN", ["Infinity", "-Infinity"])
+    else:
+        assert math.isnan(stored["nan"]) and stored["inf"] == [math.inf, -math.inf]
