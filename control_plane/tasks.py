@@ -8,7 +8,6 @@ token's subject, never the request body), and of the platform. `plan_size` is pu
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -52,8 +51,9 @@ class TaskSubmission(BaseModel):
     project_id: str | None = Field(default=None, pattern=_ID)
 
 
-class TaskRecord(BaseModel):
-    model_config = _camel
+class TaskRecord(workspaces.DemandAudit):
+    """A task as stored and as the API shows it (owner, agent and workspace are null on
+    rows from before migration 0006)."""
 
     task_id: str
     owner: str | None
@@ -61,13 +61,6 @@ class TaskRecord(BaseModel):
     workspace_id: str | None
     node_id: str | None
     session_id: str | None
-    provider: str
-    requested_vm_size: str
-    vm_size_source: str
-    requirements: dict[str, Any] | None
-    reservation: dict[str, Any]
-    provenance: dict[str, Any]
-    placement_explanation: dict[str, Any]
 
 
 class TaskError(ValueError):
@@ -213,14 +206,8 @@ def _insert_task(conn: Connection, record: TaskRecord, now: float) -> None:
             owner=record.owner,
             agent=record.agent,
             workspace_id=record.workspace_id,
-            provider=record.provider,
-            requested_vm_size=record.requested_vm_size,
-            vm_size_source=record.vm_size_source,
-            requirements_json=json.dumps(record.requirements),
-            reservation_json=json.dumps(record.reservation),
-            reservation_provenance_json=json.dumps(record.provenance),
-            placement_explanation_json=json.dumps(record.placement_explanation),
             created_at=now,
+            **record.audit_columns(),
         )
     )
 
@@ -233,13 +220,7 @@ def _task_record(row: RowMapping, node_id: str | None, session_id: str | None) -
         workspace_id=row["workspace_id"],
         node_id=node_id,
         session_id=session_id,
-        provider=row["provider"],
-        requested_vm_size=row["requested_vm_size"],
-        vm_size_source=row["vm_size_source"],
-        requirements=json.loads(row["requirements_json"]),
-        reservation=json.loads(row["reservation_json"]),
-        provenance=json.loads(row["reservation_provenance_json"]),
-        placement_explanation=json.loads(row["placement_explanation_json"]),
+        **workspaces.DemandAudit.audit_of(row),
     )
 
 

@@ -34,16 +34,13 @@ PENDING = "pending"
 _camel = ConfigDict(alias_generator=to_camel, validate_by_name=True, validate_by_alias=True)
 
 
-class WorkspaceRecord(BaseModel):
-    """A workspace as stored and as the API shows it (camelCase)."""
+class DemandAudit(BaseModel):
+    """What a task asked for and where it went: the audit columns of tasks and workspaces
+    (the requested VM size and where it came from, the raw requirements, the resolved
+    reservation with its provenance, the placement explanation), JSON as camelCase."""
 
     model_config = _camel
 
-    workspace_id: str
-    task_id: str
-    owner: str
-    node_id: str
-    state: str
     provider: str
     requested_vm_size: str
     vm_size_source: str
@@ -51,6 +48,40 @@ class WorkspaceRecord(BaseModel):
     reservation: dict[str, Any]
     provenance: dict[str, Any]
     placement_explanation: dict[str, Any]
+
+    def audit_columns(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "requested_vm_size": self.requested_vm_size,
+            "vm_size_source": self.vm_size_source,
+            "requirements_json": json.dumps(self.requirements),
+            "reservation_json": json.dumps(self.reservation),
+            "reservation_provenance_json": json.dumps(self.provenance),
+            "placement_explanation_json": json.dumps(self.placement_explanation),
+        }
+
+    @staticmethod
+    def audit_of(row: RowMapping) -> dict[str, Any]:
+        """The audit fields from a stored row (tasks or workspaces)."""
+        return {
+            "provider": row["provider"],
+            "requested_vm_size": row["requested_vm_size"],
+            "vm_size_source": row["vm_size_source"],
+            "requirements": json.loads(row["requirements_json"]),
+            "reservation": json.loads(row["reservation_json"]),
+            "provenance": json.loads(row["reservation_provenance_json"]),
+            "placement_explanation": json.loads(row["placement_explanation_json"]),
+        }
+
+
+class WorkspaceRecord(DemandAudit):
+    """A workspace as stored and as the API shows it."""
+
+    workspace_id: str
+    task_id: str
+    owner: str
+    node_id: str
+    state: str
     created_at: float
     released_at: float | None = None
 
@@ -126,15 +157,9 @@ def insert_workspace(conn: Connection, ws: WorkspaceRecord) -> None:
             owner=ws.owner,
             node_id=ws.node_id,
             state=ws.state,
-            provider=ws.provider,
-            requested_vm_size=ws.requested_vm_size,
-            vm_size_source=ws.vm_size_source,
-            requirements_json=json.dumps(ws.requirements),
-            reservation_json=json.dumps(ws.reservation),
-            reservation_provenance_json=json.dumps(ws.provenance),
-            placement_explanation_json=json.dumps(ws.placement_explanation),
             created_at=ws.created_at,
             released_at=ws.released_at,
+            **ws.audit_columns(),
         )
     )
 
@@ -146,15 +171,9 @@ def _record(row: RowMapping) -> WorkspaceRecord:
         owner=row["owner"],
         node_id=row["node_id"],
         state=row["state"],
-        provider=row["provider"],
-        requested_vm_size=row["requested_vm_size"],
-        vm_size_source=row["vm_size_source"],
-        requirements=json.loads(row["requirements_json"]),
-        reservation=json.loads(row["reservation_json"]),
-        provenance=json.loads(row["reservation_provenance_json"]),
-        placement_explanation=json.loads(row["placement_explanation_json"]),
         created_at=row["created_at"],
         released_at=row["released_at"],
+        **DemandAudit.audit_of(row),
     )
 
 

@@ -53,26 +53,25 @@ async def get_task(request: Request) -> JSONResponse:
     return _json(record)
 
 
-async def get_workspace(request: Request) -> JSONResponse:
+async def _visible_workspace(request: Request) -> workspaces.WorkspaceRecord:
     claims = require_user(request)
-    plane = plane_of(request)
     ws = await to_thread.run_sync(
-        workspaces.load_workspace, plane.engine, request.path_params["workspace_id"]
+        workspaces.load_workspace, plane_of(request).engine, request.path_params["workspace_id"]
     )
     if ws is None or not _may_see(claims, ws.owner):
         raise ApiError(404, "no such workspace")
-    return _json(ws)
+    return ws
+
+
+async def get_workspace(request: Request) -> JSONResponse:
+    return _json(await _visible_workspace(request))
 
 
 async def release_workspace(request: Request) -> JSONResponse:
-    claims = require_user(request)
+    ws = await _visible_workspace(request)
     plane = plane_of(request)
-    workspace_id = request.path_params["workspace_id"]
-    ws = await to_thread.run_sync(workspaces.load_workspace, plane.engine, workspace_id)
-    if ws is None or not _may_see(claims, ws.owner):
-        raise ApiError(404, "no such workspace")
     released = await to_thread.run_sync(
-        workspaces.release_workspace, plane.engine, workspace_id, plane.clock()
+        workspaces.release_workspace, plane.engine, ws.workspace_id, plane.clock()
     )
     return _json(released)
 

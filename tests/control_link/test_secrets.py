@@ -104,8 +104,15 @@ async def test_credentials_reach_the_agent_env_only(tmp_path: Path) -> None:
                 outcome = await session.prompt("p1", [{"type": "text", "text": "env"}])
                 assert outcome.outcome == "completed"
                 printed = json.loads(_chat_text(await log.read(session.id)))
+                # A session id the daemon made up: the control plane never made it, so
+                # the agent gets no credentials and is not started.
+                stranger = await supervisor.start_session("fake-env", work)
+                assert await stranger.wait_settled() is SessionState.ERROR
+                refused, stranger_pid = stranger.describe()["error"], stranger.agent_pid
                 await supervisor.shutdown(5)
                 tg.cancel_scope.cancel()
+    assert refused is not None and "agent credentials unavailable" in refused, refused
+    assert stranger_pid is None and API_KEY not in refused
     for env in (proc_env, printed):
         assert env["FAKE_API_KEY"] == API_KEY
         assert token not in env.values()
@@ -187,45 +194,3 @@ async def test_the_callback_token_never_reaches_logs_crash_reports_or_events(
         assert token not in stored
         assert token.encode() not in files
     assert any("[REDACTED]" in r for r in reports)  # the leak was there, and redacted
-
-
-async def test_credentials_for_a_session_the_control_plane_did_not_make_are_refused(
-    tmp_path: Path,
-) -> None:
-    secrets = json.dumps({"fake-env": {"FAKE_API_KEY": API_KEY}})
-    spec = AgentSpec(
-        name="fake-env",
-        command=fake_agent_command("--scenario", "env"),
-        credentials=("FAKE_API_KEY",),
-    )
-    async with control_plane(tmp_path, secrets=secrets) as cp, cp.serving() as url:
-        settings = daemon_settings(tmp_path, url)
-        redactor = Redactor()
-        tokens = CallbackTokenStore.load(
-            write_token(settings.callback_token_file, cp.callback_token()), redactor=redactor
-        )
-        async with EventLog.open(settings.event_log_path) as log:
-            supervisor = Supervisor(
-                log=log,
-                catalog=Catalog({"fake-env": spec}),
-                config=SessionConfig(),
-                redactor=redactor,
-            )
-            link = ControlLink(
-                settings, log, supervisor, tokens, redactor=redactor, timings=FAST_TIMINGS
-            )
-            supervisor.credentials = link.credentials_provider
-            async with anyio.create_task_group() as tg:
-                await tg.start(supervisor.run)
-                await tg.start(link.run)
-                # A session id the daemon made up itself: the control plane never made it.
-                session = await supervisor.start_session("fake-env", tmp_path)
-                state = await session.wait_settled()
-                error = session.describe()["error"]
-                agent_pid = session.agent_pid
-                await supervisor.shutdown(5)
-                tg.cancel_scope.cancel()
-    assert state is SessionState.ERROR
-    assert error is not None and "agent credentials unavailable" in error, error
-    assert agent_pid is None  # no agent was started without its credentials
-    assert API_KEY not in error
