@@ -7,17 +7,15 @@ sending prompts and cancels. Every event is in the log before anyone sees it.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from vm_agent.acp.client import AgentInfo, AgentProtocolError
+from vm_agent.acp.client import AgentInfo
 from vm_agent.acp.permissions import PermissionPolicy
 from vm_agent.catalog import AgentSpec
 from vm_agent.core import actions as a
@@ -26,34 +24,25 @@ from vm_agent.core.classifier import ExitFacts
 from vm_agent.core.machine import SessionMachine
 from vm_agent.core.vocabulary import SessionState
 from vm_agent.eventlog import EventLog, SessionRecord
-from vm_agent.eventlog.log import Appended
-from vm_agent.jsonrpc.connection import PeerClosed
-from vm_agent.jsonrpc.errors import INTERNAL_ERROR, JsonRpcError
+from vm_agent.jsonrpc.errors import INTERNAL_ERROR
 from vm_agent.redact import Redactor
 from vm_agent.session.agent_run import AgentRun, StartFailure
 from vm_agent.session.config import CredentialsProvider, SessionConfig
 from vm_agent.session.crash_report import CrashReport, build_crash_report
 from vm_agent.session.outcome import Outcome
+from vm_agent.session.prompt_book import PromptBook, SessionRefused
+from vm_agent.session.traffic import (
+    Clock,
+    PermissionFlow,
+    UpdateRelay,
+    exchange_prompt,
+    send_cancel,
+)
+
+# SessionRefused lives with the prompt book; callers know it as the session's refusal.
+__all__ = ["AgentSession", "SessionRefused"]
 
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], float]
-# Updates relayed between two waits for the log's commit (bounds memory under a flood).
-# Each wait is for the checkpoint before the last one, so one chunk commits while the
-# next is read: at most two chunks are in memory and the reader never idles on a commit.
-_CONFIRM_EVERY = 512
-
-
-class _PromptWait:
-    __slots__ = ("done", "refused")
-
-    def __init__(self) -> None:
-        self.done = anyio.Event()
-        self.refused: str | None = None
-
-
-class SessionRefused(Exception):
-    """A request the session cannot take in its present state (e.g. a second prompt)."""
 
 
 class AgentSession:
@@ -78,7 +67,6 @@ class AgentSession:
         self.cwd = cwd
         self.log = log
         self.config = config
-        self.permissions = permissions
         self.redactor = redactor
         self.credentials = credentials
         self.machine = SessionMachine(config.policy)
@@ -100,18 +88,16 @@ class AgentSession:
         self._closed = anyio.Event()
         self._state_changed = anyio.Event()
         self.stopped_for_good = anyio.Event()
-        self._prompts: dict[str, list[dict[str, Any]]] = {}
-        self._waiters: dict[str, _PromptWait] = {}
-        self.outcomes: dict[str, Outcome] = {}
+        self._book = PromptBook()
+        self.outcomes = self._book.outcomes
         self.crash_reports: list[CrashReport] = []
         self._crashed_stderr: tuple[str, bool] = ("", False)
-        self._replaying = False
-        self.replayed_updates = 0
-        self._unconfirmed = 0
-        self._checkpoint: Appended | None = None
         self.spawned_pids: list[int] = []  # every agent process this session started
-        self._permission_ids = itertools.count(1)
         self._prompt_sent = anyio.Event()
+        self._relay = UpdateRelay(log, session_id, self._agent_output)
+        self._permissions = PermissionFlow(
+            log, session_id, permissions, lambda: self.machine.state is SessionState.CANCELLING
+        )
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -122,6 +108,15 @@ class AgentSession:
     @property
     def acp_session_id(self) -> str | None:
         return self.machine.acp_session_id
+
+    @property
+    def permissions(self) -> PermissionPolicy:
+        return self._permissions.policy
+
+    @property
+    def replayed_updates(self) -> int:
+        """Updates a session/load replayed (history, not re-broadcast)."""
+        return self._relay.replayed_updates
 
     @property
     def agent_pid(self) -> int | None:
@@ -190,21 +185,14 @@ class AgentSession:
         """
         if prompt_id in self.outcomes:
             return self.outcomes[prompt_id]
-        wait = self._waiters.get(prompt_id)
+        wait = self._book.waiting(prompt_id)
         if wait is None:
-            wait = self._waiters[prompt_id] = _PromptWait()
-            self._prompts[prompt_id] = prompt
+            wait = self._book.ask(prompt_id, prompt)
             done = await self._feed(ev.PromptRequested(self._clock(), prompt_id))
             refusal = next((x for x in done if isinstance(x, a.Refuse)), None)
             if refusal is not None:
-                del self._waiters[prompt_id]
-                self._prompts.pop(prompt_id, None)
-                wait.refused = refusal.reason
-                wait.done.set()
-        await wait.done.wait()
-        if wait.refused is not None:
-            raise SessionRefused(wait.refused)
-        return self.outcomes[prompt_id]
+                self._book.refuse(prompt_id, refusal.reason)
+        return await self._book.ending(prompt_id, wait)
 
     async def wait_settled(self) -> SessionState:
         """Waits until the session is neither starting nor recovering; returns its state."""
@@ -243,8 +231,8 @@ class AgentSession:
             case a.StateChanged(state=state, note=note):
                 await self._emit_state(state, note)
             case a.SendPrompt(prompt_id=pid):
-                self._replaying = False
-                prompt = self._prompts.pop(pid)
+                self._relay.replaying = False
+                prompt = self._book.take(pid)
                 await self.log.append(
                     self.id, "prompt.started", {"prompt_id": pid, "prompt": prompt}
                 )
@@ -262,11 +250,8 @@ class AgentSession:
                 self._start_run(delay, self.acp_session_id if load else None)
             case a.RecordOutcome():
                 outcome = Outcome.from_action(self.id, act)
-                self.outcomes[act.prompt_id] = outcome
                 await self.log.append(self.id, "prompt.finished", outcome.to_json())
-                wait = self._waiters.pop(act.prompt_id, None)
-                if wait is not None:
-                    wait.done.set()
+                self._book.finish(outcome)
             case a.EmitCrashReport():
                 tail, cut = self._crashed_stderr
                 report = build_crash_report(
@@ -331,12 +316,12 @@ class AgentSession:
         if self.machine.state is SessionState.STOPPED:
             run.done.set()
             return
-        self._replaying = load is not None
+        self._relay.replaying = load is not None
         await run.run(
             load_acp_session=load,
             report=self,
-            on_update=self._on_update,
-            on_permission=self._on_permission,
+            on_update=self._relay,
+            on_permission=self._permissions,
             credentials=self._credentials_with_redaction,
         )
 
@@ -383,42 +368,8 @@ class AgentSession:
 
     # -- traffic with the agent -------------------------------------------------------------
 
-    def _on_update(self, params: Any) -> Awaitable[None] | None:
-        if self._replaying:
-            # History replayed by session/load is not new output: it is not re-broadcast.
-            self.replayed_updates += 1
-            return None
+    def _agent_output(self) -> None:
         self.machine.handle(ev.AgentOutput(self._clock()))
-        # Pipelined: the seq is fixed now (arrival order); viewers see it after its commit.
-        appended = self.log.submit(self.id, "acp.update", params)
-        self._unconfirmed += 1
-        if self._unconfirmed >= _CONFIRM_EVERY:
-            # Backpressure: a flooding agent waits for the log (and the pipe fills) rather
-            # than the daemon's memory growing without bound.
-            self._unconfirmed = 0
-            previous, self._checkpoint = self._checkpoint, appended
-            if previous is not None:
-                return self._confirm(previous)
-        return None
-
-    @staticmethod
-    async def _confirm(appended: Appended) -> None:
-        await appended.durable()
-
-    def _on_permission(self, params: Any) -> Awaitable[dict[str, Any]]:
-        request_id = f"perm-{next(self._permission_ids)}"
-        return self._permission_flow(request_id, params)
-
-    async def _permission_flow(self, request_id: str, params: dict[str, Any]) -> dict[str, Any]:
-        await self.log.append(
-            self.id, "permission.requested", {"request_id": request_id, "request": params}
-        )
-        if self.machine.state is SessionState.CANCELLING:
-            result: dict[str, Any] = {"outcome": {"outcome": "cancelled"}}
-        else:
-            result = await self.permissions.decide(request_id, params)
-        await self.log.append(self.id, "permission.resolved", {"request_id": request_id, **result})
-        return result
 
     async def _send_prompt(self, prompt_id: str, prompt: list[dict[str, Any]]) -> None:
         run, acp_id = self._run, self.acp_session_id
@@ -426,29 +377,12 @@ class AgentSession:
             await self._feed(ev.PromptErrored(self._clock(), INTERNAL_ERROR, "no agent process"))
             return
         self._prompt_sent = sent = anyio.Event()
-        try:
-            stop_reason = await run.request(
-                "session/prompt", run.client.prompt(acp_id, prompt, sent=sent)
-            )
-        except JsonRpcError as exc:
-            await self._feed(ev.PromptErrored(self._clock(), exc.code, exc.message))
-        except AgentProtocolError as exc:
-            await self._feed(ev.PromptErrored(self._clock(), INTERNAL_ERROR, str(exc)))
-        except PeerClosed:
-            pass  # the run reports the disconnect with its facts
-        else:
-            await self._feed(ev.PromptAnswered(self._clock(), stop_reason))
+        fact = await exchange_prompt(run, acp_id, prompt, sent, self._clock)
+        if fact is not None:
+            await self._feed(fact)
 
     async def _send_cancel(self) -> None:
-        cancel_all = getattr(self.permissions, "cancel_all", None)
-        if cancel_all is not None:
-            cancel_all()
+        self._permissions.cancel_all()
         run, acp_id = self._run, self.acp_session_id
         if run is not None and run.client is not None and acp_id is not None:
-            try:
-                with anyio.move_on_after(self.config.policy.cancel_grace_s):
-                    # A cancel written before its prompt would be lost on the agent.
-                    await self._prompt_sent.wait()
-                    await run.client.cancel(acp_id)
-            except PeerClosed:
-                pass
+            await send_cancel(run, acp_id, self._prompt_sent, self.config.policy.cancel_grace_s)
