@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import anyio
@@ -74,6 +76,28 @@ async def test_cancel_answers_a_pending_permission_with_cancelled(tmp_path: Path
         assert s.outcomes["p1"].outcome == "cancelled"
         (resolved,) = await h.of_type(s, "permission.resolved")
         assert resolved["outcome"] == {"outcome": "cancelled"}
+
+
+async def test_an_agent_dying_with_a_permission_pending_still_resolves_it(tmp_path: Path) -> None:
+    async with running(tmp_path, [fake("tools")]) as h:  # AskPolicy: nobody answers
+        s = await h.ready("tools")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(s.prompt, "p1", text_prompt("use your tools"))
+            with anyio.fail_after(10):
+                while not s.permissions.pending():  # type: ignore[attr-defined]
+                    await anyio.sleep(0.02)
+            assert s.agent_pid is not None
+            os.kill(s.agent_pid, signal.SIGKILL)
+        # the agent cannot load its session (no transcripts): the prompt crashed
+        assert s.outcomes["p1"].outcome == "crashed"
+        (requested,) = await h.of_type(s, "permission.requested")
+        (resolved,) = await h.of_type(s, "permission.resolved")
+        assert resolved["request_id"] == requested["request_id"]
+        assert resolved["outcome"] == {"outcome": "cancelled"}
+        assert "went away" in resolved["reason"]
+        assert s.permissions.pending() == []  # type: ignore[attr-defined]
+        kinds = [e.type for e in await h.events(s)]
+        assert kinds.index("permission.resolved") < kinds.index("prompt.finished")
 
 
 async def test_garbage_lines_are_skipped(tmp_path: Path) -> None:

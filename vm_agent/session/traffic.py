@@ -8,6 +8,7 @@ request and its resolution; a prompt's exchange ends in the fact the machine is 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,7 @@ import anyio
 from vm_agent.acp.client import AgentProtocolError
 from vm_agent.acp.permissions import PermissionPolicy
 from vm_agent.core import events as ev
-from vm_agent.eventlog import EventLog
+from vm_agent.eventlog import EventLog, EventLogClosed
 from vm_agent.eventlog.log import Appended
 from vm_agent.jsonrpc.connection import PeerClosed
 from vm_agent.jsonrpc.errors import INTERNAL_ERROR, JsonRpcError
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 Clock = Callable[[], float]
 
+_CANCELLED: dict[str, Any] = {"outcome": {"outcome": "cancelled"}}
 # Updates relayed between two waits for the log's commit (bounds memory under a flood).
 # Each wait is for the checkpoint before the last one, so one chunk commits while the
 # next is read: at most two chunks are in memory and the reader never idles on a commit.
@@ -104,13 +106,30 @@ class PermissionFlow:
             {"request_id": request_id, "request": params},
         )
         if self._cancelling():
-            result: dict[str, Any] = {"outcome": {"outcome": "cancelled"}}
+            result = _CANCELLED
         else:
-            result = await self.policy.decide(request_id, params)
-        await self._log.append(
-            self._session_id, "permission.resolved", {"request_id": request_id, **result}
-        )
+            try:
+                result = await self.policy.decide(request_id, params)
+            except anyio.get_cancelled_exc_class():
+                # The agent went away (its connection's tasks are cancelled) or the session
+                # is being torn down: nobody will answer, but the log still closes the
+                # request, so viewers and the outbox never keep a dangling one.
+                await self._resolved(request_id, _CANCELLED, "the agent went away unanswered")
+                raise
+            except Exception as exc:
+                await self._resolved(request_id, _CANCELLED, f"the request was refused: {exc}")
+                raise
+        await self._resolved(request_id, result)
         return result
+
+    async def _resolved(
+        self, request_id: str, result: dict[str, Any], reason: str | None = None
+    ) -> None:
+        data = {"request_id": request_id, **result}
+        if reason is not None:
+            data["reason"] = reason
+        with anyio.CancelScope(shield=True), contextlib.suppress(EventLogClosed):
+            await self._log.append(self._session_id, "permission.resolved", data)
 
     def cancel_all(self) -> None:
         """Answers every request still waiting on the policy with ``cancelled``."""
