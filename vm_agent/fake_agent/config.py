@@ -66,6 +66,8 @@ class Config:
     once: bool = False
     resume: bool = False  # advertise and serve session/resume (a load without replay)
     timestamps: bool = False  # put the send time in each update's _meta (latency benchmarks)
+    auth_on: str | None = None  # refuse this method with -32000 (as codex-acp without a key)
+    hang_on: str | None = None  # never answer this method (a start that hangs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,15 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+START_METHODS = ("initialize", "session/new", "session/load")
+
+
+def _start_method(text: str) -> str:
+    if text not in START_METHODS:
+        raise ValueError(f"must be one of {', '.join(START_METHODS)}")
+    return text
+
+
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0:  # also rejects NaN
@@ -111,6 +122,8 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("--children", _non_negative_int, "spawns-children: grandchildren (default 2)"),
     _Option("--pid-file", str, "spawns-children: file receiving grandchild pids"),
     _Option("--state-dir", str, "directory keeping session transcripts"),
+    _Option("--auth-on", _start_method, "refuse session/new or session/load with -32000"),
+    _Option("--hang-on", _start_method, "never answer initialize, session/new or session/load"),
 )
 
 
@@ -184,3 +197,5 @@ def _check(config: Config) -> None:
         raise ConfigError("scenario load-replay needs --state-dir (or FAKE_AGENT_STATE_DIR)")
     if config.once and not config.state_dir:
         raise ConfigError("--once needs --state-dir (the marker file lives there)")
+    if config.auth_on == "initialize":
+        raise ConfigError("--auth-on: initialize needs no authentication in ACP")
