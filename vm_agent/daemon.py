@@ -84,7 +84,10 @@ def session_config(settings: Settings, daemon_env: Mapping[str, str]) -> Session
         restart_window_s=settings.restart_window_s,
     )
     return SessionConfig(
-        policy=policy, max_line_bytes=settings.max_line_bytes, daemon_env=dict(daemon_env)
+        policy=policy,
+        start_timeout_s=settings.start_timeout_s,
+        max_line_bytes=settings.max_line_bytes,
+        daemon_env=dict(daemon_env),
     )
 
 

@@ -72,13 +72,14 @@ async def running(
     policy: SessionPolicy | None = None,
     permissions: type[PermissionPolicy] = AskPolicy,
     log_path: Path | None = None,
+    start_timeout_s: float = 20,
 ) -> AsyncIterator[Harness]:
     workdir = tmp_path / "work"
     workdir.mkdir(exist_ok=True)
     config = SessionConfig(
         policy=policy or SessionPolicy(cancel_grace_s=1.0, backoff_base_s=0.05),
         stop_timings=QUICK_STOP,
-        start_timeout_s=20,
+        start_timeout_s=start_timeout_s,
     )
     async with EventLog.open(log_path or tmp_path / "events.sqlite3") as log:
         supervisor = Supervisor(

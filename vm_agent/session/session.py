@@ -22,12 +22,12 @@ from vm_agent.core import actions as a
 from vm_agent.core import events as ev
 from vm_agent.core.classifier import ExitFacts
 from vm_agent.core.machine import SessionMachine
-from vm_agent.core.vocabulary import SessionState
+from vm_agent.core.vocabulary import OutcomeKind, SessionState
 from vm_agent.eventlog import EventLog, SessionRecord
 from vm_agent.jsonrpc.errors import INTERNAL_ERROR
 from vm_agent.redact import Redactor
 from vm_agent.session.agent_run import AgentRun, StartFailure
-from vm_agent.session.config import CredentialsProvider, SessionConfig
+from vm_agent.session.config import CredentialsProvider, SessionConfig, redacting
 from vm_agent.session.crash_report import CrashReport, build_crash_report
 from vm_agent.session.outcome import Outcome
 from vm_agent.session.prompt_book import PromptBook, SessionRefused
@@ -69,6 +69,8 @@ class AgentSession:
         self.config = config
         self.redactor = redactor
         self.credentials = credentials
+        # Whatever the provider hands out is a secret from then on: no log line shows it.
+        self._credentials = None if credentials is None else redacting(credentials, redactor)
         self.machine = SessionMachine(config.policy)
         self._restored = restored
         # The control plane's reservation this session runs under, kept with the session.
@@ -92,6 +94,7 @@ class AgentSession:
         self.outcomes = self._book.outcomes
         self.crash_reports: list[CrashReport] = []
         self._crashed_stderr: tuple[str, bool] = ("", False)
+        self._auth_methods: tuple[dict[str, Any], ...] = ()  # as the last agent advertised
         self.spawned_pids: list[int] = []  # every agent process this session started
         self._prompt_sent = anyio.Event()
         self._relay = UpdateRelay(log, session_id, self._agent_output)
@@ -134,7 +137,23 @@ class AgentSession:
             "prompt_id": self.machine.prompt_id,
             "error": self.machine.error,
             "reservation": self.reservation,
+            **self._auth_fields(),
         }
+
+    def _auth_fields(self) -> dict[str, Any]:
+        """What the agent advertised, while the session is in error for want of it."""
+        if (
+            self.state is SessionState.ERROR
+            and self.machine.error_outcome is OutcomeKind.AUTH_REQUIRED
+        ):
+            return {"auth_methods": list(self._auth_methods)}
+        return {}
+
+    def start_outcome(self, prompt_id: str) -> Outcome | None:
+        """What a prompt meets in a session whose agent could not be started (else None)."""
+        if self.state is not SessionState.ERROR:
+            return None
+        return Outcome.for_failed_start(self.id, prompt_id, self.machine, self._auth_methods)
 
     # -- life -------------------------------------------------------------------------------
 
@@ -215,7 +234,8 @@ class AgentSession:
 
     # -- the machine ------------------------------------------------------------------------
 
-    async def _feed(self, event: ev.Event) -> list[a.Action]:
+    async def _feed(self, event: ev.Event, **state_extra: Any) -> list[a.Action]:
+        """``state_extra``: facts for the ``session.state`` event this one may cause."""
         # One at a time, so the events the actions append keep the machine's order; shielded,
         # so a cancelled caller never leaves the machine's decision half carried out.
         with anyio.CancelScope(shield=True):
@@ -223,13 +243,13 @@ class AgentSession:
                 actions = self.machine.handle(event)
                 self._deadlines_changed.set()
                 for act in actions:
-                    await self._carry_out(act)
+                    await self._carry_out(act, state_extra)
         return actions
 
-    async def _carry_out(self, act: a.Action) -> None:
+    async def _carry_out(self, act: a.Action, state_extra: dict[str, Any]) -> None:
         match act:
             case a.StateChanged(state=state, note=note):
-                await self._emit_state(state, note)
+                await self._emit_state(state, note, **state_extra)
             case a.SendPrompt(prompt_id=pid):
                 self._relay.replaying = False
                 prompt = self._book.take(pid)
@@ -249,7 +269,7 @@ class AgentSession:
                 )
                 self._start_run(delay, self.acp_session_id if load else None)
             case a.RecordOutcome():
-                outcome = Outcome.from_action(self.id, act)
+                outcome = Outcome.from_action(self.id, act, self._auth_methods)
                 await self.log.append(self.id, "prompt.finished", outcome.to_json())
                 self._book.finish(outcome)
             case a.EmitCrashReport():
@@ -274,7 +294,7 @@ class AgentSession:
         return self._tg
 
     async def _emit_state(self, state: SessionState, note: str | None, **extra: Any) -> None:
-        data: dict[str, Any] = {"state": state.value, "note": note, **extra}
+        data: dict[str, Any] = {"state": state.value, "note": note, **self._auth_fields(), **extra}
         if self.machine.acp_session_id:
             data["acp_session_id"] = self.machine.acp_session_id
         await self.log.append(self.id, "session.state", data)
@@ -322,22 +342,15 @@ class AgentSession:
             report=self,
             on_update=self._relay,
             on_permission=self._permissions,
-            credentials=self._credentials_with_redaction,
+            credentials=self._credentials,
         )
-
-    async def _credentials_with_redaction(self, session_id: str, spec: AgentSpec) -> dict[str, str]:
-        if self.credentials is None:
-            return {}
-        env = dict(await self.credentials(session_id, spec))
-        for value in env.values():
-            self.redactor.add_secret(value)
-        return env
 
     # RunReport: what a run tells us.
 
     async def opened(
         self, run: AgentRun, info: AgentInfo, acp_session_id: str, loaded: bool
     ) -> None:
+        self._auth_methods = info.auth_methods
         now = self._clock()
         if self.machine.state is SessionState.RECOVERING:
             await self._feed(ev.RecoverySucceeded(now, acp_session_id, loaded=loaded))
@@ -346,20 +359,18 @@ class AgentSession:
 
     async def failed(self, failure: StartFailure) -> None:
         message = self.redactor.redact(failure.message)
+        self._auth_methods = failure.auth_methods or self._auth_methods
+        code, late = failure.error_code, failure.timed_out
         if self.machine.state is SessionState.RECOVERING:
             self._crashed_stderr = (
                 (failure.stderr_tail, False) if failure.stderr_tail else self._crashed_stderr
             )
-            await self._feed(ev.RecoveryFailed(self._clock(), message, failure.retryable))
+            await self._feed(
+                ev.RecoveryFailed(self._clock(), message, failure.retryable, code, late)
+            )
             return
-        async with self._lock:
-            actions = self.machine.handle(ev.StartFailed(message))
-            for act in actions:
-                if isinstance(act, a.StateChanged):
-                    tail = self.redactor.redact(failure.stderr_tail)
-                    await self._emit_state(act.state, act.note, stderr_tail=tail)
-                else:
-                    await self._carry_out(act)
+        tail = self.redactor.redact(failure.stderr_tail)
+        await self._feed(ev.StartFailed(message, code, late), stderr_tail=tail)
 
     async def disconnected(self, run: AgentRun, exit: ExitFacts) -> None:
         if run.process is not None:
