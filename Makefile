@@ -4,7 +4,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: dev test test-quick lint typecheck bench clean
+# Marked tests outside the quick loop: real agents (make test-real-agents), VMs (make vm-test).
+NOT_HEAVY := not real_agents and not vm
+
+.PHONY: dev test test-quick test-real-agents lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +26,15 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 test: lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -m "$(NOT_HEAVY)"
 
 test-quick: $(STAMP)
-	$(BIN)/pytest -m "not slow" -x -q
+	$(BIN)/pytest -m "not slow and $(NOT_HEAVY)" -x -q
+
+# The pinned agents of agents/ for real, against scripted model stand-ins on loopback.
+# Needs `cd agents && npm ci` (skips with the reason without it, fails under CI).
+test-real-agents: $(STAMP)
+	$(BIN)/pytest -m real_agents tests/real_agents -v --durations=0
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

@@ -153,7 +153,9 @@ def children(pid: int) -> list[int]:
     return out
 
 
-async def serving(tmp: Path, plane: Plane, notify: Notify, agents: Path) -> tuple[Process, str]:
+async def serving(
+    tmp: Path, plane: Plane, notify: Notify, agents: Path, **extra: str
+) -> tuple[Process, str]:
     start = len(notify.messages)
     env = daemon_env(
         tmp,
@@ -161,6 +163,7 @@ async def serving(tmp: Path, plane: Plane, notify: Notify, agents: Path) -> tupl
         VM_AGENT_AGENTS_FILE=str(agents),
         NOTIFY_SOCKET=str(notify.path),
         WATCHDOG_USEC="200000",
+        **extra,
     )
     process = await start_process(vm_agent("serve"), env, tmp / "daemon.log")
     await notify.wait_for("READY=1", start=start)
