@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from typing import Any
 
 import anyio
 
+from tests.processes import command_line, descendants, survivors
 from vm_agent.acp.permissions import AskPolicy, PermissionPolicy
 from vm_agent.agent_process import StopTimings
 from vm_agent.catalog import AgentSpec, Catalog, fake_agent_command
@@ -90,13 +92,22 @@ async def running(
             permission_policy=permissions,
         )
         harness = Harness(supervisor, log, workdir)
+        before = descendants(os.getpid())
+        seen: dict[int, int] = {}
         async with anyio.create_task_group() as tg:
             await tg.start(supervisor.run)
             try:
                 yield harness
             finally:
+                # What the agents started, whatever process group it went to, before the stop.
+                seen = descendants(os.getpid())
                 with anyio.CancelScope(shield=True):
                     await supervisor.shutdown(15)
                 tg.cancel_scope.cancel()
     leftovers = [pid for s in harness.started for pid in s.spawned_pids if group_alive(pid)]
     assert leftovers == [], f"agent process groups still alive: {leftovers}"
+    ours = {pid: start for pid, start in seen.items() if pid not in before}
+    left = {pid: command_line(pid) for pid in survivors(ours)}
+    assert left == {}, f"processes the agents started are still alive: {left}"
+    new = {pid: command_line(pid) for pid in set(descendants(os.getpid())) - set(before)}
+    assert new == {}, f"descendants of the test left behind: {new}"

@@ -8,6 +8,7 @@ from typing import Any
 
 import anyio
 import pytest
+from anyio import wait_all_tasks_blocked
 from anyio.abc import TaskGroup
 
 from vm_agent.eventlog import EventLog
@@ -23,11 +24,17 @@ async def test_the_reader_waits_for_the_chunk_before_the_last(tmp_path: Path) ->
     async with EventLog.open(tmp_path / "events.sqlite3") as log:
         outputs: list[None] = []
         relay = UpdateRelay(log, "s1", lambda: outputs.append(None))
-        stall = threading.Event()
+        stalled, stall = threading.Event(), threading.Event()
+
+        def hold_the_writer() -> None:
+            stalled.set()
+            stall.wait()
+
         async with anyio.create_task_group() as tg:
             # The log's writer thread is busy: nothing commits until `stall` is set.
-            tg.start_soon(log._thread.call, stall.wait)
+            tg.start_soon(log._thread.call, hold_the_writer)
             try:
+                await anyio.to_thread.run_sync(stalled.wait)
                 await _flood_while_stalled(relay, stall, tg)
             finally:
                 stall.set()  # never leave the writer thread stuck, even on failure
@@ -36,7 +43,6 @@ async def test_the_reader_waits_for_the_chunk_before_the_last(tmp_path: Path) ->
 
 
 async def _flood_while_stalled(relay: UpdateRelay, stall: threading.Event, tg: TaskGroup) -> None:
-    await anyio.sleep(0.05)
     holds: list[Any] = [relay(UPDATE) for _ in range(2 * CHUNK)]
     # The first chunk goes on unheld (it commits while the next one is read); at the end
     # of the second, the reader waits for the first chunk's commit.
@@ -48,7 +54,7 @@ async def _flood_while_stalled(relay: UpdateRelay, stall: threading.Event, tg: T
         released.set()
 
     tg.start_soon(reader)
-    await anyio.sleep(0.3)
+    await wait_all_tasks_blocked()  # the reader has run as far as it can
     assert not released.is_set(), "the reader went on while nothing was committed"
     stall.set()
     with anyio.fail_after(10):
