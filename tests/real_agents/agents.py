@@ -55,6 +55,8 @@ class Kit:
     drops_stream_on_cancel: bool = True
     # The first prompt after a cancel runs a new model turn (rather than ending at once).
     runs_next_prompt_after_cancel: bool = True
+    # Auth methods it advertises (ids), that an auth_required outcome must carry.
+    auth_methods: tuple[str, ...] = ()
 
     def env(self, model_url: str | None, home: Path) -> dict[str, str]:
         """The agent's variables: its PATH (the pinned Node first), HOME, the stand-in.
@@ -142,6 +144,7 @@ CODEX = Kit(
     setup_home=_codex_home,
     shell=lambda cmd: ToolCall("exec_command", {"cmd": cmd}),
     key_in=lambda r: r.headers.get("authorization", "").removeprefix("Bearer ") or None,
+    auth_methods=("chatgpt", "codex-api-key", "openai-api-key"),
     # codex-acp 0.16 answers the cancel at once (stopReason cancelled) but leaves the
     # model's stream open; a held stream stays open until the provider sends more.
     drops_stream_on_cancel=False,
@@ -163,6 +166,7 @@ GEMINI = Kit(
         "write_file", {"file_path": str(path), "content": content}
     ),
     key_in=lambda r: r.headers.get("x-goog-api-key"),
+    auth_methods=("gemini-api-key", "oauth-personal", "vertex-ai"),
     # gemini-cli 0.61 advertises loadSession, but session/load in a new process answers
     # -32603 "No previous sessions found for this project": setting up the loaded
     # session's config rewrites that session's chat record (only the context left)

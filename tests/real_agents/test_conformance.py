@@ -205,7 +205,9 @@ async def test_auth_required_without_a_key(tmp_path: Path, kit: Kit) -> None:
         run = await vm_agent_prompt(r, "hello?", env=_env_without_keys())
     assert run.code == 1
     assert (run.outcome["outcome"], run.outcome.get("error_code")) == ("auth_required", -32000)
-    assert isinstance(run.outcome["auth_methods"], list)
+    advertised = {m["id"] for m in run.outcome["auth_methods"]}
+    assert advertised >= set(kit.auth_methods), advertised
+    assert bool(advertised) == bool(kit.auth_methods)  # claude-agent-acp: none
     assert r.script.turns() == []  # refused before any model call
 
 
