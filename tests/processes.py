@@ -8,8 +8,14 @@ for a survivor. Zombies are not counted: they hold nothing but a pid.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import signal
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import Process
 
 _PROC = Path("/proc")
 
@@ -87,3 +93,23 @@ def with_variable(name: str, value: str) -> list[int]:
         if stat is not None and stat[0] not in ("Z", "X") and needle in environ.split(b"\0"):
             found.append(int(entry.name))
     return sorted(found)
+
+
+@asynccontextmanager
+async def child_process(argv: Sequence[str], **kw: Any) -> AsyncIterator[Process]:
+    """A subprocess for the block; killed and reaped on the way out if still running."""
+    process = await anyio.open_process(list(argv), **kw)
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            with anyio.CancelScope(shield=True):
+                await process.wait()
+
+
+async def stopped_by(process: Process, signum: signal.Signals, within_s: float = 60) -> int:
+    """Sends ``signum`` and waits for the exit status (a generous bound, not a timing)."""
+    process.send_signal(signum)
+    with anyio.fail_after(within_s):
+        return await process.wait()

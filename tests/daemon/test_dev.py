@@ -16,6 +16,7 @@ import pytest
 from anyio.streams.text import TextReceiveStream
 
 from tests.daemon.harness import base_env, vm_agent
+from tests.processes import child_process, stopped_by
 from vm_agent.catalog import Catalog
 from vm_agent.cli.dev import dev_agents, dev_settings, write_agents_file
 from vm_agent.settings import SettingsError
@@ -131,24 +132,16 @@ async def test_dev_listens_on_the_port_the_variable_names(tmp_path: Path) -> Non
     argv = vm_agent("dev", "--dev-dir", str(tmp_path / "dev"), "--control-plane-port", "0")
     env = {**base_env(), "VM_AGENT_LISTEN_PORT": str(port)}
     with (tmp_path / "dev.log").open("wb") as log:
-        process = await anyio.open_process(argv, env=env, stderr=log)
-    try:
-        assert process.stdout is not None
-        out: list[str] = []
-        stream = TextReceiveStream(process.stdout)
-        url = (await _read_until(stream, r"viewer url: +(ws://\S+)\n", out))[1]
-        assert url == f"ws://127.0.0.1:{port}/v1/ws"
-        async with httpx.AsyncClient() as client:
-            health = await client.get(f"http://127.0.0.1:{port}/health")
-        assert health.status_code == 200
-        process.send_signal(signal.SIGINT)
-        with anyio.fail_after(60):
-            assert await process.wait() == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            with anyio.CancelScope(shield=True):
-                await process.wait()
+        async with child_process(argv, env=env, stderr=log) as process:
+            assert process.stdout is not None
+            out: list[str] = []
+            stream = TextReceiveStream(process.stdout)
+            url = (await _read_until(stream, r"viewer url: +(ws://\S+)\n", out))[1]
+            assert url == f"ws://127.0.0.1:{port}/v1/ws"
+            async with httpx.AsyncClient() as client:
+                health = await client.get(f"http://127.0.0.1:{port}/health")
+            assert health.status_code == 200
+            assert await stopped_by(process, signal.SIGINT) == 0
 
 
 @pytest.mark.integration

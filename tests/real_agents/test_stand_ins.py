@@ -23,6 +23,7 @@ import anyio
 import httpx
 import pytest
 
+from tests.processes import child_process, stopped_by
 from tests.real_agents import anthropic_api, gemini_api, openai_api
 from tests.real_agents.agents import JAIL, REPO
 from tests.real_agents.model_api import Reply, Script, ToolCall, serve
@@ -177,8 +178,7 @@ async def test_the_anthropic_stand_in_as_its_own_process(tmp_path: Path) -> None
     record = tmp_path / "requests.jsonl"
     argv = [sys.executable, "-m", "tests.real_agents.anthropic_api", "--port", "0"]
     argv += ["--script", str(replies), "--record", str(record)]
-    process = await anyio.open_process(argv, cwd=REPO)
-    try:
+    async with child_process(argv, cwd=REPO) as process:
         assert process.stdout is not None
         with anyio.fail_after(60):
             line = b""
@@ -193,14 +193,7 @@ async def test_the_anthropic_stand_in_as_its_own_process(tmp_path: Path) -> None
         )
         (recorded,) = [json.loads(x) for x in record.read_text().splitlines()]
         assert recorded["turn"] is True and recorded["body"]["model"] == "claude-x"
-        process.send_signal(signal.SIGTERM)
-        with anyio.fail_after(60):
-            assert await process.wait() == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            with anyio.CancelScope(shield=True):
-                await process.wait()
+        assert await stopped_by(process, signal.SIGTERM) == 0
 
 
 def _jail(*command: str, **kw: Any) -> subprocess.CompletedProcess[str]:

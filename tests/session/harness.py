@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 
 from tests.processes import command_line, descendants, survivors
-from vm_agent.acp.permissions import AskPolicy, PermissionPolicy
+from vm_agent.acp.permissions import AskPolicy, PendingPermission, PermissionPolicy
 from vm_agent.agent_process import StopTimings
 from vm_agent.catalog import AgentSpec, Catalog, fake_agent_command
 from vm_agent.core.machine import SessionPolicy
@@ -60,6 +60,18 @@ class Harness:
 
     async def of_type(self, session: AgentSession, kind: str) -> list[dict[str, Any]]:
         return [e.data for e in await self.events(session) if e.type == kind]
+
+
+async def held_at_its_permission(s: AgentSession) -> PendingPermission:
+    """Waits until the running prompt (the tools scenario, AskPolicy) waits for a person's
+    answer: a prompt that runs for as long as a test needs, without a timing guess."""
+    policy = s.permissions
+    assert isinstance(policy, AskPolicy)
+    with anyio.fail_after(20):
+        while not policy.pending():
+            await anyio.sleep(0.01)
+    (pending,) = policy.pending()
+    return pending
 
 
 def text_prompt(text: str) -> list[dict[str, Any]]:

@@ -11,10 +11,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.session.harness import fake, running, text_prompt
-from vm_agent.acp.permissions import PendingPermission
+from tests.session.harness import fake, held_at_its_permission, running, text_prompt
 from vm_agent.core.machine import SessionPolicy
-from vm_agent.session.session import AgentSession, SessionRefused
+from vm_agent.session.session import SessionRefused
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -37,17 +36,6 @@ async def test_completed(tmp_path: Path) -> None:
         # the same prompt id returns the same outcome and does not run again
         assert await s.prompt("p1", text_prompt("again")) == outcome
         assert len(await h.of_type(s, "prompt.started")) == 1
-
-
-async def held_at_its_permission(s: AgentSession) -> PendingPermission:
-    """Waits until the running prompt (the tools scenario) waits for a person's answer:
-    a prompt that runs for as long as the test needs, without a timing guess."""
-    with anyio.fail_after(20):
-        while not s.permissions.pending():  # type: ignore[attr-defined]
-            await anyio.sleep(0.01)
-    (pending,) = s.permissions.pending()  # type: ignore[attr-defined]
-    assert isinstance(pending, PendingPermission)
-    return pending
 
 
 async def test_a_second_prompt_while_one_runs_is_refused(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.session.harness import fake, running, text_prompt
+from tests.session.harness import fake, held_at_its_permission, running, text_prompt
 from vm_agent.acp.permissions import AllowPolicy, RejectPolicy
 from vm_agent.procgroup import group_alive
 
@@ -55,10 +55,7 @@ async def test_permission_asked_and_answered_by_a_person(tmp_path: Path) -> None
         s = await h.ready("tools")
         async with anyio.create_task_group() as tg:
             tg.start_soon(s.prompt, "p1", text_prompt("use your tools"))
-            with anyio.fail_after(10):
-                while not s.permissions.pending():  # type: ignore[attr-defined]
-                    await anyio.sleep(0.02)
-            (pending,) = s.permissions.pending()  # type: ignore[attr-defined]
+            pending = await held_at_its_permission(s)
             s.permissions.respond(pending.request_id, "allow")  # type: ignore[attr-defined]
         assert s.outcomes["p1"].outcome == "completed"
         assert (h.workdir / "fake-agent-output.txt").exists()
@@ -69,9 +66,7 @@ async def test_cancel_answers_a_pending_permission_with_cancelled(tmp_path: Path
         s = await h.ready("tools")
         async with anyio.create_task_group() as tg:
             tg.start_soon(s.prompt, "p1", text_prompt("use your tools"))
-            with anyio.fail_after(10):
-                while not s.permissions.pending():  # type: ignore[attr-defined]
-                    await anyio.sleep(0.02)
+            await held_at_its_permission(s)
             await s.cancel()
         assert s.outcomes["p1"].outcome == "cancelled"
         (resolved,) = await h.of_type(s, "permission.resolved")
@@ -83,9 +78,7 @@ async def test_an_agent_dying_with_a_permission_pending_still_resolves_it(tmp_pa
         s = await h.ready("tools")
         async with anyio.create_task_group() as tg:
             tg.start_soon(s.prompt, "p1", text_prompt("use your tools"))
-            with anyio.fail_after(10):
-                while not s.permissions.pending():  # type: ignore[attr-defined]
-                    await anyio.sleep(0.02)
+            await held_at_its_permission(s)
             assert s.agent_pid is not None
             os.kill(s.agent_pid, signal.SIGKILL)
         # the agent cannot load its session (no transcripts): the prompt crashed
