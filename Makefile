@@ -4,10 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-# Marked tests outside the quick loop: real agents (make test-real-agents), VMs (make vm-test).
-NOT_HEAVY := not real_agents and not vm
-
-.PHONY: dev test test-quick test-real-agents lint typecheck bench clean
+.PHONY: dev test test-quick lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,13 +23,14 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 test: lint typecheck
-	$(BIN)/pytest -m "$(NOT_HEAVY)"
+	$(BIN)/pytest -m "not real_agents and not vm"
 
 test-quick: $(STAMP)
-	$(BIN)/pytest -m "not slow and $(NOT_HEAVY)" -x -q
+	$(BIN)/pytest -m "not slow and not real_agents and not vm" -x -q
 
 # The pinned agents of agents/ for real, against scripted model stand-ins on loopback.
 # Needs `cd agents && npm ci` (skips with the reason without it, fails under CI).
+.PHONY: test-real-agents
 test-real-agents: $(STAMP)
 	$(BIN)/pytest -m real_agents tests/real_agents -v --durations=0
 
