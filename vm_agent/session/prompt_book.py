@@ -46,6 +46,11 @@ class PromptBook:
         wait.refused = reason
         wait.done.set()
 
+    def refuse_all(self, reason: str) -> None:
+        """Every prompt still waiting is refused (the session cannot run them any more)."""
+        for prompt_id in list(self._waits):
+            self.refuse(prompt_id, reason)
+
     def take(self, prompt_id: str) -> list[dict[str, Any]]:
         """The prompt's content, once, as it is sent."""
         return self._unsent.pop(prompt_id)
