@@ -33,17 +33,22 @@ FAST_TIMINGS = LinkTimings(
 
 
 class AuthRecorder:
-    """ASGI middleware that notes (path, bearer) of each request: to see which token went."""
+    """ASGI middleware that notes (path, bearer) of each request: to see which token went,
+    and (path, monotonic time) of each: to see how often calls come."""
 
-    def __init__(self, app: ASGIApp, seen: list[tuple[str, str]]) -> None:
+    def __init__(
+        self, app: ASGIApp, seen: list[tuple[str, str]], times: list[tuple[str, float]]
+    ) -> None:
         self.app = app
         self.seen = seen
+        self.times = times
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             headers = dict(scope["headers"])
             auth = headers.get(b"authorization", b"").decode()
             self.seen.append((str(scope["path"]), auth.removeprefix("Bearer ")))
+            self.times.append((str(scope["path"]), time.monotonic()))
         await self.app(scope, receive, send)
 
 
@@ -55,6 +60,7 @@ class Plane:
     seen: list[tuple[str, str]] = field(default_factory=list)
     # FAULT INJECTION (a test-only wrapper of the app): off until a test switches it on.
     faults: EventFaults = field(default_factory=EventFaults)
+    times: list[tuple[str, float]] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -136,7 +142,7 @@ async def control_plane(tmp_path: Path, secrets: str | None = None) -> AsyncIter
     port = int(probe.getsockname()[1])
     probe.close()
     cp = Plane(settings, app, port)
-    app.add_middleware(AuthRecorder, seen=cp.seen)
+    app.add_middleware(AuthRecorder, seen=cp.seen, times=cp.times)
     app.add_middleware(EventFaultMiddleware, faults=cp.faults)
     try:
         yield cp
