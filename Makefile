@@ -35,6 +35,12 @@ vm-image: $(STAMP)
 vm-test: vm-image
 	$(BIN)/pytest -m vm
 
+# The pinned agents of agents/ for real, against scripted model stand-ins on loopback.
+# Needs `cd agents && npm ci` (skips with the reason without it, fails under CI).
+.PHONY: test-real-agents
+test-real-agents: $(STAMP)
+	$(BIN)/pytest -m real_agents tests/real_agents -v --durations=0
+
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 

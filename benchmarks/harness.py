@@ -29,7 +29,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from benchmarks import procstat
-from control_plane.app import bind_socket, serve_control_plane
+from control_plane.app import bind_socket, create_app, plane_of_app, serve_control_plane
 from control_plane.settings import ControlPlaneSettings
 from control_plane.tokens import TokenIssuer, jwks_url
 
@@ -59,8 +59,12 @@ async def control_plane(state_dir: Path) -> AsyncIterator[ControlPlane]:
     settings = ControlPlaneSettings(
         state_dir=state_dir, public_url=f"http://127.0.0.1:{port}", key_activation_delay_s=0
     )
-    async with serve_control_plane(settings, sock=sock) as url:
-        yield ControlPlane(url, TokenIssuer.from_settings(settings))
+    app = create_app(settings)
+    try:
+        async with serve_control_plane(settings, app=app, sock=sock) as url:
+            yield ControlPlane(url, plane_of_app(app).tokens)
+    finally:
+        plane_of_app(app).close()
 
 
 def _free_port() -> int:

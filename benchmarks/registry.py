@@ -8,6 +8,7 @@ from benchmarks import (
     crash_detection,
     flood,
     footprint,
+    pg_ingest,
     recovery,
     relay_latency,
     relay_throughput,
@@ -26,4 +27,5 @@ BENCHMARKS: dict[str, Benchmark] = {
     resume.NAME: resume.run,
     footprint.NAME: footprint.run,
     flood.NAME: flood.run,
+    pg_ingest.NAME: pg_ingest.run,
 }

@@ -16,8 +16,8 @@ from pydantic import ValidationError
 
 from control_plane.app import serve_control_plane
 from control_plane.artifacts import cli as artifacts_cli
+from control_plane.plane import ControlPlane
 from control_plane.settings import ControlPlaneSettings
-from control_plane.tokens import TokenIssuer
 
 DEFAULT_PORT = 8700
 
@@ -70,14 +70,19 @@ def main(argv: list[str] | None = None) -> int:
         settings = _settings(args, f"http://{args.host}:{args.port}")
         anyio.run(_serve, settings, args.host, args.port)
         return 0
-    tokens = TokenIssuer.from_settings(_settings(args, None))
-    if args.kind == "callback":
-        print(tokens.mint_callback_token(args.subject, args.ttl))
-    elif args.kind == "viewer":
-        scopes = ["read", "write"] if args.write else ["read"]
-        print(tokens.mint_viewer_token(args.subject, scopes, args.ttl))
-    else:
-        print(tokens.mint_user_token(args.subject, admin=args.kind == "admin", ttl_s=args.ttl))
+    # The database's keys (and, for a callback token, its ledger): what every replica uses.
+    plane = ControlPlane.open(_settings(args, None))
+    try:
+        tokens = plane.tokens
+        if args.kind == "callback":
+            print(tokens.mint_callback_token(args.subject, args.ttl))
+        elif args.kind == "viewer":
+            scopes = ["read", "write"] if args.write else ["read"]
+            print(tokens.mint_viewer_token(args.subject, scopes, args.ttl))
+        else:
+            print(tokens.mint_user_token(args.subject, admin=args.kind == "admin", ttl_s=args.ttl))
+    finally:
+        plane.close()
     return 0
 
 

@@ -15,7 +15,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from control_plane.api import admin, artifacts, callbacks, github, nodes, tasks
+from control_plane.api import (
+    admin,
+    artifacts,
+    callbacks,
+    defaults,
+    github,
+    keys,
+    nodes,
+    sessions,
+    tasks,
+)
 from control_plane.api.common import ApiError, api_error_handler, plane_of
 from control_plane.keys import Clock
 from control_plane.plane import ControlPlane
@@ -41,8 +51,7 @@ def create_app(
 ) -> Starlette:
     """The app; opens the control plane (migrations, keys) unless one is given.
 
-    `app.state.plane` is the ControlPlane: its `tokens` mint tokens, its `faults`
-    hold the FAULT INJECTION knobs for tests.
+    `app.state.plane` is the ControlPlane: its `tokens` mint tokens.
     """
     plane = plane or ControlPlane.open(settings, clock=clock)
     routes = [
@@ -50,7 +59,10 @@ def create_app(
         Route("/health", _health, methods=["GET"]),
         *callbacks.routes,
         *admin.routes,
+        *keys.routes,
+        *defaults.routes,
         *tasks.routes,
+        *sessions.routes,
         *github.routes,
         *nodes.routes,
         *artifacts.routes,
@@ -95,7 +107,7 @@ async def serve_control_plane(
 ) -> AsyncIterator[str]:
     """Serve the control plane until the block exits; yields its base URL.
 
-    Port 0 picks a free port. Pass `app` to reach its state (fault knobs, tokens) or to
+    Port 0 picks a free port. Pass `app` to reach its state (tokens, database) or to
     serve the same app again after a stop (a restart); an app made here is closed here.
     Pass `sock` (from bind_socket) to serve on a port chosen before the settings were
     made; host and port are then ignored. The socket is closed when the block exits.

@@ -1,7 +1,8 @@
 """Schema (SQLAlchemy Core) and engine; the schema itself is built by Alembic migrations.
 
-Everything here is portable between SQLite (the default, a file under the state
-directory) and PostgreSQL: no dialect-specific SQL.
+The schema runs on SQLite (the default, a file under the state directory) and on
+PostgreSQL (psycopg 3); the SQL is portable, apart from `ON CONFLICT DO NOTHING`, which
+both spell the same way (see node_store).
 """
 
 from __future__ import annotations
@@ -80,26 +81,123 @@ node_events = Table(
     UniqueConstraint("node_id", "session_id", "seq", name="uq_node_events_node_session_seq"),
 )
 
-session_bindings = Table(
-    "session_bindings",
-    metadata,
-    Column("session_id", String(128), primary_key=True),
-    Column("node_id", String(128), nullable=False),
-    Column("bound_at", Float, nullable=False),
-)
-
 tasks = Table(
     "tasks",
     metadata,
     Column("task_id", String(128), primary_key=True),
+    Column("owner", String(128), nullable=True),  # null on rows from before 0006
+    Column("agent", String(128), nullable=True),
+    Column("workspace_id", String(64), nullable=True),
     Column("provider", String(64), nullable=True),
     Column("requested_vm_size", String(64), nullable=True),
     Column("vm_size_source", String(64), nullable=True),
     Column("requirements_json", Text, nullable=False),
     Column("reservation_json", Text, nullable=False),
     Column("reservation_provenance_json", Text, nullable=False),
-    Column("placement_explanation", Text, nullable=False, server_default=""),
+    Column("placement_explanation_json", Text, nullable=False),
     Column("created_at", Float, nullable=False),
+)
+
+# The control plane's signing keys, shared by every replica (0004).
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("kid", String(64), primary_key=True),
+    Column("private_key_pem", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("not_before", Float, nullable=False),
+)
+
+# Every callback token minted, by jti; a refresh sets `revoked_at` of the one replaced (0004).
+callback_tokens = Table(
+    "callback_tokens",
+    metadata,
+    Column("jti", String(64), primary_key=True),
+    Column("node_id", String(128), nullable=False),
+    Column("issued_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("replaces", String(64), nullable=True),
+    Column("revoked_at", Float, nullable=True),
+    Index("ix_callback_tokens_node_id", "node_id"),
+)
+
+# Facts about this database, by name (0004: when the callback token ledger began).
+control_plane_meta = Table(
+    "control_plane_meta",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+# Stored defaults of each layer, one row per version; the newest version is the current
+# one (0005). `owner` is who made version 1: only they (or an admin) may change it.
+layer_defaults = Table(
+    "layer_defaults",
+    metadata,
+    Column("kind", String(32), primary_key=True),
+    Column("layer_id", String(128), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("requirements_json", Text, nullable=False),
+    Column("owner", String(128), nullable=False),
+    Column("updated_by", String(128), nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# Where a task runs: a workspace on a node, with the audit of its demand and placement (0006).
+workspaces = Table(
+    "workspaces",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("task_id", String(128), nullable=False, unique=True),
+    Column("owner", String(128), nullable=False),
+    Column("node_id", String(128), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("requested_vm_size", String(64), nullable=False),
+    Column("vm_size_source", String(64), nullable=False),
+    Column("requirements_json", Text, nullable=False),
+    Column("reservation_json", Text, nullable=False),
+    Column("reservation_provenance_json", Text, nullable=False),
+    Column("placement_explanation_json", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("released_at", Float, nullable=True),
+    Index("ix_workspaces_node_state", "node_id", "state"),
+)
+
+# A node that placement asked for (its id chosen here), until it reports `ready` (0006).
+node_requests = Table(
+    "node_requests",
+    metadata,
+    Column("node_id", String(128), primary_key=True),
+    Column("provider", String(64), nullable=False),
+    Column("size", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("workspace_id", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+# Agent sessions the control plane made (placing a task, or a user's explicit call): the
+# only sessions whose agent credentials a node is given (0006).
+agent_sessions = Table(
+    "agent_sessions",
+    metadata,
+    Column("session_id", String(128), primary_key=True),
+    Column("node_id", String(128), nullable=False),
+    Column("agent", String(128), nullable=False),
+    Column("owner", String(128), nullable=False),
+    Column("workspace_id", String(64), nullable=True),
+    Column("created_by", String(128), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("ended_at", Float, nullable=True),
+    Index("ix_agent_sessions_workspace_id", "workspace_id"),
+)
+
+# One row; placement updates it first, so placements (of every replica) take turns (0006).
+placement_lock = Table(
+    "placement_lock",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("placements", BigInteger, nullable=False),
 )
 
 
@@ -107,10 +205,25 @@ def sqlite_url(state_dir: Path) -> str:
     return f"sqlite:///{state_dir / DB_FILENAME}"
 
 
+def engine_url(url: str) -> str:
+    """The SQLAlchemy URL for `url`: a libpq URL (postgresql://, postgres://) means psycopg 3."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
+
+
+def is_postgres(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
 def make_engine(url: str) -> Engine:
     """An engine for `url`; SQLite gets a busy timeout and WAL so threads can share it."""
+    url = engine_url(url)
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        # Requests run in worker threads (anyio's default limit is 40): enough connections
+        # that a burst of callbacks waits on the database, not on the pool.
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")

@@ -1,4 +1,4 @@
-"""Ed25519 signing keys kept in the state directory, with rotation and a JWKS.
+"""Ed25519 signing keys kept in the database, with rotation and a JWKS.
 
 A rotated key is published (in the JWKS) before it signs: it starts signing at its
 `not_before`. A superseded key stays published until every token it could have
@@ -11,8 +11,6 @@ import base64
 import hashlib
 import json
 import logging
-import os
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,9 +19,14 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy import Engine, RowMapping, delete, insert, select
+
+from control_plane.db import signing_keys
+from control_plane.ledger import note_ledger_start
 
 log = logging.getLogger(__name__)
 
+# Where keys were kept before they moved into the database (imported once, then removed).
 KEYS_FILENAME = "signing-keys.json"
 ALGORITHM = "EdDSA"
 # Tokens may be verified slightly after their exp by a slow clock; keep keys a bit longer.
@@ -91,6 +94,14 @@ class SigningKey:
             "not_before": self.not_before,
         }
 
+    def to_row(self) -> dict[str, Any]:
+        row = self.to_json()
+        return {k: row[k] for k in ("kid", "private_key_pem", "created_at", "not_before")}
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> SigningKey:
+        return cls.from_json(dict(row))
+
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> SigningKey:
         key = serialization.load_pem_private_key(obj["private_key_pem"].encode(), password=None)
@@ -104,100 +115,139 @@ class SigningKey:
         )
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write atomically; the file is created 0600 and never exists with wider modes."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 class KeyStore:
-    """The signing keys of one control plane, persisted in `state_dir`."""
+    """The signing keys of the control plane, kept in the database so every replica signs
+    and verifies with the same keys.
+
+    Each replica caches the keys for `cache_s` (a rotation is published
+    `activation_delay_s` before it signs, far longer than that) and reloads at once when
+    asked for a kid it does not know, so a token signed by a key that another replica
+    just made verifies here too.
+    """
 
     def __init__(
         self,
-        path: Path,
-        keys: list[SigningKey],
+        engine: Engine,
         retention_s: float,
         clock: Clock,
         activation_delay_s: float = 0.0,
+        cache_s: float = 10.0,
     ) -> None:
-        self._path = path
+        self._engine = engine
         self._activation_delay_s = activation_delay_s
-        self._keys = sorted(keys, key=lambda k: k.not_before)
         self._retention_s = retention_s + RETENTION_SLACK_S
         self._clock = clock
+        self._cache_s = cache_s
+        self._parsed: dict[str, SigningKey] = {}
+        self._keys: list[SigningKey] = []
+        self._loaded_at: float | None = None
 
     @classmethod
     def open(
         cls,
-        state_dir: Path,
+        engine: Engine,
         *,
         retention_s: float,
         clock: Clock = time.time,
         activation_delay_s: float = 0.0,
+        cache_s: float = 10.0,
+        legacy_dir: Path | None = None,
     ) -> KeyStore:
-        """Load the keys, creating the first one (signing at once) if there is none."""
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = state_dir / KEYS_FILENAME
-        keys: list[SigningKey] = []
-        if path.exists():
-            mode = stat.S_IMODE(path.stat().st_mode)
-            if mode & 0o077:
-                log.warning("tightening mode of %s from %o to 600", path, mode)
-                os.chmod(path, 0o600)
-            keys = [SigningKey.from_json(k) for k in json.loads(path.read_text())["keys"]]
-        store = cls(path, keys, retention_s, clock, activation_delay_s)
-        if not keys:
+        """Load the keys, importing a legacy keys file from `legacy_dir` (then removed) and
+        creating the first key (signing at once) if there is none."""
+        store = cls(engine, retention_s, clock, activation_delay_s, cache_s)
+        if legacy_dir is not None:
+            store._import_file(legacy_dir / KEYS_FILENAME)
+        store._reload()
+        if not store._keys:
             now = clock()
-            store._keys = [SigningKey.generate(now, now)]
-            store._save()
+            # Two replicas starting on an empty database may both make one: both are
+            # published, either may sign, and every replica verifies both.
+            store._insert(SigningKey.generate(now, now))
+            store._reload()
         return store
 
-    @property
-    def path(self) -> Path:
-        return self._path
+    def _import_file(self, path: Path) -> None:
+        if not path.exists():
+            return
+        keys = [SigningKey.from_json(k) for k in json.loads(path.read_text())["keys"]]
+        with self._engine.begin() as conn:
+            known = set(conn.execute(select(signing_keys.c.kid)).scalars())
+            for key in keys:
+                if key.kid not in known:
+                    conn.execute(insert(signing_keys).values(**key.to_row()))
+            # Callback tokens these keys signed until now were never recorded by jti.
+            note_ledger_start(conn, self._clock())
+        # A second copy of private keys, no longer kept up to date, is a liability.
+        path.unlink()
+        log.info("imported %d signing keys from %s into the database; removed it", len(keys), path)
 
-    def _save(self) -> None:
-        doc = {"keys": [k.to_json() for k in self._keys]}
-        _write_private(self._path, json.dumps(doc, indent=1))
+    def _insert(self, key: SigningKey) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(insert(signing_keys).values(**key.to_row()))
+
+    def _reload(self) -> None:
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(signing_keys)).mappings().all()
+        keys = []
+        for row in rows:
+            key = self._parsed.get(row["kid"])
+            if key is None:
+                key = self._parsed[row["kid"]] = SigningKey.from_row(row)
+            keys.append(key)
+        self._keys = sorted(keys, key=lambda k: k.not_before)
+        self._loaded_at = self._clock()
+
+    def _current(self) -> list[SigningKey]:
+        now = self._clock()
+        if self._loaded_at is None or not 0 <= now - self._loaded_at < self._cache_s:
+            self._reload()
+        return self._keys
 
     def signing_key(self) -> SigningKey:
         """The newest key whose `not_before` has passed."""
+        keys = self._current()
         now = self._clock()
-        active = [k for k in self._keys if k.not_before <= now]
+        active = [k for k in keys if k.not_before <= now]
         # The first key signs from creation, so there is always one unless the clock went back.
-        return active[-1] if active else self._keys[0]
+        return active[-1] if active else keys[0]
 
-    def published(self) -> list[SigningKey]:
-        """Keys in the JWKS: upcoming, signing, and superseded ones whose tokens may live."""
+    def _published(self, keys: list[SigningKey]) -> list[SigningKey]:
         now = self._clock()
         out: list[SigningKey] = []
-        for i, key in enumerate(self._keys):
-            successor = self._keys[i + 1] if i + 1 < len(self._keys) else None
+        for i, key in enumerate(keys):
+            successor = keys[i + 1] if i + 1 < len(keys) else None
             if successor is None or now < successor.not_before + self._retention_s:
                 out.append(key)
         return out
 
+    def published(self) -> list[SigningKey]:
+        """Keys in the JWKS: upcoming, signing, and superseded ones whose tokens may live."""
+        return self._published(self._current())
+
     def find(self, kid: str) -> SigningKey | None:
-        return next((k for k in self.published() if k.kid == kid), None)
+        found = next((k for k in self.published() if k.kid == kid), None)
+        if found is None and kid not in self._parsed:
+            # Perhaps another replica made it a moment ago. (One small query; a made-up
+            # kid costs no more than the ledger lookup every callback request makes.)
+            self._reload()
+            found = next((k for k in self.published() if k.kid == kid), None)
+        return found
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:
         return {"keys": [k.public_jwk() for k in self.published()]}
 
     def rotate(self, activate_after_s: float | None = None) -> SigningKey:
         """Publish a new key now; it signs once `activate_after_s` (default: the store's
-        activation delay) has passed."""
+        activation delay) has passed. Keys whose tokens have all expired are dropped."""
         delay = self._activation_delay_s if activate_after_s is None else activate_after_s
         now = self._clock()
         new = SigningKey.generate(now, now + delay)
-        self._keys = [*self.published(), new]  # drop keys whose tokens all expired
-        self._keys.sort(key=lambda k: k.not_before)
-        self._save()
+        self._reload()
+        kept = {k.kid for k in self._published(self._keys)}
+        with self._engine.begin() as conn:
+            conn.execute(insert(signing_keys).values(**new.to_row()))
+            if stale := [k.kid for k in self._keys if k.kid not in kept]:
+                conn.execute(delete(signing_keys).where(signing_keys.c.kid.in_(stale)))
+        self._reload()
         return new

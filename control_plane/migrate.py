@@ -6,10 +6,12 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, inspect
+from sqlalchemy import Connection, Engine, inspect, text
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 LEGACY_REVISION = "0001_legacy_github"
+# Replicas starting together on one PostgreSQL migrate one after another, under this lock.
+_PG_MIGRATION_LOCK = 0x766D_6167_0001
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -33,6 +35,9 @@ def _is_unversioned_legacy(connection: Connection) -> bool:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the database to `revision` (default: the newest)."""
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Held until this transaction ends; the next replica then finds the head.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
         cfg = alembic_config(conn)
         if _is_unversioned_legacy(conn):
             command.stamp(cfg, LEGACY_REVISION)

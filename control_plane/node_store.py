@@ -1,20 +1,25 @@
-"""Storage for what nodes report: readiness, heartbeats, events, session bindings.
+"""Storage for what nodes report: readiness, heartbeats, events.
 
-Synchronous SQLAlchemy Core; the HTTP layer calls these in worker threads.
-Portable SQL only: "insert or ignore" is a select of existing keys plus an insert,
-retried if a concurrent writer wins the unique constraint.
+Synchronous SQLAlchemy Core; the HTTP layer calls these in worker threads. Events are
+stored with `INSERT ... ON CONFLICT DO NOTHING RETURNING`: each (node, session, seq)
+once, whichever replica or concurrent batch gets there first, and the rows returned are
+exactly the ones this batch stored. PostgreSQL gets the batch as one JSON document
+(json_to_recordset), SQLite as multi-row VALUES.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, tuple_, update
+from sqlalchemy import Connection, Engine, insert, select, text, update
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 
-from control_plane.db import node_events, nodes, session_bindings
+from control_plane.db import is_postgres, node_events, nodes
 
 _MAX_INSERT_ATTEMPTS = 3
 
@@ -66,20 +71,89 @@ def get_node(engine: Engine, node_id: str) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
-_KEYS_PER_QUERY = 400  # stay far below any database's bound-parameter limit
+# Rows per INSERT statement on SQLite: far below its bound-parameter limit (7 columns).
+_ROWS_PER_STATEMENT = 500
+
+# PostgreSQL: the whole batch as one JSON document in one small statement, so the cost of
+# a batch is its rows, not building and parsing a statement of 3,500 parameters.
+_PG_INSERT = text(
+    """
+    INSERT INTO node_events (node_id, session_id, seq, ts, type, data, received_at)
+    SELECT :node_id, e.session_id, e.seq, e.ts, e.type, CAST(e.data AS json), :now
+    FROM ROWS FROM (
+        json_to_recordset(CAST(:events AS json))
+            AS (session_id text, seq bigint, ts float8, type text, data text)
+    ) WITH ORDINALITY AS e(session_id, seq, ts, type, data, ord)
+    ORDER BY e.ord
+    ON CONFLICT (node_id, session_id, seq) DO NOTHING
+    RETURNING 1
+    """
+)
 
 
-def _existing_keys(
-    conn: Connection, node_id: str, keys: list[tuple[str, int]]
-) -> set[tuple[str, int]]:
-    found: set[tuple[str, int]] = set()
-    pair = tuple_(node_events.c.session_id, node_events.c.seq)
-    for i in range(0, len(keys), _KEYS_PER_QUERY):
-        query = select(node_events.c.session_id, node_events.c.seq).where(
-            node_events.c.node_id == node_id, pair.in_(keys[i : i + _KEYS_PER_QUERY])
-        )
-        found.update((sid, seq) for sid, seq in conn.execute(query).all())
-    return found
+def _finite(value: Any) -> Any:
+    """`value` with NaN and the infinities as the strings Python spells them: PostgreSQL's
+    json has no such numbers, and an event must not be refused for holding one."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value).replace("inf", "Infinity").replace("nan", "NaN")
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
+def _json_text(data: Any) -> str:
+    # The standard library's encoder, as SQLAlchemy's JSON type writes `data` elsewhere.
+    try:
+        return json.dumps(data, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(data), allow_nan=False)
+
+
+def _store_postgres(conn: Connection, node_id: str, evs: list[NodeEvent], now: float) -> int:
+    # `data` travels as JSON text inside the document and is cast to json on its own:
+    # json_to_recordset would decode it, refusing what json keeps (a lone surrogate).
+    events = json.dumps(
+        [
+            {
+                "session_id": e.session_id,
+                "seq": e.seq,
+                "ts": e.ts,
+                "type": e.type,
+                "data": _json_text(e.data),
+            }
+            for e in evs
+        ]
+    )
+    params = {"node_id": node_id, "now": now, "events": events}
+    return len(conn.execute(_PG_INSERT, params).all())
+
+
+def _store_portable(conn: Connection, node_id: str, evs: list[NodeEvent], now: float) -> int:
+    statement = (
+        sqlite.insert(node_events)
+        .on_conflict_do_nothing(index_elements=["node_id", "session_id", "seq"])
+        .returning(node_events.c.session_id)
+    )
+    rows = [
+        {
+            "node_id": node_id,
+            "session_id": ev.session_id,
+            "seq": ev.seq,
+            "ts": ev.ts,
+            "type": ev.type,
+            "data": ev.data,
+            "received_at": now,
+        }
+        for ev in evs
+    ]
+    stored = 0
+    for i in range(0, len(rows), _ROWS_PER_STATEMENT):
+        # An executemany: one compiled statement (cached), which SQLAlchemy sends as
+        # multi-row VALUES ("insertmanyvalues"), RETURNING the rows it stored.
+        stored += len(conn.execute(statement, rows[i : i + _ROWS_PER_STATEMENT]).all())
+    return stored
 
 
 def store_events(
@@ -89,33 +163,13 @@ def store_events(
     unique: dict[tuple[str, int], NodeEvent] = {}
     for ev in events:
         unique.setdefault((ev.session_id, ev.seq), ev)
-    if not unique:
-        return IngestResult(0, len(events))
-    for _ in range(_MAX_INSERT_ATTEMPTS):
-        try:
-            with engine.begin() as conn:
-                existing = _existing_keys(conn, node_id, list(unique))
-                new = [ev for key, ev in unique.items() if key not in existing]
-                if new:
-                    conn.execute(
-                        insert(node_events),
-                        [
-                            {
-                                "node_id": node_id,
-                                "session_id": ev.session_id,
-                                "seq": ev.seq,
-                                "ts": ev.ts,
-                                "type": ev.type,
-                                "data": ev.data,
-                                "received_at": now,
-                            }
-                            for ev in new
-                        ],
-                    )
-            return IngestResult(stored=len(new), duplicates=len(events) - len(new))
-        except IntegrityError:
-            continue  # a concurrent batch stored some of these; look again
-    raise RuntimeError(f"could not store events for node {node_id}")
+    # In key order: concurrent batches that overlap wait on each other's rows in one order
+    # (PostgreSQL), so they cannot deadlock; each session's events keep their seq order.
+    ordered = [ev for _, ev in sorted(unique.items())]
+    store = _store_postgres if is_postgres(engine) else _store_portable
+    with engine.begin() as conn:
+        stored = store(conn, node_id, ordered, now) if ordered else 0
+    return IngestResult(stored=stored, duplicates=len(events) - stored)
 
 
 def list_events(engine: Engine, node_id: str, session_id: str | None) -> list[dict[str, Any]]:
@@ -131,27 +185,3 @@ def list_events(engine: Engine, node_id: str, session_id: str | None) -> list[di
     query = query.order_by(node_events.c.session_id, node_events.c.seq)
     with engine.connect() as conn:
         return [dict(row) for row in conn.execute(query).mappings()]
-
-
-def bind_session(engine: Engine, session_id: str, node_id: str, now: float) -> str:
-    """Bind `session_id` to the first node that asks; returns the node it is bound to."""
-    for _ in range(_MAX_INSERT_ATTEMPTS):
-        with engine.connect() as conn:
-            bound = conn.execute(
-                select(session_bindings.c.node_id).where(
-                    session_bindings.c.session_id == session_id
-                )
-            ).scalar_one_or_none()
-        if bound is not None:
-            return str(bound)
-        try:
-            with engine.begin() as conn:
-                conn.execute(
-                    insert(session_bindings).values(
-                        session_id=session_id, node_id=node_id, bound_at=now
-                    )
-                )
-            return node_id
-        except IntegrityError:
-            continue  # another node bound it first; read who
-    raise RuntimeError(f"could not bind session {session_id}")

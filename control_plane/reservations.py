@@ -12,7 +12,8 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-RESERVATION_VERSION = 1
+# 2: `sourceVersion` (the version of the stored layer `source` names) was added.
+RESERVATION_VERSION = 2
 
 # Upper bounds past which a request is a mistake, not a machine.
 MAX_VCPU = 1024.0
@@ -48,14 +49,26 @@ class ResourceRequirements(BaseModel):
     min_memory_gb: Annotated[float, Field(ge=0, le=MAX_MEMORY_GB)] | None = None
     min_disk_gb: Annotated[float, Field(ge=0, le=MAX_DISK_GB)] | None = None
     exclusive_node: bool | None = None
+    # The most other tenants (workspaces) the node may hold while this one runs there.
     max_co_tenants: Annotated[int, Field(ge=1, le=MAX_CO_TENANTS)] | None = None
 
     def to_json_dict(self) -> dict[str, object]:
         return self.model_dump(by_alias=True, exclude_none=True)
 
+    def missing(self) -> list[str]:
+        """The fields this layer leaves undefined (camelCase)."""
+        return [
+            ResourceRequirements.model_fields[name].alias or name
+            for name in ResourceRequirements.model_fields
+            if getattr(self, name) is None
+        ]
+
 
 REQUIREMENT_FIELDS: tuple[str, ...] = tuple(ResourceRequirements.model_fields)
 
+# What migration 0005 stored as version 1 of the platform layer; the stored layer is the
+# one in force (admins change it through the API).
+PLATFORM_LAYER_ID = "platform"
 PLATFORM_DEFAULTS = ResourceRequirements(
     min_vcpu=2,
     min_memory_gb=4,
@@ -77,6 +90,7 @@ class ResolvedResourceReservation(BaseModel):
     max_co_tenants: int
     source: LayerKind
     source_id: str | None
+    source_version: int | None
     version: int = RESERVATION_VERSION
 
     def to_json_dict(self) -> dict[str, object]:
@@ -84,9 +98,11 @@ class ResolvedResourceReservation(BaseModel):
 
 
 class FieldProvenance(BaseModel):
-    """Which layer gave one field of a reservation (for audits)."""
+    """Which layer gave one field of a reservation (for audits): its kind, id and version
+    (None for the task's own requirements, which are not stored defaults)."""
 
     model_config = ConfigDict(**_camel, frozen=True)
 
     layer: LayerKind
     layer_id: str | None
+    version: int | None

@@ -1,8 +1,9 @@
 """The reservation resolver: layered requirements in, reservation with provenance out.
 
 Layers in precedence order: task, trigger, agent profile, project, user, then the
-platform defaults. Each field comes from the first layer that defines it (0 and
-false are defined; only an absent field or null is not). Pure: no I/O, no clock.
+platform defaults (a stored layer too, which must define every field). Each field comes
+from the first layer that defines it (0 and false are defined; only an absent field or
+null is not). Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 from control_plane.reservations import (
     LAYER_PRECEDENCE,
     PLATFORM_DEFAULTS,
+    PLATFORM_LAYER_ID,
     REQUIREMENT_FIELDS,
     FieldProvenance,
     LayerKind,
@@ -39,6 +41,11 @@ class Layer:
     kind: LayerKind
     id: str | None = None
     requirements: ResourceRequirements = field(default_factory=ResourceRequirements)
+    version: int | None = None  # of stored defaults; None for the task's own
+
+
+# Version 1 of the stored platform layer (migration 0005 seeds the same values).
+PLATFORM_SEED = Layer(LayerKind.PLATFORM, PLATFORM_LAYER_ID, PLATFORM_DEFAULTS, 1)
 
 
 @dataclass(frozen=True)
@@ -70,16 +77,20 @@ def parse_requirements(layer: LayerKind, raw: Mapping[str, Any] | None) -> Resou
         raise RequirementsError(layer, name, problem) from exc
 
 
-def resolve(layers: list[Layer]) -> Resolution:
-    """Resolve layers (any order given; at most one of each kind) over the platform defaults."""
+def resolve(layers: list[Layer], platform: Layer = PLATFORM_SEED) -> Resolution:
+    """Resolve layers (any order given; at most one of each kind) over the platform layer."""
+    if platform.kind is not LayerKind.PLATFORM:
+        raise ValueError(f"the platform layer has kind {platform.kind.value}")
+    if missing := platform.requirements.missing():
+        raise ValueError(f"the platform layer must define every field; it lacks {missing}")
     by_kind: dict[LayerKind, Layer] = {}
     for layer in layers:
         if layer.kind is LayerKind.PLATFORM:
-            raise ValueError("the platform layer is built in; do not pass it")
+            raise ValueError("pass the platform layer as `platform`")
         if layer.kind in by_kind:
             raise ValueError(f"layer {layer.kind.value} given twice")
         by_kind[layer.kind] = layer
-    by_kind[LayerKind.PLATFORM] = Layer(LayerKind.PLATFORM, None, PLATFORM_DEFAULTS)
+    by_kind[LayerKind.PLATFORM] = platform
     ordered = [by_kind[k] for k in LAYER_PRECEDENCE if k in by_kind]
 
     values: dict[str, Any] = {}
@@ -89,7 +100,9 @@ def resolve(layers: list[Layer]) -> Resolution:
             value = getattr(layer.requirements, name)
             if value is not None:
                 values[name] = value
-                provenance[name] = FieldProvenance(layer=layer.kind, layer_id=layer.id)
+                provenance[name] = FieldProvenance(
+                    layer=layer.kind, layer_id=layer.id, version=layer.version
+                )
                 break
 
     # `source` is the highest-priority layer that gave any field.
@@ -102,5 +115,6 @@ def resolve(layers: list[Layer]) -> Resolution:
         max_co_tenants=values["max_co_tenants"],
         source=top.layer,
         source_id=top.layer_id,
+        source_version=top.version,
     )
     return Resolution(reservation=reservation, provenance=provenance)

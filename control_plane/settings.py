@@ -21,7 +21,8 @@ class ControlPlaneSettings(BaseSettings):
     # Dev secret store from the environment: CONTROL_PLANE_AGENT_SECRETS='{"claude": {...}}'.
     # The secrets file, if set, wins for an agent that both name.
     agent_secrets: dict[str, dict[str, SecretStr]] = Field(default_factory=dict)
-    # SQLAlchemy URL; default is a SQLite file under state_dir.
+    # A SQLAlchemy URL, or a libpq one (postgresql://user:pw@host:port/db, through
+    # psycopg 3); default is a SQLite file under state_dir. Replicas share one PostgreSQL.
     database_url: str | None = None
     callback_token_ttl_s: int = Field(default=24 * 3600, gt=0)
     viewer_token_ttl_s: int = Field(default=3600, gt=0)
@@ -30,12 +31,19 @@ class ControlPlaneSettings(BaseSettings):
     # A rotated key is published this long before it starts signing, so verifiers
     # that cache the JWKS see it first.
     key_activation_delay_s: float = Field(default=300.0, ge=0)
+    # Each replica caches the signing keys this long (a rotated key is published
+    # key_activation_delay_s before it signs, so keep this well below that).
+    key_cache_s: float = Field(default=10.0, gt=0)
+    # A refreshed callback token revokes the one it replaces this long after the refresh:
+    # requests in flight with the old one, and a heartbeat whose answer was lost (it asks
+    # again with the old token and gets another), still pass.
+    callback_token_revoke_grace_s: float = Field(default=120.0, ge=0)
     default_provider: str = "hetzner"
-    # FAULT INJECTION (tests only): answer 500 to every other events batch.
-    fault_fail_every_other_events_batch: bool = False
-    # FAULT INJECTION (tests only): with the knob above, store the failing batch before
-    # answering 500 (a lost acknowledgement) instead of storing nothing.
-    fault_store_before_failing: bool = False
+    # Placement passes over a node not heard from (ready or heartbeat) for this long.
+    node_stale_after_s: float = Field(default=120.0, gt=0)
+    # Placement asks for a new node only while fewer than this many nodes are known or
+    # asked for; past it a task that fits nowhere is refused (422).
+    max_nodes: int = Field(default=100, ge=0)
 
     # Bodies past this size are refused (413) before they are parsed.
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)

@@ -1,19 +1,22 @@
-"""Task submission: resolve a task's reservation and store the audit columns.
+"""Task submission: resolve the reservation from the stored layers, place the task into a
+workspace on a node, make its agent session, and store the audit, in one transaction.
 
-Placement is not changed by this (audit only): the stored placement explanation is empty.
+The layers: the task's own requirements (from the request), then the stored defaults of
+the trigger, agent profile and project the task names, of the user it runs for (the
+token's subject, never the request body), and of the platform. `plan_size` is pure.
 """
 
 from __future__ import annotations
 
-import json
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
-from sqlalchemy import Engine, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Engine, RowMapping, insert, select
 
+from control_plane import layers, placement, sessions, workspaces
 from control_plane.capacity import (
     PROVIDER_CAPACITY,
     SIZE_ORDER,
@@ -21,149 +24,220 @@ from control_plane.capacity import (
     pick_size,
     shortfalls,
 )
-from control_plane.db import tasks
-from control_plane.reservations import LayerKind
+from control_plane.db import agent_sessions, tasks
+from control_plane.db import workspaces as ws_table
+from control_plane.reservations import PLATFORM_LAYER_ID, LayerKind, ResolvedResourceReservation
 from control_plane.resolver import Layer, parse_requirements, resolve
 
 _camel = ConfigDict(alias_generator=to_camel, validate_by_name=True, validate_by_alias=True)
+_ID = r"^[A-Za-z0-9._:@-]{1,128}$"
 
 VM_SIZE_FROM_TASK = "task"  # the task asked for a size explicitly
 VM_SIZE_FROM_RESERVATION = "reservation"  # smallest size that fits the resolved reservation
 
 
-class LayerDefaults(BaseModel):
-    model_config = ConfigDict(**_camel, extra="forbid")
-
-    id: str | None = None
-    requirements: dict[str, Any] | None = None
-
-
 class TaskSubmission(BaseModel):
-    """A task with its own requirements and every layer's defaults (raw JSON objects)."""
+    """A task: its agent, its own requirements, and the ids of the layers it runs under."""
 
     model_config = ConfigDict(**_camel, extra="forbid")
 
-    task_id: str | None = None
+    task_id: str | None = Field(default=None, pattern=_ID)
+    agent: str = Field(pattern=r"^[A-Za-z0-9._-]{1,128}$")
     provider: str | None = None
     vm_size: str | None = None
     requirements: dict[str, Any] | None = None
-    trigger: LayerDefaults | None = None
-    agent_profile: LayerDefaults | None = None
-    project: LayerDefaults | None = None
-    user: LayerDefaults | None = None
+    trigger_id: str | None = Field(default=None, pattern=_ID)
+    agent_profile_id: str | None = Field(default=None, pattern=_ID)
+    project_id: str | None = Field(default=None, pattern=_ID)
 
 
-class TaskRecord(BaseModel):
-    model_config = ConfigDict(**_camel)
+class TaskRecord(workspaces.DemandAudit):
+    """A task as stored and as the API shows it (owner, agent and workspace are null on
+    rows from before migration 0006)."""
 
     task_id: str
-    provider: str
-    requested_vm_size: str
-    vm_size_source: str
-    requirements: dict[str, Any] | None
-    reservation: dict[str, Any]
-    provenance: dict[str, Any]
-    placement_explanation: str = ""
+    owner: str | None
+    agent: str | None
+    workspace_id: str | None
+    node_id: str | None
+    session_id: str | None
 
 
 class TaskError(ValueError):
-    """A submission that cannot be planned (bad size, nothing fits)."""
+    """A submission that cannot be planned or placed (HTTP 422); `detail` goes in the body."""
+
+    def __init__(self, message: str, **detail: Any) -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class TaskExistsError(ValueError):
     pass
 
 
-def plan_task(sub: TaskSubmission, default_provider: str) -> TaskRecord:
-    """Resolve the reservation and the VM size. Pure; raises RequirementsError or TaskError."""
-    given = {
-        LayerKind.TASK: LayerDefaults(id=sub.task_id, requirements=sub.requirements),
-        LayerKind.TRIGGER: sub.trigger,
-        LayerKind.AGENT_PROFILE: sub.agent_profile,
-        LayerKind.PROJECT: sub.project,
-        LayerKind.USER: sub.user,
-    }
-    task_id = sub.task_id or uuid.uuid4().hex
-    layers = [
-        Layer(
-            kind,
-            d.id if kind is not LayerKind.TASK else task_id,
-            parse_requirements(kind, d.requirements),
-        )
-        for kind, d in given.items()
-        if d is not None
-    ]
-    resolution = resolve(layers)
-    res = resolution.reservation
-    provider = sub.provider or default_provider
+def plan_size(
+    provider: str, vm_size: str | None, res: ResolvedResourceReservation
+) -> tuple[str, str]:
+    """The VM size a new node for this task would have, and where it came from. Pure."""
     if provider not in PROVIDER_CAPACITY:
         raise TaskError(str(UnknownProviderError(provider)))
-    if sub.vm_size is not None:
-        if sub.vm_size not in SIZE_ORDER:
-            raise TaskError(f"vmSize must be one of {list(SIZE_ORDER)}, got {sub.vm_size!r}")
-        lacks = shortfalls(PROVIDER_CAPACITY[provider][sub.vm_size], res)
-        if lacks:
-            raise TaskError(f"{provider} {sub.vm_size} does not fit: {'; '.join(lacks)}")
-        size, size_source = sub.vm_size, VM_SIZE_FROM_TASK
-    else:
+    if vm_size is None:
         try:
-            size = pick_size(provider, res)
+            return pick_size(provider, res), VM_SIZE_FROM_RESERVATION
         except ValueError as exc:
             raise TaskError(str(exc)) from exc
-        size_source = VM_SIZE_FROM_RESERVATION
-    return TaskRecord(
-        task_id=task_id,
-        provider=provider,
-        requested_vm_size=size,
-        vm_size_source=size_source,
-        requirements=sub.requirements,
-        reservation=res.to_json_dict(),
-        provenance=resolution.provenance_json(),
-        placement_explanation="",
+    if vm_size not in SIZE_ORDER:
+        raise TaskError(f"vmSize must be one of {list(SIZE_ORDER)}, got {vm_size!r}")
+    if lacks := shortfalls(PROVIDER_CAPACITY[provider][vm_size], res):
+        raise TaskError(f"{provider} {vm_size} does not fit: {'; '.join(lacks)}")
+    return vm_size, VM_SIZE_FROM_TASK
+
+
+@dataclass(frozen=True)
+class Placing:
+    """What placement is given besides the database: settings, clock and fresh ids."""
+
+    default_provider: str
+    node_stale_after_s: float
+    max_nodes: int
+    now: float
+
+
+def _stored_layers(conn: Connection, sub: TaskSubmission, owner: str) -> tuple[list[Layer], Layer]:
+    named = [
+        (LayerKind.TRIGGER, sub.trigger_id),
+        (LayerKind.AGENT_PROFILE, sub.agent_profile_id),
+        (LayerKind.PROJECT, sub.project_id),
+    ]
+    out: list[Layer] = []
+    for kind, layer_id in named:
+        if layer_id is None:
+            continue
+        stored = layers.current(conn, kind, layer_id)
+        if stored is None:
+            raise TaskError(f"no stored defaults for {kind.value} {layer_id!r}", layer=kind.value)
+        out.append(stored.layer())
+    user = layers.current(conn, LayerKind.USER, owner)
+    if user is not None:
+        out.append(user.layer())
+    platform = layers.current(conn, LayerKind.PLATFORM, PLATFORM_LAYER_ID)
+    if platform is None:
+        raise RuntimeError("the platform layer is missing (migration 0005 stores it)")
+    return out, platform.layer()
+
+
+def submit_task(engine: Engine, sub: TaskSubmission, owner: str, ctx: Placing) -> TaskRecord:
+    """Resolve, place and store a task for `owner` (RequirementsError, TaskError with the
+    placement explanation when it fits nowhere, TaskExistsError)."""
+    task_id = sub.task_id or uuid.uuid4().hex
+    own = Layer(LayerKind.TASK, task_id, parse_requirements(LayerKind.TASK, sub.requirements))
+    provider = sub.provider or ctx.default_provider
+    workspace_id = f"ws-{uuid.uuid4().hex}"
+    with engine.begin() as conn:
+        workspaces.take_placement_lock(conn)
+        if conn.execute(select(tasks.c.task_id).where(tasks.c.task_id == task_id)).first():
+            raise TaskExistsError(f"task {task_id!r} exists")
+        stored, platform = _stored_layers(conn, sub, owner)
+        resolution = resolve([own, *stored], platform)
+        res = resolution.reservation
+        size, size_source = plan_size(provider, sub.vm_size, res)
+        try:
+            placed = placement.place(
+                placement.Demand.of(res),
+                workspaces.load_candidates(conn),
+                now=ctx.now,
+                stale_after_s=ctx.node_stale_after_s,
+                new_node=placement.new_node_option(provider, size, size_source),
+                new_node_id=f"node-{uuid.uuid4().hex[:16]}",
+                max_nodes=ctx.max_nodes,
+            )
+        except placement.PlacementError as exc:
+            raise TaskError(str(exc), placement=exc.explanation) from exc
+        if placed.new_node is not None:
+            workspaces.insert_node_request(
+                conn, placed.node_id, placed.new_node, workspace_id, ctx.now
+            )
+        audit: dict[str, Any] = {
+            "provider": provider,
+            "requested_vm_size": size,
+            "vm_size_source": size_source,
+            "requirements": sub.requirements,
+            "reservation": res.to_json_dict(),
+            "provenance": resolution.provenance_json(),
+            "placement_explanation": placed.explanation,
+        }
+        ws = workspaces.WorkspaceRecord(
+            workspace_id=workspace_id,
+            task_id=task_id,
+            owner=owner,
+            node_id=placed.node_id,
+            state=workspaces.ACTIVE,
+            created_at=ctx.now,
+            **audit,
+        )
+        workspaces.insert_workspace(conn, ws)
+        session = sessions.AgentSession(
+            session_id=sessions.new_session_id(),
+            node_id=placed.node_id,
+            agent=sub.agent,
+            owner=owner,
+            workspace_id=workspace_id,
+            created_by=owner,
+            created_at=ctx.now,
+        )
+        sessions.insert_session(conn, session)
+        record = TaskRecord(
+            task_id=task_id,
+            owner=owner,
+            agent=sub.agent,
+            workspace_id=workspace_id,
+            node_id=placed.node_id,
+            session_id=session.session_id,
+            **audit,
+        )
+        _insert_task(conn, record, ctx.now)
+    return record
+
+
+def _insert_task(conn: Connection, record: TaskRecord, now: float) -> None:
+    conn.execute(
+        insert(tasks).values(
+            task_id=record.task_id,
+            owner=record.owner,
+            agent=record.agent,
+            workspace_id=record.workspace_id,
+            created_at=now,
+            **record.audit_columns(),
+        )
     )
 
 
-def store_task(engine: Engine, record: TaskRecord, now: float) -> None:
-    try:
-        with engine.begin() as conn:
-            conn.execute(
-                insert(tasks).values(
-                    task_id=record.task_id,
-                    provider=record.provider,
-                    requested_vm_size=record.requested_vm_size,
-                    vm_size_source=record.vm_size_source,
-                    requirements_json=json.dumps(record.requirements),
-                    reservation_json=json.dumps(record.reservation),
-                    reservation_provenance_json=json.dumps(record.provenance),
-                    placement_explanation=record.placement_explanation,
-                    created_at=now,
-                )
-            )
-    except IntegrityError as exc:
-        raise TaskExistsError(f"task {record.task_id!r} exists") from exc
+def _task_record(row: RowMapping, node_id: str | None, session_id: str | None) -> TaskRecord:
+    return TaskRecord(
+        task_id=row["task_id"],
+        owner=row["owner"],
+        agent=row["agent"],
+        workspace_id=row["workspace_id"],
+        node_id=node_id,
+        session_id=session_id,
+        **workspaces.DemandAudit.audit_of(row),
+    )
 
 
 def load_task(engine: Engine, task_id: str) -> TaskRecord | None:
     with engine.connect() as conn:
         row = conn.execute(select(tasks).where(tasks.c.task_id == task_id)).mappings().first()
-    if row is None:
-        return None
-    return TaskRecord(
-        task_id=row["task_id"],
-        provider=row["provider"],
-        requested_vm_size=row["requested_vm_size"],
-        vm_size_source=row["vm_size_source"],
-        requirements=json.loads(row["requirements_json"]),
-        reservation=json.loads(row["reservation_json"]),
-        provenance=json.loads(row["reservation_provenance_json"]),
-        placement_explanation=row["placement_explanation"],
-    )
-
-
-def submit_task(
-    engine: Engine, sub: TaskSubmission, default_provider: str, now: float
-) -> TaskRecord:
-    """Plan and store a task (audit only; placement is untouched)."""
-    record = plan_task(sub, default_provider)
-    store_task(engine, record, now)
-    return record
+        if row is None:
+            return None
+        node_id = session_id = None
+        if row["workspace_id"] is not None:
+            node_id = conn.execute(
+                select(ws_table.c.node_id).where(ws_table.c.workspace_id == row["workspace_id"])
+            ).scalar_one_or_none()
+            session_id = conn.execute(
+                select(agent_sessions.c.session_id)
+                .where(agent_sessions.c.workspace_id == row["workspace_id"])
+                .order_by(agent_sessions.c.created_at)
+                .limit(1)
+            ).scalar_one_or_none()
+    return _task_record(row, node_id, session_id)

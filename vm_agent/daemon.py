@@ -101,6 +101,7 @@ def session_config(settings: Settings, daemon_env: Mapping[str, str]) -> Session
     )
     return SessionConfig(
         policy=policy,
+        start_timeout_s=settings.start_timeout_s,
         max_line_bytes=settings.max_line_bytes,
         daemon_env=dict(daemon_env),
         max_heavy_requests=settings.fs_max_inflight,

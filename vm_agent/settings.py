@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     prompt_timeout_s: float | None = Field(default=None, gt=0)
     no_output_timeout_s: float | None = Field(default=None, gt=0)
     cancel_grace_s: float = Field(default=5.0, gt=0)
+    # Bound on initialize plus session/new (or session/load) of each agent process.
+    start_timeout_s: float = Field(default=60.0, gt=0)
     restart_budget: int = Field(default=3, ge=0)
     restart_window_s: float = Field(default=300.0, gt=0)
     shutdown_timeout_s: float = Field(default=10.0, gt=0)

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from control_plane import node_store
+from control_plane import node_store, sessions
 from control_plane.api.common import ApiError, parse_body, plane_of, require_callback
 from control_plane.secrets import SecretStoreError
 
@@ -55,7 +55,7 @@ class CredentialsBody(BaseModel):
 
 async def ready(request: Request) -> JSONResponse:
     node_id = request.path_params["node_id"]
-    require_callback(request, node_id)
+    await require_callback(request, node_id)
     body = await parse_body(request, ReadyBody)
     plane = plane_of(request)
     await to_thread.run_sync(
@@ -66,7 +66,7 @@ async def ready(request: Request) -> JSONResponse:
 
 async def heartbeat(request: Request) -> JSONResponse:
     node_id = request.path_params["node_id"]
-    claims = require_callback(request, node_id)
+    claims = await require_callback(request, node_id)
     body = await parse_body(request, HeartbeatBody)
     plane = plane_of(request)
     sessions = [s.model_dump() for s in body.sessions]
@@ -75,40 +75,36 @@ async def heartbeat(request: Request) -> JSONResponse:
     )
     token = None
     if plane.tokens.needs_refresh(claims):
-        token = plane.tokens.mint_callback_token(node_id)
+        token = await to_thread.run_sync(plane.tokens.refresh_callback_token, claims)
     return JSONResponse({"interval_s": plane.settings.heartbeat_interval_s, "token": token})
 
 
 async def events(request: Request) -> JSONResponse:
     node_id = request.path_params["node_id"]
-    require_callback(request, node_id)
+    await require_callback(request, node_id)
     body = await parse_body(request, EventsBody)
     plane = plane_of(request)
-    fail = plane.faults.next_events_batch_fails()
-    if fail and not plane.faults.store_before_failing:
-        raise ApiError(500, "injected fault: events batch refused")
     batch = [node_store.NodeEvent(e.session_id, e.seq, e.ts, e.type, e.data) for e in body.events]
     result = await to_thread.run_sync(
         node_store.store_events, plane.engine, node_id, batch, plane.clock()
     )
-    if fail:
-        raise ApiError(500, "injected fault: events batch stored, acknowledgement lost")
     return JSONResponse({"stored": result.stored, "duplicates": result.duplicates})
 
 
 async def agent_credentials(request: Request) -> JSONResponse:
+    """Only for a session the control plane made on this node, only that session's agent."""
     node_id = request.path_params["node_id"]
     session_id = request.path_params["session_id"]
-    require_callback(request, node_id)
+    await require_callback(request, node_id)
     body = await parse_body(request, CredentialsBody)
     plane = plane_of(request)
-    bound = await to_thread.run_sync(
-        node_store.bind_session, plane.engine, session_id, node_id, plane.clock()
-    )
-    if bound != node_id:
-        raise ApiError(403, "forbidden: session runs on another node")
+    session = await to_thread.run_sync(sessions.get_session, plane.engine, session_id)
+    refusal = sessions.credentials_refusal(session, session_id, node_id, body.agent)
+    if refusal is not None:
+        raise ApiError(refusal.status, refusal.message)
+    assert session is not None
     try:
-        env = await to_thread.run_sync(plane.secrets.env_for, body.agent)
+        env = await to_thread.run_sync(plane.secrets.env_for, session.agent)
     except SecretStoreError as exc:
         raise ApiError(500, str(exc)) from exc
     return JSONResponse({"env": env}, headers={"Cache-Control": "no-store"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, TypeVar
 
+from anyio import to_thread
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -19,6 +20,7 @@ from control_plane.tokens import (
     Claims,
     TokenExpiredError,
     TokenInvalidError,
+    TokenRevokedError,
 )
 
 M = TypeVar("M", bound=BaseModel)
@@ -84,13 +86,20 @@ def _claims(request: Request) -> Claims:
         raise ApiError(401, "unauthorized") from exc
 
 
-def require_callback(request: Request, node_id: str) -> Claims:
-    """A callback token of this very node: 401 if not ours or expired, 403 if another kind."""
+async def require_callback(request: Request, node_id: str) -> Claims:
+    """A callback token of this very node: 401 if not ours, expired or revoked (by a
+    refresh, past its grace), 403 if another kind of token or another node's."""
     claims = _claims(request)
     if claims.aud != CALLBACK_AUDIENCE or claims.scopes != {CALLBACK_SCOPE}:
         raise ApiError(403, "forbidden: not a callback token")
     if claims.sub != node_id:
         raise ApiError(403, "forbidden: token is for another node")
+    try:
+        await to_thread.run_sync(plane_of(request).tokens.check_callback, claims)
+    except TokenRevokedError as exc:
+        raise ApiError(401, "token revoked: a refresh replaced it") from exc
+    except TokenInvalidError as exc:
+        raise ApiError(401, "unauthorized") from exc
     return claims
 
 

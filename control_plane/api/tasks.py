@@ -1,48 +1,84 @@
-"""Task submission (user tokens only): resolve the reservation, store the audit columns."""
+"""Tasks and workspaces (user tokens): submit a task (placed into a workspace on a node),
+read a task or workspace, release a workspace. A user sees their own; an admin all."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from control_plane import tasks
+from control_plane import tasks, workspaces
 from control_plane.api.common import ApiError, parse_body, plane_of, require_user
 from control_plane.resolver import RequirementsError
+from control_plane.tokens import ADMIN_SCOPE, Claims
 
 
-def _json(record: tasks.TaskRecord, status: int = 200) -> JSONResponse:
+def _json(record: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(record.model_dump(by_alias=True, mode="json"), status_code=status)
 
 
+def _may_see(claims: Claims, owner: str | None) -> bool:
+    return ADMIN_SCOPE in claims.scopes or (owner is not None and owner == claims.sub)
+
+
 async def submit_task(request: Request) -> JSONResponse:
-    require_user(request)
+    claims = require_user(request)
+    assert claims.sub is not None
     sub = await parse_body(request, tasks.TaskSubmission)
     plane = plane_of(request)
+    s = plane.settings
+    ctx = tasks.Placing(s.default_provider, s.node_stale_after_s, s.max_nodes, plane.clock())
     try:
-        record = tasks.plan_task(sub, plane.settings.default_provider)
+        record = await to_thread.run_sync(
+            tasks.submit_task, plane.engine, sub, str(claims.sub), ctx
+        )
     except RequirementsError as exc:
         raise ApiError(422, str(exc), layer=exc.layer.value, field=exc.field) from exc
     except tasks.TaskError as exc:
-        raise ApiError(422, str(exc)) from exc
-    try:
-        await to_thread.run_sync(tasks.store_task, plane.engine, record, plane.clock())
+        raise ApiError(422, str(exc), **exc.detail) from exc
     except tasks.TaskExistsError as exc:
         raise ApiError(409, str(exc)) from exc
     return _json(record, 201)
 
 
 async def get_task(request: Request) -> JSONResponse:
-    require_user(request)
+    claims = require_user(request)
     plane = plane_of(request)
     record = await to_thread.run_sync(tasks.load_task, plane.engine, request.path_params["task_id"])
-    if record is None:
+    if record is None or not _may_see(claims, record.owner):
         raise ApiError(404, "no such task")
     return _json(record)
+
+
+async def _visible_workspace(request: Request) -> workspaces.WorkspaceRecord:
+    claims = require_user(request)
+    ws = await to_thread.run_sync(
+        workspaces.load_workspace, plane_of(request).engine, request.path_params["workspace_id"]
+    )
+    if ws is None or not _may_see(claims, ws.owner):
+        raise ApiError(404, "no such workspace")
+    return ws
+
+
+async def get_workspace(request: Request) -> JSONResponse:
+    return _json(await _visible_workspace(request))
+
+
+async def release_workspace(request: Request) -> JSONResponse:
+    ws = await _visible_workspace(request)
+    plane = plane_of(request)
+    released = await to_thread.run_sync(
+        workspaces.release_workspace, plane.engine, ws.workspace_id, plane.clock()
+    )
+    return _json(released)
 
 
 routes = [
     Route("/api/tasks", submit_task, methods=["POST"]),
     Route("/api/tasks/{task_id}", get_task, methods=["GET"]),
+    Route("/api/workspaces/{workspace_id}", get_workspace, methods=["GET"]),
+    Route("/api/workspaces/{workspace_id}/release", release_workspace, methods=["POST"]),
 ]

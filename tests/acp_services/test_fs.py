@@ -128,6 +128,9 @@ async def test_missing_file_is_resource_not_found(root: Path) -> None:
     with pytest.raises(JsonRpcError) as err:
         await fs.read_text_file(_read(root / "nope.txt"))
     assert err.value.code == RESOURCE_NOT_FOUND
+    # ACP's own wording: gemini-cli reads a file before it writes it and takes only a
+    # "Resource not found" (or ENOENT) message as "the file does not exist yet".
+    assert err.value.message == f"Resource not found: {root / 'nope.txt'}"
 
 
 async def test_size_bounds(root: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from tests.processes import descendants, survivors
 from vm_agent.agent_process import StopTimings, spawn_agent
 from vm_agent.catalog import fake_agent_command
 from vm_agent.procgroup import group_alive
@@ -20,6 +21,7 @@ async def test_leaving_a_cancelled_scope_still_stops_and_reaps_the_group(tmp_pat
     pid_file = tmp_path / "kids"
     argv = fake_agent_command("--scenario", "spawns-children", "--pid-file", str(pid_file))
     pgid = None
+    tree: dict[int, int] = {}
     with anyio.fail_after(20):  # a hang here is the bug this test is about
         async with anyio.create_task_group() as tg:
 
@@ -32,8 +34,20 @@ async def test_leaving_a_cancelled_scope_still_stops_and_reaps_the_group(tmp_pat
             tg.start_soon(run_agent)
             while not pid_file.exists():
                 await anyio.sleep(0.05)
+            assert pgid is not None
+            # The agent and everything under it, whatever group each is in by now.
+            tree = descendants(pgid)
             tg.cancel_scope.cancel()  # the watcher task dies with the scope
+    grandchildren = {int(line) for line in pid_file.read_text().split()}
+    assert grandchildren and grandchildren <= set(tree)
     assert pgid is not None and not group_alive(pgid)
+    assert survivors(tree) == []
+    assert not Path(f"/proc/{pgid}").exists() or _is_zombie(pgid)
+
+
+def _is_zombie(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat").read_bytes()
+    return stat[stat.rfind(b")") + 2 :].split()[0] in (b"Z", b"X")
 
 
 async def test_the_exit_record_of_an_agent_ignoring_stdin_close_and_sigterm(tmp_path: Path) -> None:

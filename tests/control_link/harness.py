@@ -13,9 +13,11 @@ import httpx
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from control_plane import sessions
 from control_plane.app import bind_socket, create_app, serve_control_plane
 from control_plane.plane import ControlPlane
 from control_plane.settings import ControlPlaneSettings
+from tests.faults import EventFaultMiddleware, EventFaults
 from vm_agent.control_link import LinkTimings, RetryPolicy
 from vm_agent.settings import Settings
 
@@ -31,17 +33,22 @@ FAST_TIMINGS = LinkTimings(
 
 
 class AuthRecorder:
-    """ASGI middleware that notes (path, bearer) of each request: to see which token went."""
+    """ASGI middleware that notes (path, bearer) of each request: to see which token went,
+    and (path, monotonic time) of each: to see how often calls come."""
 
-    def __init__(self, app: ASGIApp, seen: list[tuple[str, str]]) -> None:
+    def __init__(
+        self, app: ASGIApp, seen: list[tuple[str, str]], times: list[tuple[str, float]]
+    ) -> None:
         self.app = app
         self.seen = seen
+        self.times = times
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             headers = dict(scope["headers"])
             auth = headers.get(b"authorization", b"").decode()
             self.seen.append((str(scope["path"]), auth.removeprefix("Bearer ")))
+            self.times.append((str(scope["path"]), time.monotonic()))
         await self.app(scope, receive, send)
 
 
@@ -51,6 +58,9 @@ class Plane:
     app: Starlette
     port: int
     seen: list[tuple[str, str]] = field(default_factory=list)
+    # FAULT INJECTION (a test-only wrapper of the app): off until a test switches it on.
+    faults: EventFaults = field(default_factory=EventFaults)
+    times: list[tuple[str, float]] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -61,6 +71,20 @@ class Plane:
         plane = self.app.state.plane
         assert isinstance(plane, ControlPlane)
         return plane
+
+    def make_session(self, agent: str, node_id: str = NODE) -> str:
+        """A session the control plane made on the node (as an admin's call would): only
+        for such a session does it hand out the agent's credentials. Returns its id."""
+        session = sessions.AgentSession(
+            session_id=sessions.new_session_id(),
+            node_id=node_id,
+            agent=agent,
+            owner="admin",
+            workspace_id=None,
+            created_by="admin",
+            created_at=time.time(),
+        )
+        return sessions.make_session(self.plane.engine, session).session_id
 
     def callback_token(self, node_id: str = NODE, *, age_s: float = 0, ttl_s: int = 600) -> str:
         """A callback token minted `age_s` ago (so past half its life, or expired)."""
@@ -118,7 +142,8 @@ async def control_plane(tmp_path: Path, secrets: str | None = None) -> AsyncIter
     port = int(probe.getsockname()[1])
     probe.close()
     cp = Plane(settings, app, port)
-    app.add_middleware(AuthRecorder, seen=cp.seen)
+    app.add_middleware(AuthRecorder, seen=cp.seen, times=cp.times)
+    app.add_middleware(EventFaultMiddleware, faults=cp.faults)
     try:
         yield cp
     finally:

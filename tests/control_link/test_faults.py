@@ -104,7 +104,7 @@ async def test_restart_and_500s_lose_nothing_and_double_nothing(tmp_path: Path) 
                 await wait_for(lambda: link.health.state is LinkState.UNREACHABLE)
                 assert link.outbox.depth > 0
                 async with cp.serving():
-                    faults = cp.plane.faults
+                    faults = cp.faults
                     faults.fail_every_other_events_batch = True
                     faults.store_before_failing = True  # acknowledgements lost
                     await _prompt_all(sessions, "lost-acks")
@@ -122,4 +122,4 @@ async def test_restart_and_500s_lose_nothing_and_double_nothing(tmp_path: Path) 
     assert stored_events(stored) == expected
     kinds = {e[2] for e in expected}
     assert {"session.state", "prompt.started", "prompt.finished", "acp.update"} <= kinds
-    assert faults._batches_seen >= 4  # the faults did hit batches
+    assert faults.batches_seen >= 4  # the faults did hit batches

@@ -89,7 +89,8 @@ async def test_credentials_reach_the_agent_env_only(tmp_path: Path) -> None:
             async with anyio.create_task_group() as tg:
                 await tg.start(supervisor.run)
                 await tg.start(link.run)
-                session = await supervisor.start_session("fake-env", work)
+                made = cp.make_session("fake-env")  # the control plane knows the session
+                session = await supervisor.start_session("fake-env", work, session_id=made)
                 assert await session.wait_settled() is SessionState.READY
                 assert session.agent_pid is not None
                 proc_env = _proc_environ(session.agent_pid)
@@ -103,8 +104,15 @@ async def test_credentials_reach_the_agent_env_only(tmp_path: Path) -> None:
                 outcome = await session.prompt("p1", [{"type": "text", "text": "env"}])
                 assert outcome.outcome == "completed"
                 printed = json.loads(_chat_text(await log.read(session.id)))
+                # A session id the daemon made up: the control plane never made it, so
+                # the agent gets no credentials and is not started.
+                stranger = await supervisor.start_session("fake-env", work)
+                assert await stranger.wait_settled() is SessionState.ERROR
+                refused, stranger_pid = stranger.describe()["error"], stranger.agent_pid
                 await supervisor.shutdown(5)
                 tg.cancel_scope.cancel()
+    assert refused is not None and "agent credentials unavailable" in refused, refused
+    assert stranger_pid is None and API_KEY not in refused
     for env in (proc_env, printed):
         assert env["FAKE_API_KEY"] == API_KEY
         assert token not in env.values()

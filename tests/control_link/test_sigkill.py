@@ -46,7 +46,7 @@ async def test_sigkill_mid_batch_then_restart_delivers_everything_once(tmp_path:
     log_path = tmp_path / "state" / "events.sqlite3"
     async with control_plane(tmp_path) as cp, cp.serving() as url:
         token_file = write_token(tmp_path / "callback-token", cp.callback_token())
-        faults = cp.plane.faults
+        faults = cp.faults
         faults.fail_every_other_events_batch = True
         faults.store_before_failing = True
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -10,9 +9,9 @@ import jwt
 import pytest
 
 from control_plane.settings import ControlPlaneSettings
-from control_plane.tokens import TokenIssuer
 from tests.clock import FakeClock
-from tests.control_plane.harness import running
+from tests.control_plane.harness import foreign_plane, running
+from tests.faults import EventFaults
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -69,6 +68,52 @@ async def test_heartbeat_refreshes_token_past_half_life(settings: ControlPlaneSe
         assert node["sessions"] == HEARTBEAT["sessions"]
 
 
+async def test_a_refreshed_token_revokes_the_old_one_after_the_grace(
+    settings: ControlPlaneSettings,
+) -> None:
+    clock = FakeClock(time.time())
+    settings = settings.model_copy(update={"callback_token_revoke_grace_s": 30.0})
+    async with running(settings, clock) as cp:
+        old = cp.plane.tokens.mint_callback_token("n1")
+        clock.advance(settings.callback_token_ttl_s / 2 + 1)
+        r = await cp.client.post("/api/nodes/n1/heartbeat", json=HEARTBEAT, headers=cp.bearer(old))
+        fresh = r.json()["token"]
+        assert isinstance(fresh, str)
+
+        async def post_events(token: str, seq: int) -> tuple[int, object]:
+            r = await cp.client.post(
+                "/api/nodes/n1/events", json=events("s1", seq), headers=cp.bearer(token)
+            )
+            return r.status_code, r.json()
+
+        # Requests in flight with the old token still pass within the grace.
+        assert (await post_events(old, 1))[0] == 200
+        clock.advance(29)
+        assert (await post_events(old, 2))[0] == 200
+        clock.advance(1)
+        assert await post_events(old, 3) == (401, {"error": "token revoked: a refresh replaced it"})
+        r = await cp.client.post(
+            "/api/nodes/n1/ready", json={"version": "1"}, headers=cp.bearer(old)
+        )
+        assert r.status_code == 401
+        assert (await post_events(fresh, 3))[0] == 200
+        stored = (await cp.client.get("/api/nodes/n1/events", headers=cp.admin())).json()
+        assert [e["seq"] for e in stored["events"]] == [1, 2, 3]
+
+
+async def test_a_callback_token_minted_around_the_ledger_is_refused(
+    settings: ControlPlaneSettings,
+) -> None:
+    async with running(settings) as cp:
+        tokens = cp.plane.tokens
+        # Signed with the control plane's own key, but never recorded.
+        unrecorded, _ = tokens._callback_claims("n1", None)
+        r = await cp.client.post(
+            "/api/nodes/n1/ready", json={"version": "1"}, headers=cp.bearer(unrecorded)
+        )
+        assert (r.status_code, r.json()) == (401, {"error": "unauthorized"})
+
+
 CALLBACK_CALLS = [
     ("/api/nodes/n1/ready", {"version": "1", "capacity": {}}),
     ("/api/nodes/n1/heartbeat", HEARTBEAT),
@@ -79,11 +124,12 @@ CALLBACK_CALLS = [
 
 @pytest.mark.parametrize(("path", "body"), CALLBACK_CALLS)
 async def test_callback_scope_enforcement(
-    settings: ControlPlaneSettings, path: str, body: dict[str, object]
+    settings: ControlPlaneSettings, path: str, body: dict[str, object], tmp_path: Path
 ) -> None:
     clock = FakeClock(time.time())
     async with running(settings, clock) as cp:
         tokens = cp.plane.tokens
+        cp.make_session("n1", "fake", session_id="s1")
 
         async def status(headers: dict[str, str]) -> tuple[int, object]:
             r = await cp.client.post(path, json=body, headers=headers)
@@ -98,9 +144,8 @@ async def test_callback_scope_enforcement(
         past = tokens.with_clock(lambda: clock.now - 2 * settings.callback_token_ttl_s)
         expired = past.mint_callback_token("n1")
         assert await status(cp.bearer(expired)) == (401, {"error": "token expired"})
-        forged = TokenIssuer.from_settings(
-            settings.model_copy(update={"state_dir": settings.state_dir.parent / "forger"})
-        ).mint_callback_token("n1")
+        with foreign_plane(tmp_path, settings) as forger:
+            forged = forger.tokens.mint_callback_token("n1")
         assert await status(cp.bearer(forged)) == (401, {"error": "unauthorized"})
         # An HS256 token whose "key" is the public JWK must not pass (pinned algorithm).
         kid = tokens.keys.signing_key().kid
@@ -151,35 +196,11 @@ async def test_bad_bodies(settings: ControlPlaneSettings) -> None:
         assert "seq" in r.json()["error"]
 
 
-async def test_agent_credentials_only_for_the_node_running_the_session(
-    settings: ControlPlaneSettings, tmp_path: Path
-) -> None:
-    secrets = tmp_path / "secrets.json"
-    secrets.write_text(json.dumps({"claude": {"ANTHROPIC_API_KEY": "sk-test-123"}}))
-    settings = settings.model_copy(update={"secrets_file": secrets})
-    async with running(settings) as cp:
-        path = "/api/nodes/{}/sessions/sess-1/agent-credentials"
-        r = await cp.client.post(
-            path.format("n1"), json={"agent": "claude"}, headers=cp.callback("n1")
-        )
-        assert r.status_code == 200
-        assert r.json() == {"env": {"ANTHROPIC_API_KEY": "sk-test-123"}}
-        assert r.headers["cache-control"] == "no-store"
-        r = await cp.client.post(
-            path.format("n2"), json={"agent": "claude"}, headers=cp.callback("n2")
-        )
-        assert r.status_code == 403
-        assert "sk-test" not in r.text
-        r = await cp.client.post(
-            path.format("n1"), json={"agent": "fake"}, headers=cp.callback("n1")
-        )
-        assert r.json() == {"env": {}}
-
-
-async def test_fault_knob_fails_every_other_batch(settings: ControlPlaneSettings) -> None:
-    async with running(settings) as cp:
+async def test_the_fault_wrapper_fails_every_other_batch(settings: ControlPlaneSettings) -> None:
+    faults = EventFaults()
+    async with running(settings, faults=faults) as cp:
         post = "/api/nodes/n1/events"
-        cp.plane.faults.fail_every_other_events_batch = True
+        faults.fail_every_other_events_batch = True
         codes = []
         for seq in range(1, 5):
             r = await cp.client.post(post, json=events("s", seq), headers=cp.callback("n1"))
@@ -188,12 +209,13 @@ async def test_fault_knob_fails_every_other_batch(settings: ControlPlaneSettings
         stored = (await cp.client.get(post, headers=cp.admin())).json()["events"]
         assert [e["seq"] for e in stored] == [2, 4]  # failed batches stored nothing
 
-        cp.plane.faults.store_before_failing = True
+        faults.store_before_failing = True
         r = await cp.client.post(post, json=events("s", 5), headers=cp.callback("n1"))
         assert r.status_code == 500
         stored = (await cp.client.get(post, headers=cp.admin())).json()["events"]
         assert [e["seq"] for e in stored] == [2, 4, 5]  # stored, acknowledgement lost
-        cp.plane.faults.fail_every_other_events_batch = False
+        assert faults.stored_then_failed == 1
+        faults.fail_every_other_events_batch = False
         r = await cp.client.post(post, json=events("s", 5), headers=cp.callback("n1"))
         assert r.json() == {"stored": 0, "duplicates": 1}
 

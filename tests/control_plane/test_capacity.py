@@ -16,7 +16,8 @@ def res(vcpu: float, mem_gb: float, disk_gb: float) -> ResolvedResourceReservati
         exclusive_node=False,
         max_co_tenants=4,
         source=LayerKind.PLATFORM,
-        source_id=None,
+        source_id="platform",
+        source_version=1,
     )
 
 

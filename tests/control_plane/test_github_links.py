@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from sqlalchemy import Engine, insert
 
 from control_plane import github_links
-from control_plane.db import github_installations, make_engine, sqlite_url
-from control_plane.migrate import upgrade
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    eng = make_engine(sqlite_url(tmp_path))
-    upgrade(eng)
-    return eng
+from control_plane.db import github_installations
 
 
 def test_two_users_of_one_org_both_see_the_installation(engine: Engine) -> None:

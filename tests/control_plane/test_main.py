@@ -21,9 +21,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_serve_and_mint_in_processes(tmp_path: Path) -> None:
+def test_serve_and_mint_in_processes(tmp_path: Path, database_url: str) -> None:
     port = free_port()
-    env = {**os.environ, "CONTROL_PLANE_STATE_DIR": str(tmp_path / "state")}
+    env = {
+        **os.environ,
+        "CONTROL_PLANE_STATE_DIR": str(tmp_path / "state"),
+        "CONTROL_PLANE_DATABASE_URL": database_url,
+    }
     mint = subprocess.run(
         [
             sys.executable,

@@ -1,60 +1,82 @@
-"""The GitHub installations migration on a SQLite file made with the legacy schema."""
+"""Migrations on SQLite and PostgreSQL: the legacy GitHub schema (unversioned, made by the
+pre-Alembic code), the versioned path from 0001, tasks from before placement, and the way
+down and up again."""
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
+import json
+from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import inspect
+from alembic import command
+from sqlalchemy import Engine, inspect, text
 
 from control_plane import github_links
-from control_plane.db import make_engine
-from control_plane.migrate import upgrade
+from control_plane.db import is_postgres, make_engine
+from control_plane.migrate import alembic_config, upgrade
 
-LEGACY_SCHEMA = """
+LEGACY_SQLITE = """
 CREATE TABLE github_installations (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     installation_id VARCHAR(255) NOT NULL UNIQUE,
     user_id VARCHAR(128) NOT NULL,
     account_login VARCHAR(255),
     created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
-);
+)
+"""
+LEGACY_POSTGRES = """
+CREATE TABLE github_installations (
+    id SERIAL PRIMARY KEY,
+    installation_id VARCHAR(255) NOT NULL UNIQUE,
+    user_id VARCHAR(128) NOT NULL,
+    account_login VARCHAR(255),
+    created_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now()
+)
 """
 LEGACY_ROWS = [("1001", "alice", "acme"), ("1002", "bob", "acme-labs"), ("1003", "carol", None)]
 
 
-def make_legacy_db(path: Path) -> None:
-    conn = sqlite3.connect(path)
-    conn.executescript(LEGACY_SCHEMA)
-    conn.executemany(
-        "INSERT INTO github_installations (installation_id, user_id, account_login) "
-        "VALUES (?, ?, ?)",
-        LEGACY_ROWS,
-    )
-    conn.commit()
-    conn.close()
+@pytest.fixture
+def bare(database_url: str) -> Iterator[Engine]:
+    """An engine on an empty database: the test migrates it itself."""
+    eng = make_engine(database_url)
+    yield eng
+    eng.dispose()
 
 
-def rows(path: Path) -> list[tuple[object, ...]]:
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute(
-            "SELECT installation_id, external_installation_id, user_id, account_login "
-            "FROM github_installations ORDER BY id"
-        ).fetchall()
-    finally:
-        conn.close()
+def insert_legacy_rows(engine: Engine) -> None:
+    with engine.begin() as conn:
+        for gid, user, login in LEGACY_ROWS:
+            conn.execute(
+                text(
+                    "INSERT INTO github_installations (installation_id, user_id, account_login)"
+                    " VALUES (:gid, :user, :login)"
+                ),
+                {"gid": gid, "user": user, "login": login},
+            )
 
 
-def test_unversioned_legacy_file_is_migrated_keeping_every_row(tmp_path: Path) -> None:
-    db = tmp_path / "legacy.db"
-    make_legacy_db(db)
-    engine = make_engine(f"sqlite:///{db}")
-    upgrade(engine)
+def rows(engine: Engine) -> list[tuple[object, ...]]:
+    with engine.connect() as conn:
+        return [
+            tuple(r)
+            for r in conn.execute(
+                text(
+                    "SELECT installation_id, external_installation_id, user_id, account_login "
+                    "FROM github_installations ORDER BY id"
+                )
+            )
+        ]
 
-    assert rows(db) == [(gid, gid, user, login) for gid, user, login in LEGACY_ROWS]
-    indexes = {i["name"]: i for i in inspect(engine).get_indexes("github_installations")}
+
+def test_unversioned_legacy_schema_is_migrated_keeping_every_row(bare: Engine) -> None:
+    with bare.begin() as conn:
+        conn.execute(text(LEGACY_POSTGRES if is_postgres(bare) else LEGACY_SQLITE))
+    insert_legacy_rows(bare)
+    upgrade(bare)
+
+    assert rows(bare) == [(gid, gid, user, login) for gid, user, login in LEGACY_ROWS]
+    indexes = {i["name"]: i for i in inspect(bare).get_indexes("github_installations")}
     assert indexes["ix_github_installations_external_installation_id"]["column_names"] == [
         "external_installation_id"
     ]
@@ -62,36 +84,69 @@ def test_unversioned_legacy_file_is_migrated_keeping_every_row(tmp_path: Path) -
     assert unique["unique"]
     assert unique["column_names"] == ["user_id", "external_installation_id"]
     # The rest of the schema was created too, and running again is a no-op.
-    assert {"nodes", "node_events", "tasks"} <= set(inspect(engine).get_table_names())
-    upgrade(engine)
-    assert len(rows(db)) == len(LEGACY_ROWS)
+    expected = {"nodes", "node_events", "tasks", "workspaces", "layer_defaults", "signing_keys"}
+    assert expected <= set(inspect(bare).get_table_names())
+    upgrade(bare)
+    assert len(rows(bare)) == len(LEGACY_ROWS)
 
     # Legacy rows keep working after the migration.
-    (alice,) = github_links.links_for_user(engine, "alice")
+    (alice,) = github_links.links_for_user(bare, "alice")
     assert (alice.storage_id, alice.github_id) == ("1001", "1001")
-    bob_too = github_links.link_installation(engine, "dave", "1002", "acme-labs")
+    bob_too = github_links.link_installation(bare, "dave", "1002", "acme-labs")
     assert bob_too.storage_id == "dave:1002"
-    assert {x.user_id for x in github_links.links_for_installation(engine, "1002")} == {
+    assert {x.user_id for x in github_links.links_for_installation(bare, "1002")} == {
         "bob",
         "dave",
     }
     with pytest.raises(github_links.AlreadyLinkedError):
-        github_links.link_installation(engine, "alice", "1001")
-    engine.dispose()
+        github_links.link_installation(bare, "alice", "1001")
 
 
-def test_versioned_upgrade_from_legacy_revision_backfills(tmp_path: Path) -> None:
-    db = tmp_path / "versioned.db"
-    engine = make_engine(f"sqlite:///{db}")
-    upgrade(engine, "0001_legacy_github")
-    conn = sqlite3.connect(db)
-    conn.executemany(
-        "INSERT INTO github_installations (installation_id, user_id, account_login) "
-        "VALUES (?, ?, ?)",
-        LEGACY_ROWS,
-    )
-    conn.commit()
-    conn.close()
-    upgrade(engine)
-    assert [r[1] for r in rows(db)] == ["1001", "1002", "1003"]
-    engine.dispose()
+def test_versioned_upgrade_from_legacy_revision_backfills(bare: Engine) -> None:
+    upgrade(bare, "0001_legacy_github")
+    insert_legacy_rows(bare)
+    upgrade(bare)
+    assert [r[1] for r in rows(bare)] == ["1001", "1002", "1003"]
+
+
+def test_tasks_from_before_placement_get_an_explanation_not_an_empty_string(
+    bare: Engine,
+) -> None:
+    upgrade(bare, "0003_nodes_events_tasks")
+    with bare.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO tasks (task_id, provider, requested_vm_size, vm_size_source,"
+                " requirements_json, reservation_json, reservation_provenance_json,"
+                " created_at) VALUES ('old', 'hetzner', 'small', 'reservation', 'null', '{}',"
+                " '{}', 1.0)"
+            )
+        )
+        conn.execute(text("INSERT INTO session_bindings VALUES ('s', 'n1', 1.0)"))
+    upgrade(bare)
+    with bare.connect() as conn:
+        doc, owner = conn.execute(
+            text("SELECT placement_explanation_json, owner FROM tasks WHERE task_id = 'old'")
+        ).one()
+        platform = conn.execute(
+            text("SELECT layer_id, version FROM layer_defaults WHERE kind = 'platform'")
+        ).one()
+    explanation = json.loads(doc)
+    assert explanation["decision"] == {"kind": "none"}
+    assert "before placement existed" in explanation["summary"]
+    assert owner is None
+    assert tuple(platform) == ("platform", 1)
+    tables = set(inspect(bare).get_table_names())
+    assert "session_bindings" not in tables
+    assert "placement_explanation" not in {c["name"] for c in inspect(bare).get_columns("tasks")}
+
+
+def test_down_to_0003_and_up_again(bare: Engine) -> None:
+    upgrade(bare)
+    with bare.begin() as conn:
+        command.downgrade(alembic_config(conn), "0003_nodes_events_tasks")
+    tables = set(inspect(bare).get_table_names())
+    assert "session_bindings" in tables and "workspaces" not in tables
+    assert "placement_explanation" in {c["name"] for c in inspect(bare).get_columns("tasks")}
+    upgrade(bare)
+    assert "workspaces" in set(inspect(bare).get_table_names())

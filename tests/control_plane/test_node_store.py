@@ -1,23 +1,16 @@
-"""Event ingest exactly once by (node, session, seq); session binding to the first node."""
+"""Event ingest exactly once by (node, session, seq), also under concurrent writers;
+ready and heartbeat upserts. On SQLite and PostgreSQL (the `engine` fixture)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import math
+import threading
 
-import pytest
 from sqlalchemy import Engine
 
 from control_plane import node_store
-from control_plane.db import make_engine, sqlite_url
-from control_plane.migrate import upgrade
+from control_plane.db import is_postgres
 from control_plane.node_store import NodeEvent
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    eng = make_engine(sqlite_url(tmp_path))
-    upgrade(eng)
-    return eng
 
 
 def ev(session: str, seq: int) -> NodeEvent:
@@ -42,10 +35,47 @@ def test_empty_batch(engine: Engine) -> None:
     assert node_store.store_events(engine, "n1", [], 0.0) == node_store.IngestResult(0, 0)
 
 
-def test_first_node_binds_the_session(engine: Engine) -> None:
-    assert node_store.bind_session(engine, "s", "n1", 0.0) == "n1"
-    assert node_store.bind_session(engine, "s", "n2", 0.0) == "n1"
-    assert node_store.bind_session(engine, "s", "n1", 0.0) == "n1"
+def test_concurrent_overlapping_batches_store_each_event_once(engine: Engine) -> None:
+    """Eight threads, each with its own connection, post batches that overlap in both
+    directions (some in reverse order): every event is stored once, none is lost."""
+    results: list[node_store.IngestResult] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def post(i: int) -> None:
+        seqs = list(range(1 + i * 25, 1 + i * 25 + 100))
+        if i % 2:
+            seqs.reverse()
+        batch = [ev(f"s{j % 3}", seq) for seq in seqs for j in (0, 1, 2)]
+        try:
+            start.wait()
+            results.append(node_store.store_events(engine, "n1", batch, 0.0))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    unique = {
+        (f"s{j}", seq)
+        for i in range(8)
+        for seq in range(1 + i * 25, 101 + i * 25)
+        for j in range(3)
+    }
+    assert sum(r.stored for r in results) == len(unique)
+    assert sum(r.stored + r.duplicates for r in results) == 8 * 300
+    stored = [(r["session_id"], r["seq"]) for r in node_store.list_events(engine, "n1", None)]
+    assert sorted(stored) == sorted(unique)
+
+
+def test_a_batch_larger_than_one_statement(engine: Engine) -> None:
+    batch = [ev("s", seq) for seq in range(1, 1301)]
+    assert node_store.store_events(engine, "n1", batch, 0.0) == node_store.IngestResult(1300, 0)
+    again = node_store.store_events(engine, "n1", [*batch[-2:], ev("s", 1301)], 0.0)
+    assert again == node_store.IngestResult(1, 2)
 
 
 def test_ready_and_heartbeat_upsert(engine: Engine) -> None:
@@ -59,3 +89,18 @@ def test_ready_and_heartbeat_upsert(engine: Engine) -> None:
         {"load": 0.5},
     )
     assert (node["ready_at"], node["last_heartbeat_at"]) == (6.0, 5.0)
+
+
+def test_what_json_allows_beyond_the_standard_is_stored_too(engine: Engine) -> None:
+    """The daemon relays what agents send: integers past 64 bits, lone surrogates, NaN and
+    the infinities (which PostgreSQL's json cannot hold: stored there as strings)."""
+    data = {"big": 2**80, "odd": "\ud800", "nan": math.nan, "inf": [math.inf, -math.inf]}
+    got = node_store.store_events(engine, "n1", [NodeEvent("s", 1, 1.0, "acp.update", data)], 0)
+    assert got.stored == 1
+    (row,) = node_store.list_events(engine, "n1", "s")
+    stored = row["data"]
+    assert (stored["big"], stored["odd"]) == (2**80, "\ud800")
+    if is_postgres(engine):
+        assert (stored["nan"], stored["inf"]) == ("NaN", ["Infinity", "-Infinity"])
+    else:
+        assert math.isnan(stored["nan"]) and stored["inf"] == [math.inf, -math.inf]

@@ -8,7 +8,13 @@ from typing import Any
 import pytest
 
 from control_plane.reservations import LayerKind, ResourceRequirements
-from control_plane.resolver import Layer, RequirementsError, parse_requirements, resolve
+from control_plane.resolver import (
+    PLATFORM_SEED,
+    Layer,
+    RequirementsError,
+    parse_requirements,
+    resolve,
+)
 
 FIELDS = {
     # field (camelCase), a value that differs from the defaults, where it lands
@@ -22,15 +28,17 @@ USER_LAYERS: list[LayerKind] = [k for k in LayerKind if k is not LayerKind.PLATF
 
 
 def layer(kind: LayerKind, raw: dict[str, Any]) -> Layer:
-    return Layer(kind, f"{kind.value}-1", parse_requirements(kind, raw))
+    """Stored layers at version 3; the task's own requirements have no version."""
+    version = None if kind is LayerKind.TASK else 3
+    return Layer(kind, f"{kind.value}-1", parse_requirements(kind, raw), version)
 
 
 def test_all_layers_empty_gives_platform_defaults() -> None:
     res = resolve([layer(k, {}) for k in USER_LAYERS])
     r = res.reservation
     assert (r.cpu_millis, r.memory_mb, r.disk_mb) == (2000, 4096, 40960)
-    assert (r.exclusive_node, r.max_co_tenants, r.version) == (False, 4, 1)
-    assert (r.source, r.source_id) == (LayerKind.PLATFORM, None)
+    assert (r.exclusive_node, r.max_co_tenants, r.version) == (False, 4, 2)
+    assert (r.source, r.source_id, r.source_version) == (LayerKind.PLATFORM, "platform", 1)
     assert {p.layer for p in res.provenance.values()} == {LayerKind.PLATFORM}
 
 
@@ -53,6 +61,7 @@ def test_each_layer_wins_each_field(winner: LayerKind, field: str) -> None:
     assert getattr(res.reservation, attr) == expected
     assert res.provenance[_snake(field)].layer is winner
     assert res.provenance[_snake(field)].layer_id == f"{winner.value}-1"
+    assert res.provenance[_snake(field)].version == (None if winner is LayerKind.TASK else 3)
     assert res.reservation.source is winner
     assert res.reservation.source_id == f"{winner.value}-1"
 
@@ -88,12 +97,14 @@ def test_source_is_highest_layer_that_contributed_and_provenance_is_per_field() 
     )
     assert res.reservation.source is LayerKind.PROJECT
     assert res.reservation.source_id == "project-1"
+    assert res.reservation.source_version == 3
+    platform = {"layer": "platform", "layerId": "platform", "version": 1}
     assert res.provenance_json() == {
-        "minVcpu": {"layer": "user", "layerId": "user-1"},
-        "minMemoryGb": {"layer": "project", "layerId": "project-1"},
-        "minDiskGb": {"layer": "platform", "layerId": None},
-        "exclusiveNode": {"layer": "platform", "layerId": None},
-        "maxCoTenants": {"layer": "platform", "layerId": None},
+        "minVcpu": {"layer": "user", "layerId": "user-1", "version": 3},
+        "minMemoryGb": {"layer": "project", "layerId": "project-1", "version": 3},
+        "minDiskGb": platform,
+        "exclusiveNode": platform,
+        "maxCoTenants": platform,
     }
 
 
@@ -113,7 +124,8 @@ def test_json_is_camel_case() -> None:
         "maxCoTenants": 4,
         "source": "task",
         "sourceId": "task-1",
-        "version": 1,
+        "sourceVersion": None,
+        "version": 2,
     }
     assert ResourceRequirements(min_vcpu=1).to_json_dict() == {"minVcpu": 1.0}
 
@@ -155,3 +167,49 @@ def test_absurd_limits_themselves_are_allowed() -> None:
 def test_a_layer_kind_given_twice_is_refused() -> None:
     with pytest.raises(ValueError, match="twice"):
         resolve([layer(LayerKind.TASK, {}), layer(LayerKind.TASK, {})])
+
+
+def test_a_stored_platform_layer_is_the_last_word() -> None:
+    stored = Layer(
+        LayerKind.PLATFORM,
+        "platform",
+        parse_requirements(
+            LayerKind.PLATFORM,
+            {
+                "minVcpu": 1,
+                "minMemoryGb": 2,
+                "minDiskGb": 20,
+                "exclusiveNode": True,
+                "maxCoTenants": 2,
+            },
+        ),
+        7,
+    )
+    res = resolve([layer(LayerKind.PROJECT, {"minVcpu": 3})], stored)
+    assert (res.reservation.cpu_millis, res.reservation.memory_mb) == (3000, 2048)
+    assert res.reservation.exclusive_node is True
+    assert res.provenance["min_memory_gb"].version == 7
+    assert res.provenance_json()["maxCoTenants"] == {
+        "layer": "platform",
+        "layerId": "platform",
+        "version": 7,
+    }
+
+
+@pytest.mark.parametrize(
+    ("platform", "message"),
+    [
+        (
+            Layer(LayerKind.PLATFORM, "p", parse_requirements(LayerKind.PLATFORM, {"minVcpu": 1})),
+            "every field",
+        ),
+        (Layer(LayerKind.PROJECT, "p", PLATFORM_SEED.requirements), "has kind project"),
+    ],
+)
+def test_an_incomplete_or_mislabelled_platform_layer_is_refused(
+    platform: Layer, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        resolve([], platform)
+    with pytest.raises(ValueError, match="as `platform`"):
+        resolve([PLATFORM_SEED])

@@ -19,7 +19,7 @@ from vm_agent.daemon import (
     session_config,
 )
 from vm_agent.redact import Redactor
-from vm_agent.settings import Settings, load_settings
+from vm_agent.settings import Settings, SettingsError, load_settings
 
 
 def settings(tmp: Path, **extra: str) -> Settings:
@@ -42,13 +42,22 @@ def test_session_config_takes_the_settings(tmp_path: Path) -> None:
         VM_AGENT_RESTART_BUDGET="5",
         VM_AGENT_RESTART_WINDOW_S="60",
         VM_AGENT_MAX_LINE_BYTES="65536",
+        VM_AGENT_START_TIMEOUT_S="9",
     )
     config = session_config(s, {"PATH": "/usr/bin", "VM_AGENT_SECRET": "x"})
+    assert config.start_timeout_s == 9.0
+    assert session_config(settings(tmp_path), {}).start_timeout_s == 60.0  # the default
     policy = config.policy
     assert (policy.prompt_timeout_s, policy.no_output_timeout_s) == (12.5, 7.0)
     assert (policy.cancel_grace_s, policy.restart_budget, policy.restart_window_s) == (2, 5, 60)
     assert config.max_line_bytes == 65536
     assert config.daemon_env["PATH"] == "/usr/bin"
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "soon"])
+def test_a_bad_start_timeout_names_the_variable(tmp_path: Path, value: str) -> None:
+    with pytest.raises(SettingsError, match="VM_AGENT_START_TIMEOUT_S"):
+        settings(tmp_path, VM_AGENT_START_TIMEOUT_S=value)
 
 
 def test_token_loaded_and_known_to_the_redactor(tmp_path: Path) -> None:

@@ -11,12 +11,15 @@ import subprocess
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 from anyio.streams.text import TextReceiveStream
 
 from tests.daemon.harness import base_env, vm_agent
+from tests.processes import child_process, stopped_by
 from vm_agent.catalog import Catalog
-from vm_agent.cli.dev import dev_agents, write_agents_file
+from vm_agent.cli.dev import dev_agents, dev_settings, write_agents_file
+from vm_agent.settings import SettingsError
 
 
 def test_dev_agents_file_loads_as_a_catalog(tmp_path: Path) -> None:
@@ -28,6 +31,32 @@ def test_dev_agents_file_loads_as_a_catalog(tmp_path: Path) -> None:
     assert {"fake", "fake-slow", "fake-tools", "fake-crash"} <= set(catalog.names())
     command = catalog.get("fake-crash").command
     assert command[command.index("--state-dir") + 1] == str(odd / "fake-agent")
+
+
+@pytest.mark.parametrize(
+    ("env_port", "flag_port", "expected"),
+    [
+        (None, None, 8080),  # neither: the default
+        ("9000", None, 9000),  # the variable, as for `vm-agent serve`
+        ("9000", 9100, 9100),  # an explicit --port wins
+        (None, 0, 0),  # --port 0: any free port
+        ("9000", 0, 0),
+    ],
+)
+def test_dev_port_from_the_variable_unless_given(
+    tmp_path: Path, env_port: str | None, flag_port: int | None, expected: int
+) -> None:
+    environ = {} if env_port is None else {"VM_AGENT_LISTEN_PORT": env_port}
+    url = "http://127.0.0.1:1"
+    settings = dev_settings(tmp_path, url, f"{url}/jwks", flag_port, environ)
+    assert settings.listen_port == expected
+    assert settings.listen_host == "127.0.0.1"
+
+
+def test_dev_with_a_bad_port_variable_names_it(tmp_path: Path) -> None:
+    url = "http://127.0.0.1:1"
+    with pytest.raises(SettingsError, match="VM_AGENT_LISTEN_PORT"):
+        dev_settings(tmp_path, url, f"{url}/jwks", None, {"VM_AGENT_LISTEN_PORT": "port"})
 
 
 async def _read_until(stream: TextReceiveStream, pattern: str, seen: list[str]) -> re.Match[str]:
@@ -98,6 +127,28 @@ async def test_dev_prints_url_and_token_attach_prompts_ctrl_c_stops(tmp_path: Pa
             process.kill()
             with anyio.CancelScope(shield=True):
                 await process.wait()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_dev_listens_on_the_port_the_variable_names(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a free port (released just before the daemon binds it)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    argv = vm_agent("dev", "--dev-dir", str(tmp_path / "dev"), "--control-plane-port", "0")
+    env = {**base_env(), "VM_AGENT_LISTEN_PORT": str(port)}
+    with (tmp_path / "dev.log").open("wb") as log:
+        async with child_process(argv, env=env, stderr=log) as process:
+            assert process.stdout is not None
+            out: list[str] = []
+            stream = TextReceiveStream(process.stdout)
+            url = (await _read_until(stream, r"viewer url: +(ws://\S+)\n", out))[1]
+            assert url == f"ws://127.0.0.1:{port}/v1/ws"
+            async with httpx.AsyncClient() as client:
+                health = await client.get(f"http://127.0.0.1:{port}/health")
+            assert health.status_code == 200
+            assert await stopped_by(process, signal.SIGINT) == 0
 
 
 @pytest.mark.integration

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import stat
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
 import pytest
+from anyio import wait_all_tasks_blocked
 
 from vm_agent.eventlog import Event, EventLog, EventLogClosed, EventLogError, EventsDropped
 
@@ -19,6 +21,15 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     return tmp_path / "state" / "events.sqlite3"
+
+
+def _committed_rows(db: Path) -> int:
+    """Rows another connection sees: only what was committed."""
+    conn = sqlite3.connect(db)
+    try:
+        return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+    finally:
+        conn.close()
 
 
 async def read_all(log: EventLog, session_id: str, after_seq: int = 0) -> list[Event]:
@@ -104,16 +115,30 @@ async def test_reopen_resumes_counters_and_keeps_everything(db: Path) -> None:
 
 
 async def test_close_commits_what_was_appended_even_when_cancelled(db: Path) -> None:
+    stalled, stall = threading.Event(), threading.Event()
+
+    def hold_the_writer() -> None:
+        stalled.set()
+        stall.wait()
+
     with anyio.CancelScope() as scope:
         async with EventLog.open(db) as log, anyio.create_task_group() as tg:
-            for i in range(20):
+            # The writer thread is busy: nothing commits until the close.
+            tg.start_soon(log._thread.call, hold_the_writer)
+            await anyio.to_thread.run_sync(stalled.wait)
+            for i in range(10):
+                log.submit("s", "acp.update", {"i": i}, 1.0)  # queued, never awaited
+            for i in range(10, 20):
                 tg.start_soon(log.append, "s", "acp.update", {"i": i}, 1.0)
-            await anyio.sleep(0)  # the appends are queued, maybe not committed
+            await wait_all_tasks_blocked()  # each append has its seq and waits for a commit
+            assert _committed_rows(db) == 0
             scope.cancel()
+            stall.set()  # the close (shielded) may now use the writer
     async with EventLog.open(db) as log:
-        seqs = [e.seq for e in await read_all(log, "s")]
-        assert seqs == list(range(1, len(seqs) + 1))  # whatever landed is gapless
-        assert log.head_seq("s") == len(seqs)
+        events = await read_all(log, "s")
+        assert [e.data["i"] for e in events] == list(range(20))  # all of it, in order
+        assert [e.seq for e in events] == list(range(1, 21))
+        assert log.head_seq("s") == 20
 
 
 async def test_append_after_close_is_refused(db: Path) -> None:
@@ -380,17 +405,18 @@ async def test_a_failed_commit_stops_the_log_and_loses_only_that_batch(db: Path)
 
 async def test_appends_within_the_commit_interval_share_the_next_commit(db: Path) -> None:
     commits: list[list[tuple[str, int]]] = []
-    async with EventLog.open(db, commit_interval_s=1.0) as log:
+    async with EventLog.open(db, commit_interval_s=3600.0) as log:
         log.add_listener(lambda events: commits.append([(e.session_id, e.seq) for e in events]))
         # Into an idle log: committed at once, alone.
         await log.append("a", "acp.update", {})
-        # Ten sessions send one event each, 10 ms apart (without a cadence, each would be
-        # its own commit): they wait for the interval and all go in one commit.
-        submitted = []
+        # Ten sessions send one event each, one after another, and between two of them
+        # everything that can run runs: without a cadence the writer would commit each
+        # alone; within the interval they all wait.
         for i in range(10):
-            submitted.append(log.submit(f"s{i}", "acp.update", {}))
-            await anyio.sleep(0.01)
-        await submitted[-1].durable()
+            log.submit(f"s{i}", "acp.update", {})
+            await wait_all_tasks_blocked()
+        assert commits == [[("a", 1)]]
+    # and the next commit (here the close's) takes them all at once
     assert commits == [[("a", 1)], [(f"s{i}", 1) for i in range(10)]]
 
 

@@ -47,6 +47,9 @@ def test_environment_fills_in_and_flags_win() -> None:
         (["--scenario", "load-replay"], {}, "--state-dir"),
         (["--scenario", "crash-mid-prompt", "--once"], {}, "--state-dir"),
         (["--scenario", "echo"], {"FAKE_AGENT_ONCE": "maybe"}, "FAKE_AGENT_ONCE"),
+        (["--scenario", "echo", "--auth-on", "session/prompt"], {}, "--auth-on"),
+        (["--scenario", "echo", "--auth-on", "initialize"], {}, "no authentication"),
+        (["--scenario", "echo", "--hang-on", "fs/read"], {}, "--hang-on"),
     ],
 )
 def test_errors(argv: list[str], env: dict[str, str], needle: str) -> None:

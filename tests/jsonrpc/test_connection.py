@@ -138,9 +138,17 @@ async def test_garbage_is_logged_and_skipped_without_an_answer() -> None:
             await theirs.send_eof()
             with anyio.fail_after(5):
                 await conn.closed.wait()
-            # nothing was written back to the agent for its noise
-            with anyio.move_on_after(0.2):
-                assert await theirs.receive() == b"", "no answer expected"
+            # Nothing was written back to the agent for its noise: once our side closes,
+            # everything the agent can still read is all we ever sent it.
+            await conn.aclose()
+            sent_back = b""
+            with anyio.fail_after(5):
+                try:
+                    while True:
+                        sent_back += await theirs.receive()
+                except anyio.EndOfStream:
+                    pass
+            assert sent_back == b"", sent_back
     assert seen == [{"ok": 1}]
     assert len(problems) == 4
     assert conn.stats.invalid_frames == 4

@@ -11,7 +11,7 @@ from control_plane.db import make_engine
 from control_plane.migrate import alembic_config, upgrade
 from control_plane.provisioning_store import node_provisioning
 
-PREVIOUS = "0003_nodes_events_tasks"
+PREVIOUS = "0006_workspaces_placement"
 
 
 def test_upgrade_from_0003_and_downgrade(tmp_path: Path) -> None:

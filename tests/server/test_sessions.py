@@ -201,3 +201,22 @@ async def test_the_reservation_is_kept_with_the_session(tmp_path: Path) -> None:
         assert listed["reservation"] == reservation
         record = await d.log.get_session("s1")
         assert record is not None and record.metadata["reservation"] == reservation
+
+
+async def test_start_of_an_agent_that_needs_a_key_says_what_to_provide(tmp_path: Path) -> None:
+    agent = fake("echo", "--auth-on", "session/new", name="needs-key")
+    async with daemon(tmp_path, [agent]) as d, d.viewer() as v:
+        session = await d.start(v, "needs-key", session_id="s1")
+        assert session["state"] == "error"
+        assert "needs authentication" not in session["error"]  # the agent's own words
+        assert "Authentication required" in session["error"]
+        assert [m["id"] for m in session["auth_methods"]] == ["fake-key"]
+        await v.call("session/subscribe", {"session_id": "s1", "after_seq": 0})
+        events = await v.events_until(d.log.head_seq("s1"))
+        last = [e["data"] for e in events if e["type"] == "session.state"][-1]
+        assert (last["state"], last["auth_methods"]) == ("error", session["auth_methods"])
+        with pytest.raises(RpcError) as refused:
+            await v.call(
+                "session/prompt", {"session_id": "s1", "prompt": text("hi"), "prompt_id": "p1"}
+            )
+        assert refused.value.code == -32001

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -10,7 +11,8 @@ from typing import Any
 
 import anyio
 
-from vm_agent.acp.permissions import AskPolicy, PermissionPolicy
+from tests.processes import command_line, descendants, survivors
+from vm_agent.acp.permissions import AskPolicy, PendingPermission, PermissionPolicy
 from vm_agent.agent_process import StopTimings
 from vm_agent.catalog import AgentSpec, Catalog, fake_agent_command
 from vm_agent.core.machine import SessionPolicy
@@ -60,6 +62,18 @@ class Harness:
         return [e.data for e in await self.events(session) if e.type == kind]
 
 
+async def held_at_its_permission(s: AgentSession) -> PendingPermission:
+    """Waits until the running prompt (the tools scenario, AskPolicy) waits for a person's
+    answer: a prompt that runs for as long as a test needs, without a timing guess."""
+    policy = s.permissions
+    assert isinstance(policy, AskPolicy)
+    with anyio.fail_after(20):
+        while not policy.pending():
+            await anyio.sleep(0.01)
+    (pending,) = policy.pending()
+    return pending
+
+
 def text_prompt(text: str) -> list[dict[str, Any]]:
     return [{"type": "text", "text": text}]
 
@@ -72,13 +86,14 @@ async def running(
     policy: SessionPolicy | None = None,
     permissions: type[PermissionPolicy] = AskPolicy,
     log_path: Path | None = None,
+    start_timeout_s: float = 20,
 ) -> AsyncIterator[Harness]:
     workdir = tmp_path / "work"
     workdir.mkdir(exist_ok=True)
     config = SessionConfig(
         policy=policy or SessionPolicy(cancel_grace_s=1.0, backoff_base_s=0.05),
         stop_timings=QUICK_STOP,
-        start_timeout_s=20,
+        start_timeout_s=start_timeout_s,
     )
     async with EventLog.open(log_path or tmp_path / "events.sqlite3") as log:
         supervisor = Supervisor(
@@ -89,13 +104,22 @@ async def running(
             permission_policy=permissions,
         )
         harness = Harness(supervisor, log, workdir)
+        before = descendants(os.getpid())
+        seen: dict[int, int] = {}
         async with anyio.create_task_group() as tg:
             await tg.start(supervisor.run)
             try:
                 yield harness
             finally:
+                # What the agents started, whatever process group it went to, before the stop.
+                seen = descendants(os.getpid())
                 with anyio.CancelScope(shield=True):
                     await supervisor.shutdown(15)
                 tg.cancel_scope.cancel()
     leftovers = [pid for s in harness.started for pid in s.spawned_pids if group_alive(pid)]
     assert leftovers == [], f"agent process groups still alive: {leftovers}"
+    ours = {pid: start for pid, start in seen.items() if pid not in before}
+    left = {pid: command_line(pid) for pid in survivors(ours)}
+    assert left == {}, f"processes the agents started are still alive: {left}"
+    new = {pid: command_line(pid) for pid in set(descendants(os.getpid())) - set(before)}
+    assert new == {}, f"descendants of the test left behind: {new}"

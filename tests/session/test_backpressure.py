@@ -8,49 +8,42 @@ from typing import Any
 
 import anyio
 import pytest
+from anyio import wait_all_tasks_blocked
 from anyio.abc import TaskGroup
 
-from tests.session.harness import fake
-from vm_agent.acp.permissions import AskPolicy
 from vm_agent.eventlog import EventLog
-from vm_agent.redact import Redactor
-from vm_agent.session import session as session_module
-from vm_agent.session.config import SessionConfig
-from vm_agent.session.session import AgentSession
+from vm_agent.session.traffic import CONFIRM_EVERY, UpdateRelay
 
 pytestmark = pytest.mark.anyio
 
-CHUNK = session_module._CONFIRM_EVERY
+CHUNK = CONFIRM_EVERY
 UPDATE = {"sessionId": "a", "update": {"sessionUpdate": "agent_message_chunk"}}
 
 
 async def test_the_reader_waits_for_the_chunk_before_the_last(tmp_path: Path) -> None:
     async with EventLog.open(tmp_path / "events.sqlite3") as log:
-        session = AgentSession(
-            session_id="s1",
-            spec=fake("flood"),
-            cwd=tmp_path,
-            log=log,
-            config=SessionConfig(),
-            permissions=AskPolicy(),
-            redactor=Redactor(),
-        )
-        stall = threading.Event()
+        outputs: list[None] = []
+        relay = UpdateRelay(log, "s1", lambda: outputs.append(None))
+        stalled, stall = threading.Event(), threading.Event()
+
+        def hold_the_writer() -> None:
+            stalled.set()
+            stall.wait()
+
         async with anyio.create_task_group() as tg:
             # The log's writer thread is busy: nothing commits until `stall` is set.
-            tg.start_soon(log._thread.call, stall.wait)
+            tg.start_soon(log._thread.call, hold_the_writer)
             try:
-                await _flood_while_stalled(session, stall, tg)
+                await anyio.to_thread.run_sync(stalled.wait)
+                await _flood_while_stalled(relay, stall, tg)
             finally:
                 stall.set()  # never leave the writer thread stuck, even on failure
         assert log.head_seq("s1") == 2 * CHUNK
+        assert len(outputs) == 2 * CHUNK  # each one is new output for the session's deadline
 
 
-async def _flood_while_stalled(
-    session: AgentSession, stall: threading.Event, tg: TaskGroup
-) -> None:
-    await anyio.sleep(0.05)
-    holds: list[Any] = [session._on_update(UPDATE) for _ in range(2 * CHUNK)]
+async def _flood_while_stalled(relay: UpdateRelay, stall: threading.Event, tg: TaskGroup) -> None:
+    holds: list[Any] = [relay(UPDATE) for _ in range(2 * CHUNK)]
     # The first chunk goes on unheld (it commits while the next one is read); at the end
     # of the second, the reader waits for the first chunk's commit.
     assert [i for i, held in enumerate(holds) if held is not None] == [2 * CHUNK - 1]
@@ -61,7 +54,7 @@ async def _flood_while_stalled(
         released.set()
 
     tg.start_soon(reader)
-    await anyio.sleep(0.3)
+    await wait_all_tasks_blocked()  # the reader has run as far as it can
     assert not released.is_set(), "the reader went on while nothing was committed"
     stall.set()
     with anyio.fail_after(10):

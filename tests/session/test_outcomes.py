@@ -11,7 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.session.harness import fake, running, text_prompt
+from tests.session.harness import fake, held_at_its_permission, running, text_prompt
 from vm_agent.core.machine import SessionPolicy
 from vm_agent.session.session import SessionRefused
 
@@ -39,14 +39,16 @@ async def test_completed(tmp_path: Path) -> None:
 
 
 async def test_a_second_prompt_while_one_runs_is_refused(tmp_path: Path) -> None:
-    async with running(tmp_path, [fake("slow", "--chunks", "5", "--delay-ms", "100")]) as h:
-        s = await h.ready("slow")
+    async with running(tmp_path, [fake("tools")]) as h:  # AskPolicy: held until answered
+        s = await h.ready("tools")
         async with anyio.create_task_group() as tg:
-            tg.start_soon(s.prompt, "p1", text_prompt("slow one"))
-            await anyio.sleep(0.2)
+            tg.start_soon(s.prompt, "p1", text_prompt("use your tools"))
+            pending = await held_at_its_permission(s)
             with pytest.raises(SessionRefused, match="already running"):
                 await s.prompt("p2", text_prompt("another"))
+            s.permissions.respond(pending.request_id, "allow")  # type: ignore[attr-defined]
         assert s.outcomes["p1"].outcome == "completed"
+        assert "p2" not in s.outcomes
 
 
 async def test_cancel_honoured_keeps_the_same_process(tmp_path: Path) -> None:
@@ -257,8 +259,8 @@ async def test_recovery_uses_session_resume_when_advertised(tmp_path: Path) -> N
 
 
 async def test_a_refusal_reaches_every_caller_of_that_prompt_id(tmp_path: Path) -> None:
-    async with running(tmp_path, [fake("slow", "--chunks", "5", "--delay-ms", "100")]) as h:
-        s = await h.ready("slow")
+    async with running(tmp_path, [fake("tools")]) as h:  # AskPolicy: held until answered
+        s = await h.ready("tools")
         refused: list[str] = []
 
         async def second_prompt() -> None:
@@ -268,21 +270,27 @@ async def test_a_refusal_reaches_every_caller_of_that_prompt_id(tmp_path: Path) 
                 refused.append(str(exc))
 
         async with anyio.create_task_group() as tg:
-            tg.start_soon(s.prompt, "p1", text_prompt("slow one"))
-            await anyio.sleep(0.2)
+            tg.start_soon(s.prompt, "p1", text_prompt("use your tools"))
+            pending = await held_at_its_permission(s)
             with anyio.fail_after(5):
                 async with anyio.create_task_group() as callers:
                     callers.start_soon(second_prompt)
                     callers.start_soon(second_prompt)
+            s.permissions.respond(pending.request_id, "allow")  # type: ignore[attr-defined]
         assert len(refused) == 2 and all("already running" in r for r in refused)
+        assert s.outcomes["p1"].outcome == "completed"
 
 
 async def test_a_cancelled_caller_leaves_the_prompt_running_once(tmp_path: Path) -> None:
-    async with running(tmp_path, [fake("slow", "--chunks", "4", "--delay-ms", "100")]) as h:
-        s = await h.ready("slow")
-        with anyio.move_on_after(0.15):
-            await s.prompt("p1", text_prompt("keep going"))
-        with anyio.fail_after(10):
+    async with running(tmp_path, [fake("tools")]) as h:  # AskPolicy: held until answered
+        s = await h.ready("tools")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(s.prompt, "p1", text_prompt("keep going"))
+            pending = await held_at_its_permission(s)
+            tg.cancel_scope.cancel()  # the caller goes away while its prompt runs
+        assert s.state.value == "prompting" and "p1" not in s.outcomes
+        s.permissions.respond(pending.request_id, "allow")  # type: ignore[attr-defined]
+        with anyio.fail_after(20):
             outcome = await s.prompt("p1", text_prompt("keep going"))
         assert outcome.outcome == "completed"
         assert len(await h.of_type(s, "prompt.started")) == 1

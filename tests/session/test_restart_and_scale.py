@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 from tests.session.harness import fake, running, text_prompt
+from vm_agent.session.session import AgentSession
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -83,18 +84,21 @@ async def test_twenty_sessions_one_flooding_one_crash_looping(tmp_path: Path) ->
                 crash_outcomes.append((await crasher.prompt(f"c{i}", text_prompt("boom"))).outcome)
                 await crasher.wait_settled()
 
-        async def normal_prompts(s: object, n: int) -> None:
+        def words(k: int, i: int) -> str:
+            # Each session's each prompt says something of its own, echoed back in chunks.
+            return f"session {k} prompt {i} " * 3
+
+        async def normal_prompts(s: AgentSession, k: int, n: int) -> None:
             for i in range(n):
-                text = f"session {n} prompt {i} " * 3
-                outcome = await s.prompt(f"p{i}", text_prompt(text))  # type: ignore[attr-defined]
+                outcome = await s.prompt(f"p{i}", text_prompt(words(k, i)))
                 assert outcome.outcome == "completed"
 
         with anyio.fail_after(120):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(crash_loop)
                 tg.start_soon(flooder.prompt, "f", text_prompt("flood"))
-                for s in normal:
-                    tg.start_soon(normal_prompts, s, 3)
+                for k, s in enumerate(normal):
+                    tg.start_soon(normal_prompts, s, k, 3)
         assert crash_outcomes == ["recovered"] * 4
         assert flooder.outcomes["f"].outcome == "completed"
         flood_updates = await h.of_type(flooder, "acp.update")
@@ -104,12 +108,14 @@ async def test_twenty_sessions_one_flooding_one_crash_looping(tmp_path: Path) ->
             "00000001",
             "00000002",
         ]
-        for s in normal:
+        for k, s in enumerate(normal):
             events = await h.events(s)
             assert gapless([e.seq for e in events])
             finished = [e.data["prompt_id"] for e in events if e.type == "prompt.finished"]
             assert finished == ["p0", "p1", "p2"]
-            # each prompt's chunks arrive whole and in order between its start and its end
+            # each prompt's chunks arrive whole and in order between its start and its end,
+            # and they are that prompt's (this session's, this prompt's words), no other's
+            answered: dict[str, str] = {}
             chunks: list[str] = []
             for e in events:
                 if e.type == "prompt.started":
@@ -117,4 +123,5 @@ async def test_twenty_sessions_one_flooding_one_crash_looping(tmp_path: Path) ->
                 elif e.type == "acp.update":
                     chunks.append(e.data["update"]["content"]["text"])
                 elif e.type == "prompt.finished":
-                    assert "".join(chunks).startswith("session 3 prompt")
+                    answered[e.data["prompt_id"]] = "".join(chunks)
+            assert answered == {f"p{i}": words(k, i) for i in range(3)}

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import anyio
 import pytest
 
-from tests.session.harness import fake, running, text_prompt
+from tests.session.harness import fake, held_at_its_permission, running, text_prompt
 from vm_agent.acp.permissions import AllowPolicy, RejectPolicy
 from vm_agent.procgroup import group_alive
 
@@ -53,10 +55,7 @@ async def test_permission_asked_and_answered_by_a_person(tmp_path: Path) -> None
         s = await h.ready("tools")
         async with anyio.create_task_group() as tg:
             tg.start_soon(s.prompt, "p1", text_prompt("use your tools"))
-            with anyio.fail_after(10):
-                while not s.permissions.pending():  # type: ignore[attr-defined]
-                    await anyio.sleep(0.02)
-            (pending,) = s.permissions.pending()  # type: ignore[attr-defined]
+            pending = await held_at_its_permission(s)
             s.permissions.respond(pending.request_id, "allow")  # type: ignore[attr-defined]
         assert s.outcomes["p1"].outcome == "completed"
         assert (h.workdir / "fake-agent-output.txt").exists()
@@ -67,13 +66,31 @@ async def test_cancel_answers_a_pending_permission_with_cancelled(tmp_path: Path
         s = await h.ready("tools")
         async with anyio.create_task_group() as tg:
             tg.start_soon(s.prompt, "p1", text_prompt("use your tools"))
-            with anyio.fail_after(10):
-                while not s.permissions.pending():  # type: ignore[attr-defined]
-                    await anyio.sleep(0.02)
+            await held_at_its_permission(s)
             await s.cancel()
         assert s.outcomes["p1"].outcome == "cancelled"
         (resolved,) = await h.of_type(s, "permission.resolved")
         assert resolved["outcome"] == {"outcome": "cancelled"}
+
+
+async def test_an_agent_dying_with_a_permission_pending_still_resolves_it(tmp_path: Path) -> None:
+    async with running(tmp_path, [fake("tools")]) as h:  # AskPolicy: nobody answers
+        s = await h.ready("tools")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(s.prompt, "p1", text_prompt("use your tools"))
+            await held_at_its_permission(s)
+            assert s.agent_pid is not None
+            os.kill(s.agent_pid, signal.SIGKILL)
+        # the agent cannot load its session (no transcripts): the prompt crashed
+        assert s.outcomes["p1"].outcome == "crashed"
+        (requested,) = await h.of_type(s, "permission.requested")
+        (resolved,) = await h.of_type(s, "permission.resolved")
+        assert resolved["request_id"] == requested["request_id"]
+        assert resolved["outcome"] == {"outcome": "cancelled"}
+        assert "went away" in resolved["reason"]
+        assert s.permissions.pending() == []  # type: ignore[attr-defined]
+        kinds = [e.type for e in await h.events(s)]
+        assert kinds.index("permission.resolved") < kinds.index("prompt.finished")
 
 
 async def test_garbage_lines_are_skipped(tmp_path: Path) -> None:

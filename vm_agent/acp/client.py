@@ -79,7 +79,8 @@ class AgentInfo:
     protocol_version: int
     load_session: bool
     resume_session: bool
-    auth_methods: tuple[str, ...]
+    # As advertised (without `_meta`, at most 16): a person reads them to know what to provide.
+    auth_methods: tuple[dict[str, Any], ...]
     name: str | None
     version: str | None
     raw: dict[str, Any]
@@ -179,7 +180,7 @@ class AcpClient:
             protocol_version=answer.protocol_version,
             load_session=bool(caps.load_session),
             resume_session=bool(session_caps and session_caps.resume is not None),
-            auth_methods=_auth_method_ids(raw),
+            auth_methods=advertised_auth_methods(raw),
             name=answer.agent_info.name if answer.agent_info else None,
             version=answer.agent_info.version if answer.agent_info else None,
             raw=raw,
@@ -223,6 +224,17 @@ class AcpClient:
         await self.conn.request("session/set_mode", {"sessionId": session_id, "modeId": mode_id})
 
 
-def _auth_method_ids(raw: dict[str, Any]) -> tuple[str, ...]:
-    methods = raw.get("authMethods") or []
-    return tuple(m["id"] for m in methods if isinstance(m, dict) and isinstance(m.get("id"), str))
+_MAX_AUTH_METHODS = 16
+
+
+def advertised_auth_methods(raw: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    """The ``authMethods`` of an ``initialize`` answer that have an id, bounded."""
+    methods = raw.get("authMethods")
+    if not isinstance(methods, list):
+        return ()
+    kept = [
+        {k: v for k, v in m.items() if k != "_meta"}
+        for m in methods
+        if isinstance(m, dict) and isinstance(m.get("id"), str)
+    ]
+    return tuple(kept[:_MAX_AUTH_METHODS])

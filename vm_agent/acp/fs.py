@@ -51,7 +51,8 @@ def _invalid(message: str) -> JsonRpcError:
 
 def _os_error(action: str, path: str, exc: OSError) -> JsonRpcError:
     if isinstance(exc, FileNotFoundError):
-        return JsonRpcError(RESOURCE_NOT_FOUND, f"file not found: {path}")
+        # ACP's wording for -32002: agents (gemini-cli) match on it to see a file is new.
+        return JsonRpcError(RESOURCE_NOT_FOUND, f"Resource not found: {path}")
     if isinstance(exc, IsADirectoryError):
         return _invalid(f"is a directory, not a file: {path}")
     if isinstance(exc, NotADirectoryError):

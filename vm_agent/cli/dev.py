@@ -13,6 +13,7 @@ import os
 import shlex
 import socket
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,7 +34,12 @@ _VIEWER_TOKEN_TTL_S = 12 * 3600  # a working day of pasting the same attach line
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dev-dir", type=Path, default=Path(".dev"), help="state (default ./.dev)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="the daemon's port (0: any)")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help=f"the daemon's port (0: any; default {ENV_PREFIX}LISTEN_PORT, else {DEFAULT_PORT})",
+    )
     p.add_argument(
         "--control-plane-port",
         type=int,
@@ -94,13 +100,26 @@ def dev_workspace_root(dev_dir: Path) -> Path:
     return root
 
 
-def dev_settings(dev_dir: Path, control_plane_url: str, jwks_url: str, port: int) -> Settings:
-    """Dev settings; other ``VM_AGENT_*`` variables (timeouts, say) still apply."""
+def dev_settings(
+    dev_dir: Path,
+    control_plane_url: str,
+    jwks_url: str,
+    port: int | None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Dev settings; other ``VM_AGENT_*`` variables (timeouts, the port) still apply.
+
+    An explicit ``port`` (``--port``) wins over ``VM_AGENT_LISTEN_PORT``.
+    """
     values = {
         k: v
-        for k, v in os.environ.items()
+        for k, v in (os.environ if environ is None else environ).items()
         if k.startswith(ENV_PREFIX) and k != f"{ENV_PREFIX}ENV_FILE"
     }
+    if port is not None:
+        values[f"{ENV_PREFIX}LISTEN_PORT"] = str(port)
+    else:
+        values.setdefault(f"{ENV_PREFIX}LISTEN_PORT", str(DEFAULT_PORT))
     agents_file = dev_dir / "agents.toml"
     state = AGENT_HOME_STATE if agents_run_as_pool() else None
     write_agents_file(agents_file, dev_agents(dev_dir, state))
@@ -116,7 +135,6 @@ def dev_settings(dev_dir: Path, control_plane_url: str, jwks_url: str, port: int
             f"{ENV_PREFIX}CALLBACK_TOKEN_FILE": str(dev_dir / "callback-token"),
             f"{ENV_PREFIX}BOOTSTRAP_TOKEN_FILE": str(dev_dir / "bootstrap-token"),
             f"{ENV_PREFIX}LISTEN_HOST": "127.0.0.1",
-            f"{ENV_PREFIX}LISTEN_PORT": str(port),
             f"{ENV_PREFIX}STATE_DIR": str(dev_dir / "daemon"),
             f"{ENV_PREFIX}AGENTS_FILE": str(agents_file),
             f"{ENV_PREFIX}LOG_FORMAT": "console",

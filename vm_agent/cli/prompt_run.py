@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import signal
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +22,12 @@ from vm_agent.core.machine import SessionPolicy
 from vm_agent.core.vocabulary import OutcomeKind, SessionState
 from vm_agent.eventlog import EventLog
 from vm_agent.redact import Redactor
-from vm_agent.session.config import SessionConfig
+from vm_agent.session.config import CredentialsProvider, SessionConfig
 from vm_agent.session.supervisor import Supervisor
 
 CUSTOM = "custom"
+PROMPT_ID = "cli-prompt-1"
+START_TIMEOUT_VAR = "VM_AGENT_START_TIMEOUT_S"
 
 
 def _spec(args: argparse.Namespace) -> tuple[Catalog, str]:
@@ -37,9 +41,36 @@ def _spec(args: argparse.Namespace) -> tuple[Catalog, str]:
     return catalog, args.agent
 
 
+def start_timeout(flag: float | None, environ: Mapping[str, str]) -> float:
+    """``--start-timeout``, else ``VM_AGENT_START_TIMEOUT_S``, else the daemon's default."""
+    if flag is not None:
+        return flag
+    raw = environ.get(START_TIMEOUT_VAR)
+    if raw is None:
+        return SessionConfig().start_timeout_s
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise CatalogError(f"{START_TIMEOUT_VAR}: must be a positive number of seconds: {raw!r}")
+    return value
+
+
+def caller_credentials(environ: Mapping[str, str]) -> CredentialsProvider:
+    """Without a daemon there is no control plane: the variables a catalog entry names as
+    its credentials come from the caller's own environment (only those, only if set)."""
+
+    async def fetch(session_id: str, spec: AgentSpec) -> Mapping[str, str]:
+        return {name: environ[name] for name in spec.credentials if name in environ}
+
+    return fetch
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         catalog, agent = _spec(args)
+        args.start_timeout = start_timeout(args.start_timeout, os.environ)
     except CatalogError as exc:
         print(f"vm-agent prompt: {exc}", file=sys.stderr)
         return 2
@@ -60,7 +91,9 @@ async def _run(args: argparse.Namespace, catalog: Catalog, agent: str, cwd: Path
             else:
                 renderer.event(event.params())
 
-    config = SessionConfig(policy=SessionPolicy(prompt_timeout_s=args.timeout))
+    config = SessionConfig(
+        policy=SessionPolicy(prompt_timeout_s=args.timeout), start_timeout_s=args.start_timeout
+    )
     policy = AllowPolicy if args.permission == "allow" else RejectPolicy
     with tempfile.TemporaryDirectory(prefix="vm-agent-prompt-") as tmp:
         async with EventLog.open(Path(tmp) / "events.sqlite3") as log:
@@ -70,6 +103,7 @@ async def _run(args: argparse.Namespace, catalog: Catalog, agent: str, cwd: Path
                 catalog=catalog,
                 config=config,
                 redactor=Redactor(),
+                credentials=caller_credentials(os.environ),
                 permission_policy=policy,
             )
             async with anyio.create_task_group() as tg:
@@ -91,14 +125,18 @@ async def _one_prompt(
     session = await supervisor.start_session(agent, cwd)
     state = await session.wait_settled()
     if state is not SessionState.READY:
+        # auth_required, timeout (the start deadline) or failed, with the agent's words
+        not_started = session.start_outcome(PROMPT_ID)
+        if not_started is not None:
+            return not_started.to_json()
         return {
             "outcome": "failed",
             "session_id": session.id,
-            "reason": f"the agent could not be started: {session.machine.error}",
+            "reason": f"the session is {state.value}",
         }
     tg.start_soon(_cancel_on_interrupt, session)
     blocks = [{"type": "text", "text": text}]
-    outcome = await session.prompt("cli-prompt-1", blocks)
+    outcome = await session.prompt(PROMPT_ID, blocks)
     return outcome.to_json()
 
 

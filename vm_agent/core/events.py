@@ -20,6 +20,8 @@ class AgentReady:
 @dataclass(frozen=True, slots=True)
 class StartFailed:
     message: str
+    error_code: int | None = None  # the agent refused with this JSON-RPC error
+    timed_out: bool = False  # the start deadline passed (initialize, session/new or load)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,8 @@ class RecoveryFailed:
     now: float
     message: str
     retryable: bool  # the process died or hung (try again) vs the agent refused (do not)
+    error_code: int | None = None  # the agent refused with this JSON-RPC error
+    timed_out: bool = False  # the start deadline passed (initialize or session/load)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,29 +13,14 @@ from enum import Enum
 from vm_agent.core import actions as a
 from vm_agent.core import events as e
 from vm_agent.core.classifier import Classification, DisconnectFacts, ExitFacts, classify
+from vm_agent.core.policy import SessionPolicy
 from vm_agent.core.vocabulary import DisconnectClass, OutcomeKind, SessionState
+
+__all__ = ["SessionMachine", "SessionPolicy"]
 
 S = SessionState
 AUTH_REQUIRED_CODE = -32000
 REQUEST_CANCELLED_CODE = -32800
-
-
-@dataclass(frozen=True, slots=True)
-class SessionPolicy:
-    prompt_timeout_s: float | None = None
-    no_output_timeout_s: float | None = None
-    cancel_grace_s: float = 5.0
-    restart_budget: int = 3
-    restart_window_s: float = 300.0
-    min_uptime_s: float = 3.0
-    backoff_base_s: float = 0.5
-    backoff_max_s: float = 30.0
-
-    def backoff(self, restarts_in_window: int) -> float:
-        """Zero for the first restart in the window, then doubling up to the cap."""
-        if restarts_in_window <= 0:
-            return 0.0
-        return float(min(self.backoff_max_s, self.backoff_base_s * 2 ** (restarts_in_window - 1)))
 
 
 class _Stopping(Enum):
@@ -61,6 +46,10 @@ class SessionMachine:
     load_session: bool = False
     prompt_id: str | None = None
     error: str | None = None
+    # What a start or recovery failure means to someone who wanted a prompt: the agent
+    # needs authentication, it missed the start deadline, or it failed. None: no such error.
+    error_outcome: OutcomeKind | None = None
+    error_code: int | None = None
     _stopping: _Stopping = _Stopping.NO
     _prompt_deadline: float | None = None
     _output_deadline: float | None = None
@@ -112,7 +101,7 @@ class SessionMachine:
             case e.RecoverySucceeded():
                 return self._on_recovered(event)
             case e.RecoveryFailed():
-                return self._on_recovery_failed(event.now, event.message, event.retryable)
+                return self._on_recovery_failed(event)
             case e.StopRequested():
                 return self._on_stop()
             case e.RecoverRequested():
@@ -134,7 +123,9 @@ class SessionMachine:
         if self.state is not S.STARTING:
             return []
         self.error = ev.message
-        return self._enter(S.ERROR, ev.message)
+        self.error_outcome = _failure_outcome(ev.error_code, ev.timed_out)
+        self.error_code = ev.error_code
+        return self._enter(S.ERROR, _failure_note(self.error_outcome, ev.message))
 
     def _on_prompt(self, ev: e.PromptRequested) -> list[a.Action]:
         if self.state is not S.READY:
@@ -211,7 +202,9 @@ class SessionMachine:
 
     def _on_disconnect(self, ev: e.Disconnected) -> list[a.Action]:
         if self.state is S.RECOVERING:
-            return self._on_recovery_failed(ev.now, ev.exit.describe(), retryable=True)
+            return self._on_recovery_failed(
+                e.RecoveryFailed(ev.now, ev.exit.describe(), retryable=True)
+            )
         if self.state is S.STARTING:
             return self._on_start_failed(e.StartFailed(ev.exit.describe()))
         if self.state not in (S.READY, S.PROMPTING, S.CANCELLING):
@@ -270,6 +263,7 @@ class SessionMachine:
             out.append(a.EmitCrashReport(verdict, exit_facts, recovered=True, recovery_error=None))
         self.prompt_id = None
         self.error = None
+        self.error_outcome = self.error_code = None
         note = (
             "a new agent process loaded the session"
             if ev.loaded
@@ -277,12 +271,15 @@ class SessionMachine:
         )
         return out + self._enter(S.READY, note)
 
-    def _on_recovery_failed(self, now: float, message: str, retryable: bool) -> list[a.Action]:
+    def _on_recovery_failed(self, ev: e.RecoveryFailed) -> list[a.Action]:
         if self.state is not S.RECOVERING:
             return []
+        now, message = ev.now, ev.message
+        needs_auth = ev.error_code == AUTH_REQUIRED_CODE
         if (
             self._restart_kind is _RestartKind.CRASH
-            and retryable
+            and ev.retryable
+            and not needs_auth
             and self.restarts_in_window(now) < self.policy.restart_budget
         ):
             return self._restart(now, _RestartKind.CRASH, message)
@@ -291,19 +288,25 @@ class SessionMachine:
         if self._crash is not None:
             verdict, exit_facts = self._crash
             self._crash = None
-            if self.restarts_in_window(now) >= self.policy.restart_budget:
+            if not needs_auth and self.restarts_in_window(now) >= self.policy.restart_budget:
                 reason += f" (restart budget of {self.policy.restart_budget} spent)"
             crashed = Classification(DisconnectClass.CRASHED, f"{verdict.reason}; {reason}")
             if self.prompt_id is not None:
+                # An agent that asks for authentication on load is not a crash for the
+                # person: they have something to provide (DESIGN.md section 3).
+                kind = OutcomeKind.AUTH_REQUIRED if needs_auth else OutcomeKind.CRASHED
+                code = ev.error_code if needs_auth else None
                 out.append(
-                    a.RecordOutcome(self.prompt_id, OutcomeKind.CRASHED, reason=crashed.reason)
+                    a.RecordOutcome(self.prompt_id, kind, reason=crashed.reason, error_code=code)
                 )
             out.append(
                 a.EmitCrashReport(crashed, exit_facts, recovered=False, recovery_error=message)
             )
         self.prompt_id = None
         self.error = reason
-        return out + self._enter(S.ERROR, reason)
+        self.error_outcome = _failure_outcome(ev.error_code, ev.timed_out)
+        self.error_code = ev.error_code
+        return out + self._enter(S.ERROR, _failure_note(self.error_outcome, reason))
 
     def _on_stop(self) -> list[a.Action]:
         if self.state is S.STOPPED:
@@ -332,6 +335,7 @@ class SessionMachine:
         if not (self.load_session and self.acp_session_id):
             return [a.Refuse("the agent cannot load this session (no loadSession or no ACP id)")]
         self._stopping = _Stopping.NO
+        self.error_outcome = self.error_code = None
         self._restart_kind = _RestartKind.MANUAL
         self._attempt = 1
         return [
@@ -374,3 +378,17 @@ class SessionMachine:
         self.prompt_id = None
         self._clear_deadlines()
         self._stopping = _Stopping.NO
+
+
+def _failure_outcome(error_code: int | None, timed_out: bool) -> OutcomeKind:
+    if error_code == AUTH_REQUIRED_CODE:
+        return OutcomeKind.AUTH_REQUIRED
+    if timed_out:
+        return OutcomeKind.TIMEOUT
+    return OutcomeKind.FAILED
+
+
+def _failure_note(outcome: OutcomeKind, message: str) -> str:
+    if outcome is OutcomeKind.AUTH_REQUIRED:
+        return f"the agent needs authentication: {message}"
+    return message

@@ -69,6 +69,11 @@ class FakeAgent:
         handler = self._methods.get(method)
         if handler is None or (method == "session/load" and not self.load_session):
             raise RpcError(-32601, f"Method not found: {method}")
+        if method == self.config.hang_on:
+            log(f"fake-agent: never answering {method}")
+            await anyio.sleep_forever()
+        if method == self.config.auth_on:
+            raise RpcError(-32000, "Authentication required: set FAKE_AGENT_KEY")
         return await handler(_params(params))
 
     def on_request_arrival(self, method: str, params: Any) -> None:
@@ -90,6 +95,15 @@ class FakeAgent:
 
     async def _initialize(self, params: dict[str, Any]) -> dict[str, Any]:
         auth_methods: list[dict[str, Any]] = []
+        if self.config.auth_on is not None:
+            auth_methods.append(
+                {
+                    "id": "fake-key",
+                    "name": "Fake key",
+                    "description": "Set FAKE_AGENT_KEY",
+                    "_meta": {"internal": "not for people"},
+                }
+            )
         if self.config.scenario == "auth-required":
             auth_methods.append(
                 {

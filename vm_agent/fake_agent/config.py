@@ -68,6 +68,8 @@ class Config:
     once: bool = False
     resume: bool = False  # advertise and serve session/resume (a load without replay)
     timestamps: bool = False  # put the send time in each update's _meta (latency benchmarks)
+    auth_on: str | None = None  # refuse this method with -32000 (as codex-acp without a key)
+    hang_on: str | None = None  # never answer this method (a start that hangs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,15 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise ValueError(f"must not be negative: {value}")
     return value
+
+
+START_METHODS = ("initialize", "session/new", "session/load")
+
+
+def _start_method(text: str) -> str:
+    if text not in START_METHODS:
+        raise ValueError(f"must be one of {', '.join(START_METHODS)}")
+    return text
 
 
 def _non_negative_float(text: str) -> float:
@@ -117,6 +128,8 @@ _OPTIONS: tuple[_Option, ...] = (
         os.path.expanduser,  # '~/...': the agent user's own HOME, as real agents keep theirs
         "directory keeping session transcripts (a leading ~ is the agent's HOME)",
     ),
+    _Option("--auth-on", _start_method, "refuse session/new or session/load with -32000"),
+    _Option("--hang-on", _start_method, "never answer initialize, session/new or session/load"),
 )
 
 
@@ -190,3 +203,5 @@ def _check(config: Config) -> None:
         raise ConfigError("scenario load-replay needs --state-dir (or FAKE_AGENT_STATE_DIR)")
     if config.once and not config.state_dir:
         raise ConfigError("--once needs --state-dir (the marker file lives there)")
+    if config.auth_on == "initialize":
+        raise ConfigError("--auth-on: initialize needs no authentication in ACP")

@@ -6,6 +6,7 @@ session feeds them to its machine. Leaving a run always stops the process group.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,6 +36,9 @@ class StartFailure:
     message: str
     retryable: bool  # the process died or hung (try again) vs the agent refused (do not)
     stderr_tail: str = ""
+    error_code: int | None = None  # the agent's JSON-RPC error, when it refused
+    timed_out: bool = False  # the start deadline passed
+    auth_methods: tuple[dict[str, Any], ...] = ()  # what `initialize` advertised, if it ran
 
 
 class RunReport(Protocol):
@@ -214,6 +218,7 @@ class AgentRun:
             failure = StartFailure(
                 f"the agent refused {method}: {exc.message} (JSON-RPC {exc.code})",
                 retryable=False,
+                error_code=exc.code,
             )
         except (PeerClosed, TimeoutError, AgentProtocolError) as exc:
             if isinstance(exc, TimeoutError):
@@ -223,14 +228,22 @@ class AgentRun:
             else:
                 record = await proc.stop(self.config.stop_timings)
                 what = f"the agent {record.describe()} during {method}"
-            failure = StartFailure(what, retryable=not isinstance(exc, AgentProtocolError))
+            failure = StartFailure(
+                what,
+                retryable=not isinstance(exc, AgentProtocolError),
+                timed_out=isinstance(exc, TimeoutError),
+            )
         else:
             await report.opened(self, info, acp_id, load is not None)
             return True
         await proc.stop(self.config.stop_timings)
         await proc.settle_stderr()
         await report.failed(
-            StartFailure(failure.message, failure.retryable, proc.stderr.text()[-4096:])
+            dataclasses.replace(
+                failure,
+                stderr_tail=proc.stderr.text()[-4096:],
+                auth_methods=client.info.auth_methods if client.info else (),
+            )
         )
         return False
 

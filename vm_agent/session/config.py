@@ -11,16 +11,29 @@ from vm_agent.agent_process import StopTimings
 from vm_agent.catalog import AgentSpec
 from vm_agent.core.machine import SessionPolicy
 from vm_agent.jsonrpc.framing import DEFAULT_MAX_LINE_BYTES
+from vm_agent.redact import Redactor
 from vm_agent.stderr_tail import DEFAULT_TAIL_BYTES
 
 # Fetches an agent's own secret variables (its API key) at spawn time: (session id, spec).
 CredentialsProvider = Callable[[str, AgentSpec], Awaitable[Mapping[str, str]]]
 
 
+def redacting(provider: CredentialsProvider, redactor: Redactor) -> CredentialsProvider:
+    """The same provider; each value it hands out is added to the redactor's secrets."""
+
+    async def fetch(session_id: str, spec: AgentSpec) -> Mapping[str, str]:
+        env = dict(await provider(session_id, spec))
+        for value in env.values():
+            redactor.add_secret(value)
+        return env
+
+    return fetch
+
+
 @dataclass(frozen=True, slots=True)
 class SessionConfig:
     policy: SessionPolicy = field(default_factory=SessionPolicy)
-    start_timeout_s: float = 60.0
+    start_timeout_s: float = 60.0  # initialize plus session/new (or load) of one process
     stop_timings: StopTimings = field(default_factory=StopTimings)
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
     stderr_tail_bytes: int = DEFAULT_TAIL_BYTES

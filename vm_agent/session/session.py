@@ -7,17 +7,15 @@ sending prompts and cancels. Every event is in the log before anyone sees it.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from vm_agent.acp.client import AgentInfo, AgentProtocolError
+from vm_agent.acp.client import AgentInfo
 from vm_agent.acp.permissions import PermissionPolicy
 from vm_agent.catalog import AgentSpec
 from vm_agent.containment.session import SessionContainment
@@ -25,36 +23,27 @@ from vm_agent.core import actions as a
 from vm_agent.core import events as ev
 from vm_agent.core.classifier import ExitFacts
 from vm_agent.core.machine import SessionMachine
-from vm_agent.core.vocabulary import SessionState
+from vm_agent.core.vocabulary import OutcomeKind, SessionState
 from vm_agent.eventlog import EventLog, SessionRecord
-from vm_agent.eventlog.log import Appended
-from vm_agent.jsonrpc.connection import PeerClosed
-from vm_agent.jsonrpc.errors import INTERNAL_ERROR, JsonRpcError
+from vm_agent.jsonrpc.errors import INTERNAL_ERROR
 from vm_agent.redact import Redactor
 from vm_agent.session.agent_run import AgentRun, StartFailure
-from vm_agent.session.config import CredentialsProvider, SessionConfig
+from vm_agent.session.config import CredentialsProvider, SessionConfig, redacting
 from vm_agent.session.crash_report import CrashReport, build_crash_report
 from vm_agent.session.outcome import Outcome
+from vm_agent.session.prompt_book import PromptBook, SessionRefused
+from vm_agent.session.traffic import (
+    Clock,
+    PermissionFlow,
+    UpdateRelay,
+    exchange_prompt,
+    send_cancel,
+)
+
+# SessionRefused lives with the prompt book; callers know it as the session's refusal.
+__all__ = ["AgentSession", "SessionRefused"]
 
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], float]
-# Updates relayed between two waits for the log's commit (bounds memory under a flood).
-# Each wait is for the checkpoint before the last one, so one chunk commits while the
-# next is read: at most two chunks are in memory and the reader never idles on a commit.
-_CONFIRM_EVERY = 512
-
-
-class _PromptWait:
-    __slots__ = ("done", "refused")
-
-    def __init__(self) -> None:
-        self.done = anyio.Event()
-        self.refused: str | None = None
-
-
-class SessionRefused(Exception):
-    """A request the session cannot take in its present state (e.g. a second prompt)."""
 
 
 class AgentSession:
@@ -82,9 +71,10 @@ class AgentSession:
         self.cwd = cwd
         self.log = log
         self.config = config
-        self.permissions = permissions
         self.redactor = redactor
         self.credentials = credentials
+        # Whatever the provider hands out is a secret from then on: no log line shows it.
+        self._credentials = None if credentials is None else redacting(credentials, redactor)
         self.machine = SessionMachine(config.policy)
         self._restored = restored
         # The control plane's reservation this session runs under, kept with the session.
@@ -109,18 +99,17 @@ class AgentSession:
         self._closed = anyio.Event()
         self._state_changed = anyio.Event()
         self.stopped_for_good = anyio.Event()
-        self._prompts: dict[str, list[dict[str, Any]]] = {}
-        self._waiters: dict[str, _PromptWait] = {}
-        self.outcomes: dict[str, Outcome] = {}
+        self._book = PromptBook()
+        self.outcomes = self._book.outcomes
         self.crash_reports: list[CrashReport] = []
         self._crashed_stderr: tuple[str, bool] = ("", False)
-        self._replaying = False
-        self.replayed_updates = 0
-        self._unconfirmed = 0
-        self._checkpoint: Appended | None = None
+        self._auth_methods: tuple[dict[str, Any], ...] = ()  # as the last agent advertised
         self.spawned_pids: list[int] = []  # every agent process this session started
-        self._permission_ids = itertools.count(1)
         self._prompt_sent = anyio.Event()
+        self._relay = UpdateRelay(log, session_id, self._agent_output)
+        self._permissions = PermissionFlow(
+            log, session_id, permissions, lambda: self.machine.state is SessionState.CANCELLING
+        )
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -131,6 +120,15 @@ class AgentSession:
     @property
     def acp_session_id(self) -> str | None:
         return self.machine.acp_session_id
+
+    @property
+    def permissions(self) -> PermissionPolicy:
+        return self._permissions.policy
+
+    @property
+    def replayed_updates(self) -> int:
+        """Updates a session/load replayed (history, not re-broadcast)."""
+        return self._relay.replayed_updates
 
     @property
     def agent_pid(self) -> int | None:
@@ -149,7 +147,23 @@ class AgentSession:
             "error": self.machine.error,
             "reservation": self.reservation,
             "owner": self.owner,
+            **self._auth_fields(),
         }
+
+    def _auth_fields(self) -> dict[str, Any]:
+        """What the agent advertised, while the session is in error for want of it."""
+        if (
+            self.state is SessionState.ERROR
+            and self.machine.error_outcome is OutcomeKind.AUTH_REQUIRED
+        ):
+            return {"auth_methods": list(self._auth_methods)}
+        return {}
+
+    def start_outcome(self, prompt_id: str) -> Outcome | None:
+        """What a prompt meets in a session whose agent could not be started (else None)."""
+        if self.state is not SessionState.ERROR:
+            return None
+        return Outcome.for_failed_start(self.id, prompt_id, self.machine, self._auth_methods)
 
     # -- life -------------------------------------------------------------------------------
 
@@ -197,10 +211,7 @@ class AgentSession:
         reason = self.redactor.redact(reason)
         self.machine.state = SessionState.ERROR
         self.machine.error = reason
-        for wait in self._waiters.values():
-            wait.refused = reason
-            wait.done.set()
-        self._waiters.clear()
+        self._book.refuse_all(reason)
         self._state_changed.set()
         with anyio.CancelScope(shield=True):
             try:
@@ -220,21 +231,14 @@ class AgentSession:
         """
         if prompt_id in self.outcomes:
             return self.outcomes[prompt_id]
-        wait = self._waiters.get(prompt_id)
+        wait = self._book.waiting(prompt_id)
         if wait is None:
-            wait = self._waiters[prompt_id] = _PromptWait()
-            self._prompts[prompt_id] = prompt
+            wait = self._book.ask(prompt_id, prompt)
             done = await self._feed(ev.PromptRequested(self._clock(), prompt_id))
             refusal = next((x for x in done if isinstance(x, a.Refuse)), None)
             if refusal is not None:
-                del self._waiters[prompt_id]
-                self._prompts.pop(prompt_id, None)
-                wait.refused = refusal.reason
-                wait.done.set()
-        await wait.done.wait()
-        if wait.refused is not None:
-            raise SessionRefused(wait.refused)
-        return self.outcomes[prompt_id]
+                self._book.refuse(prompt_id, refusal.reason)
+        return await self._book.ending(prompt_id, wait)
 
     async def wait_settled(self) -> SessionState:
         """Waits until the session is neither starting nor recovering; returns its state."""
@@ -257,7 +261,8 @@ class AgentSession:
 
     # -- the machine ------------------------------------------------------------------------
 
-    async def _feed(self, event: ev.Event) -> list[a.Action]:
+    async def _feed(self, event: ev.Event, **state_extra: Any) -> list[a.Action]:
+        """``state_extra``: facts for the ``session.state`` event this one may cause."""
         # One at a time, so the events the actions append keep the machine's order; shielded,
         # so a cancelled caller never leaves the machine's decision half carried out.
         with anyio.CancelScope(shield=True):
@@ -265,16 +270,16 @@ class AgentSession:
                 actions = self.machine.handle(event)
                 self._deadlines_changed.set()
                 for act in actions:
-                    await self._carry_out(act)
+                    await self._carry_out(act, state_extra)
         return actions
 
-    async def _carry_out(self, act: a.Action) -> None:
+    async def _carry_out(self, act: a.Action, state_extra: dict[str, Any]) -> None:
         match act:
             case a.StateChanged(state=state, note=note):
-                await self._emit_state(state, note)
+                await self._emit_state(state, note, **state_extra)
             case a.SendPrompt(prompt_id=pid):
-                self._replaying = False
-                prompt = self._prompts.pop(pid)
+                self._relay.replaying = False
+                prompt = self._book.take(pid)
                 await self.log.append(
                     self.id, "prompt.started", {"prompt_id": pid, "prompt": prompt}
                 )
@@ -291,12 +296,9 @@ class AgentSession:
                 )
                 self._start_run(delay, self.acp_session_id if load else None)
             case a.RecordOutcome():
-                outcome = Outcome.from_action(self.id, act)
-                self.outcomes[act.prompt_id] = outcome
+                outcome = Outcome.from_action(self.id, act, self._auth_methods)
                 await self.log.append(self.id, "prompt.finished", outcome.to_json())
-                wait = self._waiters.pop(act.prompt_id, None)
-                if wait is not None:
-                    wait.done.set()
+                self._book.finish(outcome)
             case a.EmitCrashReport():
                 tail, cut = self._crashed_stderr
                 report = build_crash_report(
@@ -319,7 +321,7 @@ class AgentSession:
         return self._tg
 
     async def _emit_state(self, state: SessionState, note: str | None, **extra: Any) -> None:
-        data: dict[str, Any] = {"state": state.value, "note": note, **extra}
+        data: dict[str, Any] = {"state": state.value, "note": note, **self._auth_fields(), **extra}
         if self.machine.acp_session_id:
             data["acp_session_id"] = self.machine.acp_session_id
         await self.log.append(self.id, "session.state", data)
@@ -369,28 +371,21 @@ class AgentSession:
         if self.machine.state is SessionState.STOPPED:
             run.done.set()
             return
-        self._replaying = load is not None
+        self._relay.replaying = load is not None
         await run.run(
             load_acp_session=load,
             report=self,
-            on_update=self._on_update,
-            on_permission=self._on_permission,
-            credentials=self._credentials_with_redaction,
+            on_update=self._relay,
+            on_permission=self._permissions,
+            credentials=self._credentials,
         )
-
-    async def _credentials_with_redaction(self, session_id: str, spec: AgentSpec) -> dict[str, str]:
-        if self.credentials is None:
-            return {}
-        env = dict(await self.credentials(session_id, spec))
-        for value in env.values():
-            self.redactor.add_secret(value)
-        return env
 
     # RunReport: what a run tells us.
 
     async def opened(
         self, run: AgentRun, info: AgentInfo, acp_session_id: str, loaded: bool
     ) -> None:
+        self._auth_methods = info.auth_methods
         now = self._clock()
         if self.machine.state is SessionState.RECOVERING:
             await self._feed(ev.RecoverySucceeded(now, acp_session_id, loaded=loaded))
@@ -399,20 +394,18 @@ class AgentSession:
 
     async def failed(self, failure: StartFailure) -> None:
         message = self.redactor.redact(failure.message)
+        self._auth_methods = failure.auth_methods or self._auth_methods
+        code, late = failure.error_code, failure.timed_out
         if self.machine.state is SessionState.RECOVERING:
             self._crashed_stderr = (
                 (failure.stderr_tail, False) if failure.stderr_tail else self._crashed_stderr
             )
-            await self._feed(ev.RecoveryFailed(self._clock(), message, failure.retryable))
+            await self._feed(
+                ev.RecoveryFailed(self._clock(), message, failure.retryable, code, late)
+            )
             return
-        async with self._lock:
-            actions = self.machine.handle(ev.StartFailed(message))
-            for act in actions:
-                if isinstance(act, a.StateChanged):
-                    tail = self.redactor.redact(failure.stderr_tail)
-                    await self._emit_state(act.state, act.note, stderr_tail=tail)
-                else:
-                    await self._carry_out(act)
+        tail = self.redactor.redact(failure.stderr_tail)
+        await self._feed(ev.StartFailed(message, code, late), stderr_tail=tail)
 
     async def disconnected(self, run: AgentRun, exit: ExitFacts) -> None:
         if run.process is not None:
@@ -421,42 +414,8 @@ class AgentSession:
 
     # -- traffic with the agent -------------------------------------------------------------
 
-    def _on_update(self, params: Any) -> Awaitable[None] | None:
-        if self._replaying:
-            # History replayed by session/load is not new output: it is not re-broadcast.
-            self.replayed_updates += 1
-            return None
+    def _agent_output(self) -> None:
         self.machine.handle(ev.AgentOutput(self._clock()))
-        # Pipelined: the seq is fixed now (arrival order); viewers see it after its commit.
-        appended = self.log.submit(self.id, "acp.update", params)
-        self._unconfirmed += 1
-        if self._unconfirmed >= _CONFIRM_EVERY:
-            # Backpressure: a flooding agent waits for the log (and the pipe fills) rather
-            # than the daemon's memory growing without bound.
-            self._unconfirmed = 0
-            previous, self._checkpoint = self._checkpoint, appended
-            if previous is not None:
-                return self._confirm(previous)
-        return None
-
-    @staticmethod
-    async def _confirm(appended: Appended) -> None:
-        await appended.durable()
-
-    def _on_permission(self, params: Any) -> Awaitable[dict[str, Any]]:
-        request_id = f"perm-{next(self._permission_ids)}"
-        return self._permission_flow(request_id, params)
-
-    async def _permission_flow(self, request_id: str, params: dict[str, Any]) -> dict[str, Any]:
-        await self.log.append(
-            self.id, "permission.requested", {"request_id": request_id, "request": params}
-        )
-        if self.machine.state is SessionState.CANCELLING:
-            result: dict[str, Any] = {"outcome": {"outcome": "cancelled"}}
-        else:
-            result = await self.permissions.decide(request_id, params)
-        await self.log.append(self.id, "permission.resolved", {"request_id": request_id, **result})
-        return result
 
     async def _send_prompt(self, prompt_id: str, prompt: list[dict[str, Any]]) -> None:
         run, acp_id = self._run, self.acp_session_id
@@ -464,29 +423,12 @@ class AgentSession:
             await self._feed(ev.PromptErrored(self._clock(), INTERNAL_ERROR, "no agent process"))
             return
         self._prompt_sent = sent = anyio.Event()
-        try:
-            stop_reason = await run.request(
-                "session/prompt", run.client.prompt(acp_id, prompt, sent=sent)
-            )
-        except JsonRpcError as exc:
-            await self._feed(ev.PromptErrored(self._clock(), exc.code, exc.message))
-        except AgentProtocolError as exc:
-            await self._feed(ev.PromptErrored(self._clock(), INTERNAL_ERROR, str(exc)))
-        except PeerClosed:
-            pass  # the run reports the disconnect with its facts
-        else:
-            await self._feed(ev.PromptAnswered(self._clock(), stop_reason))
+        fact = await exchange_prompt(run, acp_id, prompt, sent, self._clock)
+        if fact is not None:
+            await self._feed(fact)
 
     async def _send_cancel(self) -> None:
-        cancel_all = getattr(self.permissions, "cancel_all", None)
-        if cancel_all is not None:
-            cancel_all()
+        self._permissions.cancel_all()
         run, acp_id = self._run, self.acp_session_id
         if run is not None and run.client is not None and acp_id is not None:
-            try:
-                with anyio.move_on_after(self.config.policy.cancel_grace_s):
-                    # A cancel written before its prompt would be lost on the agent.
-                    await self._prompt_sent.wait()
-                    await run.client.cancel(acp_id)
-            except PeerClosed:
-                pass
+            await send_cancel(run, acp_id, self._prompt_sent, self.config.policy.cancel_grace_s)

@@ -1,7 +1,7 @@
 """Node provisioning: who made each node, its bootstrap token (hashed) and its certificate.
 
-Revision ID: 0004_node_provisioning
-Revises: 0003_nodes_events_tasks
+Revision ID: 0007_node_provisioning
+Revises: 0006_workspaces_placement
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_node_provisioning"
-down_revision = "0003_nodes_events_tasks"
+revision = "0007_node_provisioning"
+down_revision = "0006_workspaces_placement"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,165 @@
+"""Agent sessions and credentials: the control plane hands a node an agent's credentials
+only for a session it made on that node, and only that session's agent's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from control_plane.settings import ControlPlaneSettings
+from tests.control_plane.harness import Running, running
+
+pytestmark = [pytest.mark.anyio, pytest.mark.integration]
+
+SECRETS = {
+    "claude": {"ANTHROPIC_API_KEY": "sk-ant-claude-secret"},
+    "codex": {"OPENAI_API_KEY": "sk-openai-codex-secret"},
+}
+
+
+@pytest.fixture
+def with_secrets(settings: ControlPlaneSettings, tmp_path: Path) -> ControlPlaneSettings:
+    path = tmp_path / "secrets.json"
+    path.write_text(json.dumps(SECRETS))
+    return settings.model_copy(update={"secrets_file": path})
+
+
+async def credentials(cp: Running, node: str, session: str, agent: str) -> tuple[int, Any]:
+    r = await cp.client.post(
+        f"/api/nodes/{node}/sessions/{session}/agent-credentials",
+        json={"agent": agent},
+        headers=cp.callback(node),
+    )
+    for env in SECRETS.values():
+        for value in env.values():
+            if r.status_code != 200:
+                assert value not in r.text  # a refusal hands out nothing
+    return r.status_code, r.json()
+
+
+async def test_credentials_for_a_session_made_by_an_explicit_call(
+    with_secrets: ControlPlaneSettings,
+) -> None:
+    async with running(with_secrets) as cp:
+        await cp.ready("n1")
+        r = await cp.client.post(
+            "/api/nodes/n1/sessions", json={"agent": "claude"}, headers=cp.admin()
+        )
+        assert r.status_code == 201, r.text
+        made = r.json()
+        sid = made["sessionId"]
+        assert (made["nodeId"], made["agent"], made["owner"]) == ("n1", "claude", "admin")
+        status, body = await credentials(cp, "n1", sid, "claude")
+        assert (status, body) == (200, {"env": SECRETS["claude"]})  # only claude's
+        r = await cp.client.post(
+            f"/api/nodes/n1/sessions/{sid}/agent-credentials",
+            json={"agent": "claude"},
+            headers=cp.callback("n1"),
+        )
+        assert r.headers["cache-control"] == "no-store"
+
+
+async def test_each_refusal_hands_out_nothing(with_secrets: ControlPlaneSettings) -> None:
+    async with running(with_secrets) as cp:
+        sid = cp.make_session("n1", "claude")
+        # A made-up session id.
+        status, body = await credentials(cp, "n1", "s-made-up", "claude")
+        assert status == 404
+        assert body["error"] == "no such session: the control plane made no session 's-made-up'"
+        # The session of another node, asked for by that other node with its own token.
+        status, body = await credentials(cp, "n2", sid, "claude")
+        assert (status, body["error"]) == (
+            403,
+            f"forbidden: session {sid!r} runs on another node",
+        )
+        # Another agent's name for the session.
+        status, body = await credentials(cp, "n1", sid, "codex")
+        assert (status, body["error"]) == (
+            403,
+            f"forbidden: session {sid!r} runs agent 'claude', not 'codex'",
+        )
+        # Another node's token on this node's path: refused before anything is looked up.
+        r = await cp.client.post(
+            f"/api/nodes/n1/sessions/{sid}/agent-credentials",
+            json={"agent": "claude"},
+            headers=cp.callback("n2"),
+        )
+        assert r.status_code == 403 and "sk-" not in r.text
+        # And the right question still works.
+        assert await credentials(cp, "n1", sid, "claude") == (200, {"env": SECRETS["claude"]})
+
+
+async def test_a_placed_task_makes_its_session_and_a_release_ends_it(
+    with_secrets: ControlPlaneSettings,
+) -> None:
+    async with running(with_secrets) as cp:
+        await cp.ready("n1")
+        r = await cp.client.post("/api/tasks", json={"agent": "codex"}, headers=cp.user("alice"))
+        task = r.json()
+        assert task["nodeId"] == "n1"
+        sid = task["sessionId"]
+        assert await credentials(cp, "n1", sid, "codex") == (200, {"env": SECRETS["codex"]})
+        assert (await credentials(cp, "n1", sid, "claude"))[0] == 403
+        r = await cp.client.get(f"/api/nodes/n1/sessions/{sid}", headers=cp.user("alice"))
+        assert (r.json()["workspaceId"], r.json()["owner"]) == (task["workspaceId"], "alice")
+        await cp.client.post(
+            f"/api/workspaces/{task['workspaceId']}/release", headers=cp.user("alice")
+        )
+        status, body = await credentials(cp, "n1", sid, "codex")
+        assert (status, body["error"]) == (403, f"forbidden: session {sid!r} has ended")
+
+
+async def test_who_may_make_a_session(settings: ControlPlaneSettings) -> None:
+    async with running(settings) as cp:
+        await cp.ready("n1")
+        await cp.ready("n2")
+        r = await cp.client.post("/api/tasks", json={"agent": "claude"}, headers=cp.user("alice"))
+        ws = r.json()["workspaceId"]
+        node = r.json()["nodeId"]
+        other_node = "n2" if node == "n1" else "n1"
+
+        async def make(path_node: str, body: dict[str, Any], user: str) -> tuple[int, Any]:
+            headers = cp.admin() if user == "admin" else cp.user(user)
+            r = await cp.client.post(f"/api/nodes/{path_node}/sessions", json=body, headers=headers)
+            return r.status_code, r.json()
+
+        status, made = await make(node, {"agent": "claude", "workspaceId": ws}, "alice")
+        assert status == 201
+        assert (made["owner"], made["workspaceId"], made["createdBy"]) == ("alice", ws, "alice")
+        cases: list[tuple[str, dict[str, Any], str, int, str]] = [
+            (node, {"agent": "claude"}, "alice", 422, "workspaceId is required"),
+            (node, {"agent": "claude", "workspaceId": ws}, "bob", 403, "another user's"),
+            (
+                node,
+                {"agent": "claude", "workspaceId": "ws-nope"},
+                "alice",
+                404,
+                "no such workspace",
+            ),
+            (other_node, {"agent": "claude", "workspaceId": ws}, "alice", 422, "runs on node"),
+            (node, {"agent": "claude", "workspaceId": ws, "owner": "x"}, "alice", 403, "admin"),
+            ("ghost", {"agent": "claude"}, "admin", 404, "no such node 'ghost'"),
+            (node, {"agent": "bad agent"}, "admin", 422, "agent"),
+        ]
+        for path_node, body, user, want, phrase in cases:
+            status, got = await make(path_node, body, user)
+            assert status == want, (path_node, body, user, got)
+            assert phrase in got["error"], (body, got)
+        status, made = await make(other_node, {"agent": "codex", "owner": "carol"}, "admin")
+        assert (status, made["owner"], made["workspaceId"]) == (201, "carol", None)
+        # An admin may make one in a user's workspace: the workspace's owner owns it.
+        status, made = await make(node, {"agent": "codex", "workspaceId": ws}, "admin")
+        assert (status, made["owner"], made["createdBy"]) == (201, "alice", "admin")
+        # Reading: the owner and admins; others get 404.
+        path = f"/api/nodes/{node}/sessions/{made['sessionId']}"
+        assert (await cp.client.get(path, headers=cp.user("alice"))).status_code == 200
+        assert (await cp.client.get(path, headers=cp.user("bob"))).status_code == 404
+        wrong = f"/api/nodes/{other_node}/sessions/{made['sessionId']}"
+        assert (await cp.client.get(wrong, headers=cp.admin())).status_code == 404
+        # A released workspace takes no new sessions.
+        await cp.client.post(f"/api/workspaces/{ws}/release", headers=cp.user("alice"))
+        status, got = await make(node, {"agent": "claude", "workspaceId": ws}, "alice")
+        assert (status, got["error"]) == (409, f"workspace {ws!r} was released")
