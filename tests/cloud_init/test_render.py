@@ -199,11 +199,13 @@ def test_the_catalog_points_at_the_bundle_and_the_daemon_accepts_it(tmp_path: Pa
         builtin = builtin_agents()[name]
         assert entry["command"] == [f"/opt/vm-agent-agents/bin/{builtin.command[0]}"]
         assert entry["credentials"] == list(builtin.credentials)
+        assert entry["optional_credentials"] == list(builtin.optional_credentials)
         assert entry["env"]["PATH"].startswith("/opt/vm-agent-agents/bin:")
     path = tmp_path / "agents.toml"
     path.write_text(content)
     catalog = Catalog.load(path)
     assert catalog.get("codex").command == ("/opt/vm-agent-agents/bin/codex-acp",)
+    assert catalog.get("claude").credential_names == ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL")
     assert catalog.get("fake").name == "fake"  # the built-in fake agent stays
 
 
