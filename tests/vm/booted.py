@@ -17,7 +17,7 @@ from typing import Any
 from tests.daemon.harness import Viewer
 from tests.vm import timeline as tl
 from tests.vm.figures import FigureBook, StepTiming, parse_timings
-from tests.vm.machine import VM, GuestCommandError
+from tests.vm.machine import VM, GuestCommandError, GuestResult
 from tests.vm.plane_host import CreatedNode, HostPlane
 from tests.vm.relay import Relay
 
@@ -34,6 +34,23 @@ class NodeBootFailed(AssertionError):
     pass
 
 
+_SPAN_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0}
+
+
+def seconds_of(timespan: str) -> float:
+    """systemd's rendering of a time span ("5s", "1min", "1min 30s", "100ms") in seconds."""
+    if not timespan.split():
+        raise ValueError(f"not a systemd time span: {timespan!r}")
+    total = 0.0
+    for part in timespan.split():
+        number = part.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = part[len(number) :]
+        if unit not in _SPAN_UNITS or not number:
+            raise ValueError(f"not a systemd time span: {timespan!r}")
+        total += float(number) * _SPAN_UNITS[unit]
+    return total
+
+
 @dataclass
 class BootedNode:
     vm: VM
@@ -44,6 +61,8 @@ class BootedNode:
     # host wall-clock time of qemu's start (the control plane's times are wall-clock)
     qemu_started_wall: float = field(init=False)
     _viewer_tls: ssl.SSLContext | None = field(init=False, default=None)
+    # `cloud-init status --wait --long` once the boot is through
+    cloud_init: GuestResult | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.qemu_started_wall = time.time() - self.vm.elapsed()

@@ -11,6 +11,7 @@ can switch off to make the control plane unreachable for that guest alone.
 from __future__ import annotations
 
 import contextlib
+import json
 import ssl
 import threading
 import time
@@ -137,6 +138,17 @@ class HostPlane:
         assert answer.status_code == 200, answer.text
         return dict(answer.json())
 
+    def make_session(self, node_id: str, agent: str, owner: str) -> str:
+        """An agent session the control plane makes (the only kind it gives credentials
+        for); its id is what the daemon's session/start is given."""
+        answer = self.http.post(
+            f"/api/nodes/{node_id}/sessions",
+            json={"agent": agent, "owner": owner},
+            headers=self.admin(),
+        )
+        assert answer.status_code == 201, answer.text
+        return str(answer.json()["sessionId"])
+
     def node_ca_pem(self) -> str:
         answer = self.http.get("/api/node-ca.pem")
         assert answer.status_code == 200, answer.text
@@ -152,6 +164,13 @@ class HostPlane:
             json={"csr": csr},
             headers={"Authorization": f"Bearer {token}"},
         )
+
+    def set_agent_secrets(self, secrets: dict[str, dict[str, str]]) -> None:
+        """The secret store (a file the control plane reads at each lookup), 0600."""
+        path = self.settings.secrets_file
+        assert path is not None
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(secrets))
 
     def run(self, fn: Callable[[], Awaitable[Any]]) -> Any:
         """Run async code (a viewer) in the control plane's event loop thread."""
@@ -185,6 +204,7 @@ def plane_settings(
         tls_cert_file=tls.cert_file,
         tls_key_file=tls.key_file,
         key_activation_delay_s=0,
+        secrets_file=state_dir.parent / "agent-secrets.json",
         **extra,
     )
 
@@ -212,6 +232,7 @@ def host_plane(
             served = HostPlane(
                 portal=portal, settings=settings, tls=tls, port=port, app_plane=plane, watch=watch
             )
+            served.set_agent_secrets({})
             try:
                 yield served
             finally:

@@ -16,6 +16,7 @@ from anyio.from_thread import start_blocking_portal
 from cryptography import x509
 
 from tests.provisioning.fixtures import build_test_artifacts
+from tests.vm.booted import seconds_of
 from tests.vm.figures import FigureBook, StepTiming, parse_exposure, parse_timings
 from tests.vm.plane_host import PUBLIC_URL, HostPlane, host_plane, plane_tls
 from tests.vm.relay import relay_to
@@ -132,3 +133,17 @@ def test_the_plane_as_a_guest_reaches_it(plane: HostPlane) -> None:
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{url}/health", verify=plane.tls.client_context(), trust_env=False)
     ssl.create_default_context(cadata=plane.node_ca_pem())  # a CA a viewer can load
+
+
+@pytest.mark.parametrize(
+    ("span", "seconds"),
+    [("5s", 5.0), ("1min", 60.0), ("1min 30s", 90.0), ("100ms", 0.1), ("2h", 7200.0)],
+)
+def test_systemd_time_spans(span: str, seconds: float) -> None:
+    assert seconds_of(span) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("span", ["", "infinity", "5", "5 parsecs"])
+def test_what_is_not_a_time_span(span: str) -> None:
+    with pytest.raises(ValueError, match="time span"):
+        seconds_of(span)
