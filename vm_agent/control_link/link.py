@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -76,6 +77,7 @@ class ControlLink:
         redactor: Redactor,
         metrics: LinkMetrics | None = None,
         http: httpx.AsyncClient | None = None,
+        verify: ssl.SSLContext | bool = True,
         timings: LinkTimings | None = None,
         version: str = __version__,
         capacity: Mapping[str, Any] | None = None,
@@ -96,6 +98,7 @@ class ControlLink:
             settings.node_id,
             tokens,
             http=http,
+            verify=verify,
             metrics=metrics,
             retry=self.timings.retry,
             health=self.health,
