@@ -9,7 +9,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import sys
+import tarfile
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,8 @@ from typing import Any
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from control_plane.artifacts.manifest import ManifestError, load_manifest, verify_files
+from control_plane.artifacts.manifest import Manifest, ManifestError, load_manifest, verify_files
+from control_plane.artifacts.wheelhouse import OWN_PACKAGE, build_own_wheel
 from tests.vm.figures import FigureBook
 from tests.vm.plane_host import HostPlane, host_plane, plane_tls
 
@@ -33,13 +38,32 @@ def artifacts_dir() -> Path:
     return Path(os.environ.get("VM_AGENT_ARTIFACTS") or REPO / "build" / "artifacts")
 
 
+def stale_because(directory: Path, manifest: Manifest) -> str | None:
+    """Why the wheelhouse does not hold this tree's vm-agent (the build is reproducible:
+    the same sources give the same wheel), or None."""
+    with tarfile.open(directory / manifest.wheelhouse.file) as tar:
+        member = tar.extractfile("wheelhouse/requirements.txt")
+        assert member is not None
+        pins = member.read().decode()
+    [pinned] = [line for line in pins.splitlines() if line.startswith(f"{OWN_PACKAGE}==")]
+    with tempfile.TemporaryDirectory(prefix="vm-test-wheel-") as work:
+        wheel = build_own_wheel(REPO, Path(work), sys.executable)
+        built = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    if f"sha256:{built}" in pinned:
+        return None
+    return f"its vm-agent wheel is not this tree's ({pinned.split()[0]}, {built[:12]} now)"
+
+
 @pytest.fixture(scope="session")
 def vm_artifacts() -> Path:
     directory = artifacts_dir()
     try:
         manifest = load_manifest(directory)
+        why = stale_because(directory, manifest)
     except ManifestError as exc:
-        message = f"the VM installs the built artifacts ({exc}): run `make artifacts`"
+        why = str(exc)
+    if why is not None:
+        message = f"the VM installs the built artifacts, and {why}: run `make artifacts`"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

@@ -46,6 +46,18 @@ def test_cloud_init_installed_everything_and_the_unit_reported_ready(node: Boote
         assert program == "node" or path in catalog
 
 
+def test_the_control_planes_private_ca_is_trusted_for_it_alone(node: BootedNode) -> None:
+    """The daemon verified the control plane with its CA file (it bootstrapped over HTTPS);
+    the system's trust, which agents use, does not hold that CA."""
+    ca = node.plane.tls.ca_file.read_text()
+    assert node.vm.read_text(f"{ETC}/control-plane-ca.pem") == ca
+    env = node.vm.read_text(f"{ETC}/env")
+    assert f"VM_AGENT_CONTROL_PLANE_CA_FILE={ETC}/control-plane-ca.pem" in env
+    body = "".join(ca.strip().splitlines()[1:-1])
+    bundle = "".join(node.vm.read_text("/etc/ssl/certs/ca-certificates.crt").splitlines())
+    assert body not in bundle
+
+
 def test_swap_has_the_configured_size_and_swappiness(node: BootedNode) -> None:
     shown = node.vm.run(
         ["swapon", "--show=NAME,SIZE", "--bytes", "--noheadings"], check=True
