@@ -332,7 +332,7 @@ class _Parts:
     async def run(self) -> None:
         s = self.settings
         # Here, not with the other settings: on a node's first start the bootstrap writes
-        # the key and certificate just before this (contract 6).
+        # the key and certificate just before this (docs/provisioning.md).
         self.tls = load_tls(s)
         s.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         assert s.jwks_url is not None and s.issuer is not None  # checked before
