@@ -1,4 +1,4 @@
-"""The agents' users may not reach the cloud metadata service (contract 2).
+"""The agents' users may not reach the cloud metadata service (docs/containment.md).
 
 An nftables table of its own, replaced whole on every load (so loading twice is the same
 as once), applied by a oneshot unit that ``vm-agent.service`` requires: it is in place

@@ -5,9 +5,9 @@
    pip run from its own wheel with ``--no-index --require-hashes``;
 2. ``agents``: the agent bundle, checked the same way, unpacked beside its final place and
    moved there whole;
-3. ``agent-users``: ``vm-agent agent-users ensure`` (contract 2), then the firewall unit that
-   keeps those users away from the cloud metadata service;
-4. ``workspaces``: ``/srv/workspaces`` (contract 3);
+3. ``agent-users``: ``vm-agent agent-users ensure`` (docs/containment.md), then the firewall
+   unit that keeps those users away from the cloud metadata service;
+4. ``workspaces``: ``/srv/workspaces`` (docs/containment.md);
 5. ``bootstrap-token``: the token file cloud-init wrote is there, root's, 0600;
 6. ``start``: enable the unit and start it without waiting (the daemon may wait for the
    control plane as long as it must; cloud-init does not wait with it).

@@ -1,7 +1,7 @@
 """The validated parameters of a VM's user-data, and the swap settings read from the environment.
 
 There is deliberately no field for a cloud provider's credential, nor for the callback
-token: the only secret in user-data is the single-use bootstrap token (DESIGN.md section 5),
+token: the only secret in user-data is the single-use bootstrap token (docs/callback-api.md),
 because user-data can be read back from a cloud's metadata service.
 """
 
@@ -99,7 +99,7 @@ class AgentsInstall(BaseModel):
 
 
 class AgentUsers(BaseModel):
-    """The agents' user pool (contract 2): uids ``uid_base .. uid_base + count - 1``."""
+    """The agents' user pool (docs/containment.md): uids ``uid_base .. uid_base + count - 1``."""
 
     model_config = _STRICT
 

@@ -25,7 +25,7 @@ TOKEN_FILE = install.BOOTSTRAP_TOKEN_FILE
 UNIT_FILE = f"/etc/systemd/system/{install.UNIT_NAME}"
 FIREWALL_UNIT_FILE = f"/etc/systemd/system/{firewall.FIREWALL_UNIT}"
 STATE_DIR = "/var/lib/vm-agent"
-# Written by the daemon at its first start (contract 6), from the bootstrap exchange.
+# Written by the daemon at its first start (docs/provisioning.md), from the bootstrap exchange.
 TLS_CERT_FILE = "/etc/vm-agent/node-cert.pem"
 TLS_KEY_FILE = "/etc/vm-agent/node-key.pem"
 # Debian's bundle (kept up to date by the OS; httpx would use its own certifi otherwise).

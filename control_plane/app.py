@@ -6,9 +6,8 @@ import contextlib
 import errno
 import socket
 import time
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator
 
-import anyio
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -29,6 +28,7 @@ from control_plane.api import (
 from control_plane.api.common import ApiError, api_error_handler, plane_of
 from control_plane.keys import Clock
 from control_plane.plane import ControlPlane
+from control_plane.serving import uvicorn_serving
 from control_plane.settings import ControlPlaneSettings
 
 
@@ -70,14 +70,6 @@ def create_app(
     app = Starlette(routes=routes, exception_handlers={ApiError: api_error_handler})
     app.state.plane = plane
     return app
-
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handlers: the caller's task group owns shutdown."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None]:
-        yield
 
 
 def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
@@ -126,27 +118,10 @@ async def serve_control_plane(
         ssl_certfile=settings.tls_cert_file if tls else None,
         ssl_keyfile=settings.tls_key_file if tls else None,
     )
-    server = _QuietServer(config)
     try:
-        async with anyio.create_task_group() as tg:
-            finished = anyio.Event()
-
-            async def run() -> None:
-                try:
-                    await server.serve(sockets=[sock])
-                finally:
-                    finished.set()
-
-            tg.start_soon(run)
-            while not server.started:  # uvicorn has no startup event to wait on
-                if finished.is_set():
-                    raise RuntimeError("control plane server stopped during startup")
-                await anyio.sleep(0.01)
+        async with uvicorn_serving(config, [sock], "control plane server"):
             url_host = f"[{host}]" if ":" in host else host
-            try:
-                yield f"{'https' if tls else 'http'}://{url_host}:{bound_port}"
-            finally:
-                server.should_exit = True
+            yield f"{'https' if tls else 'http'}://{url_host}:{bound_port}"
     except BaseExceptionGroup as group:
         # The caller's own error (an assertion in a test, say) comes out as itself,
         # not wrapped in the group of the task group that ran beside it.

@@ -31,7 +31,7 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 )
 READ_SCOPE = "read"
 WRITE_SCOPE = "write"
-# The control plane's own connection: every session of the node (DESIGN.md section 4).
+# The control plane's own connection: every session of the node (docs/viewer-api.md).
 NODE_SCOPE = "node"
 VIEWER_SCOPES = frozenset({READ_SCOPE, WRITE_SCOPE, NODE_SCOPE})
 MAX_TOKEN_CHARS = 16 * 1024

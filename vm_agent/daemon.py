@@ -10,53 +10,48 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import ssl
 import sys
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path, PurePosixPath
 from typing import Any
 
 import anyio
-from anyio.abc import TaskStatus
 
 from vm_agent import __version__
+from vm_agent.assembly import (
+    StartupError,
+    containment_config,
+    load_callback_tokens,
+    load_tls,
+    session_config,
+)
 from vm_agent.auth import JwksVerifier
 from vm_agent.catalog import Catalog, CatalogError
 from vm_agent.containment.host import (
     Containment,
-    ContainmentConfig,
     ContainmentStartError,
-    machine_memory_mb,
 )
-from vm_agent.containment.limits import LimitDefaults
-from vm_agent.containment.users import PoolSpec
 from vm_agent.control_link import (
     CallbackTokenStore,
     ControlLink,
-    InsecureTokenFile,
     TokenFileError,
 )
 from vm_agent.control_link import bootstrap as first_start
 from vm_agent.control_link.trust import TrustError, control_plane_verify
-from vm_agent.core.machine import SessionPolicy
 from vm_agent.eventlog import EventLog
 from vm_agent.exc import first_leaf
-from vm_agent.exposure import ListenerMode
 from vm_agent.fdlimit import raise_soft_limit
 from vm_agent.logs import setup_logging
 from vm_agent.metrics import Metrics
-from vm_agent.procgroup import signal_group
 from vm_agent.redact import Redactor
 from vm_agent.sdnotify import SdNotifier
 from vm_agent.server import ViewerServer
-from vm_agent.session.config import SessionConfig
 from vm_agent.session.supervisor import Supervisor
-from vm_agent.settings import DEFAULT_ENV_FILE, ENV_PREFIX, Settings
-from vm_agent.tls import TlsConfigError, server_context
+from vm_agent.settings import Settings
+from vm_agent.stopper import Stopper
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +62,6 @@ SHUTDOWN_REASON = "daemon shutting down"
 # Telling viewers is a courtesy: it never holds up stopping the agents for long.
 _CLOSE_VIEWERS_WITHIN_S = 5.0
 _STATUS_EVERY_S = 15.0
-
-
-class StartupError(Exception):
-    """The daemon cannot start as configured; one line for a person (exit status 2)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,131 +81,6 @@ class DaemonReady:
 
 
 OnReady = Callable[[DaemonReady], None]
-
-
-def session_config(settings: Settings, daemon_env: Mapping[str, str]) -> SessionConfig:
-    policy = SessionPolicy(
-        prompt_timeout_s=settings.prompt_timeout_s,
-        no_output_timeout_s=settings.no_output_timeout_s,
-        cancel_grace_s=settings.cancel_grace_s,
-        restart_budget=settings.restart_budget,
-        restart_window_s=settings.restart_window_s,
-    )
-    return SessionConfig(
-        policy=policy,
-        start_timeout_s=settings.start_timeout_s,
-        max_line_bytes=settings.max_line_bytes,
-        daemon_env=dict(daemon_env),
-        max_heavy_requests=settings.fs_max_inflight,
-    )
-
-
-def pool_spec(settings: Settings) -> PoolSpec:
-    return PoolSpec(
-        count=settings.agent_users,
-        uid_base=settings.agent_uid_base,
-        prefix=settings.agent_user_prefix,
-        homes_dir=PurePosixPath(settings.agent_homes_dir),
-    )
-
-
-def containment_config(settings: Settings, environ: Mapping[str, str]) -> ContainmentConfig:
-    memory = settings.session_memory_mb
-    if memory is None and (total := machine_memory_mb()) is not None:
-        memory = max(256, total * 3 // 4)  # a runaway session must not take the daemon down
-    env_file = Path(environ.get(f"{ENV_PREFIX}ENV_FILE", str(DEFAULT_ENV_FILE)))
-    return ContainmentConfig(
-        state_dir=settings.state_dir,
-        pool=pool_spec(settings),
-        workspace_roots=settings.workspace_root_paths,
-        protected=(
-            settings.state_dir,
-            settings.agent_homes_dir,
-            settings.callback_token_file,
-            env_file,
-        ),
-        defaults=LimitDefaults(
-            memory_mb=memory,
-            cpu_millis=settings.session_cpu_millis,
-            pids_max=settings.session_pids_max,
-            swap_mb=settings.session_swap_mb,
-        ),
-        agents_as_root=settings.agents_as_root,
-        cgroups=settings.cgroups,
-    )
-
-
-def load_tls(settings: Settings) -> ssl.SSLContext | None:
-    """The listener's TLS context, or None for plain ws:// (allowed by the settings)."""
-    if settings.tls_cert_file is None or settings.tls_key_file is None:
-        if settings.listener_mode is ListenerMode.PLAIN_EXPOSED:
-            log.warning(
-                "VM_AGENT_ALLOW_PLAINTEXT: serving plain ws:// on %s, which is not loopback: "
-                "tokens and prompts cross the network in clear",
-                settings.listen_host,
-            )
-        return None
-    try:
-        return server_context(settings.tls_cert_file, settings.tls_key_file)
-    except TlsConfigError as exc:
-        raise StartupError(str(exc)) from exc
-
-
-def load_callback_tokens(settings: Settings, redactor: Redactor) -> CallbackTokenStore | None:
-    """The callback token, or None when the daemon runs without a control plane (dev only).
-
-    Outside dev mode a missing or insecure token file is a `StartupError`.
-    """
-    if settings.control_plane_url is None:
-        return None
-    try:
-        return CallbackTokenStore.load(settings.callback_token_file, redactor=redactor)
-    except InsecureTokenFile as exc:
-        # Refused in dev mode too: a token others can read is never fine.
-        raise StartupError(f"VM_AGENT_CALLBACK_TOKEN_FILE: {exc}") from exc
-    except TokenFileError as exc:
-        if settings.dev_mode:
-            log.warning("dev mode: %s; not reporting to the control plane", exc)
-            return None
-        raise StartupError(f"VM_AGENT_CALLBACK_TOKEN_FILE: {exc}") from exc
-
-
-class Stopper:
-    """The first SIGTERM/SIGINT asks for a clean stop; a second one forces the exit.
-
-    `vm-agent dev` runs `watch` before it starts the control plane, so that a Ctrl-C at
-    any moment takes this path (not asyncio's default of cancelling the main task).
-    """
-
-    def __init__(self) -> None:
-        self.requested = anyio.Event()
-        self.supervisor: Supervisor | None = None
-        self.containment: Containment | None = None
-
-    async def watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            task_status.started()
-            async for signum in signals:
-                if not self.requested.is_set():
-                    log.info("%s: shutting down", signal.Signals(signum).name)
-                    self.requested.set()
-                else:
-                    self.force(signal.Signals(signum).name)
-
-    def force(self, why: str) -> None:
-        """Exits now; the agents' process groups are killed first so none is left behind."""
-        log.warning("%s again: forcing the exit", why)
-        if self.supervisor is not None:
-            for session in list(self.supervisor.sessions.values()):
-                pid = session.agent_pid
-                if pid is not None:
-                    signal_group(pid, signal.SIGKILL)
-        if self.containment is not None:
-            self.containment.kill_all_now()
-            self.containment.close()  # what is still dying stays; the next start removes it
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        os._exit(EXIT_FAILED)
 
 
 async def run_daemon(
@@ -337,7 +203,7 @@ class _Parts:
     async def run(self) -> None:
         s = self.settings
         # Here, not with the other settings: on a node's first start the bootstrap writes
-        # the key and certificate just before this (contract 6).
+        # the key and certificate just before this (docs/provisioning.md).
         self.tls = load_tls(s)
         s.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         assert s.jwks_url is not None and s.issuer is not None  # checked before

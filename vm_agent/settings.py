@@ -1,4 +1,4 @@
-"""The daemon's configuration (DESIGN.md section 6): ``VM_AGENT_*`` variables and an env file.
+"""The daemon's configuration (docs/configuration.md): ``VM_AGENT_*`` variables and an env file.
 
 A bad value stops the daemon at start with one line naming the variable.
 """
@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     node_id: str = Field(default="dev-node", pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
     control_plane_url: str | None = None
     callback_token_file: Path = Path("/etc/vm-agent/callback-token")
-    # First start only (contract 5): traded for the callback token, then deleted.
+    # First start only (docs/callback-api.md): traded for the callback token, then deleted.
     bootstrap_token_file: Path = Path("/etc/vm-agent/bootstrap-token")
     # Backoff bounds while the control plane cannot be reached for the bootstrap.
     bootstrap_retry_initial_s: float = Field(default=1.0, gt=0)
@@ -79,9 +79,9 @@ class Settings(BaseSettings):
     # Dev mode: no callback token or JWKS is required (local development only).
     dev_mode: bool = False
 
-    # Containment (DESIGN.md 9). Sessions work strictly under one of these (':'-separated).
+    # Containment (docs/containment.md). Sessions work strictly under one of these (':'-separated).
     workspace_roots: str = "/srv/workspaces"
-    # The agent-user pool (contract 2): `{prefix}{i}`, uid = gid = base + i.
+    # The agent-user pool (docs/containment.md): `{prefix}{i}`, uid = gid = base + i.
     agent_users: int = Field(default=16, ge=1, le=4096)
     agent_uid_base: int = Field(default=61000, ge=1000, le=2**31 - 2**16)
     agent_user_prefix: str = Field(default="vm-agent-u", pattern=r"^[a-z_][a-z0-9_-]{0,20}$")

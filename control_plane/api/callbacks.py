@@ -1,4 +1,4 @@
-"""The callback endpoints a VM calls with its callback token (DESIGN.md section 5)."""
+"""The callback endpoints a VM calls with its callback token (docs/callback-api.md)."""
 
 from __future__ import annotations
 

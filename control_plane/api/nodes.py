@@ -2,7 +2,7 @@
 
 ``POST /api/nodes`` makes the record, a single-use bootstrap token (stored hashed) and the
 user-data; ``POST /api/nodes/{node_id}/bootstrap`` trades that token and a certificate
-request for the callback token, the node's certificate and the CA's (contract 5);
+request for the callback token, the node's certificate and the CA's (docs/callback-api.md);
 ``GET /api/node-ca.pem`` publishes the CA for viewers and the control plane's own
 connections.
 """

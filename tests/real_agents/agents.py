@@ -1,4 +1,4 @@
-"""The pinned real agents (``agents/``, contract 9) and what it takes to run each offline.
+"""The pinned real agents (``agents/``, docs/agents.md) and what it takes to run each offline.
 
 A ``Kit`` knows one agent: its program under ``agents/node_modules/.bin``, the variable
 its key goes in, the model API it speaks (and the stand-in for it), how to point it at

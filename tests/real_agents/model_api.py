@@ -30,6 +30,8 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 
+from control_plane.serving import uvicorn_serving
+
 
 @dataclass(frozen=True)
 class ToolCall:
@@ -179,14 +181,6 @@ def sse(data: dict[str, Any], event: str | None = None) -> bytes:
 # -- serving ----------------------------------------------------------------------------------
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handlers: the caller owns shutdown."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Any:
-        yield
-
-
 @dataclass(frozen=True)
 class Served:
     url: str | None  # http://127.0.0.1:PORT when served on TCP
@@ -236,27 +230,12 @@ async def serve(
     if not sockets:
         raise ValueError("give a host, a Unix socket path, or both")
     config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=3)
-    server = _Server(config)
     try:
-        async with anyio.create_task_group() as tg:
-            stopped = anyio.Event()
-
-            async def run() -> None:
-                try:
-                    await server.serve(sockets=sockets)
-                finally:
-                    stopped.set()
-
-            tg.start_soon(run)
-            while not server.started:  # uvicorn has no startup event to wait on
-                if stopped.is_set():
-                    raise RuntimeError("the model stand-in stopped during startup")
-                await anyio.sleep(0.01)
+        async with uvicorn_serving(config, sockets, "the model stand-in"):
             try:
                 yield Served(url, uds)
             finally:
                 script.release()  # held replies end, so the server can stop
-                server.should_exit = True
     finally:
         for sock in sockets:
             sock.close()

@@ -1,4 +1,4 @@
-"""Every outcome of DESIGN.md section 3, with real fake-agent processes.
+"""Every outcome of docs/outcomes.md, with real fake-agent processes.
 
 Each test checks the outcome, the state sequence, the crash report where there is one,
 and (in the harness) that no process of any agent group is left.

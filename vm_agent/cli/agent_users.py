@@ -27,9 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vm_agent.assembly import pool_spec
     from vm_agent.containment.accounts import describe
     from vm_agent.containment.ensure import EnsureError, ensure_pool, plan_for
-    from vm_agent.daemon import pool_spec
 
     try:
         pool = pool_spec(load_pool_settings())

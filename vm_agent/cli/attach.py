@@ -55,6 +55,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     which.add_argument("--session", help="the session to attach to")
     which.add_argument("--start", metavar="AGENT", help="start a session of this catalog agent")
     p.add_argument("--cwd", type=Path, help="the new session's working directory (with --start)")
+    p.add_argument(
+        "--session-id",
+        help="with --start: the id to start it under, e.g. the one the control plane made with "
+        "POST /api/nodes/NODE/sessions (an agent's credentials come only for such a session)",
+    )
     p.add_argument("--after-seq", type=int, default=0, help="show events after this seq")
     p.add_argument(
         "--recover",
@@ -222,6 +227,9 @@ def run(args: argparse.Namespace) -> int:
     if args.recover and args.session is None:
         print("vm-agent attach: --recover goes with --session", file=sys.stderr)
         return EXIT_USAGE
+    if args.session_id is not None and args.start is None:
+        print("vm-agent attach: --session-id goes with --start", file=sys.stderr)
+        return EXIT_USAGE
     if args.prompt is not None and args.session is None and args.start is None:
         print("vm-agent attach: --prompt needs --session or --start", file=sys.stderr)
         return EXIT_USAGE
@@ -231,7 +239,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"vm-agent attach: --ca-file {args.ca_file}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     attach = _Attach(
-        args=args, token=token, session_id=args.session, last_seq=args.after_seq, tls=tls
+        args=args,
+        token=token,
+        session_id=args.session or args.session_id,
+        last_seq=args.after_seq,
+        tls=tls,
     )
     return anyio.run(_main, attach)
 

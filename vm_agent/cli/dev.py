@@ -23,7 +23,8 @@ from vm_agent.catalog import fake_agent_command
 from vm_agent.settings import ENV_PREFIX, Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
-    from vm_agent.daemon import DaemonReady, Stopper
+    from vm_agent.daemon import DaemonReady
+    from vm_agent.stopper import Stopper
 
 EXIT_FAILED, EXIT_CONFIG = 1, 2
 DEV_NODE_ID = "dev-node"
@@ -204,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace, dev_dir: Path, sock: socket.socket) -> int:
-    from vm_agent.daemon import Stopper as StopperImpl
+    from vm_agent.stopper import Stopper as StopperImpl
 
     stopper = StopperImpl()
     code = EXIT_FAILED

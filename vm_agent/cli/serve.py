@@ -1,4 +1,4 @@
-"""``vm-agent serve``: the daemon, configured from ``VM_AGENT_*`` variables (DESIGN.md 6)."""
+"""``vm-agent serve``: the daemon, set up by ``VM_AGENT_*`` variables (docs/configuration.md)."""
 
 from __future__ import annotations
 

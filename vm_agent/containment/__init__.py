@@ -1,4 +1,4 @@
-"""Agents are contained (DESIGN.md 9): their own user, their own cgroup, their own paths.
+"""Agents are contained (docs/containment.md): their own user, their own cgroup, their own paths.
 
 Pure decisions: ``users`` (the pool, who gets which user), ``accounts`` (what creating the
 pool takes), ``limits`` (reservation to cgroup values), ``paths`` (where a session may

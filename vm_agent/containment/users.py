@@ -1,4 +1,4 @@
-"""The agent-user pool (DESIGN.md 9, contract 2) and which owner gets which user. Pure.
+"""The agent-user pool (docs/containment.md) and which owner gets which user. Pure.
 
 Users are ``{prefix}{i}`` with uid = gid = ``uid_base + i`` and a home of their own.
 An owner keeps the user it was given (its HOME holds the agent's own session files, which

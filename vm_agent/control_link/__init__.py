@@ -1,4 +1,4 @@
-"""Reporting to the control plane with only a narrow callback token (DESIGN.md section 5).
+"""Reporting to the control plane with only a narrow callback token (docs/callback-api.md).
 
 - `token`: `CallbackTokenStore` (the token file, 0600 only; atomic replacement on refresh);
 - `client`: `ControlPlaneClient` (httpx + tenacity retries; 401/403 as exceptions);

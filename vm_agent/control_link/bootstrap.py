@@ -2,7 +2,7 @@
 
 ``plan_start`` decides from which files exist (pure). On ``EXCHANGE`` the daemon makes its
 TLS key (0600; one left by an interrupted start is reused), sends a certificate request
-with the bootstrap token (``POST /api/nodes/{id}/bootstrap``, contract 5), writes the
+with the bootstrap token (``POST /api/nodes/{id}/bootstrap``, docs/callback-api.md), writes the
 certificate and the callback token (0600, through the token writer) and deletes the spent
 bootstrap token. Later starts find the callback token and never need the bootstrap token.
 

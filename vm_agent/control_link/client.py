@@ -1,4 +1,4 @@
-"""The HTTP client of the callback API (DESIGN.md section 5).
+"""The HTTP client of the callback API (docs/callback-api.md).
 
 One `httpx.AsyncClient` (connections reused, explicit timeouts). Each call is retried by
 tenacity with exponential backoff and full jitter on connection errors, 5xx and 429 (a

@@ -1,4 +1,4 @@
-"""The session state machine (DESIGN.md section 3): facts in, decisions out.
+"""The session state machine (docs/outcomes.md): facts in, decisions out.
 
 Like h11, it owns no sockets, processes or clocks: the shell tells it what happened
 (with the time) and carries out the actions it returns, in order. Every prompt it accepts
@@ -293,7 +293,7 @@ class SessionMachine:
             crashed = Classification(DisconnectClass.CRASHED, f"{verdict.reason}; {reason}")
             if self.prompt_id is not None:
                 # An agent that asks for authentication on load is not a crash for the
-                # person: they have something to provide (DESIGN.md section 3).
+                # person: they have something to provide (docs/outcomes.md).
                 kind = OutcomeKind.AUTH_REQUIRED if needs_auth else OutcomeKind.CRASHED
                 code = ev.error_code if needs_auth else None
                 out.append(

@@ -1,4 +1,4 @@
-"""Names from the domain (DESIGN.md section 3): states, outcomes, disconnect classes."""
+"""Names from the domain (docs/outcomes.md): states, outcomes, disconnect classes."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-# The event types of DESIGN.md section 4. The log stores any type; this set is
+# The event types of docs/viewer-api.md. The log stores any type; this set is
 # for callers that want to name them (e.g. the outbox filter).
 EVENT_TYPES: frozenset[str] = frozenset(
     {

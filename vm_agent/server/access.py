@@ -1,6 +1,6 @@
 """Who may call which viewer method on which session (pure: facts in, a decision out).
 
-Scopes (DESIGN.md section 4): ``read`` may list and subscribe; ``write`` may also start,
+Scopes (docs/viewer-api.md): ``read`` may list and subscribe; ``write`` may also start,
 prompt, cancel, stop, recover and answer permissions; both only for the sessions the token's
 user (``sub``) owns. ``node`` is the control plane's own connection: every method on every
 session of the node, and it may name the ``owner`` of a session it starts. A session with no

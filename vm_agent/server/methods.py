@@ -1,4 +1,4 @@
-"""The viewer API's methods (DESIGN.md section 4) for one authenticated viewer."""
+"""The viewer API's methods (docs/viewer-api.md) for one authenticated viewer."""
 
 from __future__ import annotations
 

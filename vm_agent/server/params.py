@@ -1,4 +1,4 @@
-"""One pydantic model per viewer method (DESIGN.md section 4); unknown fields are refused."""
+"""One pydantic model per viewer method (docs/viewer-api.md); unknown fields are refused."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A prompt's outcome as the outside world sees it (DESIGN.md section 3)."""
+"""A prompt's outcome as the outside world sees it (docs/outcomes.md)."""
 
 from __future__ import annotations
 

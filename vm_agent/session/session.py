@@ -15,23 +15,23 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from vm_agent.acp.client import AgentInfo
 from vm_agent.acp.permissions import PermissionPolicy
 from vm_agent.catalog import AgentSpec
 from vm_agent.containment.session import SessionContainment
 from vm_agent.core import actions as a
 from vm_agent.core import events as ev
-from vm_agent.core.classifier import ExitFacts
 from vm_agent.core.machine import SessionMachine
 from vm_agent.core.vocabulary import OutcomeKind, SessionState
 from vm_agent.eventlog import EventLog, SessionRecord
 from vm_agent.jsonrpc.errors import INTERNAL_ERROR
 from vm_agent.redact import Redactor
-from vm_agent.session.agent_run import AgentRun, StartFailure
+from vm_agent.session.agent_run import AgentRun
 from vm_agent.session.config import CredentialsProvider, SessionConfig, redacting
-from vm_agent.session.crash_report import CrashReport, build_crash_report
+from vm_agent.session.crash_report import CrashReport
+from vm_agent.session.journal import SessionJournal
 from vm_agent.session.outcome import Outcome
 from vm_agent.session.prompt_book import PromptBook, SessionRefused
+from vm_agent.session.run_reports import RunReports
 from vm_agent.session.traffic import (
     Clock,
     PermissionFlow,
@@ -101,9 +101,8 @@ class AgentSession:
         self.stopped_for_good = anyio.Event()
         self._book = PromptBook()
         self.outcomes = self._book.outcomes
-        self.crash_reports: list[CrashReport] = []
-        self._crashed_stderr: tuple[str, bool] = ("", False)
-        self._auth_methods: tuple[dict[str, Any], ...] = ()  # as the last agent advertised
+        self._journal = SessionJournal(log, session_id, spec.name, cwd, redactor)
+        self._reports = RunReports(self.machine, self._journal, redactor, clock, self._feed)
         self.spawned_pids: list[int] = []  # every agent process this session started
         self._prompt_sent = anyio.Event()
         self._relay = UpdateRelay(log, session_id, self._agent_output)
@@ -131,6 +130,10 @@ class AgentSession:
         return self._relay.replayed_updates
 
     @property
+    def crash_reports(self) -> list[CrashReport]:
+        return self._journal.crash_reports
+
+    @property
     def agent_pid(self) -> int | None:
         run = self._run
         return run.process.pid if run and run.process and not run.done.is_set() else None
@@ -156,14 +159,15 @@ class AgentSession:
             self.state is SessionState.ERROR
             and self.machine.error_outcome is OutcomeKind.AUTH_REQUIRED
         ):
-            return {"auth_methods": list(self._auth_methods)}
+            return {"auth_methods": list(self._reports.auth_methods)}
         return {}
 
     def start_outcome(self, prompt_id: str) -> Outcome | None:
         """What a prompt meets in a session whose agent could not be started (else None)."""
         if self.state is not SessionState.ERROR:
             return None
-        return Outcome.for_failed_start(self.id, prompt_id, self.machine, self._auth_methods)
+        methods = self._reports.auth_methods
+        return Outcome.for_failed_start(self.id, prompt_id, self.machine, methods)
 
     # -- life -------------------------------------------------------------------------------
 
@@ -280,9 +284,7 @@ class AgentSession:
             case a.SendPrompt(prompt_id=pid):
                 self._relay.replaying = False
                 prompt = self._book.take(pid)
-                await self.log.append(
-                    self.id, "prompt.started", {"prompt_id": pid, "prompt": prompt}
-                )
+                await self._journal.prompt_started(pid, prompt)
                 self._task_group.start_soon(self._send_prompt, pid, prompt)
             case a.SendCancel():
                 self._task_group.start_soon(self._send_cancel)
@@ -296,22 +298,11 @@ class AgentSession:
                 )
                 self._start_run(delay, self.acp_session_id if load else None)
             case a.RecordOutcome():
-                outcome = Outcome.from_action(self.id, act, self._auth_methods)
-                await self.log.append(self.id, "prompt.finished", outcome.to_json())
+                outcome = Outcome.from_action(self.id, act, self._reports.auth_methods)
+                await self._journal.outcome(outcome)
                 self._book.finish(outcome)
             case a.EmitCrashReport():
-                tail, cut = self._crashed_stderr
-                report = build_crash_report(
-                    act,
-                    session_id=self.id,
-                    agent=self.spec.name,
-                    stderr_tail=tail,
-                    stderr_cut=cut,
-                    redactor=self.redactor,
-                    ts=time.time(),
-                )
-                self.crash_reports.append(report)
-                await self.log.append(self.id, "agent.crash_report", report.to_json())
+                await self._journal.crash_report(act)
             case a.Refuse():
                 pass
 
@@ -321,15 +312,9 @@ class AgentSession:
         return self._tg
 
     async def _emit_state(self, state: SessionState, note: str | None, **extra: Any) -> None:
-        data: dict[str, Any] = {"state": state.value, "note": note, **self._auth_fields(), **extra}
-        if self.machine.acp_session_id:
-            data["acp_session_id"] = self.machine.acp_session_id
-        await self.log.append(self.id, "session.state", data)
-        await self.log.upsert_session(
-            self.id,
-            agent=self.spec.name,
-            cwd=str(self.cwd),
-            state=state.value,
+        await self._journal.state(
+            state,
+            note,
             acp_session_id=self.machine.acp_session_id,
             metadata={
                 "load_session": self.machine.load_session,
@@ -337,6 +322,7 @@ class AgentSession:
                 "reservation": self.reservation,
                 "owner": self.owner,
             },
+            extra={**self._auth_fields(), **extra},
         )
         self._state_changed.set()
         self._state_changed = anyio.Event()
@@ -374,43 +360,11 @@ class AgentSession:
         self._relay.replaying = load is not None
         await run.run(
             load_acp_session=load,
-            report=self,
+            report=self._reports,
             on_update=self._relay,
             on_permission=self._permissions,
             credentials=self._credentials,
         )
-
-    # RunReport: what a run tells us.
-
-    async def opened(
-        self, run: AgentRun, info: AgentInfo, acp_session_id: str, loaded: bool
-    ) -> None:
-        self._auth_methods = info.auth_methods
-        now = self._clock()
-        if self.machine.state is SessionState.RECOVERING:
-            await self._feed(ev.RecoverySucceeded(now, acp_session_id, loaded=loaded))
-        else:
-            await self._feed(ev.AgentReady(now, acp_session_id, info.load_session, loaded=loaded))
-
-    async def failed(self, failure: StartFailure) -> None:
-        message = self.redactor.redact(failure.message)
-        self._auth_methods = failure.auth_methods or self._auth_methods
-        code, late = failure.error_code, failure.timed_out
-        if self.machine.state is SessionState.RECOVERING:
-            self._crashed_stderr = (
-                (failure.stderr_tail, False) if failure.stderr_tail else self._crashed_stderr
-            )
-            await self._feed(
-                ev.RecoveryFailed(self._clock(), message, failure.retryable, code, late)
-            )
-            return
-        tail = self.redactor.redact(failure.stderr_tail)
-        await self._feed(ev.StartFailed(message, code, late), stderr_tail=tail)
-
-    async def disconnected(self, run: AgentRun, exit: ExitFacts) -> None:
-        if run.process is not None:
-            self._crashed_stderr = (run.process.stderr.text(), run.process.stderr.cut)
-        await self._feed(ev.Disconnected(self._clock(), exit))
 
     # -- traffic with the agent -------------------------------------------------------------
 
