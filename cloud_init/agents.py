@@ -44,6 +44,8 @@ def catalog_toml(agents: Iterable[str], agents_dir: str = AGENTS_DIR) -> str:
             f"[agents.{name}]",
             f"command = {json.dumps(command)}",
             f"credentials = {json.dumps(list(spec.credentials))}",
-            f"env = {{ PATH = {json.dumps(f'{bin_dir}:{SYSTEM_PATH}')} }}",
         ]
+        if spec.optional_credentials:
+            lines.append(f"optional_credentials = {json.dumps(list(spec.optional_credentials))}")
+        lines.append(f"env = {{ PATH = {json.dumps(f'{bin_dir}:{SYSTEM_PATH}')} }}")
     return "\n".join(lines) + "\n"

@@ -29,14 +29,17 @@ UNIT_NAME = "vm-agent.service"
 WORKSPACES_DIR = "/srv/workspaces"
 BOOTSTRAP_TOKEN_FILE = "/etc/vm-agent/bootstrap-token"  # noqa: S105  (a path, not a secret)
 CALLBACK_TOKEN_FILE = "/etc/vm-agent/callback-token"  # noqa: S105
+# The CA of a private control plane, trusted for downloads from it and by the daemon.
+CONTROL_PLANE_CA_FILE = "/etc/vm-agent/control-plane-ca.pem"
 
 _FETCH = r"""
 fetch_verified() {
   local url=$1 want=$2 dest=$3 got
-  # No redirects: the file comes from the control plane itself, or not at all.
+  # No redirects: the file comes from the control plane itself, or not at all; a private
+  # control plane is verified against its CA alone.
   curl --fail --silent --show-error --proto '=https,http' --connect-timeout 10 \
     --retry 30 --retry-delay 2 --retry-all-errors --max-time 1800 \
-    --output "$dest.part" -- "$url"
+    ${ca_file:+--cacert "$ca_file"} --output "$dest.part" -- "$url"
   got=$(sha256sum "$dest.part" | cut -d' ' -f1)
   if [ "$got" != "$want" ]; then
     rm -f "$dest.part"
@@ -123,10 +126,11 @@ systemctl start --no-block "$unit"
 """
 
 
-def wheelhouse_script(wheelhouse: Artifact) -> str:
+def wheelhouse_script(wheelhouse: Artifact, ca_file: str | None = None) -> str:
     values = {
         "url": wheelhouse.url,
         "sha256": wheelhouse.sha256,
+        "ca_file": ca_file or "",
         "venv": VENV_DIR,
         "python": "python3",
         "work": f"{INSTALL_WORK_DIR}/wheelhouse",
@@ -134,10 +138,11 @@ def wheelhouse_script(wheelhouse: Artifact) -> str:
     return header("vm-agent from the wheelhouse", values) + _FETCH + _WHEELHOUSE_BODY
 
 
-def agents_script(agents: AgentsInstall) -> str:
+def agents_script(agents: AgentsInstall, ca_file: str | None = None) -> str:
     values = {
         "url": agents.bundle.url,
         "sha256": agents.bundle.sha256,
+        "ca_file": ca_file or "",
         "target": AGENTS_DIR,
         "commands": " ".join(command_name(name) for name in agents.names),
         "work": f"{INSTALL_WORK_DIR}/agents",

@@ -1,10 +1,10 @@
 """Renders ``#cloud-config`` user-data: the document is built as data and dumped as YAML.
 
-Order on the VM: ``ca_certs`` and ``write_files`` (settings, the bootstrap token, the
-units, the catalog, the step scripts) run in cloud-init's init stage; ``runcmd`` runs in
-the final stage and holds only the runner, which runs the steps in order: swap, vm-agent,
-agents, agent-users, workspaces, bootstrap-token, start. A step that fails stops the run,
-so the unit never starts after a refused or broken install.
+Order on the VM: ``write_files`` (settings, the bootstrap token, the control plane's CA
+when it is private, the units, the catalog, the step scripts) runs in cloud-init's init
+stage; ``runcmd`` runs in the final stage and holds only the runner, which runs the steps
+in order: swap, vm-agent, agents, agent-users, workspaces, bootstrap-token, start. A step
+that fails stops the run, so the unit never starts after a refused or broken install.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ STATE_DIR = "/var/lib/vm-agent"
 # Written by the daemon at its first start (docs/provisioning.md), from the bootstrap exchange.
 TLS_CERT_FILE = "/etc/vm-agent/node-cert.pem"
 TLS_KEY_FILE = "/etc/vm-agent/node-key.pem"
-# Debian's bundle, which cloud-init's ca_certs extends: httpx reads SSL_CERT_FILE.
+# Debian's bundle (kept up to date by the OS; httpx would use its own certifi otherwise).
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 # Viewers and the control plane reach the daemon from outside the VM.
 LISTEN_HOST = "0.0.0.0"  # noqa: S104
@@ -75,6 +75,8 @@ def env_file_text(params: UserDataParams) -> str:
     }
     if params.agents is not None:
         settings["VM_AGENT_AGENTS_FILE"] = AGENTS_FILE
+    if params.ca_certificate is not None:
+        settings["VM_AGENT_CONTROL_PLANE_CA_FILE"] = install.CONTROL_PLANE_CA_FILE
     settings["SSL_CERT_FILE"] = SYSTEM_CA_BUNDLE
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
@@ -88,9 +90,10 @@ def steps(params: UserDataParams) -> dict[str, str]:
     found: dict[str, str] = {}
     if params.swap.enabled:
         found["swap"] = scripts.swap_script(params.swap)
-    found["vm-agent"] = install.wheelhouse_script(params.wheelhouse)
+    ca_file = install.CONTROL_PLANE_CA_FILE if params.ca_certificate is not None else None
+    found["vm-agent"] = install.wheelhouse_script(params.wheelhouse, ca_file)
     if params.agents is not None:
-        found["agents"] = install.agents_script(params.agents)
+        found["agents"] = install.agents_script(params.agents, ca_file)
     found["agent-users"] = install.agent_users_script(params.agent_users)
     found["workspaces"] = install.workspaces_script()
     found["bootstrap-token"] = install.token_script()
@@ -104,6 +107,11 @@ def build_document(params: UserDataParams, *, unit: str | None = None) -> dict[s
     files = [
         _file(ENV_FILE, env_file_text(params), "0600"),
         _file(TOKEN_FILE, params.bootstrap_token.get_secret_value() + "\n", "0600"),
+        *(
+            [_file(install.CONTROL_PLANE_CA_FILE, params.ca_certificate, "0644")]
+            if params.ca_certificate is not None
+            else []
+        ),
         _file(UNIT_FILE, unit_text() if unit is None else unit, "0644"),
         _file(FIREWALL_UNIT_FILE, firewall.unit_text(), "0644"),
         _file(firewall.RULES_FILE, firewall.rules_text(params.agent_users), "0644"),
@@ -113,9 +121,9 @@ def build_document(params: UserDataParams, *, unit: str | None = None) -> dict[s
     files += [
         _file(f"{scripts.PROVISION_DIR}/{name}.sh", text, "0700") for name, text in ordered.items()
     ]
+    # A private CA is not made system-wide (cloud-init's ca_certs): only the download and the
+    # daemon trust it, for the control plane alone; agents keep the system's trust.
     document: dict[str, Any] = {"hostname": params.hostname, "preserve_hostname": False}
-    if params.ca_certificate is not None:
-        document["ca_certs"] = {"trusted": [params.ca_certificate]}
     document["write_files"] = files
     document["runcmd"] = [
         ["bash", "-c", scripts.runner_script(list(ordered)), "vm-agent-provision"]

@@ -43,7 +43,10 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def make_tls_files(directory: Path, *, ca_name: str = "vm-agent test CA") -> TlsFiles:
+def make_tls_files(
+    directory: Path, *, ca_name: str = "vm-agent test CA", extra_ips: tuple[str, ...] = ()
+) -> TlsFiles:
+    """extra_ips: more addresses the server certificate names (a VM's forward address)."""
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -80,6 +83,7 @@ def make_tls_files(directory: Path, *, ca_name: str = "vm-agent test CA") -> Tls
         x509.DNSName("localhost"),
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         x509.IPAddress(ipaddress.ip_address("::1")),
+        *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips),
     ]
     cert = (
         x509.CertificateBuilder()

@@ -13,6 +13,7 @@ told "unauthorized".
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,6 +89,7 @@ class JwksVerifier:
         leeway_s: float = 30.0,
         min_refetch_interval_s: float = 30.0,
         http: httpx.AsyncClient | None = None,
+        verify: ssl.SSLContext | bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         bad = [a for a in algorithms if a not in ASYMMETRIC_ALGORITHMS]
@@ -103,7 +105,9 @@ class JwksVerifier:
         self.leeway_s = leeway_s
         self.min_refetch_interval_s = min_refetch_interval_s
         self._own_http = http is None
-        self._http = http if http is not None else httpx.AsyncClient(timeout=_TIMEOUT)
+        self._http = (
+            http if http is not None else httpx.AsyncClient(timeout=_TIMEOUT, verify=verify)
+        )
         self._clock = clock
         self._keys: dict[str, jwt.PyJWK] = {}
         self._lock = anyio.Lock()

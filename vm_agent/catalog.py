@@ -5,6 +5,7 @@ The override file (``AGENTS_FILE``) is TOML::
     [agents.claude]
     command = ["/usr/local/bin/claude-agent-acp"]
     credentials = ["ANTHROPIC_API_KEY"]   # variables fetched from the control plane at spawn
+    optional_credentials = ["ANTHROPIC_BASE_URL"]  # passed on when the control plane has them
     env = { CLAUDE_CODE_MAX_OUTPUT_TOKENS = "8192" }  # fixed, non-secret variables
 """
 
@@ -25,6 +26,9 @@ class AgentSpec(BaseModel):
     name: str
     command: tuple[str, ...] = Field(min_length=1)
     credentials: tuple[str, ...] = ()
+    # From the control plane's secret store too, but only when it has them (a model
+    # gateway's URL): their absence is no warning.
+    optional_credentials: tuple[str, ...] = ()
     env: Mapping[str, str] = Field(default_factory=dict)
 
     @field_validator("command")
@@ -33,6 +37,11 @@ class AgentSpec(BaseModel):
         if not value[0].strip():
             raise ValueError("the program must not be empty")
         return value
+
+    @property
+    def credential_names(self) -> tuple[str, ...]:
+        """Every variable the control plane may supply for this agent."""
+        return (*self.credentials, *self.optional_credentials)
 
     def with_args(self, *args: str) -> AgentSpec:
         return self.model_copy(update={"command": (*self.command, *args)})
@@ -45,8 +54,18 @@ def fake_agent_command(*args: str) -> tuple[str, ...]:
 
 def builtin_agents() -> dict[str, AgentSpec]:
     specs = [
-        AgentSpec(name="claude", command=("claude-agent-acp",), credentials=("ANTHROPIC_API_KEY",)),
-        AgentSpec(name="codex", command=("codex-acp",), credentials=("OPENAI_API_KEY",)),
+        AgentSpec(
+            name="claude",
+            command=("claude-agent-acp",),
+            credentials=("ANTHROPIC_API_KEY",),
+            optional_credentials=("ANTHROPIC_BASE_URL",),
+        ),
+        AgentSpec(
+            name="codex",
+            command=("codex-acp",),
+            credentials=("OPENAI_API_KEY",),
+            optional_credentials=("OPENAI_BASE_URL",),
+        ),
         AgentSpec(name="gemini", command=("gemini", "--acp"), credentials=("GEMINI_API_KEY",)),
         AgentSpec(name="opencode", command=("opencode", "acp")),
         AgentSpec(name="fake", command=fake_agent_command("--scenario", "echo")),

@@ -40,6 +40,7 @@ from vm_agent.control_link import (
     TokenFileError,
 )
 from vm_agent.control_link import bootstrap as first_start
+from vm_agent.control_link.trust import TrustError, control_plane_verify
 from vm_agent.eventlog import EventLog
 from vm_agent.exc import first_leaf
 from vm_agent.fdlimit import raise_soft_limit
@@ -109,10 +110,11 @@ async def run_daemon(
         plan = first_start.start_plan(settings)
         exchange = plan is first_start.StartPlan.EXCHANGE
         tokens = None if exchange else load_callback_tokens(settings, redactor)
+        verify = control_plane_verify(settings.control_plane_ca_file)
     except CatalogError as exc:
         print(f"vm-agent: VM_AGENT_AGENTS_FILE: {exc}", file=sys.stderr, flush=True)
         return EXIT_CONFIG
-    except (StartupError, first_start.BootstrapRefused) as exc:
+    except (StartupError, first_start.BootstrapRefused, TrustError) as exc:
         print(f"vm-agent: {exc}", file=sys.stderr, flush=True)
         return EXIT_CONFIG
     raise_soft_limit(settings.max_connections)
@@ -128,6 +130,7 @@ async def run_daemon(
         stop=stop,
         on_ready=on_ready,
         ensure_agent_users=ensure_agent_users,
+        verify=verify,
     )
     try:
         async with anyio.create_task_group() as tg:
@@ -136,7 +139,7 @@ async def run_daemon(
             tg.start_soon(notifier.watchdog_loop)
             if exchange:
                 parts.tokens = await first_start.exchange_unless_stopped(
-                    settings, notifier, redactor, stop.requested
+                    settings, notifier, redactor, stop.requested, verify
                 )
                 if parts.tokens is None:
                     log.info("stopped before the bootstrap finished")
@@ -183,8 +186,10 @@ class _Parts:
         stop: Stopper,
         on_ready: OnReady | None,
         ensure_agent_users: bool = False,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.ensure_agent_users = ensure_agent_users
+        self.verify = verify  # the control plane's trust (control_link/trust.py)
         self.settings = settings
         self.environ = environ
         self.redactor = redactor
@@ -202,7 +207,9 @@ class _Parts:
         self.tls = load_tls(s)
         s.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         assert s.jwks_url is not None and s.issuer is not None  # checked before
-        verifier = JwksVerifier(jwks_url=s.jwks_url, issuer=s.issuer, node_id=s.node_id)
+        verifier = JwksVerifier(
+            jwks_url=s.jwks_url, issuer=s.issuer, node_id=s.node_id, verify=self.verify
+        )
         containment = Containment.start(
             containment_config(s, self.environ), ensure_pool=self.ensure_agent_users
         )
@@ -239,7 +246,13 @@ class _Parts:
         link: ControlLink | None = None
         if self.tokens is not None:
             link = ControlLink(
-                s, events, supervisor, self.tokens, redactor=self.redactor, metrics=metrics
+                s,
+                events,
+                supervisor,
+                self.tokens,
+                redactor=self.redactor,
+                metrics=metrics,
+                verify=self.verify,
             )
             # Set before any session exists: a session keeps the provider it was made with.
             supervisor.credentials = link.credentials_provider

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     bootstrap_retry_initial_s: float = Field(default=1.0, gt=0)
     bootstrap_retry_max_s: float = Field(default=60.0, gt=0)
     jwks_url: str | None = None
+    # The CA of a control plane whose certificate no public CA signed: trusted for the
+    # control plane's connections only (control_link/trust.py).
+    control_plane_ca_file: Path | None = None
     # The `iss` viewer tokens must carry; defaults to CONTROL_PLANE_URL (the control plane
     # signs with its public base URL as issuer).
     jwt_issuer: str | None = None
@@ -117,7 +120,9 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL")
         return value.rstrip("/")
 
-    @field_validator("tls_cert_file", "tls_key_file", "metrics_port", mode="before")
+    @field_validator(
+        "tls_cert_file", "tls_key_file", "metrics_port", "control_plane_ca_file", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

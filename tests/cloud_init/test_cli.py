@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cloud_init.install import CONTROL_PLANE_CA_FILE
 from tests.cloud_init.helpers import (
     BUNDLE_SHA,
     BUNDLE_URL,
@@ -96,7 +97,9 @@ def test_a_ca_file_is_trusted(token_file: Path) -> None:
     ca = Path(__file__).parent / "test-ca.pem"
     result = cli(*base_args(token_file), "--ca-file", str(ca))
     assert result.returncode == 0, result.stderr
-    assert yaml.safe_load(result.stdout)["ca_certs"] == {"trusted": [ca.read_text()]}
+    files = files_by_path(result.stdout)
+    assert files[CONTROL_PLANE_CA_FILE]["content"] == ca.read_text()
+    assert "ca_certs" not in yaml.safe_load(result.stdout)
 
 
 def test_writes_a_0600_file_with_output(token_file: Path, tmp_path: Path) -> None:

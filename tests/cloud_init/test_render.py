@@ -14,6 +14,7 @@ import yaml
 from cloud_init import MAX_USER_DATA_BYTES, UserDataTooLarge, render, validate_params
 from cloud_init.agents import AGENTS_FILE
 from cloud_init.firewall import FIREWALL_UNIT, RULES_FILE
+from cloud_init.install import CONTROL_PLANE_CA_FILE
 from cloud_init.render import ENV_FILE, FIREWALL_UNIT_FILE, TOKEN_FILE, UNIT_FILE
 from cloud_init.scripts import PROVISION_DIR
 from tests.cloud_init.helpers import (
@@ -199,11 +200,13 @@ def test_the_catalog_points_at_the_bundle_and_the_daemon_accepts_it(tmp_path: Pa
         builtin = builtin_agents()[name]
         assert entry["command"] == [f"/opt/vm-agent-agents/bin/{builtin.command[0]}"]
         assert entry["credentials"] == list(builtin.credentials)
+        assert entry["optional_credentials"] == list(builtin.optional_credentials)
         assert entry["env"]["PATH"].startswith("/opt/vm-agent-agents/bin:")
     path = tmp_path / "agents.toml"
     path.write_text(content)
     catalog = Catalog.load(path)
     assert catalog.get("codex").command == ("/opt/vm-agent-agents/bin/codex-acp",)
+    assert catalog.get("claude").credential_names == ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL")
     assert catalog.get("fake").name == "fake"  # the built-in fake agent stays
 
 
@@ -216,11 +219,20 @@ def test_gemini_keeps_its_acp_flag() -> None:
     ]
 
 
-def test_the_ca_is_trusted_through_ca_certs_only_when_given() -> None:
-    assert "ca_certs" not in yaml.safe_load(rendered())
-    doc = yaml.safe_load(rendered(ca_certificate=TEST_CA))
-    assert list(doc)[:3] == ["hostname", "preserve_hostname", "ca_certs"]
-    assert doc["ca_certs"] == {"trusted": [TEST_CA]}
+def test_a_private_ca_is_trusted_for_the_control_plane_only_and_only_when_given() -> None:
+    plain = rendered()
+    assert CONTROL_PLANE_CA_FILE not in plain
+    assert "--cacert" in step_scripts(plain)["vm-agent"]  # unused: ca_file is empty
+    assert "\nca_file=''\n" in step_scripts(plain)["vm-agent"]
+    with_ca = rendered(ca_certificate=TEST_CA)
+    # not system-wide (cloud-init's ca_certs): agents keep the image's trust
+    assert "ca_certs" not in yaml.safe_load(with_ca)
+    files = files_by_path(with_ca)
+    ca = files[CONTROL_PLANE_CA_FILE]
+    assert (ca["content"], ca["permissions"], ca["owner"]) == (TEST_CA, "0644", "root:root")
+    assert f"VM_AGENT_CONTROL_PLANE_CA_FILE={CONTROL_PLANE_CA_FILE}\n" in files[ENV_FILE]["content"]
+    for step in ("vm-agent", "agents"):
+        assert f"\nca_file={CONTROL_PLANE_CA_FILE}\n" in step_scripts(with_ca)[step]
 
 
 def test_the_unit_is_embedded_byte_for_byte() -> None:

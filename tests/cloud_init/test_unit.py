@@ -59,6 +59,11 @@ def test_service_settings() -> None:
         ("ProtectProc", "invisible"),
         ("RestrictSUIDSGID", "yes"),
         ("LockPersonality", "yes"),
+        ("ProtectClock", "yes"),
+        ("ProtectHostname", "yes"),
+        ("PrivateDevices", "yes"),
+        ("SystemCallArchitectures", "native"),
+        ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6 AF_NETLINK"),
     ],
 )
 def test_hardening(key: str, value: str) -> None:
@@ -71,6 +76,14 @@ def test_hardening(key: str, value: str) -> None:
 )
 def test_no_hardening_that_breaks_agents(key: str) -> None:
     assert ("Service", key) not in directives()
+
+
+def test_the_capabilities_are_the_ones_the_daemon_uses() -> None:
+    bounded = set(directives()[("Service", "CapabilityBoundingSet")].split())
+    # switching to agent users, their 0700 workspaces, their processes (signals, /proc)
+    needed = {"CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_KILL"}
+    assert needed | {"CAP_SYS_PTRACE"} <= bounded
+    assert not bounded & {"CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_SYS_MODULE", "CAP_NET_RAW"}
 
 
 def verify(unit_text: str, tmp_path: Path) -> list[str]:

@@ -29,6 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 API_KEY = "sk-test-" + "k3y" * 10
 UNDECLARED = "undeclared-" + "z" * 20
+GATEWAY = "http://model-gateway.internal:8765"
 
 
 def _daemon_env(token: str) -> dict[str, str]:
@@ -59,12 +60,18 @@ def _chat_text(events: list[Any]) -> str:
     return "".join(parts)
 
 
-async def test_credentials_reach_the_agent_env_only(tmp_path: Path) -> None:
-    secrets = json.dumps({"fake-env": {"FAKE_API_KEY": API_KEY, "EXTRA_SECRET": UNDECLARED}})
+async def test_credentials_reach_the_agent_env_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="vm_agent")
+    store = {"FAKE_API_KEY": API_KEY, "FAKE_BASE_URL": GATEWAY, "EXTRA_SECRET": UNDECLARED}
+    secrets = json.dumps({"fake-env": store})
     spec = AgentSpec(
         name="fake-env",
         command=fake_agent_command("--scenario", "env"),
         credentials=("FAKE_API_KEY",),
+        # one the store has, one it has not (no warning for that one)
+        optional_credentials=("FAKE_BASE_URL", "FAKE_ORG"),
     )
     async with control_plane(tmp_path, secrets=secrets) as cp, cp.serving() as url:
         settings = daemon_settings(tmp_path, url)
@@ -115,12 +122,15 @@ async def test_credentials_reach_the_agent_env_only(tmp_path: Path) -> None:
     assert stranger_pid is None and API_KEY not in refused
     for env in (proc_env, printed):
         assert env["FAKE_API_KEY"] == API_KEY
+        assert env["FAKE_BASE_URL"] == GATEWAY
         assert token not in env.values()
         assert "EXTRA_SECRET" not in env  # only what the catalog declares for the agent
-        outside = set(env) - set(DEFAULT_ALLOWED) - {"FAKE_API_KEY"}
+        outside = set(env) - set(DEFAULT_ALLOWED) - {"FAKE_API_KEY", "FAKE_BASE_URL"}
         # Python itself may add a few of its own (e.g. LC_CTYPE coercion) when it starts.
         assert outside <= {"LC_CTYPE", "PYTHONIOENCODING"}, outside
     assert "AWS_SECRET_ACCESS_KEY" not in proc_env
+    assert "FAKE_ORG" not in caplog.text  # an optional one the store lacks is no warning
+    assert "EXTRA_SECRET" in caplog.text  # one the catalog does not declare is
     # The key is now a secret to the redactor as well.
     assert API_KEY not in redactor.redact(f"key {API_KEY}")
 

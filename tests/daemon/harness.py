@@ -233,9 +233,12 @@ class Viewer:
 
     @classmethod
     @asynccontextmanager
-    async def connect(cls, url: str, token: str) -> AsyncIterator[Viewer]:
+    async def connect(cls, url: str, token: str, **options: Any) -> AsyncIterator[Viewer]:
+        """options: more of websockets' `connect` (`ssl=`, `server_hostname=` for wss)."""
         headers = {"Authorization": f"Bearer {token}"}
-        async with connect(url, additional_headers=headers, proxy=None, max_size=None) as ws:
+        async with connect(
+            url, additional_headers=headers, proxy=None, max_size=None, **options
+        ) as ws:
             yield cls(ws)
 
     async def send(self, method: str, params: dict[str, Any]) -> int:

@@ -161,3 +161,14 @@ def test_a_tls_key_others_can_read_is_refused(tmp_path: Path) -> None:
     assert line.startswith("vm-agent: VM_AGENT_TLS_KEY_FILE: ")
     assert "0644" in line
     assert "BEGIN" not in done.stderr  # nothing of the key itself
+
+
+@pytest.mark.slow  # imports the whole daemon
+def test_an_unusable_control_plane_ca_file(tmp_path: Path) -> None:
+    write_token(tmp_path / "callback-token", "secret-callback-token-value")
+    missing = tmp_path / "no-ca.pem"
+    done = serve(env_for(tmp_path, VM_AGENT_CONTROL_PLANE_CA_FILE=str(missing)))
+    assert done.returncode == 2
+    assert one_line(done.stderr) == (
+        f"vm-agent: VM_AGENT_CONTROL_PLANE_CA_FILE: {missing} does not exist"
+    )

@@ -1,6 +1,7 @@
-"""A control plane on HTTPS with a private CA: the user-data makes the VM trust that CA
-(`ca_certs`), and the daemon's bootstrap verifies the control plane through the system
-bundle it points SSL_CERT_FILE at; without the CA it keeps waiting and says why."""
+"""A control plane on HTTPS with a private CA: the user-data writes that CA for the control
+plane's connections alone (VM_AGENT_CONTROL_PLANE_CA_FILE; the downloads' --cacert), and
+the daemon's bootstrap verifies the control plane with it; without it, the daemon keeps
+waiting and says why."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from cloud_init.install import CONTROL_PLANE_CA_FILE
 from control_plane.app import bind_socket
 from tests.daemon.harness import start_process, vm_agent
 from tests.provisioning.daemon import env_for, notifications, ready_at_plane, stop
@@ -79,8 +81,11 @@ async def test_the_vm_trusts_the_private_ca_and_bootstraps_over_https(
         answer = await cp.http.post("/api/nodes", json={"node_id": "node-1"}, headers=cp.admin())
         assert answer.status_code == 201, answer.text
         doc = yaml.safe_load(answer.json()["user_data"])
-        assert doc["ca_certs"] == {"trusted": [ca.read_text()]}
+        assert "ca_certs" not in doc  # not system-wide: the agents keep the system's trust
+        ca_file = next(f for f in doc["write_files"] if f["path"] == CONTROL_PLANE_CA_FILE)
+        assert ca_file["content"] == ca.read_text()
         env_file = next(f for f in doc["write_files"] if f["path"] == "/etc/vm-agent/env")
+        assert f"VM_AGENT_CONTROL_PLANE_CA_FILE={CONTROL_PLANE_CA_FILE}\n" in env_file["content"]
         assert "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt\n" in env_file["content"]
         token = next(f for f in doc["write_files"] if f["path"] == "/etc/vm-agent/bootstrap-token")
         (tmp_path / "etc").mkdir()
@@ -100,9 +105,10 @@ async def test_the_vm_trusts_the_private_ca_and_bootstraps_over_https(
         assert await stop(process) == 0
         assert (tmp_path / "etc" / "bootstrap-token").exists()
 
-        # With it, as cloud-init's ca_certs leaves the system bundle: ready.
+        # With the CA file as the user-data names it: ready (bootstrap, callbacks, JWKS).
         start = len(notify.messages)
-        process = await start_process(vm_agent("serve"), {**env, "SSL_CERT_FILE": str(ca)}, log)
+        with_ca = {**env, "VM_AGENT_CONTROL_PLANE_CA_FILE": str(ca)}
+        process = await start_process(vm_agent("serve"), with_ca, log)
         await notify.wait_for("READY=1", start=start)
         await ready_at_plane(cp)
         assert await stop(process) == 0

@@ -62,7 +62,7 @@ def caller_credentials(environ: Mapping[str, str]) -> CredentialsProvider:
     its credentials come from the caller's own environment (only those, only if set)."""
 
     async def fetch(session_id: str, spec: AgentSpec) -> Mapping[str, str]:
-        return {name: environ[name] for name in spec.credentials if name in environ}
+        return {name: environ[name] for name in spec.credential_names if name in environ}
 
     return fetch
 

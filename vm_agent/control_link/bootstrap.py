@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import ssl
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,8 +163,10 @@ class Bootstrapper:
         redactor: Redactor,
         timings: BootstrapTimings | None = None,
         http: httpx.AsyncClient | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.url = f"{control_plane_url.rstrip('/')}/api/nodes/{node_id}/bootstrap"
+        self.verify = verify
         self.node_id = node_id
         self.files = files
         self.notifier = notifier
@@ -184,6 +187,7 @@ class Bootstrapper:
         http = self._http or httpx.AsyncClient(
             timeout=httpx.Timeout(t.request_timeout_s, connect=t.connect_timeout_s),
             follow_redirects=False,
+            verify=self.verify,
         )
         try:
             raw = await self._exchange(http, token, csr)
@@ -279,7 +283,11 @@ def start_plan(settings: Settings) -> StartPlan:
 
 
 async def exchange_unless_stopped(
-    settings: Settings, notifier: SdNotifier, redactor: Redactor, stop: anyio.Event
+    settings: Settings,
+    notifier: SdNotifier,
+    redactor: Redactor,
+    stop: anyio.Event,
+    verify: ssl.SSLContext | bool = True,
 ) -> CallbackTokenStore | None:
     """The callback token from the bootstrap exchange; None if a stop was asked first."""
     assert settings.control_plane_url is not None
@@ -298,6 +306,7 @@ async def exchange_unless_stopped(
         timings=BootstrapTimings(
             initial_s=settings.bootstrap_retry_initial_s, max_s=settings.bootstrap_retry_max_s
         ),
+        verify=verify,
     )
     notifier.status("bootstrap: trading the bootstrap token with the control plane")
     tokens: CallbackTokenStore | None = None

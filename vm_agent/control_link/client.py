@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import ssl
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -88,6 +89,7 @@ class ControlPlaneClient:
         tokens: CallbackTokenStore,
         *,
         http: httpx.AsyncClient | None = None,
+        verify: ssl.SSLContext | bool = True,
         metrics: LinkMetrics | None = None,
         retry: RetryPolicy | None = None,
         health: LinkHealth | None = None,
@@ -101,6 +103,7 @@ class ControlPlaneClient:
         self.http = http or httpx.AsyncClient(
             timeout=httpx.Timeout(self.retry.timeout_s, connect=self.retry.connect_timeout_s),
             follow_redirects=False,  # never carry the token to another place
+            verify=verify,
         )
         self._backoff = wait_random_exponential(
             multiplier=self.retry.initial_s, max=self.retry.max_s

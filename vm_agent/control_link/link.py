@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -76,6 +77,7 @@ class ControlLink:
         redactor: Redactor,
         metrics: LinkMetrics | None = None,
         http: httpx.AsyncClient | None = None,
+        verify: ssl.SSLContext | bool = True,
         timings: LinkTimings | None = None,
         version: str = __version__,
         capacity: Mapping[str, Any] | None = None,
@@ -96,6 +98,7 @@ class ControlLink:
             settings.node_id,
             tokens,
             http=http,
+            verify=verify,
             metrics=metrics,
             retry=self.timings.retry,
             health=self.health,
@@ -134,14 +137,16 @@ class ControlLink:
     async def credentials_provider(self, session_id: str, spec: AgentSpec) -> dict[str, str]:
         """A `CredentialsProvider`: the agent's declared credentials, fetched at spawn.
 
-        Only the names the catalog declares for the agent (`spec.credentials`) are passed
-        on; the values go to that agent's environment only (never to disk) and are known
-        to the redactor from here on. Raises `CallbackError` when they cannot be fetched.
+        Only the names the catalog declares for the agent (`spec.credentials` and
+        `spec.optional_credentials`) are passed on; the values go to that agent's
+        environment only (never to disk) and are known to the redactor from here on. A
+        missing required name is warned about. Raises `CallbackError` when they cannot be
+        fetched.
         """
         env = await self.client.agent_credentials(session_id, spec.name)
         for value in env.values():
             self.redactor.add_secret(value)
-        wanted = set(spec.credentials)
+        wanted = set(spec.credential_names)
         if extra := sorted(set(env) - wanted):
             log.warning(
                 "session %s: ignoring credentials the catalog does not declare for %s: %s",
@@ -149,7 +154,7 @@ class ControlLink:
                 spec.name,
                 ", ".join(extra),
             )
-        if missing := sorted(wanted - set(env)):
+        if missing := sorted(set(spec.credentials) - set(env)):
             log.warning(
                 "session %s: the control plane has no %s for agent %s",
                 session_id,

@@ -126,7 +126,7 @@ class AgentRun:
         cfg = self.config
         own_env: dict[str, str] = dict(self.spec.env)
         try:
-            if credentials is not None and self.spec.credentials:
+            if credentials is not None and self.spec.credential_names:
                 own_env.update(await credentials(self.session_id, self.spec))
         except Exception as exc:
             log.warning("session %s: credentials unavailable: %s", self.session_id, exc)
