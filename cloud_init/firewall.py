@@ -1,4 +1,11 @@
-"""The agents' users may not reach the cloud metadata service (docs/containment.md).
+"""The agents' users may not reach the cloud metadata service, nor the daemon's own port
+(docs/containment.md).
+
+The daemon's port is for viewers and the control plane; an agent has no business there, and
+one on the same machine could otherwise crowd the port's unauthenticated slots, which are
+counted per source address (all of loopback's traffic is one address). Locally addressed
+traffic leaves through ``lo`` whatever address it names, so ``oifname "lo"`` covers the
+node's public address as well as 127.0.0.1, and an agent still reaches port 8080 elsewhere.
 
 An nftables table of its own, replaced whole on every load (so loading twice is the same
 as once), applied by a oneshot unit that ``vm-agent.service`` requires: it is in place
@@ -16,11 +23,13 @@ METADATA_V4 = "169.254.169.254"
 METADATA_V6 = "fd00:ec2::254"
 
 
-def rules_text(users: AgentUsers) -> str:
+def rules_text(users: AgentUsers, daemon_port: int) -> str:
     uids = f"{users.uid_base}-{users.last_uid}"
     reject = "counter reject with icmpx admin-prohibited"
+    refuse = "counter reject with tcp reset"  # the agent sees "connection refused"
     return (
-        "# vm-agent: the agents' users may not reach the cloud metadata service.\n"
+        "# vm-agent: the agents' users may not reach the cloud metadata service,\n"
+        "# nor the daemon's own port on this machine.\n"
         f"table inet {TABLE}\n"
         f"delete table inet {TABLE}\n"
         f"table inet {TABLE} {{\n"
@@ -28,6 +37,7 @@ def rules_text(users: AgentUsers) -> str:
         "\t\ttype filter hook output priority filter; policy accept;\n"
         f"\t\tmeta skuid {uids} ip daddr {METADATA_V4} {reject}\n"
         f"\t\tmeta skuid {uids} ip6 daddr {METADATA_V6} {reject}\n"
+        f'\t\tmeta skuid {uids} oifname "lo" tcp dport {daemon_port} {refuse}\n'
         "\t}\n"
         "}\n"
     )

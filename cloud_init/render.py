@@ -114,7 +114,7 @@ def build_document(params: UserDataParams, *, unit: str | None = None) -> dict[s
         ),
         _file(UNIT_FILE, unit_text() if unit is None else unit, "0644"),
         _file(FIREWALL_UNIT_FILE, firewall.unit_text(), "0644"),
-        _file(firewall.RULES_FILE, firewall.rules_text(params.agent_users), "0644"),
+        _file(firewall.RULES_FILE, firewall.rules_text(params.agent_users, params.port), "0644"),
     ]
     if params.agents is not None:
         files.append(_file(AGENTS_FILE, catalog_toml(params.agents.names), "0644"))

@@ -97,8 +97,10 @@ def test_custom_swap_port_and_agent_users() -> None:
     assert "VM_AGENT_LISTEN_PORT=9443\n" in env
     assert "VM_AGENT_AGENT_USERS=4\nVM_AGENT_AGENT_UID_BASE=70000\n" in env
     rules = files_by_path(text)[RULES_FILE]["content"]
-    assert rules.count("meta skuid 70000-70003 ") == 2
+    assert rules.count("meta skuid 70000-70003 ") == 3
     assert "ip daddr 169.254.169.254 " in rules and "ip6 daddr fd00:ec2::254 " in rules
+    # The daemon's own port, as this node listens on it, only for what stays on the machine.
+    assert 'meta skuid 70000-70003 oifname "lo" tcp dport 9443 ' in rules
 
 
 def test_swap_size_zero_disables_swap_entirely() -> None:

@@ -206,6 +206,37 @@ def test_the_metadata_address_is_refused_to_agent_users(node: BootedNode) -> Non
     assert after[METADATA_V6] > counters_before[METADATA_V6], (counters_before, after)
 
 
+def test_the_daemons_own_port_is_refused_to_agent_users(node: BootedNode) -> None:
+    """An agent may not crowd the viewer port from inside the machine, by loopback or by the
+    node's own address; the viewers outside reach it (the listener tests)."""
+    address = node.vm.run(["ip", "-4", "-o", "addr", "show", "dev", "ens2"], check=True)
+    own = address.stdout.split()[3].split("/")[0]
+    before = port_rule_packets(node)
+    sid = "s-own-port"
+
+    async def run() -> list[dict[str, Any]]:
+        async with node.viewer(subject="ivan") as viewer:
+            await viewing.start(viewer, "hostile", "/srv/workspaces/ivan/port", sid)
+            attacks = [{"connect": ["127.0.0.1", 8080]}, {"connect": [own, 8080]}]
+            results = await viewing.attack(viewer, sid, "port1", attacks)
+            await viewer.call("session/stop", {"session_id": sid})
+            return results
+
+    by_loopback, by_address = node.plane.run(run)
+    for result in (by_loopback, by_address):
+        assert not result["ok"] and "Connection refused" in result["detail"], result
+    assert port_rule_packets(node) >= before + 2
+
+
+def port_rule_packets(node: BootedNode) -> int:
+    listed = node.vm.run(["nft", "--json", "list", "table", "inet", "vm_agent_metadata"])
+    for item in json.loads(listed.stdout)["nftables"]:
+        expr = item.get("rule", {}).get("expr", [])
+        if any(e.get("match", {}).get("right") == "lo" for e in expr):
+            return int(next(e["counter"]["packets"] for e in expr if "counter" in e))
+    raise AssertionError("no rule for the daemon's port in the agents' firewall")
+
+
 def rule_counters(node: BootedNode) -> dict[str, int]:
     """Packets each metadata rule has rejected (nft's counters)."""
     listed = node.vm.run(["nft", "--json", "list", "table", "inet", "vm_agent_metadata"])
@@ -216,9 +247,14 @@ def rule_counters(node: BootedNode) -> dict[str, int]:
             continue
         expr = rule["expr"]
         address = next(
-            e["match"]["right"]
-            for e in expr
-            if "match" in e and e["match"]["left"].get("payload", {}).get("field") == "daddr"
+            (
+                e["match"]["right"]
+                for e in expr
+                if "match" in e and e["match"]["left"].get("payload", {}).get("field") == "daddr"
+            ),
+            None,
         )
+        if address is None:
+            continue  # the daemon's port rule (test_the_daemons_own_port_is_refused...)
         counters[address] = next(e["counter"]["packets"] for e in expr if "counter" in e)
     return counters
