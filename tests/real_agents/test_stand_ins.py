@@ -222,10 +222,9 @@ async def test_the_namespace_has_only_loopback_and_forwards_the_model(tmp_path: 
             probe = (
                 "import socket, urllib.request, json\n"
                 "names = [n for _, n in socket.if_nameindex()]\n"
-                "try:\n"
-                "    socket.create_connection(('192.0.2.1', 80), timeout=5); out = 'reached'\n"
-                "except OSError as e:\n"
-                "    out = type(e).__name__\n"
+                # No route leads anywhere but loopback (the table's header line only), so
+                # nothing can leave; nothing is sent to find out.
+                "out = open('/proc/net/route').read().splitlines()[1:]\n"
                 "body = json.dumps({'stream': False, 'messages': []}).encode()\n"
                 "r = urllib.request.urlopen('http://127.0.0.1:18765/v1/messages', body)\n"
                 "print(json.dumps([names, out, json.load(r)['content'][0]['text']]))\n"
@@ -238,7 +237,7 @@ async def test_the_namespace_has_only_loopback_and_forwards_the_model(tmp_path: 
     assert done.returncode == 0, done.stderr
     names, outside, text = json.loads(done.stdout)
     assert names == ["lo"]
-    assert outside == "OSError"  # ENETUNREACH at once: nothing left the machine
+    assert outside == []  # no IPv4 route at all: lo carries 127/8 by its local table
     assert text == script.default.text  # the stand-in, through the namespace's loopback
 
 
