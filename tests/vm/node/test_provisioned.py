@@ -5,6 +5,7 @@ a refused bootstrap token fails the start once and clearly, and the unit's expos
 
 from __future__ import annotations
 
+import re
 import secrets
 import shlex
 from collections.abc import Iterator
@@ -12,16 +13,18 @@ from contextlib import contextmanager
 
 import pytest
 
+from control_plane.artifacts.lockfile import normalize, parse_lock
 from tests.provisioning.pki import csr_pem
 from tests.vm.booted import TIMINGS_FILE, UNIT, BootedNode, seconds_of
 from tests.vm.figures import FigureBook, parse_exposure, parse_timings
-from tests.vm.host_fixtures import report_dir
+from tests.vm.host_fixtures import REPO, report_dir
 from tests.vm.node.conftest import SWAP_MB, SWAPPINESS
 
 pytestmark = pytest.mark.vm
 
 STEPS = ["swap", "vm-agent", "agents", "agent-users", "workspaces", "bootstrap-token", "start"]
 ETC = "/etc/vm-agent"
+VENV = "/opt/vm-agent"
 PAGE = 4096
 
 
@@ -146,6 +149,30 @@ def test_a_refused_bootstrap_token_fails_the_start_once_with_the_reason(
         # nothing was traded: no callback token appeared
         assert node.vm.run(["test", "-e", f"{ETC}/callback-token"]).exit_code == 1
     assert node.unit("ActiveState")["ActiveState"] == "active"
+
+
+_DISTRIBUTIONS = (
+    "import importlib.metadata as m\n"
+    "for d in m.distributions(): print(d.metadata['Name'], d.version)"
+)
+
+
+def test_the_venv_holds_the_lock_and_nothing_else_and_the_daemons_memory(
+    node: BootedNode, vm_figures: FigureBook
+) -> None:
+    """What the VM runs is what the lock pins, so the daemon's memory is the lock's (the
+    development venv also holds click and pygments, which httpx imports when present)."""
+    lock = REPO / "locks" / "vm-agent.txt"
+    pinned = {(p.name, p.version) for p in parse_lock(lock.read_text())}
+    shown = node.vm.run([f"{VENV}/bin/python", "-c", _DISTRIBUTIONS], check=True).stdout
+    installed = {(normalize(n), v) for n, v in (line.split() for line in shown.splitlines())}
+    version = node.plane.node(node.node_id)["version"]
+    assert installed == pinned | {("vm-agent", version)}
+    # after the refused-bootstrap checks restarted the unit: a daemon with no live session
+    status = node.vm.read_text(f"/proc/{node.main_pid()}/status")
+    rss = re.search(r"^VmRSS:\s+(\d+) kB$", status, re.MULTILINE)
+    assert rss is not None, status
+    vm_figures.add("node", "daemon VmRSS, no live session", int(rss[1]) / 1024, "MB")
 
 
 def test_systemd_analyze_security(node: BootedNode, vm_figures: FigureBook) -> None:
