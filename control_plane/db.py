@@ -108,6 +108,17 @@ signing_keys = Table(
     Column("not_before", Float, nullable=False),
 )
 
+# The CA that signs nodes' TLS certificates: one row, shared by every replica (0008).
+node_ca = Table(
+    "node_ca",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("domain", String(255), nullable=False),
+    Column("key_pem", Text, nullable=False),
+    Column("cert_pem", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
 # Every callback token minted, by jti; a refresh sets `revoked_at` of the one replaced (0004).
 callback_tokens = Table(
     "callback_tokens",

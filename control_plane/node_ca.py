@@ -1,4 +1,4 @@
-"""The CA that signs nodes' TLS certificates, kept under the state directory.
+"""The CA that signs nodes' TLS certificates, kept in the database (every replica's).
 
 A node makes its key on the VM and sends a certificate request with its bootstrap token;
 the certificate names what the control plane decides (``{node_id}.{node_domain}``), never
@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import os
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,11 +25,18 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from sqlalchemy import Engine, RowMapping, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from control_plane.db import node_ca
+
+log = logging.getLogger(__name__)
 
 CA_DIR = "node-ca"
 CA_KEY = "ca.key"
 CA_CERT = "ca.pem"
 CA_LIFETIME = dt.timedelta(days=3650)
+_ROW = "nodes"  # the table's one row
 # Accepts a node whose clock runs a little behind the control plane's.
 BACKDATE = dt.timedelta(minutes=5)
 MAX_CSR_BYTES = 16 * 1024
@@ -91,12 +98,6 @@ class SignedCertificate:
     sha256: str  # of the DER: what an operator compares with `openssl x509 -fingerprint`
 
 
-def _write_new_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-
-
 class NodeCA:
     def __init__(self, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate, domain: str):
         self._key = key
@@ -104,36 +105,52 @@ class NodeCA:
         self.domain = check_domain(domain)
 
     @classmethod
-    def open(cls, state_dir: Path, domain: str, clock: Clock) -> NodeCA:
-        """Load the CA from ``state_dir/node-ca``, creating it on first use (key 0600)."""
+    def generate(cls, domain: str, now: float) -> NodeCA:
+        """A new CA (kept nowhere): what `open` stores on first use."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        return cls(key, _ca_certificate(key, domain, now), domain)
+
+    @classmethod
+    def open(
+        cls, engine: Engine, domain: str, clock: Clock, *, legacy_dir: Path | None = None
+    ) -> NodeCA:
+        """Load the CA from the database, which every replica shares. On first use, import
+        the one kept under ``legacy_dir/node-ca`` (then removed there) or make one."""
         check_domain(domain)
-        directory = state_dir / CA_DIR
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        key_path, cert_path = directory / CA_KEY, directory / CA_CERT
-        if not key_path.exists():
-            key = ec.generate_private_key(ec.SECP256R1())
-            # The key first: a crash in between leaves a key and no certificate, made below.
-            # O_EXCL: of two first uses at once, one key wins and both load it.
-            with contextlib.suppress(FileExistsError):
-                _write_new_private(key_path, _key_pem(key))
-        os.chmod(key_path, 0o600)
-        loaded = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-        if not isinstance(loaded, ec.EllipticCurvePrivateKey):
-            raise ValueError(f"{key_path} is not an EC private key")
-        if not cert_path.exists():
-            cert_path.write_bytes(
-                _ca_certificate(loaded, domain, clock()).public_bytes(serialization.Encoding.PEM)
-            )
-        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        constrained = cert.extensions.get_extension_for_class(x509.NameConstraints).value
-        if [n.value for n in constrained.permitted_subtrees or []] != [domain]:
+        files = None if legacy_dir is None else _LegacyFiles(legacy_dir / CA_DIR)
+        found = files.load(domain, clock) if files is not None and files.exist() else None
+        row = _load(engine)
+        if row is None:
+            ca = found or cls.generate(domain, clock())
+            # Of two replicas on an empty database, one row wins and both load it.
+            with contextlib.suppress(IntegrityError), engine.begin() as conn:
+                conn.execute(insert(node_ca).values(ca._row(clock())))
+            row = _load(engine)
+            if row is None:
+                raise RuntimeError("the node CA was stored and is not in the database")
+        if found is not None and files is not None:
+            files.retire(imported=row["cert_pem"] == found.certificate_pem())
+        if row["domain"] != domain:
             raise ValueError(
-                f"{cert_path} is for another node domain; move {directory} away to make a new CA"
+                f"the node CA in the database is for another node domain ({row['domain']}): "
+                "nodes' certificates name it, so it cannot change under them"
             )
-        return cls(loaded, cert, domain)
+        loaded = serialization.load_pem_private_key(row["key_pem"].encode(), password=None)
+        if not isinstance(loaded, ec.EllipticCurvePrivateKey):
+            raise ValueError("the node CA's key in the database is not an EC private key")
+        return cls(loaded, x509.load_pem_x509_certificate(row["cert_pem"].encode()), domain)
 
     def certificate_pem(self) -> str:
         return self.certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+    def _row(self, now: float) -> dict[str, object]:
+        return {
+            "name": _ROW,
+            "domain": self.domain,
+            "key_pem": _key_pem(self._key).decode("ascii"),
+            "cert_pem": self.certificate_pem(),
+            "created_at": now,
+        }
 
     def dns_name(self, node_id: str) -> str:
         return node_dns_name(node_id, self.domain)
@@ -227,3 +244,51 @@ def _ca_certificate(key: ec.EllipticCurvePrivateKey, domain: str, now: float) ->
         .add_extension(key_id, critical=False)
         .sign(key, hashes.SHA256())
     )
+
+
+def _load(engine: Engine) -> RowMapping | None:
+    with engine.connect() as conn:
+        return conn.execute(select(node_ca).where(node_ca.c.name == _ROW)).mappings().first()
+
+
+@dataclass(frozen=True)
+class _LegacyFiles:
+    """Where a control plane kept the CA before it moved into the database."""
+
+    directory: Path
+
+    def exist(self) -> bool:
+        return (self.directory / CA_KEY).exists()
+
+    def load(self, domain: str, clock: Clock) -> NodeCA:
+        key_path, cert_path = self.directory / CA_KEY, self.directory / CA_CERT
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{key_path} is not an EC private key")
+        if not cert_path.exists():  # a crash between writing the key and the certificate
+            return NodeCA(key, _ca_certificate(key, domain, clock()), domain)
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        constrained = cert.extensions.get_extension_for_class(x509.NameConstraints).value
+        if [n.value for n in constrained.permitted_subtrees or []] != [domain]:
+            raise ValueError(
+                f"{cert_path} is for another node domain; "
+                f"move {self.directory} away to make a new CA"
+            )
+        return NodeCA(key, cert, domain)
+
+    def retire(self, *, imported: bool) -> None:
+        if not imported:
+            # Another replica's CA is the one in the database: nodes this one signed (when
+            # each replica kept its own) need new certificates.
+            log.warning(
+                "the database holds another node CA than the one in %s, which is left there: "
+                "nodes it signed need a new certificate",
+                self.directory,
+            )
+            return
+        # A second copy of the CA's key, no longer used, is a liability.
+        for name in (CA_KEY, CA_CERT):
+            (self.directory / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.directory.rmdir()
+        log.info("the node CA of %s is the database's; removed it there", self.directory)

@@ -45,8 +45,11 @@ class ControlPlane:
 
     @functools.cached_property
     def node_ca(self) -> NodeCA:
-        """Signs nodes' TLS certificates; made on first use (its key 0600 in the state dir)."""
-        return NodeCA.open(self.settings.state_dir, self.settings.node_domain, self.clock)
+        """Signs nodes' TLS certificates; in the database, made (or imported from the state
+        directory, where it was kept before) on first use."""
+        return NodeCA.open(
+            self.engine, self.settings.node_domain, self.clock, legacy_dir=self.settings.state_dir
+        )
 
     def close(self) -> None:
         self.engine.dispose()

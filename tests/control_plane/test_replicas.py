@@ -159,18 +159,35 @@ def batch(node_seqs: range) -> dict[str, Any]:
 async def test_two_replicas_on_one_database(
     tmp_path: Path, database_url: str, pair: tuple[Replica, Replica]
 ) -> None:
-    """One pair of processes for the three properties (each process start costs seconds)."""
+    """One pair of processes for the four properties (each process start costs seconds)."""
     a, b = pair
     with minter(tmp_path, database_url) as plane:
         callback = plane.tokens.mint_callback_token("n1")
         admin = plane.tokens.mint_user_token("ops", admin=True)
         first, second = aged_callback_token(plane), aged_callback_token(plane)
     async with a.client() as ca, b.client() as cb:
+        await one_node_ca_for_both(ca, cb)
         await same_batches_stored_once(ca, cb, callback, admin)
         await refresh_revokes_across_replicas(ca, cb, first, second)
         await key_rotated_through_one_is_honoured_by_the_other(
             tmp_path, database_url, ca, cb, admin
         )
+
+
+async def one_node_ca_for_both(ca: httpx.AsyncClient, cb: httpx.AsyncClient) -> None:
+    """Asked at once on first use, both replicas publish one CA: a node that one of them
+    signed verifies with the CA a viewer got from the other."""
+    pems: list[str] = []
+
+    async def fetch(client: httpx.AsyncClient) -> None:
+        r = await client.get("/api/node-ca.pem")
+        assert r.status_code == 200, r.text
+        pems.append(r.text)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(fetch, ca)
+        tg.start_soon(fetch, cb)
+    assert len(pems) == 2 and pems[0] == pems[1] and "BEGIN CERTIFICATE" in pems[0]
 
 
 async def same_batches_stored_once(

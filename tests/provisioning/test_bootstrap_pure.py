@@ -48,8 +48,8 @@ def test_the_key_is_made_0600_and_reused(tmp_path: Path) -> None:
         load_or_make_key(path)
 
 
-def signed_answer(tmp: Path, key: ec.EllipticCurvePrivateKey) -> dict[str, str]:
-    ca = NodeCA.open(tmp, "nodes.test.internal", lambda: 1_800_000_000.0)
+def signed_answer(key: ec.EllipticCurvePrivateKey) -> dict[str, str]:
+    ca = NodeCA.generate("nodes.test.internal", 1_800_000_000.0)
     public = request_public_key(certificate_request(key, "node-1"))
     cert = ca.sign(public, "node-1", 1_800_000_000.0, 3600)
     return {
@@ -60,9 +60,9 @@ def signed_answer(tmp: Path, key: ec.EllipticCurvePrivateKey) -> dict[str, str]:
     }
 
 
-def test_an_answer_for_our_key_is_taken(tmp_path: Path) -> None:
+def test_an_answer_for_our_key_is_taken() -> None:
     key = ec.generate_private_key(ec.SECP256R1())
-    answer = parse_answer(signed_answer(tmp_path, key), key)
+    answer = parse_answer(signed_answer(key), key)
     assert answer.callback_token == "a.b.c"
     assert answer.dns_name == "node-1.nodes.test.internal"
 
@@ -80,16 +80,16 @@ def test_an_answer_for_our_key_is_taken(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_a_broken_answer_is_refused(tmp_path: Path, change: dict[str, object], says: str) -> None:
+def test_a_broken_answer_is_refused(change: dict[str, object], says: str) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     with pytest.raises(BootstrapRefused, match=says):
-        parse_answer({**signed_answer(tmp_path, key), **change}, key)
+        parse_answer({**signed_answer(key), **change}, key)
 
 
-def test_a_certificate_for_another_key_is_refused(tmp_path: Path) -> None:
+def test_a_certificate_for_another_key_is_refused() -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     other = ec.generate_private_key(ec.SECP256R1())
     with pytest.raises(BootstrapRefused, match="not for this node's key"):
-        parse_answer(signed_answer(tmp_path, other), key)
+        parse_answer(signed_answer(other), key)
     with pytest.raises(BootstrapRefused, match="not a JSON object"):
         parse_answer([], key)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import stat
 import time
 from pathlib import Path
 
@@ -16,29 +15,12 @@ from tests.provisioning.pki import csr_pem, handshake
 DOMAIN = "nodes.test.internal"
 
 
-def ca(tmp: Path, domain: str = DOMAIN) -> NodeCA:
-    return NodeCA.open(tmp, domain, time.time)
+def ca(domain: str = DOMAIN) -> NodeCA:
+    return NodeCA.generate(domain, time.time())
 
 
-def test_the_ca_key_is_0600_and_the_ca_is_kept_across_opens(tmp_path: Path) -> None:
-    first = ca(tmp_path)
-    key = tmp_path / "node-ca" / "ca.key"
-    assert stat.S_IMODE(key.stat().st_mode) == 0o600
-    assert stat.S_IMODE((tmp_path / "node-ca").stat().st_mode) == 0o700
-    assert ca(tmp_path).certificate_pem() == first.certificate_pem()
-    key.chmod(0o644)
-    ca(tmp_path)
-    assert stat.S_IMODE(key.stat().st_mode) == 0o600
-
-
-def test_a_ca_for_another_domain_is_refused(tmp_path: Path) -> None:
-    ca(tmp_path)
-    with pytest.raises(ValueError, match="another node domain"):
-        ca(tmp_path, "other.internal")
-
-
-def test_the_certificate_names_what_the_control_plane_decides(tmp_path: Path) -> None:
-    authority = ca(tmp_path)
+def test_the_certificate_names_what_the_control_plane_decides() -> None:
+    authority = ca()
     key = ec.generate_private_key(ec.SECP256R1())
     asked = csr_pem(key, ("evil.example.com", "cp.example.com"))
     signed = authority.sign(request_public_key(asked), "node-7", time.time(), 3600)
@@ -53,7 +35,7 @@ def test_the_certificate_names_what_the_control_plane_decides(tmp_path: Path) ->
 
 
 def test_a_real_tls_client_verifies_the_node_by_its_name(tmp_path: Path) -> None:
-    authority = ca(tmp_path)
+    authority = ca()
     key = ec.generate_private_key(ec.SECP256R1())
     signed = authority.sign(request_public_key(csr_pem(key)), "node-7", time.time(), 3600)
     ca_pem = authority.certificate_pem()
@@ -62,13 +44,13 @@ def test_a_real_tls_client_verifies_the_node_by_its_name(tmp_path: Path) -> None
     for wrong in ("evil.example.com", f"node-8.{DOMAIN}", "127.0.0.1"):
         assert "CERTIFICATE_VERIFY_FAILED" in handshake(signed.pem, key, ca_pem, wrong, tmp_path)
     # Another control plane's CA does not vouch for it.
-    other = ca(tmp_path / "other").certificate_pem()
+    other = ca().certificate_pem()
     result = handshake(signed.pem, key, other, f"node-7.{DOMAIN}", tmp_path)
     assert "CERTIFICATE_VERIFY_FAILED" in result
 
 
-def test_the_name_constraint_keeps_the_ca_to_its_domain(tmp_path: Path) -> None:
-    authority = ca(tmp_path)
+def test_the_name_constraint_keeps_the_ca_to_its_domain() -> None:
+    authority = ca()
     constraint = authority.certificate.extensions.get_extension_for_class(x509.NameConstraints)
     assert constraint.critical
     assert [n.value for n in constraint.value.permitted_subtrees or []] == [DOMAIN]
@@ -76,10 +58,9 @@ def test_the_name_constraint_keeps_the_ca_to_its_domain(tmp_path: Path) -> None:
 
 def test_rsa_keys_are_signed_too(tmp_path: Path) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    signed = ca(tmp_path).sign(request_public_key(csr_pem(key)), "n1", time.time(), 60)
-    assert (
-        handshake(signed.pem, key, ca(tmp_path).certificate_pem(), f"n1.{DOMAIN}", tmp_path) == "ok"
-    )
+    authority = ca()
+    signed = authority.sign(request_public_key(csr_pem(key)), "n1", time.time(), 60)
+    assert handshake(signed.pem, key, authority.certificate_pem(), f"n1.{DOMAIN}", tmp_path) == "ok"
 
 
 def tampered_csr() -> str:
