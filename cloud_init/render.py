@@ -64,6 +64,8 @@ def env_file_text(params: UserDataParams) -> str:
         "VM_AGENT_CALLBACK_TOKEN_FILE": install.CALLBACK_TOKEN_FILE,
         "VM_AGENT_TLS_CERT_FILE": TLS_CERT_FILE,
         "VM_AGENT_TLS_KEY_FILE": TLS_KEY_FILE,
+        # the control plane signs it at the bootstrap, and renews it
+        "VM_AGENT_TLS_RENEW": "1",
         "VM_AGENT_JWKS_URL": params.jwks_url,
         "VM_AGENT_LISTEN_HOST": LISTEN_HOST,
         "VM_AGENT_LISTEN_PORT": str(params.port),

@@ -117,6 +117,22 @@ def spend_bootstrap_token(
     return bool(changed == 1)
 
 
+def record_renewal(engine: Engine, node_id: str, cert: IssuedCertificate) -> bool:
+    """Record a renewed certificate of a bootstrapped node; False if there is none such."""
+    t = node_provisioning
+    with engine.begin() as conn:
+        changed = conn.execute(
+            update(t)
+            .where(t.c.node_id == node_id, t.c.bootstrapped_at.is_not(None))
+            .values(
+                cert_serial=format(cert.serial, "x"),
+                cert_sha256=cert.sha256,
+                cert_not_after=cert.not_after,
+            )
+        ).rowcount
+    return bool(changed == 1)
+
+
 def provisioning_of(engine: Engine, node_id: str) -> dict[str, Any] | None:
     """The record without the token hash (for admins)."""
     t = node_provisioning

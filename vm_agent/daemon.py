@@ -253,6 +253,7 @@ class _Parts:
                 redactor=self.redactor,
                 metrics=metrics,
                 verify=self.verify,
+                tls_context=self.tls,
             )
             # Set before any session exists: a session keeps the provider it was made with.
             supervisor.credentials = link.credentials_provider

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # VM the bootstrap writes both: the key made here, the certificate the control plane signed.
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    # The control plane signed the certificate (the bootstrap): renew it through the control
+    # plane at two-thirds of its life (control_link/renewal.py).
+    tls_renew: bool = False
     # Plain ws:// on a non-loopback LISTEN_HOST (refused at start unless this is set).
     allow_plaintext: bool = False
     # Caps on the viewer port's connections (checked at accept, before TLS or HTTP).
@@ -131,6 +134,10 @@ class Settings(BaseSettings):
     def _listener_is_safe(self) -> Settings:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError(f"{TLS_VARIABLES} go together: set both or neither")
+        if self.tls_renew and (not self.tls_enabled or self.control_plane_url is None):
+            raise ValueError(
+                f"VM_AGENT_TLS_RENEW needs {TLS_VARIABLES} and VM_AGENT_CONTROL_PLANE_URL"
+            )
         mode = listener_mode(
             self.listen_host, tls=self.tls_enabled, allow_plaintext=self.allow_plaintext
         )

@@ -33,6 +33,13 @@ def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
     )
     ctx.set_ciphers(TLS12_CIPHERS)
     ctx.set_alpn_protocols(["http/1.1"])
+    load_certificate(ctx, cert_file, key_file)
+    return ctx
+
+
+def load_certificate(ctx: ssl.SSLContext, cert_file: Path, key_file: Path) -> None:
+    """Loads (or, for a renewal, replaces) the context's certificate and key; handshakes
+    from then on use them. Raises ``TlsConfigError``."""
     try:
         key_fd = open_private(key_file, "TLS key file")
     except FileUnusable as exc:
@@ -56,4 +63,3 @@ def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
             ) from None
     finally:
         os.close(key_fd)
-    return ctx

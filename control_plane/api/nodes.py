@@ -3,6 +3,7 @@
 ``POST /api/nodes`` makes the record, a single-use bootstrap token (stored hashed) and the
 user-data; ``POST /api/nodes/{node_id}/bootstrap`` trades that token and a certificate
 request for the callback token, the node's certificate and the CA's (docs/callback-api.md);
+``POST /api/nodes/{node_id}/certificate`` renews that certificate (the callback token);
 ``GET /api/node-ca.pem`` publishes the CA for viewers and the control plane's own
 connections.
 """
@@ -17,7 +18,13 @@ from starlette.routing import Route
 
 from cloud_init import InvalidParameter, UserDataTooLarge, render
 from control_plane import provisioning, provisioning_store
-from control_plane.api.common import ApiError, parse_body, plane_of, require_user
+from control_plane.api.common import (
+    ApiError,
+    parse_body,
+    plane_of,
+    require_callback,
+    require_user,
+)
 from control_plane.artifacts.manifest import Manifest, ManifestError, load_manifest
 from control_plane.node_ca import MAX_CSR_BYTES, CsrError, NodeCA, request_public_key
 from control_plane.plane import ControlPlane
@@ -156,6 +163,33 @@ async def bootstrap(request: Request) -> JSONResponse:
     return JSONResponse(answer, headers=NO_STORE)
 
 
+async def renew_certificate(request: Request) -> JSONResponse:
+    """A bootstrapped node's new certificate, for a request signed by its key (the callback
+    token vouches for the node; the names are the control plane's, as at the bootstrap)."""
+    node_id = request.path_params["node_id"]
+    await require_callback(request, node_id)
+    body = await parse_body(request, BootstrapBody)
+    try:
+        public_key = request_public_key(body.csr)
+    except CsrError as exc:
+        raise ApiError(422, f"invalid csr: {exc}") from None
+    plane = plane_of(request)
+    ca = await to_thread.run_sync(_node_ca, plane)
+    signed = ca.sign(public_key, node_id, plane.clock(), plane.settings.node_cert_ttl_s)
+    issued = provisioning_store.IssuedCertificate(signed.serial, signed.sha256, signed.not_after)
+    renewed = await to_thread.run_sync(
+        provisioning_store.record_renewal, plane.engine, node_id, issued
+    )
+    if not renewed:
+        raise ApiError(404, "no bootstrapped node of that id")
+    answer = {
+        "certificate": signed.pem,
+        "ca_certificate": ca.certificate_pem(),
+        "dns_name": ca.dns_name(node_id),
+    }
+    return JSONResponse(answer, headers=NO_STORE)
+
+
 async def node_ca_pem(request: Request) -> Response:
     ca = await to_thread.run_sync(_node_ca, plane_of(request))
     pem = ca.certificate_pem()
@@ -175,6 +209,7 @@ async def node_provisioning(request: Request) -> JSONResponse:
 routes = [
     Route("/api/nodes", create_node, methods=["POST"]),
     Route("/api/nodes/{node_id}/bootstrap", bootstrap, methods=["POST"]),
+    Route("/api/nodes/{node_id}/certificate", renew_certificate, methods=["POST"]),
     Route("/api/nodes/{node_id}/provisioning", node_provisioning, methods=["GET"]),
     Route("/api/node-ca.pem", node_ca_pem, methods=["GET"]),
 ]

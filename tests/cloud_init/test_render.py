@@ -53,6 +53,7 @@ def test_defaults() -> None:
         "VM_AGENT_CALLBACK_TOKEN_FILE=/etc/vm-agent/callback-token\n"
         "VM_AGENT_TLS_CERT_FILE=/etc/vm-agent/node-cert.pem\n"
         "VM_AGENT_TLS_KEY_FILE=/etc/vm-agent/node-key.pem\n"
+        "VM_AGENT_TLS_RENEW=1\n"
         f"VM_AGENT_JWKS_URL={PLANE}/.well-known/jwks.json\n"
         "VM_AGENT_LISTEN_HOST=0.0.0.0\n"
         "VM_AGENT_LISTEN_PORT=8080\n"

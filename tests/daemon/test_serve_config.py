@@ -144,6 +144,14 @@ def test_a_certificate_without_its_key_is_refused(tmp_path: Path) -> None:
     assert "VM_AGENT_TLS_KEY_FILE" in one_line(done.stderr)
 
 
+def test_renewing_needs_tls_and_a_control_plane(tmp_path: Path) -> None:
+    done = serve(env_for(tmp_path, VM_AGENT_TLS_RENEW="1"))
+    assert done.returncode == 2
+    line = one_line(done.stderr)
+    for name in ("VM_AGENT_TLS_RENEW", "VM_AGENT_TLS_CERT_FILE", "VM_AGENT_CONTROL_PLANE_URL"):
+        assert name in line
+
+
 @pytest.mark.slow  # imports the whole daemon
 def test_a_tls_key_others_can_read_is_refused(tmp_path: Path) -> None:
     write_token(tmp_path / "callback-token", "a-callback-token-value")

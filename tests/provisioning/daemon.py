@@ -41,6 +41,7 @@ def env_for(tmp: Path, port: int, notify: Notify, **extra: str) -> dict[str, str
             "VM_AGENT_BOOTSTRAP_TOKEN_FILE": str(etc / "bootstrap-token"),
             "VM_AGENT_TLS_CERT_FILE": str(etc / "node-cert.pem"),
             "VM_AGENT_TLS_KEY_FILE": str(etc / "node-key.pem"),
+            "VM_AGENT_TLS_RENEW": "1",  # as the cloud-config sets it
             "VM_AGENT_STATE_DIR": str(tmp / "state"),
             "VM_AGENT_LISTEN_HOST": "127.0.0.1",
             "VM_AGENT_LISTEN_PORT": "0",

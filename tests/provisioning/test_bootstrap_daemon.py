@@ -117,7 +117,7 @@ async def test_a_bootstrap_without_tls_files_is_refused_before_anything(tmp_path
     write_token(tmp_path / "etc" / "bootstrap-token", "x" * 43)
     async with notifications() as notify:
         env = env_for(tmp_path, 9, notify)
-        del env["VM_AGENT_TLS_CERT_FILE"], env["VM_AGENT_TLS_KEY_FILE"]
+        del env["VM_AGENT_TLS_CERT_FILE"], env["VM_AGENT_TLS_KEY_FILE"], env["VM_AGENT_TLS_RENEW"]
         log = tmp_path / "daemon.log"
         process = await start_process(vm_agent("serve"), env, log)
         with anyio.fail_after(60):

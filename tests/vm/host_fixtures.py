@@ -26,6 +26,11 @@ from control_plane.artifacts.wheelhouse import OWN_PACKAGE, build_own_wheel
 from tests.vm.figures import FigureBook
 from tests.vm.plane_host import HostPlane, host_plane, plane_tls
 
+# Node certificates for 10 minutes: the daemons renew theirs (at two-thirds of the life,
+# which the 5-minute backdating makes 5 minutes after the bootstrap) while the tests run,
+# and a failed renewal shows as viewers that can no longer connect.
+NODE_CERT_TTL_S = 600
+
 REPO = Path(__file__).resolve().parents[2]
 _book = FigureBook()
 
@@ -82,7 +87,10 @@ def vm_plane(
     vm_portal: BlockingPortal, vm_artifacts: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[HostPlane]:
     base = tmp_path_factory.mktemp("vm-plane")
-    with host_plane(vm_portal, base / "state", vm_artifacts, plane_tls(base / "tls")) as plane:
+    tls = plane_tls(base / "tls")
+    with host_plane(
+        vm_portal, base / "state", vm_artifacts, tls, node_cert_ttl_s=NODE_CERT_TTL_S
+    ) as plane:
         yield plane
 
 

@@ -138,6 +138,11 @@ class HostPlane:
         assert answer.status_code == 200, answer.text
         return dict(answer.json())
 
+    def provisioning(self, node_id: str) -> dict[str, Any]:
+        answer = self.http.get(f"/api/nodes/{node_id}/provisioning", headers=self.admin())
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
     def make_session(self, node_id: str, agent: str, owner: str) -> str:
         """An agent session the control plane makes (the only kind it gives credentials
         for); its id is what the daemon's session/start is given."""

@@ -125,6 +125,23 @@ def certificate_request(key: ec.EllipticCurvePrivateKey, node_id: str) -> str:
     return csr.public_bytes(serialization.Encoding.PEM).decode("ascii")
 
 
+def certificate_for_key(pem: str, key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
+    """The certificate in `pem`, if it is for `key`; ValueError saying what it is not."""
+    try:
+        cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
+    except (ValueError, UnicodeEncodeError):
+        raise ValueError("is not PEM") from None
+    ours = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    theirs = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    if ours != theirs:
+        raise ValueError("is not for this node's key")
+    return cert
+
+
 def parse_answer(raw: Any, key: ec.EllipticCurvePrivateKey) -> BootstrapAnswer:
     """The answer's callback token and a certificate for our own key, or BootstrapRefused."""
     if not isinstance(raw, dict):
@@ -135,17 +152,9 @@ def parse_answer(raw: Any, key: ec.EllipticCurvePrivateKey) -> BootstrapAnswer:
     if not isinstance(certificate, str):
         raise BootstrapRefused("bootstrap answer has no certificate")
     try:
-        cert = x509.load_pem_x509_certificate(certificate.encode("ascii"))
-    except (ValueError, UnicodeEncodeError):
-        raise BootstrapRefused("bootstrap answer's certificate is not PEM") from None
-    ours = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    theirs = cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    if ours != theirs:
-        raise BootstrapRefused("bootstrap answer's certificate is not for this node's key")
+        certificate_for_key(certificate, key)
+    except ValueError as exc:
+        raise BootstrapRefused(f"bootstrap answer's certificate {exc}") from None
     dns_name = raw.get("dns_name")
     return BootstrapAnswer(
         token.strip(), certificate, dns_name if isinstance(dns_name, str) else None

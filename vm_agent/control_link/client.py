@@ -159,6 +159,14 @@ class ControlPlaneClient:
             raise CallbackProtocolError("agent-credentials answer: env is not a map of strings")
         return dict(env)
 
+    async def renew_certificate(self, csr: str) -> str:
+        """The node's new certificate (PEM) for a request signed by its key."""
+        answer = await self._post("certificate", _json({"csr": csr}))
+        certificate = answer.get("certificate")
+        if not isinstance(certificate, str) or "BEGIN CERTIFICATE" not in certificate:
+            raise CallbackProtocolError("certificate answer: no PEM certificate")
+        return certificate
+
     # Plumbing.
 
     async def _post(self, path: str, body: bytes) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from vm_agent.control_link.client import (
 )
 from vm_agent.control_link.health import LinkHealth, LinkMetrics
 from vm_agent.control_link.outbox import OutboxSender, backoff_delay
+from vm_agent.control_link.renewal import CertificateRenewer
 from vm_agent.control_link.token import CallbackTokenStore
 from vm_agent.control_link.usage import node_usage
 from vm_agent.eventlog import EventLog
@@ -81,6 +82,7 @@ class ControlLink:
         timings: LinkTimings | None = None,
         version: str = __version__,
         capacity: Mapping[str, Any] | None = None,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         if not settings.control_plane_url:
             raise ValueError("ControlLink needs settings.control_plane_url")
@@ -114,6 +116,17 @@ class ControlLink:
             auth_retry_s=lambda: self.interval_s,
             metrics=metrics,
         )
+        # The listener's certificate, renewed through the control plane when it signed it.
+        self.renewer: CertificateRenewer | None = None
+        if settings.tls_renew and tls_context is not None:
+            assert settings.tls_cert_file is not None and settings.tls_key_file is not None
+            self.renewer = CertificateRenewer(
+                self.client,
+                node_id=settings.node_id,
+                cert_file=settings.tls_cert_file,
+                key_file=settings.tls_key_file,
+                context=tls_context,
+            )
         self.ready_sent = False
         self.last_heartbeat: float | None = None  # monotonic
         self.heartbeats = 0
@@ -125,6 +138,8 @@ class ControlLink:
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(self.outbox.run)
+                if self.renewer is not None:
+                    tg.start_soon(self.renewer.run)
                 task_status.started()
                 await self._announce()
                 while True:
@@ -167,6 +182,7 @@ class ControlLink:
         """For /health: no secrets, only states, ages and counts."""
         now = time.monotonic()
         expires = self.tokens.expires_in_s()
+        cert_left = None if self.renewer is None else self.renewer.expires_in_s()
         return {
             "control_plane": self.health.state.value,
             "detail": self.health.detail,
@@ -178,6 +194,8 @@ class ControlLink:
             "outbox_depth": self.outbox.depth,
             "outbox_delivered": self.outbox.delivered,
             "token_expires_in_s": None if expires is None else round(expires),
+            "certificate_expires_in_s": (None if cert_left is None else round(cert_left)),
+            "certificate_renewals": None if self.renewer is None else self.renewer.renewals,
         }
 
     async def heartbeat_once(self) -> None:

@@ -6,14 +6,16 @@ systemd, and what survives them."""
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 import time
 
 import pytest
+from cryptography import x509
 from websockets.asyncio.client import connect
 
 from tests.real_agents.model_api import Reply
-from tests.vm.booted import UNIT, BootedNode, message_text
+from tests.vm.booted import UNIT, VIEWER_PORT, BootedNode, message_text
 from tests.vm.figures import FigureBook
 from tests.vm.model_host import ModelHost
 from tests.vm.node import viewing
@@ -167,3 +169,30 @@ def test_a_stopped_daemon_is_restarted_by_the_watchdog(
     assert "Failed with result 'watchdog'" in journal, journal
     assert node.main_pid() != old_main
     assert node.unit("ActiveState")["ActiveState"] == "active"
+
+
+def test_the_certificate_was_renewed_under_systemd(node: BootedNode) -> None:
+    """The host's control plane signs for NODE_CERT_TTL_S: by now (or within minutes) the
+    daemon has renewed its certificate, written it where the unit may write, and serves it."""
+    deadline = time.monotonic() + 600
+    while "TLS certificate renewed" not in node.journal(lines=2000):
+        assert time.monotonic() < deadline, node.journal()
+        node.vm.run(["sleep", "10"], timeout=60)
+    cert_file = "/etc/vm-agent/node-cert.pem"
+    assert node.vm.run(["stat", "-c", "%a %U", cert_file], check=True).stdout.split() == [
+        "644",
+        "root",
+    ]
+    port = node.vm.host_port(VIEWER_PORT)
+    context = node.viewer_tls()
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=60) as raw,
+        context.wrap_socket(raw, server_hostname=node.dns_name) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    served = x509.load_der_x509_certificate(der)
+    in_file = x509.load_pem_x509_certificate(node.vm.read_text(cert_file).encode())
+    recorded = node.plane.provisioning(node.node_id)["cert_serial"]
+    assert served.serial_number == in_file.serial_number
+    assert format(served.serial_number, "x") == recorded
