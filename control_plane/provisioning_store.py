@@ -64,6 +64,14 @@ class IssuedCertificate:
     sha256: str
     not_after: float
 
+    def columns(self) -> dict[str, object]:
+        """As the node's provisioning row holds it."""
+        return {
+            "cert_serial": format(self.serial, "x"),
+            "cert_sha256": self.sha256,
+            "cert_not_after": self.not_after,
+        }
+
 
 def create_node(engine: Engine, node: NewNode) -> None:
     """The node's record (also in ``nodes``, where its reports land); NodeExists if taken."""
@@ -107,12 +115,7 @@ def spend_bootstrap_token(
                 t.c.bootstrapped_at.is_(None),
                 t.c.bootstrap_expires_at > now,
             )
-            .values(
-                bootstrapped_at=now,
-                cert_serial=format(cert.serial, "x"),
-                cert_sha256=cert.sha256,
-                cert_not_after=cert.not_after,
-            )
+            .values(bootstrapped_at=now, **cert.columns())
         ).rowcount
     return bool(changed == 1)
 
@@ -124,11 +127,7 @@ def record_renewal(engine: Engine, node_id: str, cert: IssuedCertificate) -> boo
         changed = conn.execute(
             update(t)
             .where(t.c.node_id == node_id, t.c.bootstrapped_at.is_not(None))
-            .values(
-                cert_serial=format(cert.serial, "x"),
-                cert_sha256=cert.sha256,
-                cert_not_after=cert.not_after,
-            )
+            .values(**cert.columns())
         ).rowcount
     return bool(changed == 1)
 
