@@ -127,6 +127,27 @@ def _bootstrap_token(request: Request) -> str:
     return token.strip()
 
 
+async def _sign_request(
+    request: Request, plane: ControlPlane, node_id: str, now: float
+) -> tuple[provisioning_store.IssuedCertificate, dict[str, str]]:
+    """The node's certificate for the body's request (a bad one is 422, before anything is
+    spent or recorded): what to record, and the answer's certificate fields."""
+    body = await parse_body(request, BootstrapBody)
+    try:
+        public_key = request_public_key(body.csr)
+    except CsrError as exc:
+        raise ApiError(422, f"invalid csr: {exc}") from None
+    ca = await to_thread.run_sync(_node_ca, plane)
+    signed = ca.sign(public_key, node_id, now, plane.settings.node_cert_ttl_s)
+    issued = provisioning_store.IssuedCertificate(signed.serial, signed.sha256, signed.not_after)
+    fields = {
+        "certificate": signed.pem,
+        "ca_certificate": ca.certificate_pem(),
+        "dns_name": ca.dns_name(node_id),
+    }
+    return issued, fields
+
+
 async def bootstrap(request: Request) -> JSONResponse:
     node_id = request.path_params["node_id"]
     token = _bootstrap_token(request)
@@ -135,15 +156,8 @@ async def bootstrap(request: Request) -> JSONResponse:
     verdict = provisioning.bootstrap_verdict(record, token, plane.clock())
     if verdict is not provisioning.Verdict.ACCEPT:
         raise ApiError(401, verdict.value)
-    body = await parse_body(request, BootstrapBody)
-    try:
-        public_key = request_public_key(body.csr)
-    except CsrError as exc:
-        raise ApiError(422, f"invalid csr: {exc}") from None  # the token stays unspent
-    ca = await to_thread.run_sync(_node_ca, plane)
     now = plane.clock()
-    signed = ca.sign(public_key, node_id, now, plane.settings.node_cert_ttl_s)
-    issued = provisioning_store.IssuedCertificate(signed.serial, signed.sha256, signed.not_after)
+    issued, fields = await _sign_request(request, plane, node_id, now)  # 422: token unspent
     spent = await to_thread.run_sync(
         provisioning_store.spend_bootstrap_token,
         plane.engine,
@@ -154,12 +168,7 @@ async def bootstrap(request: Request) -> JSONResponse:
     )
     if not spent:  # another exchange won, or it expired in between
         raise ApiError(401, provisioning.Verdict.SPENT.value)
-    answer = {
-        "callback_token": plane.tokens.mint_callback_token(node_id),
-        "certificate": signed.pem,
-        "ca_certificate": ca.certificate_pem(),
-        "dns_name": ca.dns_name(node_id),
-    }
+    answer = {"callback_token": plane.tokens.mint_callback_token(node_id), **fields}
     return JSONResponse(answer, headers=NO_STORE)
 
 
@@ -168,26 +177,14 @@ async def renew_certificate(request: Request) -> JSONResponse:
     token vouches for the node; the names are the control plane's, as at the bootstrap)."""
     node_id = request.path_params["node_id"]
     await require_callback(request, node_id)
-    body = await parse_body(request, BootstrapBody)
-    try:
-        public_key = request_public_key(body.csr)
-    except CsrError as exc:
-        raise ApiError(422, f"invalid csr: {exc}") from None
     plane = plane_of(request)
-    ca = await to_thread.run_sync(_node_ca, plane)
-    signed = ca.sign(public_key, node_id, plane.clock(), plane.settings.node_cert_ttl_s)
-    issued = provisioning_store.IssuedCertificate(signed.serial, signed.sha256, signed.not_after)
+    issued, fields = await _sign_request(request, plane, node_id, plane.clock())
     renewed = await to_thread.run_sync(
         provisioning_store.record_renewal, plane.engine, node_id, issued
     )
     if not renewed:
         raise ApiError(404, "no bootstrapped node of that id")
-    answer = {
-        "certificate": signed.pem,
-        "ca_certificate": ca.certificate_pem(),
-        "dns_name": ca.dns_name(node_id),
-    }
-    return JSONResponse(answer, headers=NO_STORE)
+    return JSONResponse(fields, headers=NO_STORE)
 
 
 async def node_ca_pem(request: Request) -> Response:
