@@ -28,7 +28,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from benchmarks import harness as h
 from benchmarks.procstat import rss_kb
 from benchmarks.stats import Figure, Goal, Summary, percentile
-from vm_agent.settings import Settings
+from vm_agent.runtime.settings import Settings
 
 NAME = "flood"
 

@@ -30,8 +30,8 @@ from websockets.exceptions import ConnectionClosed
 
 from benchmarks import procstat
 from control_plane.app import bind_socket, create_app, plane_of_app, serve_control_plane
+from control_plane.identity.tokens import TokenIssuer, jwks_url
 from control_plane.settings import ControlPlaneSettings
-from control_plane.tokens import TokenIssuer, jwks_url
 
 NODE_ID = "bench-node"
 START_TIMEOUT_S = 30.0

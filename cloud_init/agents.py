@@ -1,7 +1,7 @@
 """The agents a VM can install from the bundle, and the catalog file that points at them.
 
 A catalog name maps to the npm package whose command the built-in catalog runs
-(``vm_agent.catalog``): the bundle links that command into ``AGENTS_DIR/bin``, and the
+(``vm_agent.process.catalog``): the bundle links that command into ``AGENTS_DIR/bin``, and the
 rendered catalog runs it from there with that directory first on PATH, so an adapter's
 ``#!/usr/bin/env node`` finds the bundle's Node.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from vm_agent.catalog import builtin_agents
+from vm_agent.process.catalog import builtin_agents
 
 AGENTS_DIR = "/opt/vm-agent-agents"
 AGENTS_FILE = "/etc/vm-agent/agents.toml"

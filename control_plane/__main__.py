@@ -15,8 +15,8 @@ import anyio
 from pydantic import ValidationError
 
 from control_plane.app import serve_control_plane
-from control_plane.artifacts import cli as artifacts_cli
 from control_plane.plane import ControlPlane
+from control_plane.provisioning.artifacts import cli as artifacts_cli
 from control_plane.settings import ControlPlaneSettings
 
 DEFAULT_PORT = 8700

@@ -26,7 +26,7 @@ from control_plane.api import (
     tasks,
 )
 from control_plane.api.common import ApiError, api_error_handler, plane_of
-from control_plane.keys import Clock
+from control_plane.identity.keys import Clock
 from control_plane.plane import ControlPlane
 from control_plane.serving import uvicorn_serving
 from control_plane.settings import ControlPlaneSettings

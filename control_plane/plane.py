@@ -7,13 +7,13 @@ import time
 
 from sqlalchemy import Engine
 
-from control_plane.db import make_engine, sqlite_url
-from control_plane.keys import Clock
-from control_plane.migrate import upgrade
-from control_plane.node_ca import NodeCA
-from control_plane.secrets import FileSecretStore
+from control_plane.identity.keys import Clock
+from control_plane.identity.node_ca import NodeCA
+from control_plane.identity.secrets import FileSecretStore
+from control_plane.identity.tokens import TokenIssuer
 from control_plane.settings import ControlPlaneSettings
-from control_plane.tokens import TokenIssuer
+from control_plane.storage.db import make_engine, sqlite_url
+from control_plane.storage.migrate import upgrade
 
 
 class ControlPlane:

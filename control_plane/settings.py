@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from control_plane.node_ca import check_domain
+# The node CA's name constraint: node certificates are issued only beneath this domain.
+_DOMAIN = re.compile(
+    r"(?=.{1,200}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+"
+)
+
+
+def check_domain(domain: str) -> str:
+    if not _DOMAIN.fullmatch(domain):
+        raise ValueError("must be a lowercase DNS name with at least two labels")
+    return domain
 
 
 class ControlPlaneSettings(BaseSettings):

@@ -7,8 +7,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from control_plane import node_store
 from control_plane.api.common import ApiError, plane_of, require_user
+from control_plane.storage import node_store
 
 
 async def list_events(request: Request) -> JSONResponse:

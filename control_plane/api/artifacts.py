@@ -13,7 +13,11 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from control_plane.api.common import ApiError, plane_of
-from control_plane.artifacts.manifest import MANIFEST_NAME, ManifestError, load_manifest
+from control_plane.provisioning.artifacts.manifest import (
+    MANIFEST_NAME,
+    ManifestError,
+    load_manifest,
+)
 
 
 async def artifact(request: Request) -> Response:

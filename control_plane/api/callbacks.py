@@ -10,9 +10,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from control_plane import node_store, sessions
 from control_plane.api.common import ApiError, parse_body, plane_of, require_callback
-from control_plane.secrets import SecretStoreError
+from control_plane.dispatch import sessions
+from control_plane.identity.secrets import SecretStoreError
+from control_plane.storage import node_store
 
 
 class ReadyBody(BaseModel):

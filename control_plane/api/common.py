@@ -10,8 +10,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from control_plane.plane import ControlPlane
-from control_plane.tokens import (
+from control_plane.identity.tokens import (
     ADMIN_SCOPE,
     CALLBACK_AUDIENCE,
     CALLBACK_SCOPE,
@@ -22,6 +21,7 @@ from control_plane.tokens import (
     TokenInvalidError,
     TokenRevokedError,
 )
+from control_plane.plane import ControlPlane
 
 M = TypeVar("M", bound=BaseModel)
 

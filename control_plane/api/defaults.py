@@ -13,11 +13,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from control_plane import layers
 from control_plane.api.common import ApiError, parse_body, plane_of, require_user
-from control_plane.reservations import LayerKind
-from control_plane.resolver import RequirementsError
-from control_plane.tokens import ADMIN_SCOPE
+from control_plane.demand.reservations import LayerKind
+from control_plane.demand.resolver import RequirementsError
+from control_plane.identity.tokens import ADMIN_SCOPE
+from control_plane.storage import layers
 
 
 class DefaultsBody(BaseModel):

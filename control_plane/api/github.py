@@ -8,8 +8,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from control_plane import github_links
 from control_plane.api.common import ApiError, parse_body, plane_of, require_user
+from control_plane.github import links as github_links
 
 
 class LinkBody(BaseModel):

@@ -17,7 +17,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cloud_init import InvalidParameter, UserDataTooLarge, render
-from control_plane import provisioning, provisioning_store
 from control_plane.api.common import (
     ApiError,
     parse_body,
@@ -25,10 +24,12 @@ from control_plane.api.common import (
     require_callback,
     require_user,
 )
-from control_plane.artifacts.manifest import Manifest, ManifestError, load_manifest
-from control_plane.node_ca import MAX_CSR_BYTES, CsrError, NodeCA, request_public_key
+from control_plane.identity.node_ca import MAX_CSR_BYTES, CsrError, NodeCA, request_public_key
+from control_plane.identity.tokens import jwks_url
 from control_plane.plane import ControlPlane
-from control_plane.tokens import jwks_url
+from control_plane.provisioning import userdata as provisioning
+from control_plane.provisioning.artifacts.manifest import Manifest, ManifestError, load_manifest
+from control_plane.storage import provisioning_store
 
 NO_STORE = {"Cache-Control": "no-store"}
 PEM_TYPE = "application/x-pem-file"

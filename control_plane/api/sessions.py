@@ -12,9 +12,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from control_plane import sessions, workspaces
 from control_plane.api.common import ApiError, parse_body, plane_of, require_user
-from control_plane.tokens import ADMIN_SCOPE
+from control_plane.dispatch import sessions, workspaces
+from control_plane.identity.tokens import ADMIN_SCOPE
 
 
 class SessionBody(BaseModel):

@@ -10,10 +10,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from control_plane import tasks, workspaces
 from control_plane.api.common import ApiError, parse_body, plane_of, require_user
-from control_plane.resolver import RequirementsError
-from control_plane.tokens import ADMIN_SCOPE, Claims
+from control_plane.demand.resolver import RequirementsError
+from control_plane.dispatch import tasks, workspaces
+from control_plane.identity.tokens import ADMIN_SCOPE, Claims
 
 
 def _json(record: Any, status: int = 200) -> JSONResponse:

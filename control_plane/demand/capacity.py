@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from control_plane.reservations import ResolvedResourceReservation
+from control_plane.demand.reservations import ResolvedResourceReservation
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from control_plane.capacity import PROVIDER_CAPACITY, SizeCapacity
-from control_plane.reservations import ResolvedResourceReservation
+from control_plane.demand.capacity import PROVIDER_CAPACITY, SizeCapacity
+from control_plane.demand.reservations import ResolvedResourceReservation
 
 EXPLANATION_VERSION = 1
 MB = 1024 * 1024

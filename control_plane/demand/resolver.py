@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from control_plane.reservations import (
+from control_plane.demand.reservations import (
     LAYER_PRECEDENCE,
     PLATFORM_DEFAULTS,
     PLATFORM_LAYER_ID,

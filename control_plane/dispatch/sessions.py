@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
-from control_plane.db import agent_sessions
+from control_plane.storage.db import agent_sessions
 
 # What the daemon accepts as a session id, and what its catalog names look like.
 AGENT_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")

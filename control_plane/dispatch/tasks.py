@@ -16,18 +16,24 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from sqlalchemy import Connection, Engine, RowMapping, insert, select
 
-from control_plane import layers, placement, sessions, workspaces
-from control_plane.capacity import (
+from control_plane.demand import placement
+from control_plane.demand.capacity import (
     PROVIDER_CAPACITY,
     SIZE_ORDER,
     UnknownProviderError,
     pick_size,
     shortfalls,
 )
-from control_plane.db import agent_sessions, tasks
-from control_plane.db import workspaces as ws_table
-from control_plane.reservations import PLATFORM_LAYER_ID, LayerKind, ResolvedResourceReservation
-from control_plane.resolver import Layer, parse_requirements, resolve
+from control_plane.demand.reservations import (
+    PLATFORM_LAYER_ID,
+    LayerKind,
+    ResolvedResourceReservation,
+)
+from control_plane.demand.resolver import Layer, parse_requirements, resolve
+from control_plane.dispatch import sessions, workspaces
+from control_plane.storage import layers
+from control_plane.storage.db import agent_sessions, tasks
+from control_plane.storage.db import workspaces as ws_table
 
 _camel = ConfigDict(alias_generator=to_camel, validate_by_name=True, validate_by_alias=True)
 _ID = r"^[A-Za-z0-9._:@-]{1,128}$"

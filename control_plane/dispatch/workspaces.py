@@ -15,8 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 from sqlalchemy import Connection, Engine, RowMapping, insert, select, update
 
-from control_plane.db import node_requests, nodes, placement_lock, workspaces
-from control_plane.placement import (
+from control_plane.demand.placement import (
     Candidate,
     Demand,
     NewNode,
@@ -24,8 +23,9 @@ from control_plane.placement import (
     new_node_option,
     node_capacity,
 )
-from control_plane.reservations import ResolvedResourceReservation
-from control_plane.sessions import end_workspace_sessions
+from control_plane.demand.reservations import ResolvedResourceReservation
+from control_plane.dispatch.sessions import end_workspace_sessions
+from control_plane.storage.db import node_requests, nodes, placement_lock, workspaces
 
 ACTIVE = "active"
 RELEASED = "released"

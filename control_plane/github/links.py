@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from control_plane.db import github_installations as gi
+from control_plane.storage.db import github_installations as gi
 
 
 class AlreadyLinkedError(ValueError):

@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import Engine, RowMapping, delete, insert, select
 
-from control_plane.db import signing_keys
-from control_plane.ledger import note_ledger_start
+from control_plane.identity.ledger import note_ledger_start
+from control_plane.storage.db import signing_keys
 
 log = logging.getLogger(__name__)
 

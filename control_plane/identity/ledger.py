@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from control_plane.db import callback_tokens, control_plane_meta
+from control_plane.storage.db import callback_tokens, control_plane_meta
 
 LEDGER_SINCE = "callback_ledger_since"
 

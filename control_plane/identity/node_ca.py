@@ -15,7 +15,6 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from sqlalchemy import Engine, RowMapping, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from control_plane.db import node_ca
+from control_plane.settings import check_domain
+from control_plane.storage.db import node_ca
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,6 @@ _ROW = "nodes"  # the table's one row
 # Accepts a node whose clock runs a little behind the control plane's.
 BACKDATE = dt.timedelta(minutes=5)
 MAX_CSR_BYTES = 16 * 1024
-_DOMAIN = re.compile(
-    r"(?=.{1,200}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+"
-)
 
 Clock = Callable[[], float]
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey
@@ -50,12 +47,6 @@ PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublic
 
 class CsrError(ValueError):
     """The certificate request cannot be signed; the message says why (no secrets in it)."""
-
-
-def check_domain(domain: str) -> str:
-    if not _DOMAIN.fullmatch(domain):
-        raise ValueError("must be a lowercase DNS name with at least two labels")
-    return domain
 
 
 def node_dns_name(node_id: str, domain: str) -> str:

@@ -2,7 +2,7 @@
 
 Three kinds:
 - callback token: aud "control-plane", scope "node-callback", sub = node id (the VM's);
-  every one minted is recorded by `jti` in the ledger (control_plane.ledger), and a
+  every one minted is recorded by `jti` in the ledger (control_plane.identity.ledger), and a
   refresh revokes the one it replaces after a grace;
 - viewer token: aud "vm-agent", node = node id, scope "read" / "read write" (the daemon's),
   or "node" for the control plane's own connection to a node (every session on it);
@@ -21,11 +21,11 @@ from typing import Any
 import jwt
 from sqlalchemy import Engine
 
-from control_plane.db import make_engine, sqlite_url
-from control_plane.keys import ALGORITHM, Clock, KeyStore
-from control_plane.ledger import CallbackLedger, LedgerEntry
-from control_plane.migrate import upgrade
+from control_plane.identity.keys import ALGORITHM, Clock, KeyStore
+from control_plane.identity.ledger import CallbackLedger, LedgerEntry
 from control_plane.settings import ControlPlaneSettings
+from control_plane.storage.db import make_engine, sqlite_url
+from control_plane.storage.migrate import upgrade
 
 CALLBACK_AUDIENCE = "control-plane"
 CALLBACK_SCOPE = "node-callback"

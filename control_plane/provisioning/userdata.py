@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from cloud_init import UserDataParams, validate_params
 from cloud_init.fields import check_label
 from cloud_init.params import DEFAULT_PORT, SwapSettings
-from control_plane.artifacts.manifest import Manifest
-from control_plane.provisioning_store import BootstrapRecord
+from control_plane.provisioning.artifacts.manifest import Manifest
+from control_plane.storage.provisioning_store import BootstrapRecord
 
 TOKEN_BYTES = 32
 ARTIFACTS_PATH = "/artifacts"

@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, RowMapping, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from control_plane.db import layer_defaults as ld
-from control_plane.reservations import PLATFORM_LAYER_ID, LayerKind, ResourceRequirements
-from control_plane.resolver import Layer, parse_requirements
+from control_plane.demand.reservations import PLATFORM_LAYER_ID, LayerKind, ResourceRequirements
+from control_plane.demand.resolver import Layer, parse_requirements
+from control_plane.storage.db import layer_defaults as ld
 
 # The stored layers and their names in API paths (/api/defaults/{path}/{id}).
 STORED_KINDS: dict[str, LayerKind] = {

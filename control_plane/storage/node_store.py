@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine, insert, select, text, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 
-from control_plane.db import is_postgres, node_events, nodes
+from control_plane.storage.db import is_postgres, node_events, nodes
 
 _MAX_INSERT_ATTEMPTS = 3
 

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Engine, Float, String, Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from control_plane.db import metadata, nodes
+from control_plane.storage.db import metadata, nodes
 
 node_provisioning = Table(
     "node_provisioning",

@@ -9,7 +9,7 @@ import sys
 import anyio
 import pytest
 
-from vm_agent import procgroup
+from vm_agent.process import procgroup
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 

@@ -11,9 +11,9 @@ from typing import Any
 import anyio
 import pytest
 
-from vm_agent import procgroup
 from vm_agent.acp.terminals import TailBuffer, TerminalManager
 from vm_agent.jsonrpc.errors import INVALID_PARAMS, RESOURCE_NOT_FOUND, JsonRpcError
+from vm_agent.process import procgroup
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 

@@ -8,9 +8,9 @@ import anyio
 import pytest
 
 from tests.processes import descendants, survivors
-from vm_agent.agent_process import StopTimings, spawn_agent
-from vm_agent.catalog import fake_agent_command
-from vm_agent.procgroup import group_alive
+from vm_agent.process.agent_process import StopTimings, spawn_agent
+from vm_agent.process.catalog import fake_agent_command
+from vm_agent.process.procgroup import group_alive
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -62,7 +62,7 @@ async def test_the_exit_record_of_an_agent_ignoring_stdin_close_and_sigterm(tmp_
 
 
 async def test_an_unstartable_command_is_a_clear_error(tmp_path: Path) -> None:
-    from vm_agent.agent_process import AgentStartError
+    from vm_agent.process.agent_process import AgentStartError
 
     with pytest.raises(AgentStartError, match="cannot start '/no/such/agent'"):
         async with spawn_agent(["/no/such/agent"], cwd=tmp_path, env={}):

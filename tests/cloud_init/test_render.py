@@ -30,7 +30,7 @@ from tests.cloud_init.helpers import (
     step_scripts,
     valid_inputs,
 )
-from vm_agent.catalog import Catalog, builtin_agents
+from vm_agent.process.catalog import Catalog, builtin_agents
 
 ALL_STEPS = ["swap", "vm-agent", "agents", "agent-users", "workspaces", "bootstrap-token", "start"]
 TEST_CA = (Path(__file__).parent / "test-ca.pem").read_text()

@@ -14,13 +14,13 @@ import anyio
 
 from tests.containment.pool import TestPool, fake_agent_argv
 from vm_agent.acp.permissions import AllowPolicy
-from vm_agent.agent_process import StopTimings
-from vm_agent.catalog import AgentSpec, Catalog
+from vm_agent.common.redact import Redactor
 from vm_agent.containment.host import Containment, ContainmentConfig
 from vm_agent.containment.limits import LimitDefaults
 from vm_agent.core.machine import SessionPolicy
 from vm_agent.eventlog import EventLog
-from vm_agent.redact import Redactor
+from vm_agent.process.agent_process import StopTimings
+from vm_agent.process.catalog import AgentSpec, Catalog
 from vm_agent.session.config import SessionConfig
 from vm_agent.session.session import AgentSession
 from vm_agent.session.supervisor import Supervisor

@@ -18,7 +18,7 @@ from vm_agent.containment.cgroupfs import CgroupDir
 from vm_agent.containment.cgroups import CgroupTree, cgroup_path_of
 from vm_agent.containment.limits import Limits
 from vm_agent.containment.session import CgroupLeafTree, SessionContainment
-from vm_agent.procgroup import stop_tree
+from vm_agent.process.procgroup import stop_tree
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 

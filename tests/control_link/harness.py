@@ -13,13 +13,13 @@ import httpx
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from control_plane import sessions
 from control_plane.app import bind_socket, create_app, serve_control_plane
+from control_plane.dispatch import sessions
 from control_plane.plane import ControlPlane
 from control_plane.settings import ControlPlaneSettings
 from tests.faults import EventFaultMiddleware, EventFaults
 from vm_agent.control_link import LinkTimings, RetryPolicy
-from vm_agent.settings import Settings
+from vm_agent.runtime.settings import Settings
 
 NODE = "node-a"
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import anyio
 
+from vm_agent.common.redact import Redactor
 from vm_agent.control_link import CallbackTokenStore, ControlPlaneClient, OutboxSender, RetryPolicy
 from vm_agent.eventlog import EventLog
-from vm_agent.redact import Redactor
 
 
 def event_for(i: int) -> tuple[str, str, dict[str, object]]:

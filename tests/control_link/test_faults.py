@@ -12,13 +12,13 @@ import anyio
 import pytest
 from sqlalchemy import select
 
-from control_plane.db import node_events
+from control_plane.storage.db import node_events
 from tests.token_files import write_token
-from vm_agent.catalog import AgentSpec, Catalog, fake_agent_command
+from vm_agent.common.redact import Redactor
 from vm_agent.control_link import CallbackTokenStore, ControlLink, LinkState, is_forwarded
 from vm_agent.control_link.outbox import DEFAULT_TYPES
 from vm_agent.eventlog import EventLog
-from vm_agent.redact import Redactor
+from vm_agent.process.catalog import AgentSpec, Catalog, fake_agent_command
 from vm_agent.session.config import SessionConfig
 from vm_agent.session.session import AgentSession
 from vm_agent.session.supervisor import Supervisor

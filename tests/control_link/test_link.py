@@ -13,9 +13,9 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from tests.token_files import write_token
+from vm_agent.common.redact import Redactor
 from vm_agent.control_link import CallbackTokenStore, ControlLink, LinkState
 from vm_agent.eventlog import EventLog
-from vm_agent.redact import Redactor
 
 from .harness import FAST_TIMINGS, NODE, control_plane, daemon_settings
 
@@ -114,7 +114,7 @@ async def test_ready_heartbeat_and_token_refresh(tmp_path: Path) -> None:
 
 
 async def test_heartbeat_reports_sessions_and_usage(tmp_path: Path) -> None:
-    from vm_agent.catalog import Catalog
+    from vm_agent.process.catalog import Catalog
     from vm_agent.session.config import SessionConfig
     from vm_agent.session.supervisor import Supervisor
 

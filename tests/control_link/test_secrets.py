@@ -13,12 +13,12 @@ import anyio
 import pytest
 
 from tests.token_files import write_token
-from vm_agent.agent_env import DEFAULT_ALLOWED
-from vm_agent.catalog import AgentSpec, Catalog, fake_agent_command
+from vm_agent.common.redact import Redactor
 from vm_agent.control_link import CallbackTokenStore, ControlLink
 from vm_agent.core.vocabulary import SessionState
 from vm_agent.eventlog import EventLog
-from vm_agent.redact import Redactor
+from vm_agent.process.agent_env import DEFAULT_ALLOWED
+from vm_agent.process.catalog import AgentSpec, Catalog, fake_agent_command
 from vm_agent.session.config import SessionConfig
 from vm_agent.session.supervisor import Supervisor
 

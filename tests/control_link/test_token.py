@@ -10,8 +10,8 @@ import jwt
 import pytest
 
 from tests.token_files import write_token
+from vm_agent.common.redact import Redactor
 from vm_agent.control_link import CallbackTokenStore, InsecureTokenFile, TokenFileError
-from vm_agent.redact import Redactor
 
 TOKEN = "tok-" + "a" * 40
 

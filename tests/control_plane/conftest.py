@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from control_plane.db import make_engine
-from control_plane.migrate import upgrade
 from control_plane.settings import ControlPlaneSettings
+from control_plane.storage.db import make_engine
+from control_plane.storage.migrate import upgrade
 from tests.postgres import fresh_schema, postgres_url
 
 DATABASES = ["sqlite", "postgresql"]

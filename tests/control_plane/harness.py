@@ -11,9 +11,9 @@ from typing import Any
 
 import httpx
 
-from control_plane import sessions
 from control_plane.app import create_app, serve_control_plane
-from control_plane.keys import Clock
+from control_plane.dispatch import sessions
+from control_plane.identity.keys import Clock
 from control_plane.plane import ControlPlane
 from control_plane.settings import ControlPlaneSettings
 from tests.faults import EventFaultMiddleware, EventFaults

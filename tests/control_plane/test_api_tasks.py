@@ -10,8 +10,8 @@ import anyio
 import pytest
 from sqlalchemy import select
 
-from control_plane.db import agent_sessions, node_requests, tasks, workspaces
 from control_plane.settings import ControlPlaneSettings
+from control_plane.storage.db import agent_sessions, node_requests, tasks, workspaces
 from tests.control_plane.harness import Running, running
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from control_plane.capacity import NoSizeFitsError, UnknownProviderError, pick_size
-from control_plane.reservations import LayerKind, ResolvedResourceReservation
+from control_plane.demand.capacity import NoSizeFitsError, UnknownProviderError, pick_size
+from control_plane.demand.reservations import LayerKind, ResolvedResourceReservation
 
 
 def res(vcpu: float, mem_gb: float, disk_gb: float) -> ResolvedResourceReservation:

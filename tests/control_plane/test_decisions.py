@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from control_plane.layers import change_refusal
-from control_plane.reservations import LayerKind
-from control_plane.sessions import (
+from control_plane.demand.reservations import LayerKind
+from control_plane.dispatch.sessions import (
     AgentSession,
     WorkspaceFacts,
     creation_refusal,
     credentials_refusal,
 )
+from control_plane.storage.layers import change_refusal
 
 P, U, A, T, F = (
     LayerKind.PROJECT,

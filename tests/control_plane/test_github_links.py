@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Engine, insert
 
-from control_plane import github_links
-from control_plane.db import github_installations
+from control_plane.github import links as github_links
+from control_plane.storage.db import github_installations
 
 
 def test_two_users_of_one_org_both_see_the_installation(engine: Engine) -> None:

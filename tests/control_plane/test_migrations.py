@@ -11,9 +11,9 @@ import pytest
 from alembic import command
 from sqlalchemy import Engine, inspect, text
 
-from control_plane import github_links
-from control_plane.db import is_postgres, make_engine
-from control_plane.migrate import alembic_config, upgrade
+from control_plane.github import links as github_links
+from control_plane.storage.db import is_postgres, make_engine
+from control_plane.storage.migrate import alembic_config, upgrade
 
 LEGACY_SQLITE = """
 CREATE TABLE github_installations (

@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import Engine, func, select
 
-from control_plane.db import make_engine, node_ca
-from control_plane.migrate import upgrade
-from control_plane.node_ca import CA_CERT, CA_DIR, CA_KEY, NodeCA, request_public_key
+from control_plane.identity.node_ca import CA_CERT, CA_DIR, CA_KEY, NodeCA, request_public_key
+from control_plane.storage.db import make_engine, node_ca
+from control_plane.storage.migrate import upgrade
 from tests.provisioning.pki import csr_pem, handshake
 
 DOMAIN = "nodes.test.internal"
@@ -141,7 +141,7 @@ def test_a_replicas_own_legacy_ca_is_left_with_a_warning(
     certificates, and its files stay for the operator."""
     stored = NodeCA.open(engine, DOMAIN, time.time)
     directory = write_legacy(tmp_path, NodeCA.generate(DOMAIN, time.time()))
-    with caplog.at_level(logging.WARNING, logger="control_plane.node_ca"):
+    with caplog.at_level(logging.WARNING, logger="control_plane.identity.node_ca"):
         again = NodeCA.open(engine, DOMAIN, time.time, legacy_dir=tmp_path)
     assert again.certificate_pem() == stored.certificate_pem()
     assert (directory / CA_KEY).exists()

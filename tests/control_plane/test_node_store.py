@@ -8,9 +8,9 @@ import threading
 
 from sqlalchemy import Engine
 
-from control_plane import node_store
-from control_plane.db import is_postgres
-from control_plane.node_store import NodeEvent
+from control_plane.storage import node_store
+from control_plane.storage.db import is_postgres
+from control_plane.storage.node_store import NodeEvent
 
 
 def ev(session: str, seq: int) -> NodeEvent:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from control_plane.placement import (
+from control_plane.demand.placement import (
     Candidate,
     Demand,
     PlacementError,

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from control_plane.reservations import LayerKind, ResourceRequirements
-from control_plane.resolver import (
+from control_plane.demand.reservations import LayerKind, ResourceRequirements
+from control_plane.demand.resolver import (
     PLATFORM_SEED,
     Layer,
     RequirementsError,

@@ -23,7 +23,7 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 
 
 def test_agent_secrets_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from control_plane.secrets import FileSecretStore
+    from control_plane.identity.secrets import FileSecretStore
 
     monkeypatch.setenv(
         "CONTROL_PLANE_AGENT_SECRETS",

@@ -12,18 +12,18 @@ import jwt
 import pytest
 from sqlalchemy import select
 
-from control_plane.db import callback_tokens, signing_keys
-from control_plane.keys import KEYS_FILENAME, KeyStore, SigningKey
-from control_plane.ledger import LedgerEntry
-from control_plane.plane import ControlPlane
-from control_plane.settings import ControlPlaneSettings
-from control_plane.tokens import (
+from control_plane.identity.keys import KEYS_FILENAME, KeyStore, SigningKey
+from control_plane.identity.ledger import LedgerEntry
+from control_plane.identity.tokens import (
     Claims,
     TokenExpiredError,
     TokenInvalidError,
     TokenRevokedError,
     mint_dev_tokens,
 )
+from control_plane.plane import ControlPlane
+from control_plane.settings import ControlPlaneSettings
+from control_plane.storage.db import callback_tokens, signing_keys
 from tests.clock import FakeClock
 from tests.control_plane.harness import foreign_plane
 

@@ -20,11 +20,11 @@ from anyio.abc import Process
 from websockets.asyncio.client import ClientConnection, connect
 
 from control_plane.app import bind_socket, create_app, serve_control_plane
+from control_plane.identity.tokens import jwks_url
 from control_plane.plane import ControlPlane
 from control_plane.settings import ControlPlaneSettings
-from control_plane.tokens import jwks_url
-from vm_agent.catalog import fake_agent_command
-from vm_agent.procgroup import group_alive
+from vm_agent.process.catalog import fake_agent_command
+from vm_agent.process.procgroup import group_alive
 
 NODE = "node-1"
 _NOT_INHERITED = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")

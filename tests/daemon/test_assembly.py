@@ -11,10 +11,10 @@ import pytest
 
 from tests.tlsca import make_tls_files
 from tests.token_files import write_token
-from vm_agent.assembly import StartupError, load_callback_tokens, load_tls, session_config
-from vm_agent.daemon import DaemonReady
-from vm_agent.redact import Redactor
-from vm_agent.settings import Settings, SettingsError, load_settings
+from vm_agent.common.redact import Redactor
+from vm_agent.daemon.assembly import StartupError, load_callback_tokens, load_tls, session_config
+from vm_agent.daemon.run import DaemonReady
+from vm_agent.runtime.settings import Settings, SettingsError, load_settings
 
 
 def settings(tmp: Path, **extra: str) -> Settings:
@@ -96,11 +96,11 @@ def test_plain_ws_on_a_public_address_is_warned_about(
         listen_host="0.0.0.0",
         allow_plaintext=True,
     )
-    with caplog.at_level(logging.WARNING, logger="vm_agent.daemon"):
+    with caplog.at_level(logging.WARNING, logger="vm_agent.daemon.run"):
         assert load_tls(exposed) is None
     assert "VM_AGENT_ALLOW_PLAINTEXT" in caplog.text and "in clear" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="vm_agent.daemon"):
+    with caplog.at_level(logging.WARNING, logger="vm_agent.daemon.run"):
         assert load_tls(Settings(dev_mode=True, state_dir=tmp_path)) is None
     assert caplog.text == ""
 

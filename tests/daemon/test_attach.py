@@ -26,7 +26,7 @@ from tests.daemon.harness import (
     vm_agent,
 )
 from tests.token_files import write_token
-from vm_agent.catalog import fake_agent_command
+from vm_agent.process.catalog import fake_agent_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.anyio]
 

@@ -17,9 +17,9 @@ from anyio.streams.text import TextReceiveStream
 
 from tests.daemon.harness import base_env, vm_agent
 from tests.processes import child_process, stopped_by
-from vm_agent.catalog import Catalog
 from vm_agent.cli.dev import dev_agents, dev_settings, write_agents_file
-from vm_agent.settings import SettingsError
+from vm_agent.process.catalog import Catalog
+from vm_agent.runtime.settings import SettingsError
 
 
 def test_dev_agents_file_loads_as_a_catalog(tmp_path: Path) -> None:

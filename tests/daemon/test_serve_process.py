@@ -23,8 +23,8 @@ from tests.daemon.harness import (
     sigterm_and_wait,
 )
 from tests.token_files import write_token
-from vm_agent.catalog import fake_agent_command
-from vm_agent.procgroup import group_alive
+from vm_agent.process.catalog import fake_agent_command
+from vm_agent.process.procgroup import group_alive
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.anyio]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vm_agent.redact import REDACTED, Redactor
+from vm_agent.common.redact import REDACTED, Redactor
 
 R = REDACTED
 JWT = (

@@ -22,11 +22,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from control_plane.app import bind_socket, create_app, serve_control_plane
+from control_plane.identity.tokens import TokenIssuer
 from control_plane.plane import ControlPlane
 from control_plane.settings import ControlPlaneSettings
-from control_plane.tokens import TokenIssuer
 from tests.clock import FakeClock
-from vm_agent.auth import MAX_CACHE_AGE_S, JwksVerifier, Unauthorized, ViewerIdentity
+from vm_agent.edge.auth import MAX_CACHE_AGE_S, JwksVerifier, Unauthorized, ViewerIdentity
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -287,7 +287,7 @@ async def test_jwks_unreachable(cp: Plane, caplog: pytest.LogCaptureFixture) -> 
         port = s.getsockname()[1]
     verifier = cp.verifier(jwks_url=f"http://127.0.0.1:{port}/.well-known/jwks.json")
     try:
-        with caplog.at_level(logging.WARNING, logger="vm_agent.auth"):
+        with caplog.at_level(logging.WARNING, logger="vm_agent.edge.auth"):
             reason = await _refused(verifier, cp.tokens.mint_viewer_token(NODE, ["read"]))
         assert "JWKS fetch failed" in reason and "ConnectError" in reason
         assert any("JWKS fetch from" in r.getMessage() for r in caplog.records)

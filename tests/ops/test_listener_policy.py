@@ -6,9 +6,9 @@ import resource
 
 import pytest
 
-from vm_agent.exposure import ListenerMode, is_loopback, listener_mode
-from vm_agent.fdlimit import RESERVE, planned_soft_limit
-from vm_agent.ratelimit import LogBudget, left_out_note
+from vm_agent.edge.exposure import ListenerMode, is_loopback, listener_mode
+from vm_agent.edge.ratelimit import LogBudget, left_out_note
+from vm_agent.runtime.fdlimit import RESERVE, planned_soft_limit
 
 
 @pytest.mark.parametrize(

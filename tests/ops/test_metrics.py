@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from vm_agent.eventlog import EventLog
-from vm_agent.metrics import Metrics
+from vm_agent.runtime.metrics import Metrics
 from vm_agent.session.crash_report import CrashReport
 
 pytestmark = pytest.mark.anyio

@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from vm_agent.sdnotify import SdNotifier
+from vm_agent.runtime.sdnotify import SdNotifier
 
 pytestmark = pytest.mark.integration
 
@@ -119,7 +119,7 @@ def test_send_errors_logged_once_never_raised(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     notifier = SdNotifier.from_env({"NOTIFY_SOCKET": str(tmp_path / "gone.sock")})
-    with caplog.at_level(logging.WARNING, logger="vm_agent.sdnotify"):
+    with caplog.at_level(logging.WARNING, logger="vm_agent.runtime.sdnotify"):
         notifier.ready()
         notifier.watchdog()
         notifier.stopping()

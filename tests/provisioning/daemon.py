@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 import anyio.abc
 
-from control_plane.tokens import jwks_url
+from control_plane.identity.tokens import jwks_url
 from tests.daemon.harness import Notify, base_env, notify_socket
 from tests.provisioning.plane import Served
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from control_plane.artifacts.build import BuildRequest, build_artifacts
-from control_plane.artifacts.manifest import Manifest
-from control_plane.artifacts.wheelhouse import WheelhouseSources
+from control_plane.provisioning.artifacts.build import BuildRequest, build_artifacts
+from control_plane.provisioning.artifacts.manifest import Manifest
+from control_plane.provisioning.artifacts.wheelhouse import WheelhouseSources
 from tests.provisioning.wheels import lock_line, make_wheel, pip_wheel
 
 PROBE_MAIN = """

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from control_plane.artifacts.build import BuildRequest, build_artifacts
-from control_plane.artifacts.lockfile import parse_lock
-from control_plane.artifacts.manifest import load_manifest, sha256_of, verify_files
-from control_plane.artifacts.npm_bundle import BundleError
-from control_plane.artifacts.wheelhouse import BuildError, build_own_wheel
+from control_plane.provisioning.artifacts.build import BuildRequest, build_artifacts
+from control_plane.provisioning.artifacts.lockfile import parse_lock
+from control_plane.provisioning.artifacts.manifest import load_manifest, sha256_of, verify_files
+from control_plane.provisioning.artifacts.npm_bundle import BundleError
+from control_plane.provisioning.artifacts.wheelhouse import BuildError, build_own_wheel
 from tests.cloud_init.helpers import REPO
 from tests.provisioning.fixtures import build_test_artifacts, npm_tree, wheel_sources
 
@@ -84,7 +84,7 @@ def test_the_vm_agent_wheel_is_built_from_the_source_tree(tmp_path: Path) -> Non
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         metadata = zf.read("vm_agent-0.1.0.dist-info/METADATA").decode()
-    assert {"vm_agent/daemon.py", "cloud_init/vm-agent.service", "vm_agent/py.typed"} <= names
+    assert {"vm_agent/daemon/run.py", "cloud_init/vm-agent.service", "vm_agent/py.typed"} <= names
     assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
     required = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     base = [line for line in required if "extra ==" not in line]

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from control_plane.artifacts.manifest import (
+from control_plane.provisioning.artifacts.manifest import (
     AgentBundle,
     Manifest,
     ManifestError,
@@ -21,9 +21,9 @@ from control_plane.artifacts.manifest import (
     verify_files,
     write_manifest,
 )
-from control_plane.artifacts.npm_bundle import BundleError, closure, command_links
-from control_plane.artifacts.tarball import MTIME, UnsafeLink, write_tar
-from control_plane.artifacts.wheelhouse import platform_tags
+from control_plane.provisioning.artifacts.npm_bundle import BundleError, closure, command_links
+from control_plane.provisioning.artifacts.tarball import MTIME, UnsafeLink, write_tar
+from control_plane.provisioning.artifacts.wheelhouse import platform_tags
 
 
 def test_platform_tags_for_debian_12() -> None:

@@ -16,6 +16,7 @@ from tests.provisioning.fixtures import BuiltArtifacts
 from tests.provisioning.pki import handshake
 from tests.provisioning.plane import DOMAIN, plane_settings, reserved_port, serve
 from tests.token_files import write_token
+from vm_agent.common.redact import Redactor
 from vm_agent.control_link.bootstrap import (
     BootstrapFiles,
     Bootstrapper,
@@ -24,8 +25,7 @@ from vm_agent.control_link.bootstrap import (
     load_or_make_key,
 )
 from vm_agent.control_link.token import CallbackTokenStore, InsecureTokenFile
-from vm_agent.redact import Redactor
-from vm_agent.sdnotify import SdNotifier
+from vm_agent.runtime.sdnotify import SdNotifier
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 QUICK = BootstrapTimings(initial_s=0.05, max_s=0.2, request_timeout_s=10, connect_timeout_s=5)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from control_plane.node_ca import NodeCA, request_public_key
+from control_plane.identity.node_ca import NodeCA, request_public_key
 from vm_agent.control_link.bootstrap import (
     BootstrapRefused,
     StartPlan,

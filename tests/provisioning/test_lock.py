@@ -8,7 +8,7 @@ import tomllib
 import pytest
 from packaging.requirements import Requirement
 
-from control_plane.artifacts.lockfile import LockError, normalize, parse_lock
+from control_plane.provisioning.artifacts.lockfile import LockError, normalize, parse_lock
 from tests.cloud_init.helpers import REPO
 
 LOCK = REPO / "locks" / "vm-agent.txt"

@@ -7,9 +7,9 @@ from pathlib import Path
 from alembic import command
 from sqlalchemy import inspect
 
-from control_plane.db import make_engine
-from control_plane.migrate import alembic_config, upgrade
-from control_plane.provisioning_store import node_provisioning
+from control_plane.storage.db import make_engine
+from control_plane.storage.migrate import alembic_config, upgrade
+from control_plane.storage.provisioning_store import node_provisioning
 
 PREVIOUS = "0006_workspaces_placement"
 

@@ -9,7 +9,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from control_plane.node_ca import CsrError, NodeCA, check_domain, request_public_key
+from control_plane.identity.node_ca import CsrError, NodeCA, request_public_key
+from control_plane.settings import check_domain
 from tests.provisioning.pki import csr_pem, handshake
 
 DOMAIN = "nodes.test.internal"

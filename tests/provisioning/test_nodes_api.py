@@ -12,8 +12,8 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 
-from control_plane.provisioning_store import node_provisioning
 from control_plane.settings import ControlPlaneSettings
+from control_plane.storage.provisioning_store import node_provisioning
 from tests.clock import FakeClock
 from tests.cloud_init.helpers import files_by_path, step_scripts
 from tests.control_plane.harness import Running, running

@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from control_plane.artifacts.manifest import ManifestError, load_manifest, verify_files
+from control_plane.provisioning.artifacts.manifest import ManifestError, load_manifest, verify_files
 from tests.cloud_init.helpers import REPO
 from tests.cloud_init.install_harness import agents_step, bash, node_steps, vm_agent_step
 from tests.provisioning.fixtures import BuiltArtifacts
@@ -48,7 +48,7 @@ async def test_the_daemon_runs_from_the_locked_wheelhouse_alone(
     venv = tmp_path / "opt" / "vm-agent"
     assert f"vm-agent {built.manifest.wheelhouse.vm_agent_version}" in output
     status, output = await run(
-        venv / "bin" / "python", "-c", "import vm_agent.daemon, vm_agent.cli.serve, acp, orjson"
+        venv / "bin" / "python", "-c", "import vm_agent.daemon.run, vm_agent.cli.serve, acp, orjson"
     )
     assert status == 0, output
     for control_plane_only in ("starlette", "sqlalchemy", "yaml", "uvicorn", "alembic"):

@@ -32,7 +32,7 @@ from vm_agent.control_link.renewal import (
     validity,
 )
 from vm_agent.control_link.token import CallbackTokenStore
-from vm_agent.tls import server_context
+from vm_agent.edge.tls import server_context
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 NAME = f"node-1.{DOMAIN}"

@@ -7,7 +7,7 @@ import sys
 
 CONTROL_PLANE_MODULES = ("starlette", "uvicorn", "sqlalchemy", "alembic", "yaml", "psycopg")
 VM_ENTRY_POINTS = (
-    "import vm_agent.daemon, vm_agent.cli.serve, vm_agent.cli.main, vm_agent.cli.prompt\n"
+    "import vm_agent.daemon.run, vm_agent.cli.serve, vm_agent.cli.main, vm_agent.cli.prompt\n"
     "import vm_agent.fake_agent\n"
     "vm_agent.cli.main._parser()\n"
 )

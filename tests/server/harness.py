@@ -15,21 +15,21 @@ import anyio
 from websockets.asyncio.client import ClientConnection, connect
 
 from control_plane.app import bind_socket, create_app, serve_control_plane
+from control_plane.identity.tokens import TokenIssuer
 from control_plane.settings import ControlPlaneSettings
-from control_plane.tokens import TokenIssuer
 from tests.tlsca import TlsFiles, make_tls_files
-from vm_agent.agent_process import StopTimings
-from vm_agent.auth import JwksVerifier
-from vm_agent.catalog import AgentSpec, Catalog, fake_agent_command
+from vm_agent.common.redact import Redactor
 from vm_agent.core.machine import SessionPolicy
+from vm_agent.edge.auth import JwksVerifier
+from vm_agent.edge.tls import server_context
 from vm_agent.eventlog import EventLog
-from vm_agent.metrics import Metrics
-from vm_agent.redact import Redactor
+from vm_agent.process.agent_process import StopTimings
+from vm_agent.process.catalog import AgentSpec, Catalog, fake_agent_command
+from vm_agent.runtime.metrics import Metrics
+from vm_agent.runtime.settings import Settings
 from vm_agent.server import ViewerServer
 from vm_agent.session.config import SessionConfig
 from vm_agent.session.supervisor import Supervisor
-from vm_agent.settings import Settings
-from vm_agent.tls import server_context
 
 NODE = "node-1"
 

@@ -14,7 +14,7 @@ from websockets.exceptions import InvalidMessage, InvalidStatus
 
 from tests.server.harness import daemon
 from tests.tlsca import make_tls_files
-from vm_agent.tls import TlsConfigError, server_context
+from vm_agent.edge.tls import TlsConfigError, server_context
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 

@@ -13,12 +13,12 @@ import anyio
 
 from tests.processes import command_line, descendants, survivors
 from vm_agent.acp.permissions import AskPolicy, PendingPermission, PermissionPolicy
-from vm_agent.agent_process import StopTimings
-from vm_agent.catalog import AgentSpec, Catalog, fake_agent_command
+from vm_agent.common.redact import Redactor
 from vm_agent.core.machine import SessionPolicy
 from vm_agent.eventlog import Event, EventLog
-from vm_agent.procgroup import group_alive
-from vm_agent.redact import Redactor
+from vm_agent.process.agent_process import StopTimings
+from vm_agent.process.catalog import AgentSpec, Catalog, fake_agent_command
+from vm_agent.process.procgroup import group_alive
 from vm_agent.session.config import SessionConfig
 from vm_agent.session.session import AgentSession
 from vm_agent.session.supervisor import Supervisor

@@ -216,7 +216,7 @@ async def test_exit_on_start_puts_the_session_in_error_with_the_agents_words(
 
 
 async def test_unstartable_command(tmp_path: Path) -> None:
-    from vm_agent.catalog import AgentSpec
+    from vm_agent.process.catalog import AgentSpec
 
     async with running(tmp_path, [AgentSpec(name="ghost", command=("/no/such/agent",))]) as h:
         s = await h.start("ghost")

@@ -12,7 +12,7 @@ import pytest
 
 from tests.session.harness import fake, held_at_its_permission, running, text_prompt
 from vm_agent.acp.permissions import AllowPolicy, RejectPolicy
-from vm_agent.procgroup import group_alive
+from vm_agent.process.procgroup import group_alive
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 

@@ -21,8 +21,13 @@ from typing import Any
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from control_plane.artifacts.manifest import Manifest, ManifestError, load_manifest, verify_files
-from control_plane.artifacts.wheelhouse import OWN_PACKAGE, build_own_wheel
+from control_plane.provisioning.artifacts.manifest import (
+    Manifest,
+    ManifestError,
+    load_manifest,
+    verify_files,
+)
+from control_plane.provisioning.artifacts.wheelhouse import OWN_PACKAGE, build_own_wheel
 from tests.vm.figures import FigureBook
 from tests.vm.plane_host import HostPlane, host_plane, plane_tls
 

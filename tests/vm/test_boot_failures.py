@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from anyio.from_thread import BlockingPortal
 
-from control_plane.artifacts.manifest import MANIFEST_NAME, load_manifest
+from control_plane.provisioning.artifacts.manifest import MANIFEST_NAME, load_manifest
 from tests.vm.booted import READY_SECONDS, TIMINGS_FILE, UNIT, BootedNode, seconds_of
 from tests.vm.figures import FigureBook, parse_timings
 from tests.vm.fixtures import VMLauncher

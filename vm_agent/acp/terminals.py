@@ -24,11 +24,11 @@ import anyio
 from anyio.abc import Process, TaskGroup
 from pydantic import BaseModel
 
-from vm_agent import procgroup
 from vm_agent.acp.lazy import lazy_module
 from vm_agent.jsonrpc.errors import INVALID_REQUEST, RESOURCE_NOT_FOUND, JsonRpcError
 from vm_agent.jsonrpc.validation import parse_params
-from vm_agent.launch import Launcher, PlainLauncher
+from vm_agent.process import procgroup
+from vm_agent.process.launch import Launcher, PlainLauncher
 
 if TYPE_CHECKING:
     from acp import schema

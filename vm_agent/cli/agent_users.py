@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from vm_agent.settings import SettingsError, load_pool_settings
+from vm_agent.runtime.settings import SettingsError, load_pool_settings
 
 EXIT_OK, EXIT_TODO, EXIT_CONFIG = 0, 1, 2
 
@@ -27,9 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vm_agent.assembly import pool_spec
     from vm_agent.containment.accounts import describe
     from vm_agent.containment.ensure import EnsureError, ensure_pool, plan_for
+    from vm_agent.daemon.assembly import pool_spec
 
     try:
         pool = pool_spec(load_pool_settings())

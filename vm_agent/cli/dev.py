@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from vm_agent.catalog import fake_agent_command
-from vm_agent.settings import ENV_PREFIX, Settings, SettingsError, load_settings
+from vm_agent.process.catalog import fake_agent_command
+from vm_agent.runtime.settings import ENV_PREFIX, Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
-    from vm_agent.daemon import DaemonReady
-    from vm_agent.stopper import Stopper
+    from vm_agent.daemon.run import DaemonReady
+    from vm_agent.daemon.stopper import Stopper
 
 EXIT_FAILED, EXIT_CONFIG = 1, 2
 DEV_NODE_ID = "dev-node"
@@ -180,9 +180,9 @@ def run(args: argparse.Namespace) -> int:
     # plain KeyboardInterrupt, and inside the loop the Stopper owns SIGINT from the start.
     # (Not at the top of the module: `vm-agent` builds every sub-command's parser.)
     try:
-        import vm_agent.daemon  # noqa: F401
+        import vm_agent.daemon.run  # noqa: F401
         from control_plane.app import bind_socket
-        from control_plane.tokens import mint_dev_tokens  # noqa: F401
+        from control_plane.identity.tokens import mint_dev_tokens  # noqa: F401
     except KeyboardInterrupt:
         return 130
     except ImportError as exc:
@@ -205,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace, dev_dir: Path, sock: socket.socket) -> int:
-    from vm_agent.stopper import Stopper as StopperImpl
+    from vm_agent.daemon.stopper import Stopper as StopperImpl
 
     stopper = StopperImpl()
     code = EXIT_FAILED
@@ -223,10 +223,10 @@ async def _dev(
     args: argparse.Namespace, dev_dir: Path, sock: socket.socket, stopper: Stopper
 ) -> int:
     from control_plane.app import serve_control_plane
+    from control_plane.identity.tokens import mint_dev_tokens
     from control_plane.settings import ControlPlaneSettings
-    from control_plane.tokens import mint_dev_tokens
     from vm_agent.control_link.token import write_token_file
-    from vm_agent.daemon import run_daemon
+    from vm_agent.daemon.run import run_daemon
 
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     cp_settings = ControlPlaneSettings(

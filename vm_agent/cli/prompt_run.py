@@ -16,12 +16,12 @@ from typing import Any
 import anyio
 
 from vm_agent.acp.permissions import AllowPolicy, RejectPolicy
-from vm_agent.catalog import AgentSpec, Catalog, CatalogError
 from vm_agent.cli.render import HumanRenderer
+from vm_agent.common.redact import Redactor
 from vm_agent.core.machine import SessionPolicy
 from vm_agent.core.vocabulary import OutcomeKind, SessionState
 from vm_agent.eventlog import EventLog
-from vm_agent.redact import Redactor
+from vm_agent.process.catalog import AgentSpec, Catalog, CatalogError
 from vm_agent.session.config import CredentialsProvider, SessionConfig
 from vm_agent.session.supervisor import Supervisor
 

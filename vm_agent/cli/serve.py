@@ -7,7 +7,7 @@ import sys
 
 import anyio
 
-from vm_agent.settings import SettingsError, load_settings
+from vm_agent.runtime.settings import SettingsError, load_settings
 
 EXIT_CONFIG = 2
 
@@ -24,6 +24,6 @@ def run(_args: argparse.Namespace) -> int:
         print(f"vm-agent: {exc}", file=sys.stderr, flush=True)
         return EXIT_CONFIG
     # Imported here: the daemon's modules are heavy and a bad setting should fail fast.
-    from vm_agent.daemon import run_daemon
+    from vm_agent.daemon.run import run_daemon
 
     return anyio.run(run_daemon, settings)

@@ -20,8 +20,8 @@ from vm_agent.containment.limits import Limits
 from vm_agent.containment.plan import AGENT_UMASK, agent_env
 from vm_agent.containment.spawn import SpawnAs, open_in_cgroup
 from vm_agent.containment.users import AgentUser
-from vm_agent.launch import Launched, open_in_own_session
-from vm_agent.procgroup import PgidTree
+from vm_agent.process.launch import Launched, open_in_own_session
+from vm_agent.process.procgroup import PgidTree
 
 log = logging.getLogger(__name__)
 

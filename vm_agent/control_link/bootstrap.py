@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from vm_agent.common.redact import Redactor
 from vm_agent.control_link.client import error_text
 from vm_agent.control_link.outbox import backoff_delay
 from vm_agent.control_link.token import (
@@ -40,9 +41,8 @@ from vm_agent.control_link.token import (
     write_file_atomically,
     write_token_file,
 )
-from vm_agent.redact import Redactor
-from vm_agent.sdnotify import SdNotifier
-from vm_agent.settings import Settings
+from vm_agent.runtime.sdnotify import SdNotifier
+from vm_agent.runtime.settings import Settings
 
 log = logging.getLogger("vm_agent.control_link")
 

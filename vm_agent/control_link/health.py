@@ -1,6 +1,6 @@
 """How the link to the control plane is doing: one state, logged once per change, with metrics.
 
-The metrics object is duck-typed (`vm_agent.metrics.Metrics` has these members), so this
+The metrics object is duck-typed (`vm_agent.runtime.metrics.Metrics` has these members), so this
 package does not depend on the metrics module.
 """
 
@@ -25,7 +25,7 @@ class CounterLike(Protocol):
 
 
 class LinkMetrics(Protocol):
-    """The members of `vm_agent.metrics.Metrics` this package uses."""
+    """The members of `vm_agent.runtime.metrics.Metrics` this package uses."""
 
     @property
     def outbox_depth(self) -> GaugeLike: ...

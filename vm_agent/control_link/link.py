@@ -30,7 +30,7 @@ import httpx
 from anyio.abc import TaskStatus
 
 from vm_agent import __version__
-from vm_agent.catalog import AgentSpec
+from vm_agent.common.redact import Redactor
 from vm_agent.control_link.client import (
     CallbackError,
     CallbackForbidden,
@@ -44,9 +44,9 @@ from vm_agent.control_link.renewal import CertificateRenewer
 from vm_agent.control_link.token import CallbackTokenStore
 from vm_agent.control_link.usage import node_usage
 from vm_agent.eventlog import EventLog
-from vm_agent.redact import Redactor
+from vm_agent.process.catalog import AgentSpec
+from vm_agent.runtime.settings import Settings
 from vm_agent.session.supervisor import Supervisor
-from vm_agent.settings import Settings
 
 log = logging.getLogger("vm_agent.control_link")
 

@@ -31,7 +31,7 @@ from vm_agent.control_link.bootstrap import (
 from vm_agent.control_link.client import CallbackError, ControlPlaneClient
 from vm_agent.control_link.outbox import backoff_delay
 from vm_agent.control_link.token import write_file_atomically
-from vm_agent.tls import TlsConfigError, load_certificate
+from vm_agent.edge.tls import TlsConfigError, load_certificate
 
 log = logging.getLogger("vm_agent.control_link")
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import jwt
 
-from vm_agent.private_files import FileUnusable, NotPrivate, open_private
-from vm_agent.redact import Redactor
+from vm_agent.common.private_files import FileUnusable, NotPrivate, open_private
+from vm_agent.common.redact import Redactor
 
 
 class TokenFileError(OSError):

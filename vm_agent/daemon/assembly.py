@@ -11,16 +11,16 @@ import ssl
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
+from vm_agent.common.redact import Redactor
 from vm_agent.containment.host import ContainmentConfig, machine_memory_mb
 from vm_agent.containment.limits import LimitDefaults
 from vm_agent.containment.users import PoolSpec
 from vm_agent.control_link import CallbackTokenStore, InsecureTokenFile, TokenFileError
 from vm_agent.core.machine import SessionPolicy
-from vm_agent.exposure import ListenerMode
-from vm_agent.redact import Redactor
+from vm_agent.edge.exposure import ListenerMode
+from vm_agent.edge.tls import TlsConfigError, server_context
+from vm_agent.runtime.settings import DEFAULT_ENV_FILE, ENV_PREFIX, Settings
 from vm_agent.session.config import SessionConfig
-from vm_agent.settings import DEFAULT_ENV_FILE, ENV_PREFIX, Settings
-from vm_agent.tls import TlsConfigError, server_context
 
 log = logging.getLogger(__name__)
 

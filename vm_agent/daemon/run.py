@@ -21,15 +21,8 @@ from typing import Any
 import anyio
 
 from vm_agent import __version__
-from vm_agent.assembly import (
-    StartupError,
-    containment_config,
-    load_callback_tokens,
-    load_tls,
-    session_config,
-)
-from vm_agent.auth import JwksVerifier
-from vm_agent.catalog import Catalog, CatalogError
+from vm_agent.common.exc import first_leaf
+from vm_agent.common.redact import Redactor
 from vm_agent.containment.host import (
     Containment,
     ContainmentStartError,
@@ -41,17 +34,24 @@ from vm_agent.control_link import (
 )
 from vm_agent.control_link import bootstrap as first_start
 from vm_agent.control_link.trust import TrustError, control_plane_verify
+from vm_agent.daemon.assembly import (
+    StartupError,
+    containment_config,
+    load_callback_tokens,
+    load_tls,
+    session_config,
+)
+from vm_agent.daemon.stopper import Stopper
+from vm_agent.edge.auth import JwksVerifier
 from vm_agent.eventlog import EventLog
-from vm_agent.exc import first_leaf
-from vm_agent.fdlimit import raise_soft_limit
-from vm_agent.logs import setup_logging
-from vm_agent.metrics import Metrics
-from vm_agent.redact import Redactor
-from vm_agent.sdnotify import SdNotifier
+from vm_agent.process.catalog import Catalog, CatalogError
+from vm_agent.runtime.fdlimit import raise_soft_limit
+from vm_agent.runtime.logs import setup_logging
+from vm_agent.runtime.metrics import Metrics
+from vm_agent.runtime.sdnotify import SdNotifier
+from vm_agent.runtime.settings import Settings
 from vm_agent.server import ViewerServer
 from vm_agent.session.supervisor import Supervisor
-from vm_agent.settings import Settings
-from vm_agent.stopper import Stopper
 
 log = logging.getLogger(__name__)
 

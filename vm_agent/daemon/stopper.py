@@ -11,7 +11,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from vm_agent.containment.host import Containment
-from vm_agent.procgroup import signal_group
+from vm_agent.process.procgroup import signal_group
 from vm_agent.session.supervisor import Supervisor
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import os
 import ssl
 from pathlib import Path
 
-from vm_agent.private_files import FileUnusable, open_private
+from vm_agent.common.private_files import FileUnusable, open_private
 
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 

@@ -19,12 +19,12 @@ from subprocess import PIPE
 import anyio
 from anyio.abc import Process, TaskGroup
 
-from vm_agent import oom
 from vm_agent.jsonrpc.framing import DEFAULT_MAX_LINE_BYTES
 from vm_agent.jsonrpc.transport import LineTransport
-from vm_agent.launch import Launcher, PlainLauncher
-from vm_agent.procgroup import PgidTree, ProcessTree, stop_tree
-from vm_agent.stderr_tail import DEFAULT_TAIL_BYTES, StderrTail
+from vm_agent.process import oom
+from vm_agent.process.launch import Launcher, PlainLauncher
+from vm_agent.process.procgroup import PgidTree, ProcessTree, stop_tree
+from vm_agent.process.stderr_tail import DEFAULT_TAIL_BYTES, StderrTail
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import anyio
 from anyio.abc import Process
 
-from vm_agent.procgroup import PgidTree, ProcessTree
+from vm_agent.process.procgroup import PgidTree, ProcessTree
 
 
 @dataclass(frozen=True, slots=True)

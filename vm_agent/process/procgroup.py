@@ -19,7 +19,7 @@ from typing import Protocol
 import anyio
 from anyio.abc import Process
 
-from vm_agent import oom
+from vm_agent.process import oom
 
 log = logging.getLogger(__name__)
 

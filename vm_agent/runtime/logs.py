@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any, Literal
 
-from vm_agent.redact import Redactor
+from vm_agent.common.redact import Redactor
 
 LogFormat = Literal["json", "console"]
 

@@ -14,7 +14,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vm_agent.containment.paths import parse_roots
-from vm_agent.exposure import TLS_VARIABLES, ListenerMode, listener_mode, refusal_message
+from vm_agent.edge.exposure import TLS_VARIABLES, ListenerMode, listener_mode, refusal_message
 
 ENV_PREFIX = "VM_AGENT_"
 DEFAULT_ENV_FILE = Path("/etc/vm-agent/env")

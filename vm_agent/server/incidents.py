@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 
-from vm_agent.ratelimit import LogBudget, left_out_note
+from vm_agent.edge.ratelimit import LogBudget, left_out_note
 from vm_agent.server.admission import Refusal
 from vm_agent.server.protocols import ServerMetrics
 

@@ -11,10 +11,10 @@ import anyio
 from anyio.abc import TaskGroup
 
 from vm_agent.acp.permissions import AskPolicy
-from vm_agent.catalog import CatalogError
 from vm_agent.eventlog import EventsDropped
 from vm_agent.jsonrpc.connection import Router
 from vm_agent.jsonrpc.errors import INVALID_REQUEST, JsonRpcError
+from vm_agent.process.catalog import CatalogError
 from vm_agent.server import access, errors
 from vm_agent.server import params as p
 from vm_agent.server.access import Grant

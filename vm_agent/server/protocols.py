@@ -1,7 +1,7 @@
 """What the viewer server needs from its neighbours, as structural types.
 
-``vm_agent.auth.JwksVerifier`` and ``vm_agent.metrics.Metrics`` satisfy these; tests may
-pass anything else with the same face.
+``vm_agent.edge.auth.JwksVerifier`` and ``vm_agent.runtime.metrics.Metrics`` satisfy
+these; tests may pass anything else with the same face.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from prometheus_client import Counter, Gauge
 
 
 class Identity(Protocol):
-    """Who a token speaks for (``vm_agent.auth.ViewerIdentity``)."""
+    """Who a token speaks for (``vm_agent.edge.auth.ViewerIdentity``)."""
 
     @property
     def subject(self) -> str: ...
@@ -42,12 +42,12 @@ class TokenVerifier(Protocol):
         ...
 
     async def verify(self, token: str) -> Identity:
-        """The token's identity; raises (``vm_agent.auth.Unauthorized``) when it is refused."""
+        """The token's identity; raises (``vm_agent.edge.auth.Unauthorized``) when it is refused."""
         ...
 
 
 class ServerMetrics(Protocol):
-    """The metrics the viewer server moves (``vm_agent.metrics.Metrics``)."""
+    """The metrics the viewer server moves (``vm_agent.runtime.metrics.Metrics``)."""
 
     @property
     def viewers_connected(self) -> Gauge: ...

@@ -30,6 +30,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from vm_agent.eventlog import EventLog
+from vm_agent.runtime.settings import Settings
 from vm_agent.server import connections as conns
 from vm_agent.server import http
 from vm_agent.server.admission import Admission, Limits
@@ -41,7 +42,6 @@ from vm_agent.server.protocols import Identity, ServerMetrics, TokenVerifier
 from vm_agent.server.transport import WebSocketTransport
 from vm_agent.server.viewer import AuthFailed, ViewerDeps, bearer_token, serve_viewer, verify
 from vm_agent.session.supervisor import Supervisor
-from vm_agent.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -18,13 +18,13 @@ import anyio
 from vm_agent.acp.client import AcpClient, AgentInfo, AgentProtocolError, ClientServices
 from vm_agent.acp.fs import FileSystemService
 from vm_agent.acp.terminals import TerminalManager
-from vm_agent.agent_env import build_agent_env
-from vm_agent.agent_process import AgentProcess, AgentStartError, spawn_agent
-from vm_agent.catalog import AgentSpec
 from vm_agent.containment.session import SessionContainment
 from vm_agent.core.classifier import ExitFacts
 from vm_agent.jsonrpc.connection import PeerClosed
 from vm_agent.jsonrpc.errors import JsonRpcError
+from vm_agent.process.agent_env import build_agent_env
+from vm_agent.process.agent_process import AgentProcess, AgentStartError, spawn_agent
+from vm_agent.process.catalog import AgentSpec
 from vm_agent.session.config import CredentialsProvider, SessionConfig
 
 log = logging.getLogger(__name__)

@@ -6,13 +6,13 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from vm_agent.agent_env import DEFAULT_ALLOWED
-from vm_agent.agent_process import StopTimings
-from vm_agent.catalog import AgentSpec
+from vm_agent.common.redact import Redactor
 from vm_agent.core.machine import SessionPolicy
 from vm_agent.jsonrpc.framing import DEFAULT_MAX_LINE_BYTES
-from vm_agent.redact import Redactor
-from vm_agent.stderr_tail import DEFAULT_TAIL_BYTES
+from vm_agent.process.agent_env import DEFAULT_ALLOWED
+from vm_agent.process.agent_process import StopTimings
+from vm_agent.process.catalog import AgentSpec
+from vm_agent.process.stderr_tail import DEFAULT_TAIL_BYTES
 
 # Fetches an agent's own secret variables (its API key) at spawn time: (session id, spec).
 CredentialsProvider = Callable[[str, AgentSpec], Awaitable[Mapping[str, str]]]

@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from vm_agent.common.redact import Redactor
 from vm_agent.core.actions import EmitCrashReport
-from vm_agent.redact import Redactor
 
 
 class CrashReport(BaseModel):

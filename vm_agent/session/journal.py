@@ -11,10 +11,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from vm_agent.common.redact import Redactor
 from vm_agent.core import actions as a
 from vm_agent.core.vocabulary import SessionState
 from vm_agent.eventlog import EventLog
-from vm_agent.redact import Redactor
 from vm_agent.session.crash_report import CrashReport, build_crash_report
 from vm_agent.session.outcome import Outcome
 

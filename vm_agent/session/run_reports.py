@@ -11,11 +11,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from vm_agent.acp.client import AgentInfo
+from vm_agent.common.redact import Redactor
 from vm_agent.core import events as ev
 from vm_agent.core.classifier import ExitFacts
 from vm_agent.core.machine import SessionMachine
 from vm_agent.core.vocabulary import SessionState
-from vm_agent.redact import Redactor
 from vm_agent.session.agent_run import AgentRun, StartFailure
 from vm_agent.session.journal import SessionJournal
 from vm_agent.session.traffic import Clock

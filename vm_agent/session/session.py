@@ -16,7 +16,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from vm_agent.acp.permissions import PermissionPolicy
-from vm_agent.catalog import AgentSpec
+from vm_agent.common.redact import Redactor
 from vm_agent.containment.session import SessionContainment
 from vm_agent.core import actions as a
 from vm_agent.core import events as ev
@@ -24,7 +24,7 @@ from vm_agent.core.machine import SessionMachine
 from vm_agent.core.vocabulary import OutcomeKind, SessionState
 from vm_agent.eventlog import EventLog, SessionRecord
 from vm_agent.jsonrpc.errors import INTERNAL_ERROR
-from vm_agent.redact import Redactor
+from vm_agent.process.catalog import AgentSpec
 from vm_agent.session.agent_run import AgentRun
 from vm_agent.session.config import CredentialsProvider, SessionConfig, redacting
 from vm_agent.session.crash_report import CrashReport

@@ -16,12 +16,12 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from vm_agent.acp.permissions import AskPolicy, PermissionPolicy
-from vm_agent.catalog import AgentSpec, Catalog
+from vm_agent.common.exc import first_leaf
+from vm_agent.common.redact import Redactor
 from vm_agent.containment.host import Containment
 from vm_agent.containment.session import SessionContainment
 from vm_agent.eventlog import EventLog, EventsDropped
-from vm_agent.exc import first_leaf
-from vm_agent.redact import Redactor
+from vm_agent.process.catalog import AgentSpec, Catalog
 from vm_agent.session.config import CredentialsProvider, SessionConfig
 from vm_agent.session.outcome import Outcome
 from vm_agent.session.session import AgentSession, SessionRefused

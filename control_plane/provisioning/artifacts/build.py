@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from control_plane.artifacts.manifest import Manifest, write_manifest
-from control_plane.artifacts.npm_bundle import build_agent_bundle, check_agent_names
-from control_plane.artifacts.wheelhouse import WheelhouseSources, build_wheelhouse
+from control_plane.provisioning.artifacts.manifest import Manifest, write_manifest
+from control_plane.provisioning.artifacts.npm_bundle import build_agent_bundle, check_agent_names
+from control_plane.provisioning.artifacts.wheelhouse import WheelhouseSources, build_wheelhouse
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from control_plane.artifacts.build import BuildRequest, build_artifacts
-from control_plane.artifacts.manifest import ManifestError
-from control_plane.artifacts.npm_bundle import DEFAULT_AGENTS, BundleError
-from control_plane.artifacts.wheelhouse import BuildError, WheelhouseSources
+from control_plane.provisioning.artifacts.build import BuildRequest, build_artifacts
+from control_plane.provisioning.artifacts.manifest import ManifestError
+from control_plane.provisioning.artifacts.npm_bundle import DEFAULT_AGENTS, BundleError
+from control_plane.provisioning.artifacts.wheelhouse import BuildError, WheelhouseSources
 
 REPO = Path(__file__).resolve().parents[2]
 

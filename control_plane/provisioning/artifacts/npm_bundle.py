@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from cloud_init.agents import AGENT_PACKAGES, NODE_PACKAGE, command_name
-from control_plane.artifacts.manifest import AgentBundle, sha256_of
-from control_plane.artifacts.tarball import write_tar
+from control_plane.provisioning.artifacts.manifest import AgentBundle, sha256_of
+from control_plane.provisioning.artifacts.tarball import write_tar
 
 DEFAULT_AGENTS = ("claude", "codex")
 

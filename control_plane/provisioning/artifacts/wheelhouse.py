@@ -20,9 +20,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from control_plane.artifacts.lockfile import LockError, Pin, normalize, parse_lock
-from control_plane.artifacts.manifest import Wheelhouse, sha256_of
-from control_plane.artifacts.tarball import MTIME, write_tar
+from control_plane.provisioning.artifacts.lockfile import LockError, Pin, normalize, parse_lock
+from control_plane.provisioning.artifacts.manifest import Wheelhouse, sha256_of
+from control_plane.provisioning.artifacts.tarball import MTIME, write_tar
 
 # Debian 12 (bookworm): CPython 3.11, x86_64, glibc 2.36.
 PYTHON_VERSION = "3.11"

@@ -1,11 +1,11 @@
-"""Alembic environment: runs on the connection handed over by control_plane.migrate."""
+"""Alembic environment: runs on the connection handed over by control_plane.storage.migrate."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import Connection, create_engine
 
-from control_plane.db import metadata
+from control_plane.storage.db import metadata
 
 
 def _run(connection: Connection) -> None:
@@ -22,7 +22,7 @@ def _main() -> None:
     # Standalone use (alembic CLI): the URL comes from the config.
     url = context.config.get_main_option("sqlalchemy.url")
     if not url:
-        raise RuntimeError("set sqlalchemy.url or use control_plane.migrate.upgrade()")
+        raise RuntimeError("set sqlalchemy.url or use control_plane.storage.migrate.upgrade()")
     engine = create_engine(url)
     with engine.begin() as conn:
         _run(conn)

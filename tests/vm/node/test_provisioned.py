@@ -13,8 +13,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from control_plane.artifacts.lockfile import normalize, parse_lock
-from control_plane.artifacts.wheelhouse import BOOTSTRAP_PACKAGE
+from control_plane.provisioning.artifacts.lockfile import normalize, parse_lock
+from control_plane.provisioning.artifacts.wheelhouse import BOOTSTRAP_PACKAGE
 from tests.provisioning.pki import csr_pem
 from tests.vm.booted import TIMINGS_FILE, UNIT, BootedNode, seconds_of
 from tests.vm.figures import FigureBook, parse_exposure, parse_timings

@@ -1,9 +1,9 @@
 """Signing keys in the database (shared by every replica) and the callback token ledger.
 
 Keys a control plane kept in `signing-keys.json` under its state directory are imported
-at its next start (control_plane.keys), which notes the time in `control_plane_meta` as
+at its next start (control_plane.identity.keys), which notes the time in `control_plane_meta` as
 `callback_ledger_since`: callback tokens those keys signed before then have no ledger row
-(see control_plane.tokens.check_callback).
+(see control_plane.identity.tokens.check_callback).
 
 Revision ID: 0004_keys_callback_tokens
 Revises: 0003_nodes_events_tasks

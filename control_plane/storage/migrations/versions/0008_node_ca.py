@@ -1,7 +1,7 @@
 """The node CA in the database, so that every replica signs with it and publishes it.
 
 A CA that a control plane kept under `node-ca/` in its state directory is imported at its
-next start (control_plane.node_ca), then removed there.
+next start (control_plane.identity.node_ca), then removed there.
 
 Revision ID: 0008_node_ca
 Revises: 0007_node_provisioning
