@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import re
@@ -16,6 +17,7 @@ from anyio.streams.text import TextReceiveStream
 
 from tests.containment.pool import require_root
 from tests.daemon.harness import base_env, vm_agent
+from vm_agent.cli.dev_agents import shared_code_dir
 from vm_agent.containment.ensure import plan_for, remove_pool
 from vm_agent.containment.users import PoolSpec
 
@@ -54,6 +56,22 @@ async def test_dev_as_root_ensures_the_pool(tmp_path: Path) -> None:
                 while not re.search(r" attach --url .*--prompt hello\n", seen):
                     seen += await stream.receive()
             assert f"--cwd {base / 'ws' / 'dev'}" in seen
+            # The quick start's first prompt, as root: the fake agent runs as a pool user,
+            # who cannot reach this checkout's interpreter under /root (pyenv), so dev
+            # runs it on one they can with a copy of its code (never an exit 126).
+            url = re.search(r"viewer url: +(\S+)\n", seen)
+            token = re.search(r"viewer token: +(\S+)\n", seen)
+            assert url and token
+            attach = vm_agent(
+                "attach", "--url", url[1], "--start", "fake", "--cwd", str(base / "ws" / "dev"),
+                "--prompt", "hello", "--json",
+            )  # fmt: skip
+            done = await anyio.run_process(
+                attach, env={**base_env(), "VM_AGENT_TOKEN": token[1]}, check=False
+            )
+            assert done.returncode == 0, done.stderr.decode()[-2000:]
+            outcome = json.loads(done.stdout.decode().splitlines()[-1])
+            assert outcome["outcome"] == "completed", outcome
             assert plan_for(spec).done
             home = os.stat(str(spec.user(1).home))
             assert (home.st_uid, stat.S_IMODE(home.st_mode)) == (spec.uid_base + 1, 0o700)
@@ -69,4 +87,5 @@ async def test_dev_as_root_ensures_the_pool(tmp_path: Path) -> None:
         assert "agent users: create user" in (tmp_path / "dev.log").read_text()
     finally:
         remove_pool(spec)
+        shutil.rmtree(shared_code_dir(tmp_path / "dev"), ignore_errors=True)
         shutil.rmtree(base, ignore_errors=True)

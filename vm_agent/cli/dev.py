@@ -8,7 +8,6 @@ fake agent in a few scenarios. Ctrl-C stops both cleanly.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import socket
@@ -19,7 +18,13 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from vm_agent.process.catalog import fake_agent_command
+from vm_agent.cli.dev_agents import (
+    AGENT_HOME_STATE,
+    AgentPython,
+    agents_run_as_pool,
+    dev_agents,
+    write_agents_file,
+)
 from vm_agent.runtime.settings import ENV_PREFIX, Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
@@ -49,45 +54,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-# Where the fake agent keeps transcripts when it runs as a pool user (the dev dir is 0700).
-AGENT_HOME_STATE = "~/.vm-agent-fake-agent"
-
-
-def dev_agents(dev_dir: Path, state_dir: str | None = None) -> dict[str, list[str]]:
-    """The fake agent in a few scenarios; transcripts under the dev dir, so sessions load."""
-    state = state_dir or str(dev_dir / "fake-agent")
-    return {
-        "fake": list(fake_agent_command("--scenario", "echo", "--state-dir", state)),
-        "fake-slow": list(
-            fake_agent_command(
-                "--scenario", "slow", "--chunks", "20", "--delay-ms", "300", "--state-dir", state
-            )
-        ),
-        "fake-tools": list(fake_agent_command("--scenario", "tools", "--state-dir", state)),
-        # Crashes in the first prompt only, then loads the session again (a recovery).
-        "fake-crash": list(
-            fake_agent_command("--scenario", "crash-mid-prompt", "--once", "--state-dir", state)
-        ),
-    }
-
-
-def write_agents_file(path: Path, agents: dict[str, list[str]]) -> None:
-    # JSON strings are valid TOML basic strings (same escapes), so quoting is exact.
-    lines = ["# written by `vm-agent dev`; rewritten at every start", ""]
-    for name, command in agents.items():
-        quoted = ", ".join(json.dumps(arg) for arg in command)
-        lines += [f"[agents.{name}]", f"command = [{quoted}]", ""]
-    path.write_text("\n".join(lines))
-
-
-def agents_run_as_pool() -> bool:
-    """Whether the daemon will run agents as pool users (it is root, not told otherwise)."""
-    from vm_agent.containment.users import RunAs, decide_run_as
-
-    as_root = os.environ.get(f"{ENV_PREFIX}AGENTS_AS_ROOT", "").lower() in ("1", "true", "yes")
-    return decide_run_as(os.geteuid(), as_root).mode is RunAs.POOL
-
-
 def dev_workspace_root(dev_dir: Path) -> Path:
     """``VM_AGENT_WORKSPACE_ROOTS`` unless set: /srv/workspaces as root, else under the dev dir.
 
@@ -107,6 +73,8 @@ def dev_settings(
     jwks_url: str,
     port: int | None,
     environ: Mapping[str, str] | None = None,
+    *,
+    python: AgentPython | None = None,
 ) -> Settings:
     """Dev settings; other ``VM_AGENT_*`` variables (timeouts, the port) still apply.
 
@@ -123,7 +91,7 @@ def dev_settings(
         values.setdefault(f"{ENV_PREFIX}LISTEN_PORT", str(DEFAULT_PORT))
     agents_file = dev_dir / "agents.toml"
     state = AGENT_HOME_STATE if agents_run_as_pool() else None
-    write_agents_file(agents_file, dev_agents(dev_dir, state))
+    write_agents_file(agents_file, dev_agents(dev_dir, state, python))
     values.setdefault(f"{ENV_PREFIX}WORKSPACE_ROOTS", str(dev_workspace_root(dev_dir)))
     values.update(
         {
@@ -225,6 +193,7 @@ async def _dev(
     from control_plane.app import serve_control_plane
     from control_plane.identity.tokens import mint_dev_tokens
     from control_plane.settings import ControlPlaneSettings
+    from vm_agent.cli.dev_agents import DevAgentsError, agent_python
     from vm_agent.control_link.token import write_token_file
     from vm_agent.daemon.run import run_daemon
 
@@ -240,8 +209,9 @@ async def _dev(
         tokens = mint_dev_tokens(cp_settings, DEV_NODE_ID)
         write_token_file(dev_dir / "callback-token", tokens.callback_token)
         try:
-            settings = dev_settings(dev_dir, base_url, tokens.jwks_url, args.port)
-        except SettingsError as exc:
+            python = agent_python(dev_dir)
+            settings = dev_settings(dev_dir, base_url, tokens.jwks_url, args.port, python=python)
+        except (SettingsError, DevAgentsError) as exc:
             print(f"vm-agent dev: {exc}", file=sys.stderr, flush=True)
             return EXIT_CONFIG
 

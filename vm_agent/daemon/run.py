@@ -34,6 +34,7 @@ from vm_agent.control_link import (
 )
 from vm_agent.control_link import bootstrap as first_start
 from vm_agent.control_link.trust import TrustError, control_plane_verify
+from vm_agent.daemon.agents_check import warn_unrunnable_agents
 from vm_agent.daemon.assembly import (
     StartupError,
     containment_config,
@@ -214,6 +215,7 @@ class _Parts:
             containment_config(s, self.environ), ensure_pool=self.ensure_agent_users
         )
         self.stop.containment = containment
+        warn_unrunnable_agents(self.catalog, containment, self.environ)
         try:
             async with EventLog.open(
                 s.event_log_path, retention_bytes_per_session=s.retention_bytes_per_session
