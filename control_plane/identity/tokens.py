@@ -286,6 +286,11 @@ class DevTokens:
     viewer_token: str
     admin_token: str
     jwks_url: str
+    # the person at the keyboard: submits and follows tasks (`vm-agent task`)
+    user_token: str = ""
+
+
+DEV_USER = "dev-user"
 
 
 def mint_dev_tokens(
@@ -302,6 +307,7 @@ def mint_dev_tokens(
             callback_token=issuer.mint_callback_token(node_id),
             viewer_token=issuer.mint_viewer_token(node_id, viewer_scopes or ["read", "write"]),
             admin_token=issuer.mint_user_token("dev-admin", admin=True),
+            user_token=issuer.mint_user_token(DEV_USER),
             jwks_url=jwks_url(settings.public_url),
         )
     finally:

@@ -120,7 +120,13 @@ def _command_name() -> str:
     return f"{shlex.quote(sys.executable)} -m vm_agent"
 
 
-def banner(ready: DaemonReady, control_plane_url: str, viewer_token: str, cwd: Path) -> str:
+def banner(
+    ready: DaemonReady, control_plane_url: str, viewer_token: str, cwd: Path, user_token: str = ""
+) -> str:
+    task = (
+        f"{_command_name()} task --url {control_plane_url} --token {user_token} "
+        "run --agent fake 'hello'"
+    )
     attach = (
         f"{_command_name()} attach --url {ready.viewer_url} --token {viewer_token} "
         f"--start fake --cwd {shlex.quote(str(cwd))} --prompt hello"
@@ -134,7 +140,10 @@ def banner(ready: DaemonReady, control_plane_url: str, viewer_token: str, cwd: P
             f"  viewer token:  {viewer_token}",
             "  agents:        " + ", ".join(dev_agents(Path("."))),
             f"  workspaces:    under {cwd.parent} (a session's cwd must be)",
-            "  try:",
+            f"  user token:    {user_token}",
+            "  run a task through the control plane (to its outcome):",
+            f"    {task}",
+            "  or talk to the daemon directly, as a viewer:",
             f"    {attach}",
             "  (--start fake-tools asks for permissions: add --permission allow;"
             " --session ID --after-seq N to follow a session)",
@@ -218,7 +227,10 @@ async def _dev(
         workspace = Path(str(settings.workspace_root_paths[0])) / "dev"
 
         def show(ready: DaemonReady) -> None:
-            print(banner(ready, base_url, tokens.viewer_token, workspace), flush=True)
+            print(
+                banner(ready, base_url, tokens.viewer_token, workspace, tokens.user_token),
+                flush=True,
+            )
 
         return await run_daemon(
             settings, on_ready=show, stopper=stopper, ensure_agent_users=agents_run_as_pool()

@@ -13,7 +13,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vm-agent", description="Supervisor for ACP agents.")
     parser.add_argument("--version", action="version", version=f"vm-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    from vm_agent.cli import agent_users, attach, dev, prompt, serve
+    from vm_agent.cli import agent_users, attach, dev, prompt, serve, task
 
     prompt.add_arguments(sub.add_parser("prompt", help="run one prompt against one agent"))
     serve.add_arguments(sub.add_parser("serve", help="run the daemon (configured by VM_AGENT_*)"))
@@ -25,6 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     agent_users.add_arguments(
         sub.add_parser("agent-users", help="the agent-user pool (`ensure` creates it)")
+    )
+    task.add_arguments(
+        sub.add_parser("task", help="submit a task to the control plane and follow it")
     )
     sub.add_parser("fake-agent", help="the fake ACP agent (for dev and tests)", add_help=False)
     return parser
@@ -57,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         from vm_agent.cli import agent_users
 
         return agent_users.run(args)
+    if args.command == "task":
+        from vm_agent.cli import task
+
+        return task.run(args)
     if args.command == "attach":
         from vm_agent.cli import attach
 

@@ -26,6 +26,11 @@ class HumanRenderer:
             self._mid_line = False
         (self.err if to_err else self.out).write(text + "\n")
 
+    def line(self, text: str, *, to_err: bool = False) -> None:
+        """A line of its own (after any agent text still mid-line)."""
+        self._line(text, to_err=to_err)
+        (self.err if to_err else self.out).flush()
+
     def event(self, params: dict[str, Any]) -> None:
         kind, data = params.get("type"), params.get("data") or {}
         if kind == "acp.update":
