@@ -1,1 +1,4 @@
-"""HTTP endpoints of the control plane (Starlette routes)."""
+"""HTTP endpoints of the control plane (Starlette routes).
+
+May import every part of control_plane but app.
+"""

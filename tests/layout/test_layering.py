@@ -164,3 +164,13 @@ def test_the_check_catches_an_import_from_above(tmp_path: Path) -> None:
     fake.write_text("from vm_agent.server import ViewerServer\n")
     assert "vm_agent.server" in imports_of("vm_agent.core.m", fake)
     assert LAYERS[part_of("vm_agent.server") or ""] > LAYERS[part_of("vm_agent.core.m") or ""]
+
+
+def test_no_product_module_passes_400_lines() -> None:
+    long = {
+        str(p.relative_to(ROOT)): n
+        for top in ROOTS
+        for p in (ROOT / top).rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > 400
+    }
+    assert long == {}

@@ -20,18 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from vm_agent.cli.render import HumanRenderer
+from vm_agent.cli.viewer_client import CLOSE_UNAUTHORIZED, MAX_FRAME, TOKEN_ENV
+from vm_agent.cli.viewer_client import ClientTransport as _ClientTransport
+from vm_agent.cli.viewer_client import Unauthorized as _Unauthorized
+from vm_agent.cli.viewer_client import tls_context as _tls_context
 from vm_agent.jsonrpc.connection import Connection, PeerClosed, router
 from vm_agent.jsonrpc.errors import JsonRpcError
-from vm_agent.jsonrpc.transport import TransportClosed
 
-TOKEN_ENV = "VM_AGENT_TOKEN"  # noqa: S105 - the variable's name, not a secret
-CLOSE_UNAUTHORIZED = 4001
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-_MAX_FRAME = 64 * 1024 * 1024
 _SETTLED_WAIT_S = 120.0
 # After the prompt's answer, how long to wait for its prompt.finished event to be shown.
 _FINISHED_EVENT_WAIT_S = 5.0
@@ -73,39 +73,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="answer the agent's permission requests this way (default: only show them)",
     )
     p.add_argument("--json", action="store_true", help="one JSON object a line")
-
-
-class _Unauthorized(Exception):
-    pass
-
-
-class _ClientTransport:
-    """One JSON-RPC message a text frame; remembers the close code the daemon gave."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.close_code: int | None = None
-        self.close_reason = ""
-
-    def _closed(self, exc: ConnectionClosed) -> TransportClosed:
-        if exc.rcvd is not None:
-            self.close_code, self.close_reason = exc.rcvd.code, exc.rcvd.reason
-        return TransportClosed(str(exc))
-
-    async def receive(self) -> bytes | str:
-        try:
-            return await self.ws.recv()
-        except ConnectionClosed as exc:
-            raise self._closed(exc) from exc
-
-    async def send(self, message: bytes) -> None:
-        try:
-            await self.ws.send(message.decode())
-        except ConnectionClosed as exc:
-            raise self._closed(exc) from exc
-
-    async def aclose(self) -> None:
-        await self.ws.close()
 
 
 @dataclass
@@ -248,13 +215,6 @@ def run(args: argparse.Namespace) -> int:
     return anyio.run(_main, attach)
 
 
-def _tls_context(ca_file: Path | None) -> ssl.SSLContext:
-    """Certificate and host name checked, against ``ca_file`` or the system's CAs."""
-    ctx = ssl.create_default_context(cafile=None if ca_file is None else str(ca_file))
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    return ctx
-
-
 async def _main(attach: _Attach) -> int:
     result = EXIT_INTERRUPTED
     async with anyio.create_task_group() as tg:
@@ -314,7 +274,7 @@ async def _one_connection(attach: _Attach) -> int:
         ws = await connect(
             attach.args.url,
             additional_headers=headers,
-            max_size=_MAX_FRAME,
+            max_size=MAX_FRAME,
             proxy=None,
             **tls,
         )

@@ -1,2 +1,5 @@
-"""Small helpers every part of the daemon may use: redaction of secrets (`redact`), files only
-the daemon may read (`private_files`), the daemon's own exceptions (`exc`). Imports nothing of vm_agent."""
+"""Small helpers every part of the daemon may use: redaction of secrets (`redact`), files
+only the daemon may read (`private_files`), the daemon's own exceptions (`exc`).
+
+Imports nothing of vm_agent.
+"""

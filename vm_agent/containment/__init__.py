@@ -6,4 +6,6 @@ work), ``plan`` (all of it for one session). Thin shells: ``ensure`` (groupadd/u
 ``cgroups``/``cgroupfs`` (the hierarchy), ``spawn`` (start inside a cgroup), ``workdir``,
 ``beneath`` and ``fsuid`` (file access beneath a root, as the agent's user), ``host`` and
 ``session`` (what the daemon and a session hold).
+
+May import common, core, jsonrpc, eventlog, process, edge.
 """

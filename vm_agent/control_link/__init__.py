@@ -5,6 +5,8 @@
 - `outbox`: `OutboxSender` (the event log past a delivery cursor, acknowledged batches);
 - `usage`: `node_usage()` for heartbeats;
 - `link`: `ControlLink` (ready, heartbeats, token refresh, agent credentials, status).
+
+May import the session and what is below it; never server or daemon.
 """
 
 from vm_agent.control_link.client import (

@@ -14,6 +14,8 @@ cursors; `<file>.lock` keeps a second process out.
   event past the slowest registered cursor.
 - `upsert_session`/`get_session`/`list_sessions`: what a restarted daemon
   needs (state, ACP session id, head seq).
+
+May import common, core, jsonrpc.
 """
 
 from .group_commit import Appended

@@ -3,6 +3,8 @@
 `python -m vm_agent.fake_agent --scenario NAME` (or `vm-agent fake-agent`)
 speaks ACP as line-delimited JSON-RPC on stdin/stdout; see `config.SCENARIOS`.
 Imports stay lazy so that a respawn starts quickly.
+
+May import the daemon's lower layers; nothing imports it but the CLI.
 """
 
 from __future__ import annotations
