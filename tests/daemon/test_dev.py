@@ -17,7 +17,8 @@ from anyio.streams.text import TextReceiveStream
 
 from tests.daemon.harness import base_env, vm_agent
 from tests.processes import child_process, stopped_by
-from vm_agent.cli.dev import dev_agents, dev_settings, write_agents_file
+from vm_agent.cli.dev import dev_settings
+from vm_agent.cli.dev_agents import dev_agents, write_agents_file
 from vm_agent.process.catalog import Catalog
 from vm_agent.runtime.settings import SettingsError
 
