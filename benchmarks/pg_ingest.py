@@ -34,12 +34,12 @@ from psycopg.types.json import Jsonb
 
 from benchmarks import harness as h
 from benchmarks import procstat
+from benchmarks.pg_server import postgres_url
 from benchmarks.stats import Figure, Summary
 from control_plane.plane import ControlPlane
 from control_plane.settings import ControlPlaneSettings
 
 NAME = "pg_ingest"
-URL_ENV = "VM_AGENT_TEST_POSTGRES_URL"
 PUBLIC_URL = "http://bench-control-plane"
 # ~200 bytes of data per event, like an agent_message_chunk.
 UPDATE = {
@@ -64,13 +64,6 @@ SCALES = {
     "quick": Params(nodes=8, batches=8, batch=500, repeats=2),
     "full": Params(nodes=16, batches=16, batch=500, repeats=3),
 }
-
-
-def _database_url() -> str:
-    url = os.environ.get(URL_ENV, "")
-    if not url:
-        raise RuntimeError(f"{NAME} needs PostgreSQL: `.ci/postgres start` prints {URL_ENV}")
-    return url
 
 
 def _in_schema(url: str, schema: str) -> str:
@@ -203,7 +196,11 @@ async def run(ctx: h.Context) -> list[Figure]:
     rates: list[float] = []
     bare: list[float] = []
     cpu: list[float] = []
-    with _schema(_database_url()) as url, _control_plane(url, ctx.scratch("cp")) as (base, pid):
+    with (
+        postgres_url() as server,
+        _schema(server) as url,
+        _control_plane(url, ctx.scratch("cp")) as (base, pid),
+    ):
         minter_settings = ControlPlaneSettings(
             state_dir=ctx.scratch("minter"), public_url=PUBLIC_URL, database_url=url
         )
