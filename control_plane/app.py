@@ -22,6 +22,7 @@ from control_plane.api import (
     github,
     keys,
     nodes,
+    providers,
     sessions,
     tasks,
 )
@@ -66,6 +67,7 @@ def create_app(
         *github.routes,
         *nodes.routes,
         *artifacts.routes,
+        *providers.routes,
     ]
     app = Starlette(routes=routes, exception_handlers={ApiError: api_error_handler})
     app.state.plane = plane

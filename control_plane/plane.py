@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 
 from control_plane.identity.keys import Clock
 from control_plane.identity.node_ca import NodeCA
+from control_plane.identity.sealing import Sealer, load_key_file
 from control_plane.identity.secrets import FileSecretStore
 from control_plane.identity.tokens import TokenIssuer
 from control_plane.settings import ControlPlaneSettings
@@ -50,6 +51,13 @@ class ControlPlane:
         return NodeCA.open(
             self.engine, self.settings.node_domain, self.clock, legacy_dir=self.settings.state_dir
         )
+
+    @functools.cached_property
+    def sealer(self) -> Sealer:
+        """Seals what the control plane keeps for others (control_plane/identity/sealing.py)."""
+        given = self.settings.secrets_key_file
+        path = given or self.settings.state_dir / "secrets.key"
+        return Sealer(load_key_file(path, create=given is None))
 
     def close(self) -> None:
         self.engine.dispose()

@@ -69,6 +69,9 @@ class ControlPlaneSettings(BaseSettings):
     # did: VMs trust it through cloud-config `ca_certs`.
     user_data_ca_file: Path | None = None
     # Serve HTTPS with these (PEM); a VM refuses a non-loopback plain-http control plane.
+    # The key that seals secrets kept for others (provider credentials): base64 of 32
+    # bytes, 0600; every replica must be given the same one. Unset: made under STATE_DIR.
+    secrets_key_file: Path | None = None
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
 

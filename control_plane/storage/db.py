@@ -245,3 +245,16 @@ def make_engine(url: str) -> Engine:
         cur.close()
 
     return engine
+
+
+# Credentials for a provider's API, per user (bring your own cloud), sealed
+# (control_plane/identity/sealing.py): the value column never holds plaintext (0017).
+provider_credentials = Table(
+    "provider_credentials",
+    metadata,
+    Column("owner_kind", String(16), primary_key=True),
+    Column("owner_id", String(128), primary_key=True),
+    Column("provider", String(64), primary_key=True),
+    Column("sealed", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
