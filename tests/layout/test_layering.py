@@ -174,3 +174,12 @@ def test_no_product_module_passes_400_lines() -> None:
         if (n := len(p.read_text().splitlines())) > 400
     }
     assert long == {}
+
+
+def test_paths_made_from_a_module_file_still_name_the_checkout() -> None:
+    # a move changes how many parents up the checkout is (artifacts build once broke so)
+    from control_plane.provisioning.artifacts.cli import REPO
+    from control_plane.storage.migrate import MIGRATIONS_DIR
+
+    assert (REPO / "locks" / "vm-agent.txt").is_file()
+    assert (MIGRATIONS_DIR / "env.py").is_file()

@@ -12,7 +12,7 @@ from control_plane.provisioning.artifacts.manifest import ManifestError
 from control_plane.provisioning.artifacts.npm_bundle import DEFAULT_AGENTS, BundleError
 from control_plane.provisioning.artifacts.wheelhouse import BuildError, WheelhouseSources
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
