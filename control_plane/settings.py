@@ -64,7 +64,10 @@ class ControlPlaneSettings(BaseSettings):
     bootstrap_token_ttl_s: int = Field(default=1800, gt=0)
     # Node certificates name `{node_id}.{node_domain}`; the CA is constrained to it.
     node_domain: str = "nodes.vm-agent.internal"
-    node_cert_ttl_s: int = Field(default=90 * 24 * 3600, gt=0)
+    # Short, because viewers cannot ask whether a certificate the CA signed is still the
+    # node's: an earlier one (or a stolen one) passes for them until it expires. Renewed at
+    # two-thirds, so a node rides out about 4.7 days of an unreachable control plane.
+    node_cert_ttl_s: int = Field(default=14 * 24 * 3600, gt=0)
     # PEM of the CA that signed this control plane's own certificate, when no public CA
     # did: VMs trust it through cloud-config `ca_certs`.
     user_data_ca_file: Path | None = None

@@ -3,12 +3,16 @@
 ``POST /api/nodes`` makes the record, a single-use bootstrap token (stored hashed) and the
 user-data; ``POST /api/nodes/{node_id}/bootstrap`` trades that token and a certificate
 request for the callback token, the node's certificate and the CA's (docs/callback-api.md);
-``POST /api/nodes/{node_id}/certificate`` renews that certificate (the callback token);
+``POST /api/nodes/{node_id}/certificate`` renews that certificate (the callback token, and a
+request for the key on record);
 ``GET /api/node-ca.pem`` publishes the CA for viewers and the control plane's own
 connections.
 """
 
 from __future__ import annotations
+
+import logging
+from typing import NoReturn
 
 from anyio import to_thread
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,12 +28,22 @@ from control_plane.api.common import (
     require_callback,
     require_user,
 )
-from control_plane.identity.node_ca import MAX_CSR_BYTES, CsrError, NodeCA, request_public_key
+from control_plane.identity.node_ca import (
+    MAX_CSR_BYTES,
+    CsrError,
+    NodeCA,
+    PublicKey,
+    public_key_sha256,
+    request_public_key,
+)
+from control_plane.identity.node_certs import RenewalVerdict, renewal_verdict
 from control_plane.identity.tokens import jwks_url
 from control_plane.plane import ControlPlane
 from control_plane.provisioning import userdata as provisioning
 from control_plane.provisioning.artifacts.manifest import Manifest, ManifestError, load_manifest
 from control_plane.storage import provisioning_store
+
+log = logging.getLogger(__name__)
 
 NO_STORE = {"Cache-Control": "no-store"}
 PEM_TYPE = "application/x-pem-file"
@@ -128,19 +142,25 @@ def _bootstrap_token(request: Request) -> str:
     return token.strip()
 
 
-async def _sign_request(
-    request: Request, plane: ControlPlane, node_id: str, now: float
-) -> tuple[provisioning_store.IssuedCertificate, dict[str, str]]:
-    """The node's certificate for the body's request (a bad one is 422, before anything is
-    spent or recorded): what to record, and the answer's certificate fields."""
+async def _request_key(request: Request) -> PublicKey:
+    """The public key of the body's certificate request (a bad one is 422, before anything
+    is spent or recorded)."""
     body = await parse_body(request, BootstrapBody)
     try:
-        public_key = request_public_key(body.csr)
+        return request_public_key(body.csr)
     except CsrError as exc:
         raise ApiError(422, f"invalid csr: {exc}") from None
+
+
+async def _sign(
+    plane: ControlPlane, public_key: PublicKey, node_id: str, now: float
+) -> tuple[provisioning_store.IssuedCertificate, dict[str, str]]:
+    """The node's certificate for `public_key`: what to record, and the answer's fields."""
     ca = await to_thread.run_sync(_node_ca, plane)
     signed = ca.sign(public_key, node_id, now, plane.settings.node_cert_ttl_s)
-    issued = provisioning_store.IssuedCertificate(signed.serial, signed.sha256, signed.not_after)
+    issued = provisioning_store.IssuedCertificate(
+        signed.serial, signed.sha256, signed.not_after, signed.public_key_sha256
+    )
     fields = {
         "certificate": signed.pem,
         "ca_certificate": ca.certificate_pem(),
@@ -158,7 +178,8 @@ async def bootstrap(request: Request) -> JSONResponse:
     if verdict is not provisioning.Verdict.ACCEPT:
         raise ApiError(401, verdict.value)
     now = plane.clock()
-    issued, fields = await _sign_request(request, plane, node_id, now)  # 422: token unspent
+    public_key = await _request_key(request)  # 422: the token stays unspent
+    issued, fields = await _sign(plane, public_key, node_id, now)
     spent = await to_thread.run_sync(
         provisioning_store.spend_bootstrap_token,
         plane.engine,
@@ -174,18 +195,33 @@ async def bootstrap(request: Request) -> JSONResponse:
 
 
 async def renew_certificate(request: Request) -> JSONResponse:
-    """A bootstrapped node's new certificate, for a request signed by its key (the callback
-    token vouches for the node; the names are the control plane's, as at the bootstrap)."""
+    """A bootstrapped node's new certificate, for a request signed by the key of its
+    certificate on record (the callback token vouches for the node, not for a key: see
+    control_plane/identity/node_certs.py); the names are the control plane's."""
     node_id = request.path_params["node_id"]
     await require_callback(request, node_id)
     plane = plane_of(request)
-    issued, fields = await _sign_request(request, plane, node_id, plane.clock())
+    public_key = await _request_key(request)
+    record = await to_thread.run_sync(
+        provisioning_store.certificate_on_record, plane.engine, node_id
+    )
+    verdict = renewal_verdict(record, public_key_sha256(public_key))
+    if verdict is not RenewalVerdict.SIGN:
+        _refuse_renewal(node_id, verdict)
+    issued, fields = await _sign(plane, public_key, node_id, plane.clock())
     renewed = await to_thread.run_sync(
         provisioning_store.record_renewal, plane.engine, node_id, issued
     )
-    if not renewed:
-        raise ApiError(404, "no bootstrapped node of that id")
+    if not renewed:  # a renewal for another key recorded its key first (a row from before 0011)
+        _refuse_renewal(node_id, RenewalVerdict.OTHER_KEY)
     return JSONResponse(fields, headers=NO_STORE)
+
+
+def _refuse_renewal(node_id: str, verdict: RenewalVerdict) -> NoReturn:
+    if verdict is RenewalVerdict.NOT_BOOTSTRAPPED:
+        raise ApiError(404, verdict.value)
+    log.warning("node %s: certificate renewal refused: %s", node_id, verdict.name)
+    raise ApiError(403, verdict.value)
 
 
 async def node_ca_pem(request: Request) -> Response:

@@ -53,6 +53,15 @@ def node_dns_name(node_id: str, domain: str) -> str:
     return f"{node_id}.{domain}"
 
 
+def public_key_sha256(key: PublicKey) -> str:
+    """sha256 of the key's SubjectPublicKeyInfo (DER): how the record names a node's key
+    (what `openssl pkey -pubin -outform der | sha256sum` prints)."""
+    der = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(der).hexdigest()
+
+
 def request_public_key(csr_pem: str) -> PublicKey:
     """The public key of a well-formed, self-signed request with a key type we accept."""
     if len(csr_pem.encode()) > MAX_CSR_BYTES:
@@ -87,6 +96,7 @@ class SignedCertificate:
     serial: int
     not_after: float
     sha256: str  # of the DER: what an operator compares with `openssl x509 -fingerprint`
+    public_key_sha256: str  # of the certified key's SubjectPublicKeyInfo
 
 
 class NodeCA:
@@ -190,6 +200,7 @@ class NodeCA:
             serial=serial,
             not_after=end.timestamp(),
             sha256=hashlib.sha256(der).hexdigest(),
+            public_key_sha256=public_key_sha256(public_key),
         )
 
 

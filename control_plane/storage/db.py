@@ -3,10 +3,17 @@
 The schema runs on SQLite (the default, a file under the state directory) and on
 PostgreSQL (psycopg 3); the SQL is portable, apart from `ON CONFLICT DO NOTHING`, which
 both spell the same way (see node_store).
+
+A SQLite database holds the signing keys and the node CA's key: its file is made (or set)
+0600 before SQLite opens it, whatever the umask, and SQLite gives the `-wal` and `-shm`
+files it makes the database file's mode.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +34,15 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    make_url,
 )
 
+log = logging.getLogger(__name__)
+
 DB_FILENAME = "control-plane.db"
+PRIVATE_FILE_MODE = 0o600
+# What SQLite keeps beside a database file, with the database's content in it.
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 metadata = MetaData()
 
@@ -235,6 +248,9 @@ def make_engine(url: str) -> Engine:
         # Requests run in worker threads (anyio's default limit is 40): enough connections
         # that a burst of callbacks waits on the database, not on the pool.
         return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    database = make_url(url).database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        make_private_sqlite(Path(database))
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
@@ -258,3 +274,56 @@ provider_credentials = Table(
     Column("sealed", Text, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
+
+
+class DatabaseFileError(OSError):
+    """The SQLite database file cannot be made private (one line for a person)."""
+
+
+def make_private_sqlite(path: Path) -> None:
+    """The database file (made empty if missing: SQLite takes that as a new database) and the
+    files SQLite keeps beside it, 0600 whatever the umask; a wider mode found is narrowed,
+    and said, since someone may have read the keys while it was."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+    except OSError as exc:
+        raise DatabaseFileError(f"cannot open the database file {path}: {exc.strerror}") from None
+    try:
+        _narrow(fd, path)
+    finally:
+        os.close(fd)
+    for suffix in SQLITE_SIDE_FILES:
+        side = path.with_name(path.name + suffix)
+        try:
+            fd = os.open(side, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise DatabaseFileError(f"cannot open {side}: {exc.strerror}") from None
+        try:
+            _narrow(fd, side)
+        finally:
+            os.close(fd)
+
+
+def _narrow(fd: int, path: Path) -> None:
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise DatabaseFileError(f"{path} is not a regular file")
+    mode = stat.S_IMODE(info.st_mode)
+    if mode == PRIVATE_FILE_MODE:
+        return
+    try:
+        os.fchmod(fd, PRIVATE_FILE_MODE)
+    except OSError as exc:
+        raise DatabaseFileError(
+            f"{path} has mode {mode:04o} and cannot be made 0600: {exc.strerror}"
+        ) from None
+    if info.st_size and mode & 0o077:
+        log.warning(
+            "%s had mode %04o (group or others could read it); set it to 0600. It holds the "
+            "signing keys and the node CA's key: rotate the signing keys if others may have "
+            "read it (POST /api/keys/rotate)",
+            path,
+            mode,
+        )

@@ -3,6 +3,10 @@
 The bootstrap token is stored as its sha256 only (it is 256 random bits: no slow hash
 needed). Spending it is one conditional UPDATE (unspent, unexpired, same hash), so of two
 exchanges racing with the same token exactly one wins.
+
+Each node's certificate on record (serial, fingerprint, the sha256 of its public key) is
+the one the control plane's own connections accept; a renewal is recorded only for the
+key on record (0011), so a callback token alone cannot move the node to another key.
 """
 
 from __future__ import annotations
@@ -10,7 +14,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import JSON, Column, Engine, Float, String, Table, insert, select, update
+from sqlalchemy import (
+    JSON,
+    Column,
+    Connection,
+    Engine,
+    Float,
+    String,
+    Table,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from control_plane.storage.db import metadata, nodes
@@ -30,6 +46,8 @@ node_provisioning = Table(
     Column("cert_serial", String(64), nullable=True),
     Column("cert_sha256", String(64), nullable=True),
     Column("cert_not_after", Float, nullable=True),
+    # sha256 of the certificate's SubjectPublicKeyInfo (DER); null on rows from before 0011
+    Column("cert_public_key_sha256", String(64), nullable=True),
 )
 
 
@@ -63,6 +81,7 @@ class IssuedCertificate:
     serial: int
     sha256: str
     not_after: float
+    public_key_sha256: str
 
     def columns(self) -> dict[str, object]:
         """As the node's provisioning row holds it."""
@@ -70,7 +89,18 @@ class IssuedCertificate:
             "cert_serial": format(self.serial, "x"),
             "cert_sha256": self.sha256,
             "cert_not_after": self.not_after,
+            "cert_public_key_sha256": self.public_key_sha256,
         }
+
+
+@dataclass(frozen=True)
+class CertificateOnRecord:
+    """A bootstrapped node's current certificate, as recorded."""
+
+    serial: int
+    sha256: str
+    not_after: float
+    public_key_sha256: str | None  # None: bootstrapped before 0011, not renewed since
 
 
 def create_node(engine: Engine, node: NewNode) -> None:
@@ -121,15 +151,39 @@ def spend_bootstrap_token(
 
 
 def record_renewal(engine: Engine, node_id: str, cert: IssuedCertificate) -> bool:
-    """Record a renewed certificate of a bootstrapped node; False if there is none such."""
+    """Record a renewed certificate of a bootstrapped node, for the key on record (or any
+    key where none is recorded yet); False if there is no such node or it has another key.
+    One conditional UPDATE: of two renewals for different keys of a row with none on
+    record, one wins."""
     t = node_provisioning
+    key = t.c.cert_public_key_sha256
     with engine.begin() as conn:
         changed = conn.execute(
             update(t)
-            .where(t.c.node_id == node_id, t.c.bootstrapped_at.is_not(None))
+            .where(
+                t.c.node_id == node_id,
+                t.c.bootstrapped_at.is_not(None),
+                or_(key.is_(None), key == cert.public_key_sha256),
+            )
             .values(**cert.columns())
         ).rowcount
     return bool(changed == 1)
+
+
+def certificate_on_record(db: Engine | Connection, node_id: str) -> CertificateOnRecord | None:
+    """The node's current certificate; None if there is no bootstrapped node of that id."""
+    t = node_provisioning
+    query = select(
+        t.c.cert_serial, t.c.cert_sha256, t.c.cert_not_after, t.c.cert_public_key_sha256
+    ).where(t.c.node_id == node_id, t.c.bootstrapped_at.is_not(None))
+    if isinstance(db, Engine):
+        with db.connect() as conn:
+            row = conn.execute(query).first()
+    else:
+        row = db.execute(query).first()
+    if row is None or row[0] is None:
+        return None
+    return CertificateOnRecord(int(row[0], 16), str(row[1]), float(row[2]), row[3])
 
 
 def provisioning_of(engine: Engine, node_id: str) -> dict[str, Any] | None:

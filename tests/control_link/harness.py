@@ -127,6 +127,7 @@ async def control_plane(tmp_path: Path, secrets: str | None = None) -> AsyncIter
     if secrets is not None:
         secrets_file = tmp_path / "secrets.json"
         secrets_file.write_text(secrets)
+        secrets_file.chmod(0o600)  # the control plane refuses a file others may read
     settings = ControlPlaneSettings(
         state_dir=tmp_path / "cp-state",
         public_url="http://127.0.0.1:1",  # only the `iss` claim

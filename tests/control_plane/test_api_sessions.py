@@ -24,6 +24,7 @@ SECRETS = {
 def with_secrets(settings: ControlPlaneSettings, tmp_path: Path) -> ControlPlaneSettings:
     path = tmp_path / "secrets.json"
     path.write_text(json.dumps(SECRETS))
+    path.chmod(0o600)  # the control plane refuses a file others may read
     return settings.model_copy(update={"secrets_file": path})
 
 

@@ -1,5 +1,6 @@
-"""Two control-plane processes on one database (PostgreSQL, and SQLite for dev): the same
-events batch through both is stored once; a key rotated through one is honoured by the
+"""Two control-plane processes on one database (PostgreSQL, and SQLite for dev): a node
+signed through one verifies with the other's node CA; the same events batch through both
+is stored once; a key rotated through one is honoured by the
 other; a token minted by one is accepted by the other; a refresh through one revokes the
 old token in the other, after the grace of the replica that refreshed it."""
 
@@ -19,16 +20,22 @@ import anyio
 import httpx
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from control_plane.identity.node_ca import NodeCA
 from control_plane.plane import ControlPlane
+from control_plane.provisioning.userdata import token_digest
 from control_plane.settings import ControlPlaneSettings
+from control_plane.storage import provisioning_store
 from tests.control_plane.test_main import free_port
+from tests.provisioning.pki import csr_pem, handshake
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration, pytest.mark.slow]
 
 PUBLIC_URL = "http://control-plane.test"  # what both replicas sign as (`iss`)
 START_TIMEOUT_S = 60
 WAIT_S = 30.0
+DOMAIN = "nodes.vm-agent.internal"  # the default node domain, both replicas'
 
 
 @dataclass
@@ -166,7 +173,7 @@ async def test_two_replicas_on_one_database(
         admin = plane.tokens.mint_user_token("ops", admin=True)
         first, second = aged_callback_token(plane), aged_callback_token(plane)
     async with a.client() as ca, b.client() as cb:
-        await one_node_ca_for_both(ca, cb)
+        await one_node_ca_for_both(tmp_path, database_url, ca, cb)
         await same_batches_stored_once(ca, cb, callback, admin)
         await refresh_revokes_across_replicas(ca, cb, first, second)
         await key_rotated_through_one_is_honoured_by_the_other(
@@ -174,20 +181,54 @@ async def test_two_replicas_on_one_database(
         )
 
 
-async def one_node_ca_for_both(ca: httpx.AsyncClient, cb: httpx.AsyncClient) -> None:
-    """Asked at once on first use, both replicas publish one CA: a node that one of them
-    signed verifies with the CA a viewer got from the other."""
-    pems: list[str] = []
+async def one_node_ca_for_both(
+    tmp_path: Path, database_url: str, ca: httpx.AsyncClient, cb: httpx.AsyncClient
+) -> None:
+    """Asked at once on first use, both replicas publish one CA; a node bootstrapped through
+    one of them serves a certificate that verifies, in a real TLS handshake under the node's
+    name, with the CA the other publishes; so does one renewed through the other."""
+    pems: dict[str, str] = {}
 
-    async def fetch(client: httpx.AsyncClient) -> None:
+    async def fetch(name: str, client: httpx.AsyncClient) -> None:
         r = await client.get("/api/node-ca.pem")
         assert r.status_code == 200, r.text
-        pems.append(r.text)
+        pems[name] = r.text
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(fetch, ca)
-        tg.start_soon(fetch, cb)
-    assert len(pems) == 2 and pems[0] == pems[1] and "BEGIN CERTIFICATE" in pems[0]
+        tg.start_soon(fetch, "a", ca)
+        tg.start_soon(fetch, "b", cb)
+    assert pems["a"] == pems["b"] and "BEGIN CERTIFICATE" in pems["a"]
+
+    token = "bootstrap-token-of-n2"
+    with minter(tmp_path, database_url) as plane:  # the admin's node, made in the database
+        provisioning_store.create_node(
+            plane.engine,
+            provisioning_store.NewNode(
+                node_id="n2",
+                hostname="n2",
+                dns_name=f"n2.{DOMAIN}",
+                created_at=time.time(),
+                created_by="ops",
+                params={},
+                bootstrap_token_sha256=token_digest(token),
+                bootstrap_expires_at=time.time() + 600,
+            ),
+        )
+    key = ec.generate_private_key(ec.SECP256R1())
+    r = await ca.post("/api/nodes/n2/bootstrap", json={"csr": csr_pem(key)}, headers=bearer(token))
+    assert r.status_code == 200, r.text
+    signed_by_a, callback = r.json()["certificate"], r.json()["callback_token"]
+    r = await cb.post(
+        "/api/nodes/n2/certificate", json={"csr": csr_pem(key)}, headers=bearer(callback)
+    )
+    assert r.status_code == 200, r.text
+    signed_by_b = r.json()["certificate"]
+    name = f"n2.{DOMAIN}"
+    assert handshake(signed_by_a, key, pems["b"], name, tmp_path) == "ok"
+    assert handshake(signed_by_b, key, pems["a"], name, tmp_path) == "ok"
+    # A CA of its own (what each replica would have made without the shared row) refuses.
+    own = NodeCA.generate(DOMAIN, time.time()).certificate_pem()
+    assert "CERTIFICATE_VERIFY_FAILED" in handshake(signed_by_a, key, own, name, tmp_path)
 
 
 async def same_batches_stored_once(

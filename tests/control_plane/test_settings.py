@@ -33,6 +33,7 @@ def test_agent_secrets_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert "sk-env" not in repr(s)
     file = tmp_path / "secrets.json"
     file.write_text('{"claude": {"ANTHROPIC_API_KEY": "sk-file"}}')
+    file.chmod(0o600)  # the store refuses a file others may read
     store = FileSecretStore(file, s.agent_secrets)
     assert store.env_for("claude") == {"ANTHROPIC_API_KEY": "sk-file"}
     assert store.env_for("codex") == {"OPENAI_API_KEY": "sk-env"}

@@ -1,10 +1,14 @@
-"""Artifacts built once per session by the real builder from offline sources."""
+"""Artifacts built once per session by the real builder from offline sources; the store
+tests' databases (SQLite and PostgreSQL, as the control plane's tests have them)."""
 
 from __future__ import annotations
 
 import pytest
 
+from tests.control_plane.conftest import database_url, engine
 from tests.provisioning.fixtures import BuiltArtifacts, build_test_artifacts
+
+__all__ = ["artifacts", "database_url", "engine"]
 
 
 @pytest.fixture(scope="session")

@@ -36,6 +36,18 @@ def key_pem(key: PrivateKey) -> bytes:
 def handshake(cert_pem: str, key: PrivateKey, ca_pem: str, server_hostname: str, tmp: Path) -> str:
     """A real TLS server on 127.0.0.1 with the node's certificate, and a client that verifies
     it against the CA with `server_hostname`; returns "ok" or the client's error."""
+    try:
+        served_certificate(cert_pem, key, ca_pem, server_hostname, tmp)
+    except ssl.SSLError as exc:
+        return str(exc)
+    return "ok"
+
+
+def served_certificate(
+    cert_pem: str, key: PrivateKey, ca_pem: str, server_hostname: str, tmp: Path
+) -> bytes:
+    """As `handshake`, and the certificate the verifying client got (DER, as the control
+    plane's connection reads it); raises the client's `ssl.SSLError`."""
     cert_file, key_file = tmp / "node.pem", tmp / "node.key"
     cert_file.write_text(cert_pem)
     key_file.write_bytes(key_pem(key))
@@ -56,13 +68,14 @@ def handshake(cert_pem: str, key: PrivateKey, ca_pem: str, server_hostname: str,
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-            try:
-                with client_ctx.wrap_socket(raw, server_hostname=server_hostname) as tls:
-                    tls.sendall(b"x")
-                return "ok"
-            except ssl.SSLError as exc:
-                return str(exc)
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            client_ctx.wrap_socket(raw, server_hostname=server_hostname) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+            tls.sendall(b"x")
+        assert der is not None
+        return der
     finally:
         thread.join(timeout=10)
         listener.close()

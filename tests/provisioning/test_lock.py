@@ -12,7 +12,9 @@ from control_plane.provisioning.artifacts.lockfile import LockError, normalize, 
 from tests.cloud_init.helpers import REPO
 
 LOCK = REPO / "locks" / "vm-agent.txt"
-CONTROL_PLANE_ONLY = {"starlette", "uvicorn", "sqlalchemy", "alembic", "pyyaml", "psycopg"}
+CONTROL_PLANE_ONLY = {
+    "starlette", "uvicorn", "sqlalchemy", "alembic", "pyyaml", "psycopg", "hcloud",
+}  # fmt: skip
 VIA_PYPROJECT = "vm-agent (pyproject.toml)"
 
 

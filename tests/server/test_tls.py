@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import ssl
+import threading
 from pathlib import Path
 
 import anyio
@@ -13,7 +16,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidMessage, InvalidStatus
 
 from tests.server.harness import daemon
-from tests.tlsca import make_tls_files
+from tests.tlsca import TlsFiles, make_tls_files
 from vm_agent.edge.tls import TlsConfigError, server_context
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -64,17 +67,77 @@ async def test_clients_that_do_not_trust_the_certificate_are_stopped(tmp_path: P
                 await anyio.sleep(0.02)
 
 
+# What a client offering only TLS 1.0 and 1.1 is told by a server whose minimum is 1.2.
+PROTOCOL_VERSION_ALERT = "TLSV1_ALERT_PROTOCOL_VERSION"
+
+
+def old_protocol_client(files: TlsFiles) -> ssl.SSLContext:
+    """Trusts the server's CA and offers only TLS 1.0 and 1.1, with any cipher at all."""
+    old = files.client_context()
+    old.minimum_version = ssl.TLSVersion.TLSv1
+    old.maximum_version = ssl.TLSVersion.TLSv1_1
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")
+    return old
+
+
+def client_refusal(port: int, client: ssl.SSLContext) -> str:
+    """A handshake with 127.0.0.1:port: "ok" or the reason the client was refused."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        try:
+            client.wrap_socket(raw, server_hostname="localhost").close()
+        except ssl.SSLError as exc:
+            return str(exc.reason)
+    return "ok"
+
+
+def refusal(server: ssl.SSLContext, client: ssl.SSLContext) -> str:
+    """A real handshake on loopback with `server`: what `client_refusal` says."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with contextlib.suppress(ssl.SSLError, OSError), conn:
+            server.wrap_socket(conn, server_side=True).recv(1)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        return client_refusal(listener.getsockname()[1], client)
+    finally:
+        thread.join(timeout=10)
+        listener.close()
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion:DeprecationWarning")
+def test_the_version_check_tells_a_lowered_minimum_from_the_cipher_list(tmp_path: Path) -> None:
+    """The assertion above can fail: with the minimum lowered to TLS 1.0 the same client
+    is refused for the ciphers instead (a handshake failure), and with the ciphers opened
+    too it gets in."""
+    files = make_tls_files(tmp_path)
+    ctx = server_context(files.cert_file, files.key_file)
+    assert refusal(ctx, old_protocol_client(files)) == PROTOCOL_VERSION_ALERT
+    lowered = server_context(files.cert_file, files.key_file)
+    lowered.minimum_version = ssl.TLSVersion.TLSv1
+    assert refusal(lowered, old_protocol_client(files)) == "SSLV3_ALERT_HANDSHAKE_FAILURE"
+    lowered.set_ciphers("DEFAULT:@SECLEVEL=0")
+    assert refusal(lowered, old_protocol_client(files)) == "ok"
+
+
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion:DeprecationWarning")
 async def test_old_protocols_and_plain_ws_are_refused(tmp_path: Path) -> None:
     async with daemon(tmp_path, tls=True) as d:
         assert d.tls is not None
-        old = d.tls.client_context()
-        old.minimum_version = ssl.TLSVersion.TLSv1
-        old.maximum_version = ssl.TLSVersion.TLSv1_1
-        old.set_ciphers("DEFAULT:@SECLEVEL=0")
-        with pytest.raises((ssl.SSLError, ConnectionError)):
-            async with connect(d.url, ssl=old):
-                pass
+        old = old_protocol_client(d.tls)
+        reason = await anyio.to_thread.run_sync(client_refusal, d.port, old)
+        assert reason != "ok"
+        # Refused for its version, not for its ciphers: the cipher list alone would also
+        # refuse this client (as a handshake failure), which must not hide a lowered
+        # minimum. The port closes without the alert (asyncio drops what OpenSSL had to
+        # say), so the daemon's own listening context says why, served on loopback.
+        context = d.server.ssl_context
+        assert context is not None
+        reason = await anyio.to_thread.run_sync(refusal, context, old_protocol_client(d.tls))
+        assert reason == PROTOCOL_VERSION_ALERT
         # Plain HTTP to the TLS port gets no websocket.
         with pytest.raises((InvalidMessage, ConnectionError, EOFError)):
             async with connect(f"ws://127.0.0.1:{d.port}/v1/ws", open_timeout=10):
