@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import pytest
-
+from tests import capabilities
+from tests.capabilities import missing
 from vm_agent.containment.cgroups import CgroupTree, CgroupUnavailable
 from vm_agent.containment.ensure import ensure_pool, remove_pool
 from vm_agent.containment.users import AgentUser, PoolSpec
@@ -30,15 +30,8 @@ REPO = Path(__file__).resolve().parents[2]
 _PREFIX = re.compile(r"vmat(\d+)-u\d+")
 
 
-def _missing(message: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 def require_root() -> None:
-    if os.geteuid() != 0:
-        _missing("needs root (agent users, per-thread fsuid); CI runs as root")
+    capabilities.require_root("agent users, per-thread fsuid")
 
 
 def require_cgroup_v2() -> None:
@@ -46,7 +39,7 @@ def require_cgroup_v2() -> None:
     try:
         tree = CgroupTree.setup()
     except CgroupUnavailable as exc:
-        _missing(f"no writable cgroup v2: {exc}")
+        missing(f"no writable cgroup v2: {exc}")
     else:
         tree.close()
 
@@ -171,7 +164,7 @@ def check_users_can_run_us(spec: PoolSpec, base: Path) -> None:
                 _AGENT_PYTHON[:] = [(python, paths)]
                 return
             errors.append(f"{python} with {paths}: {why}")
-    _missing(f"agent users cannot run the fake agent: {'; '.join(errors)}")
+    missing(f"agent users cannot run the fake agent: {'; '.join(errors)}")
 
 
 @contextlib.contextmanager
