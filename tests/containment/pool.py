@@ -81,11 +81,32 @@ def _remove_stale_pools() -> None:
         shutil.rmtree(f"/tmp/vmat-{pid}", ignore_errors=True)
 
 
+def _taken(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        try:
+            grp.getgrgid(uid)
+        except KeyError:
+            return False
+    return True
+
+
+def _free_uid_base(pid: int, count: int) -> int:
+    # Test runs of several people share a machine: start from the pid's slot, take the
+    # first whose ids nobody holds (a live run's pool keeps its own until it ends).
+    for step in range(29):
+        base = 62000 + ((pid + step) % 29) * 100
+        if not any(_taken(base + i) for i in range(count)):
+            return base
+    return 62000 + (pid % 29) * 100
+
+
 def pool_spec_for(pid: int, count: int = 4) -> tuple[PoolSpec, Path]:
     base = Path(f"/tmp/vmat-{pid}")  # below /tmp on purpose: ancestors agent users can enter
     spec = PoolSpec(
         count=count,
-        uid_base=62000 + (pid % 29) * 100,
+        uid_base=_free_uid_base(pid, count),
         prefix=f"vmat{pid}-u",
         homes_dir=PurePosixPath(base / "homes"),
     )
