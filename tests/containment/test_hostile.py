@@ -45,6 +45,7 @@ async def test_every_attack_on_the_daemon_and_other_owners_is_refused(
     # The daemon's secrets where an agent could name them (only their modes protect them).
     token = _secret_file(agent_pool.base / "callback-token", "eyJ.token.sig\n")
     env_file = _secret_file(agent_pool.base / "env", f"{SECRET_VAR}=x\n")
+    tls_key = _secret_file(agent_pool.base / "node-key.pem", "-----BEGIN PRIVATE KEY-----\n")
     try:
         async with contained(agent_pool, tmp_path, [hostile_spec()]) as c:
             bob = await c.ready("hostile", c.workspace("bob-proj"), owner="bob")
@@ -72,6 +73,7 @@ async def test_every_attack_on_the_daemon_and_other_owners_is_refused(
             table: list[tuple[dict[str, Any], str]] = [
                 ({"open": str(token)}, "EACCES"),
                 ({"open": str(env_file)}, "EACCES"),
+                ({"open": str(tls_key)}, "EACCES"),
                 ({"open": str(c.state_dir / "events.sqlite3")}, "EACCES"),
                 ({"list": str(c.state_dir)}, "EACCES"),
                 ({"open": f"/proc/{me}/environ"}, "EACCES"),
@@ -132,8 +134,8 @@ async def test_every_attack_on_the_daemon_and_other_owners_is_refused(
             again = await c.ready("hostile", c.workspace("alice-proj") / "sub", owner="alice")
             assert again.containment is not None and again.containment.user == a_user
     finally:
-        token.unlink()
-        env_file.unlink()
+        for path in (token, env_file, tls_key):
+            path.unlink()
 
 
 async def test_setsid_descendants_die_with_the_session_and_the_terminal(

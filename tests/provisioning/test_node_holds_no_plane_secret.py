@@ -177,6 +177,7 @@ async def test_nothing_a_node_gets_holds_a_control_plane_secret(
     assert str(bootstrap_token).strip() in user_data
     callback_token = where.callback_token.read_text().strip()
     assert callback_token in answers
+    assert callback_token not in user_data
     assert "BEGIN CERTIFICATE" in answers and '"interval_s"' in answers
     places = {"user-data": user_data, "the answers": answers, **node_files}
     found = [
