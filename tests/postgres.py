@@ -14,16 +14,11 @@ from contextlib import contextmanager
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
-import pytest
 from psycopg import sql
 
+from tests.capabilities import missing
+
 POSTGRES_URL_ENV = "VM_AGENT_TEST_POSTGRES_URL"
-
-
-def _missing(message: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def where(url: str) -> str:
@@ -36,11 +31,11 @@ def postgres_url() -> str:
     """The server's libpq URL; skips (fails under CI) when it is not set or not reachable."""
     url = os.environ.get(POSTGRES_URL_ENV, "")
     if not url:
-        _missing(f"{POSTGRES_URL_ENV} is not set (`.ci/postgres start` prints it)")
+        missing(f"{POSTGRES_URL_ENV} is not set (`.ci/postgres start` prints it)")
     try:
         psycopg.connect(url, connect_timeout=5).close()
     except psycopg.Error as exc:
-        _missing(f"PostgreSQL at {where(url)} is not reachable: {type(exc).__name__}")
+        missing(f"PostgreSQL at {where(url)} is not reachable: {type(exc).__name__}")
     return url
 
 

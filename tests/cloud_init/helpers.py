@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from cloud_init.scripts import PROVISION_DIR
@@ -37,17 +34,6 @@ def valid_inputs(**overrides: Any) -> dict[str, Any]:
     }
     data.update(overrides)
     return data
-
-
-def require_tool(name: str, package: str) -> str:
-    """The tool's path; in CI a missing tool fails the test, elsewhere it skips it."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} not found (Debian package {package}; .ci/run installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def runcmd_scripts(text: str) -> dict[str, str]:

@@ -13,7 +13,8 @@ from pathlib import Path
 import anyio
 
 from control_plane.settings import ControlPlaneSettings
-from tests.cloud_init.helpers import relocate, require_tool, step_scripts
+from tests.capabilities import require_tool
+from tests.cloud_init.helpers import relocate, step_scripts
 from tests.control_plane.harness import running
 from tests.provisioning.fixtures import BuiltArtifacts
 

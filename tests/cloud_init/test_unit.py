@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cloud_init.helpers import UNIT_SOURCE, require_tool
+from tests.capabilities import require_tool
+from tests.cloud_init.helpers import UNIT_SOURCE
 
 EXEC_START = "ExecStart=/opt/vm-agent/bin/vm-agent serve"
 DAEMON_SHUTDOWN_BOUND_S = 10

@@ -146,3 +146,18 @@ async def gone(pid: int, within_s: float = 10) -> bool:
         while alive(pid):
             await anyio.sleep(0.05)
     return not alive(pid)
+
+
+def refused_as(results: list[dict[str, Any]], expected: list[str]) -> None:
+    """Each attack failed exactly as expected: an errno's name (``EACCES``), or the start of
+    the daemon's error answer to an fs/* call (``rpc -32602: ...``). Any other failure (a
+    path that does not exist, a mistyped attack) is a broken test, not a refusal."""
+    assert len(results) == len(expected), results
+    wrong = [
+        {**result, "expected": how}
+        for result, how in zip(results, expected, strict=True)
+        if result["ok"]
+        or not str(result.get("refused") or "").startswith(how)
+        or (not how.startswith("rpc ") and result["refused"] != how)
+    ]
+    assert wrong == [], json.dumps(wrong, indent=1)

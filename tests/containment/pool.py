@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import pytest
-
+from tests import capabilities
+from tests.capabilities import missing
 from vm_agent.containment.cgroups import CgroupTree, CgroupUnavailable
 from vm_agent.containment.ensure import ensure_pool, remove_pool
 from vm_agent.containment.users import AgentUser, PoolSpec
@@ -30,15 +30,8 @@ REPO = Path(__file__).resolve().parents[2]
 _PREFIX = re.compile(r"vmat(\d+)-u\d+")
 
 
-def _missing(message: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 def require_root() -> None:
-    if os.geteuid() != 0:
-        _missing("needs root (agent users, per-thread fsuid); CI runs as root")
+    capabilities.require_root("agent users, per-thread fsuid")
 
 
 def require_cgroup_v2() -> None:
@@ -46,7 +39,7 @@ def require_cgroup_v2() -> None:
     try:
         tree = CgroupTree.setup()
     except CgroupUnavailable as exc:
-        _missing(f"no writable cgroup v2: {exc}")
+        missing(f"no writable cgroup v2: {exc}")
     else:
         tree.close()
 
@@ -88,11 +81,32 @@ def _remove_stale_pools() -> None:
         shutil.rmtree(f"/tmp/vmat-{pid}", ignore_errors=True)
 
 
+def _taken(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        try:
+            grp.getgrgid(uid)
+        except KeyError:
+            return False
+    return True
+
+
+def _free_uid_base(pid: int, count: int) -> int:
+    # Test runs of several people share a machine: start from the pid's slot, take the
+    # first whose ids nobody holds (a live run's pool keeps its own until it ends).
+    for step in range(29):
+        base = 62000 + ((pid + step) % 29) * 100
+        if not any(_taken(base + i) for i in range(count)):
+            return base
+    return 62000 + (pid % 29) * 100
+
+
 def pool_spec_for(pid: int, count: int = 4) -> tuple[PoolSpec, Path]:
     base = Path(f"/tmp/vmat-{pid}")  # below /tmp on purpose: ancestors agent users can enter
     spec = PoolSpec(
         count=count,
-        uid_base=62000 + (pid % 29) * 100,
+        uid_base=_free_uid_base(pid, count),
         prefix=f"vmat{pid}-u",
         homes_dir=PurePosixPath(base / "homes"),
     )
@@ -171,7 +185,7 @@ def check_users_can_run_us(spec: PoolSpec, base: Path) -> None:
                 _AGENT_PYTHON[:] = [(python, paths)]
                 return
             errors.append(f"{python} with {paths}: {why}")
-    _missing(f"agent users cannot run the fake agent: {'; '.join(errors)}")
+    missing(f"agent users cannot run the fake agent: {'; '.join(errors)}")
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 from anyio.abc import Process
 
-from tests.containment.harness import alive, gone
+from tests.containment.harness import alive, gone, refused_as
 from tests.containment.pool import TestPool, fake_agent_argv, require_cgroup_v2, require_root
 from tests.daemon.harness import (
     Notify,
@@ -153,25 +154,33 @@ async def test_the_daemon_as_systemd_runs_it(agent_pool: TestPool, tmp_path: Pat
                     agent_cg = cg.child("sessions").child(f"session-{SID}")
                     [leaf] = agent_cg.children()
                     assert leaf.path.name.startswith("agent-") and leaf.procs()
-                    assert (
-                        agent_cg.read("pids.max").strip() == "256"
-                        if (agent_cg.path / "pids.max").exists()
-                        else True
-                    )
-                    attacks: list[dict[str, Any]] = [
-                        {"open": str(token_file)},
-                        {"open": str(env_file)},
-                        {"open": str(state / "events.sqlite3")},
-                        {"list": str(state)},
-                        {"open": f"/proc/{daemon_pid}/environ"},
-                        {"open": f"/proc/{daemon_pid}/mem"},
-                        {"list": f"/proc/{daemon_pid}/fd"},
-                        {"signal": daemon_pid},
-                        {"write": str(cg.path / "cgroup.procs")},
-                        {"fs_read": str(token_file)},
+                    # The env file's pids limit reached the session's cgroup; where the
+                    # pids controller is missing (cgroup v1 holds it, as here), the daemon
+                    # said so at start and the session's limits still name it (below).
+                    has_pids = (agent_cg.path / "pids.max").exists()
+                    if has_pids:
+                        assert agent_cg.read("pids.max").strip() == "256"
+                    # How each must be refused (a mistyped path would be ENOENT).
+                    table: list[tuple[dict[str, Any], str]] = [
+                        ({"open": str(token_file)}, "EACCES"),
+                        ({"open": str(env_file)}, "EACCES"),
+                        ({"open": str(state / "events.sqlite3")}, "EACCES"),
+                        ({"list": str(state)}, "EACCES"),
+                        ({"open": f"/proc/{daemon_pid}/environ"}, "EACCES"),
+                        ({"open": f"/proc/{daemon_pid}/mem"}, "EACCES"),
+                        ({"list": f"/proc/{daemon_pid}/fd"}, "EACCES"),
+                        ({"signal": daemon_pid}, "EPERM"),
+                        ({"write": str(cg.path / "cgroup.procs")}, "EACCES"),
+                        (
+                            {"fs_read": str(token_file)},
+                            f"rpc -32602: {token_file} is outside the allowed",
+                        ),
                     ]
-                    results = await _attack(viewer, attacks, "p1")
-                    assert [r for r in results if r["ok"]] == [], results
+                    for attack, _ in table:
+                        if "signal" not in attack:
+                            assert os.path.lexists(next(iter(attack.values()))), attack
+                    results = await _attack(viewer, [a for a, _ in table], "p1")
+                    refused_as(results, [how for _, how in table])
                     [who, daemonized] = await _attack(
                         viewer, [{"whoami": True}, {"setsid": True}], "p2"
                     )
@@ -199,6 +208,9 @@ async def test_the_daemon_as_systemd_runs_it(agent_pool: TestPool, tmp_path: Pat
                 assert await sigterm_and_wait(process) == 0
         log = (tmp_path / "daemon.log").read_text()
         assert "the agent users" not in log  # the pool was there: no start-up refusal
+        assert re.search(rf"session {SID} runs as .*, pids 256\)", log), log
+        if not has_pids:
+            assert re.search(r"without the .*pids controller.*pids\.max cannot be enforced", log)
     finally:
         shutil.rmtree(state, ignore_errors=True)
         for path in (token_file, env_file):

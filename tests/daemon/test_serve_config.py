@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.capabilities import require_root
 from tests.daemon.harness import base_env, vm_agent
 from tests.tlsca import make_tls_files
 from tests.token_files import write_token
@@ -113,8 +113,7 @@ def test_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
 
 @pytest.mark.slow  # imports the whole daemon
 def test_a_root_daemon_without_its_agent_users_refuses_to_start(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("only a root daemon runs agents as pool users")
+    require_root("only a root daemon runs agents as pool users")
     write_token(tmp_path / "callback-token", "a-callback-token-value")
     env = env_for(
         tmp_path,

@@ -10,6 +10,7 @@ import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import anyio
 import pytest
@@ -22,6 +23,7 @@ from tests.provisioning.fixtures import BuiltArtifacts
 from tests.provisioning.plane import DOMAIN, Served, plane_settings, serve
 from tests.provisioning.test_bootstrap_exchange import bootstrapper, files
 from tests.token_files import write_token
+from vm_agent.control_link import renewal
 from vm_agent.control_link.bootstrap import BootstrapFiles
 from vm_agent.control_link.client import ControlPlaneClient, RetryPolicy
 from vm_agent.control_link.renewal import (
@@ -110,8 +112,24 @@ def renewer(
     )
 
 
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """How long the renewer's loop waited each time: its module sees a spy for anyio.sleep
+    (the rest of anyio as it is), so a test knows where the loop is without guessing."""
+    seen: list[float] = []
+    real_sleep = anyio.sleep
+
+    async def sleep(delay: float) -> None:
+        seen.append(delay)
+        await real_sleep(delay)
+
+    spied = SimpleNamespace(**{**vars(anyio), "sleep": sleep})
+    monkeypatch.setattr(renewal, "anyio", spied)
+    return seen
+
+
 async def test_new_connections_get_the_renewed_certificate(
-    tmp_path: Path, artifacts: BuiltArtifacts
+    tmp_path: Path, artifacts: BuiltArtifacts, waits: list[float]
 ) -> None:
     async with bootstrapped(tmp_path, artifacts) as (cp, where, store):
         ca_pem = (await cp.http.get("/api/node-ca.pem")).text
@@ -127,15 +145,22 @@ async def test_new_connections_get_the_renewed_certificate(
             worker = renewer(client, where, context, due + 1)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(worker.run)
+                # Its first wait is none (it is due), its second follows the renewal.
                 with anyio.fail_after(30):
-                    while worker.renewals == 0:
+                    while len(waits) < 2:
                         await anyio.sleep(0.02)
-                # Renewed once, and not again: the next is due two-thirds into the new life.
-                await anyio.sleep(0.3)
-                assert worker.renewals == 1
                 tg.cancel_scope.cancel()
             renewed = file_serial(where.tls_cert)
             assert renewed != first_serial
+            # Renewed once, and not again: the loop waits for the new certificate's due time,
+            # and at least min_interval_s (with the clock held at the old due time, the new
+            # certificate, signed within the same second, is due as early: the floor holds).
+            assert worker.renewals == 1
+            new = x509.load_pem_x509_certificate(where.tls_cert.read_bytes())
+            now, floor = due + 1, RenewalTimings().min_interval_s
+            assert waits[0] == 0
+            assert waits[1] == pytest.approx(max(renew_at(*validity(new)), now + floor) - now)
+            assert waits[1] >= floor
             after = await connect(port, ca_pem)
             assert served_serial(after) == renewed
             # The connection made before goes on with the certificate it was given.
@@ -149,7 +174,10 @@ async def test_new_connections_get_the_renewed_certificate(
 
 
 async def test_a_refused_renewal_keeps_the_certificate_and_says_why(
-    tmp_path: Path, artifacts: BuiltArtifacts, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    artifacts: BuiltArtifacts,
+    caplog: pytest.LogCaptureFixture,
+    waits: list[float],
 ) -> None:
     async with bootstrapped(tmp_path, artifacts) as (cp, where, _store):
         context = server_context(where.tls_cert, where.tls_key)
@@ -165,9 +193,16 @@ async def test_a_refused_renewal_keeps_the_certificate_and_says_why(
             with pytest.raises(RenewalFailed, match=r"did not sign .*token is for another node"):
                 await worker.renew_once()
             with caplog.at_level(logging.WARNING, logger="vm_agent.control_link"):
-                with anyio.move_on_after(0.5):
-                    await worker.run()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(worker.run)
+                    # due at once, then a refusal, then the backoff's wait
+                    with anyio.fail_after(30):
+                        while len(waits) < 2:
+                            await anyio.sleep(0.02)
+                    tg.cancel_scope.cancel()
         assert file_serial(where.tls_cert) == first_serial
         assert worker.renewals == 0
+        # the first backoff: backoff_initial_s with equal jitter, never a hot loop
+        assert waits[0] == 0 and 0.025 <= waits[1] <= 0.05, waits
         assert "TLS certificate not renewed: the control plane did not sign" in caplog.text
         assert "trying again in" in caplog.text

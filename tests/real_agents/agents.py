@@ -10,7 +10,6 @@ HOME, so nothing it tries reaches past this machine and nothing of ours is its h
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -20,9 +19,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import pytest
 from starlette.applications import Starlette
 
+from tests import capabilities
 from tests.real_agents import anthropic_api, gemini_api, openai_api
 from tests.real_agents.model_api import Recorded, Script, ToolCall
 
@@ -261,6 +260,4 @@ def require_real_agents() -> None:
     reason = missing()
     if reason is None:
         return
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
+    capabilities.missing(reason)

@@ -16,13 +16,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
+from tests import capabilities
 from tests.vm.image import VMImage, describe, ensure_image, missing_tools
 from tests.vm.machine import VM, boot_vm
 from tests.vm.qemu import GuestForward
@@ -36,10 +36,7 @@ _summary: list[str] = []
 def require_vm_host() -> None:
     missing = missing_tools()
     if missing:
-        message = "VM tests need " + ", ".join(missing) + "; .ci/run installs them"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        capabilities.missing("VM tests need " + ", ".join(missing) + "; .ci/run installs them")
 
 
 class VMLauncher:

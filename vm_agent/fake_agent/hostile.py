@@ -2,8 +2,13 @@
 
 The prompt's text is a JSON list of attacks, each an object with one of the keys below;
 the answer is one message chunk, a JSON list with one result per attack:
-``{"attack": ..., "ok": bool, "detail": str}``. ``ok`` means the attempt succeeded (for an
-attack: an escape). The test decides what should have been refused.
+``{"attack": ..., "ok": bool, "detail": str, "refused": str | None}``. ``ok`` means the
+attempt succeeded (for an attack: an escape). ``refused`` says how a failed one failed, so
+a test can tell a refusal from a mistake (a mistyped path is ``ENOENT``, not ``EACCES``):
+the errno's name (``EACCES``, ``EPERM``) for a system call, ``rpc <code>: <message>`` for
+a client call the daemon answered with an error, ``None`` when it did not fail or failed
+for another reason (an unknown attack, a helper that crashed). The test decides what
+should have been refused, and how.
 
 - ``open``: read a byte of a file (a token, an env file, /proc/PID/environ or mem)
 - ``list``: list a directory (a state dir, another owner's home, /proc/PID/fd)
@@ -23,6 +28,7 @@ attack: an escape). The test decides what should have been refused.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -48,6 +54,14 @@ _DAEMONIZE = (
 _SLEEP_S = 600
 _CONNECT_TIMEOUT_S = 5
 _STEP_MB = 16
+
+
+def _refusal(exc: BaseException) -> str | None:
+    if isinstance(exc, ClientCallError):
+        return f"rpc {exc.code}: {exc.message}"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return errno.errorcode.get(exc.errno, str(exc.errno))
+    return None
 
 
 def _error(exc: BaseException) -> str:
@@ -204,11 +218,13 @@ async def hostile(turn: Turn, text: str) -> str:
         attacks = []
     results = []
     for attack in attacks if isinstance(attacks, list) else []:
+        refused: str | None = None
         try:
             detail = await _one(turn, attack)
             ok = True
         except (OSError, ClientCallError, ValueError, subprocess.SubprocessError) as exc:
             detail, ok = _error(exc) if not isinstance(exc, ClientCallError) else exc.message, False
-        results.append({"attack": attack, "ok": ok, "detail": detail})
+            refused = _refusal(exc)
+        results.append({"attack": attack, "ok": ok, "detail": detail, "refused": refused})
     turn.chunk(json.dumps(results))
     return END_TURN
