@@ -26,6 +26,7 @@ from control_plane.demand.placement import (
 from control_plane.demand.reservations import ResolvedResourceReservation
 from control_plane.dispatch.sessions import end_workspace_sessions
 from control_plane.storage.db import node_requests, nodes, placement_lock, workspaces
+from control_plane.storage.machines import retired_node_ids
 
 ACTIVE = "active"
 RELEASED = "released"
@@ -110,7 +111,12 @@ def load_candidates(conn: Connection) -> list[Candidate]:
         tenants[node_id].append(Tenant(ws_id, Demand.of(res)))
     out: list[Candidate] = []
     reported: set[str] = set()
+    retired = retired_node_ids(conn)  # draining or going away: no new tasks there
     for row in conn.execute(select(nodes)).mappings():
+        if row["node_id"] in retired:
+            continue
+        if row["ready_at"] is None and row["capacity"] is None:
+            continue  # provisioned, never reported: its request (if any) stands for it
         reported.add(row["node_id"])
         capacity, problem = node_capacity(row["capacity"], row["usage"])
         out.append(
@@ -125,7 +131,7 @@ def load_candidates(conn: Connection) -> list[Candidate]:
         )
     asked = select(node_requests).where(node_requests.c.state == PENDING)
     for row in conn.execute(asked).mappings():
-        if row["node_id"] in reported:
+        if row["node_id"] in reported or row["node_id"] in retired:
             continue  # it reported: what it said counts, not the size it was asked for
         size = new_node_option(row["provider"], row["size"], "requested").capacity
         out.append(

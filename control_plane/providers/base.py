@@ -57,14 +57,24 @@ class Vm:
 
 
 class ProviderError(Exception):
-    """A call failed. ``transient``: try again, not before ``retry_after_s`` if given."""
+    """A call failed. ``transient``: try again, not before ``retry_after_s`` if given.
+
+    ``applied``: False when the provider answered that it did nothing (a 4xx, a 429); None
+    when it is not known (no answer, a 5xx): a create may then have made a VM after all.
+    """
 
     def __init__(
-        self, message: str, *, transient: bool, retry_after_s: float | None = None
+        self,
+        message: str,
+        *,
+        transient: bool,
+        retry_after_s: float | None = None,
+        applied: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.transient = transient
         self.retry_after_s = retry_after_s
+        self.applied = applied
 
 
 class Provider(Protocol):

@@ -107,10 +107,12 @@ class HetznerProvider:
             if code == "rate_limit_exceeded" and reset_at is not None:
                 retry_after = max(0.0, reset_at - self._clock())
             # exc.message is the API's text: never the token, never the user-data
+            refused = status is not None and 400 <= status < 500
             return ProviderError(
                 f"hetzner {what}: {code}: {exc.message}",
                 transient=transient,
                 retry_after_s=retry_after,
+                applied=False if refused else None,
             )
         # the request never got an answer: it may or may not have been applied
         return ProviderError(f"hetzner {what}: {type(exc).__name__}", transient=True)

@@ -327,3 +327,27 @@ def _narrow(fd: int, path: Path) -> None:
             path,
             mode,
         )
+
+
+# A node's life at its provider, kept by the lifecycle loop (control_plane/dispatch/nodes.py;
+# decisions in control_plane/providers/lifecycle.py) (0019).
+node_machines = Table(
+    "node_machines",
+    metadata,
+    Column("node_id", String(128), primary_key=True),
+    Column("provider", String(64), nullable=False),
+    Column("size", String(64), nullable=False),
+    Column("owner", String(128), nullable=False),
+    Column("phase", String(16), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("provider_id", String(128), nullable=True),
+    Column("requested_at", Float, nullable=False),
+    Column("create_sent_at", Float, nullable=True),
+    Column("delete_sent_at", Float, nullable=True),
+    Column("ready_at", Float, nullable=True),
+    Column("retry_not_before", Float, nullable=True),
+    Column("failures", Integer, nullable=False, server_default="0"),
+    Column("lease_owner", String(128), nullable=True),
+    Column("lease_until", Float, nullable=True),
+    Column("version", Integer, nullable=False, server_default="0"),
+)

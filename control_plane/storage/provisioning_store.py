@@ -193,3 +193,19 @@ def provisioning_of(engine: Engine, node_id: str) -> dict[str, Any] | None:
     with engine.connect() as conn:
         row = conn.execute(select(*columns).where(t.c.node_id == node_id)).mappings().first()
     return dict(row) if row else None
+
+
+def refresh_bootstrap_token(
+    engine: Engine, node_id: str, token_sha256: str, expires_at: float
+) -> bool:
+    """A new bootstrap token for a node whose VM is made again (its first create was never
+    applied); only while the node has not bootstrapped. False otherwise."""
+    t = node_provisioning
+    with engine.begin() as conn:
+        done = conn.execute(
+            update(t)
+            .where(t.c.node_id == node_id)
+            .where(t.c.bootstrapped_at.is_(None))
+            .values(bootstrap_token_sha256=token_sha256, bootstrap_expires_at=expires_at)
+        )
+    return done.rowcount == 1

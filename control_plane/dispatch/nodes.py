@@ -1,0 +1,362 @@
+"""The node lifecycle loop: placement's asks become VMs at a provider, idle ones are reaped.
+
+A Kubernetes-style controller: each pass makes a row for every node placement asked for,
+claims due rows with a lease, reads what is recorded and what the node reported, asks
+``providers.lifecycle.next_step`` for one step, takes it through the provider's driver
+(in a worker thread: the drivers block) and records it. A create is recorded before it is
+sent and a node whose create got no answer is looked for by its labels first, so a replica
+killed at any point leaves one VM, owned by its row. A periodic sweep deletes VMs with
+this plane's labels that no live row owns.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import anyio
+from anyio import to_thread
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import Engine
+
+from cloud_init import render
+from control_plane.identity.sealing import Sealer
+from control_plane.providers.base import (
+    Provider,
+    ProviderError,
+    Vm,
+    VmSpec,
+    node_labels,
+    plane_labels,
+)
+from control_plane.providers.lifecycle import Decision, NodeFacts, NodePhase, Step, Timings
+from control_plane.providers.lifecycle import next_step as decide
+from control_plane.providers.lifecycle import orphans as find_orphans
+from control_plane.providers.registry import (
+    DriverFactory,
+    HetznerSettings,
+    credential_for,
+    platform_credential,
+)
+from control_plane.provisioning import userdata
+from control_plane.provisioning.artifacts.manifest import Manifest
+from control_plane.storage import machines, provisioning_store
+from control_plane.storage.machines import Machine, Reported
+
+log = logging.getLogger("control_plane.nodes")
+
+
+class NodeSettings(BaseSettings):
+    """CONTROL_PLANE_NODES_* variables (docs/control-plane.md)."""
+
+    model_config = SettingsConfigDict(env_prefix="CONTROL_PLANE_NODES_", extra="ignore")
+
+    enabled: bool = True
+    pass_interval_s: float = 2.0
+    lease_s: float = 180.0  # past the longest provider call (a create that never answers)
+    batch: int = 50
+    sweep_interval_s: float = 300.0
+    ready_deadline_s: float = 900.0
+    warm_window_s: float = 300.0
+    lifetime_cap_s: float = 7 * 86400.0
+    stale_after_s: float = 120.0
+    lost_after_s: float = 900.0
+    create_grace_s: float = 120.0
+    delete_grace_s: float = 120.0
+    backoff_first_s: float = 5.0
+    backoff_max_s: float = 300.0
+
+    @property
+    def timings(self) -> Timings:
+        return Timings(
+            ready_deadline_s=self.ready_deadline_s,
+            warm_window_s=self.warm_window_s,
+            lifetime_cap_s=self.lifetime_cap_s,
+            stale_after_s=self.stale_after_s,
+            lost_after_s=self.lost_after_s,
+            create_grace_s=self.create_grace_s,
+            delete_grace_s=self.delete_grace_s,
+        )
+
+
+@dataclass(frozen=True)
+class BootKit:
+    """What a node's user-data is made of (the plane's URL, its artifacts, its CA)."""
+
+    public_url: str
+    jwks_url: str
+    manifest: Callable[[], Manifest]
+    ca_certificate: str | None
+    dns_name: Callable[[str], str]
+    bootstrap_ttl_s: float
+
+
+class NodeLifecycle:
+    def __init__(
+        self,
+        engine: Engine,
+        sealer: Sealer,
+        kit: BootKit,
+        plane: str,
+        drivers: DriverFactory,
+        *,
+        settings: NodeSettings | None = None,
+        hetzner: HetznerSettings | None = None,
+        clock: Callable[[], float],
+        holder: str | None = None,
+    ) -> None:
+        self.engine = engine
+        self.sealer = sealer
+        self.kit = kit
+        self.plane = plane
+        self.drivers = drivers
+        self.settings = settings or NodeSettings()
+        self.hetzner = hetzner or HetznerSettings()
+        self.clock = clock
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._last_sweep = float("-inf")
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.pass_once()
+            except Exception:
+                log.exception("node lifecycle pass failed; the next one tries again")
+            await anyio.sleep(self.settings.pass_interval_s)
+
+    async def pass_once(self) -> dict[str, Decision]:
+        """One pass over every due node; what was decided for each (for tests and logs)."""
+        now = self.clock()
+        await to_thread.run_sync(machines.adopt_requests, self.engine, now)
+        claimed = await to_thread.run_sync(
+            machines.claim, self.engine, self.holder, now, self.settings.lease_s,
+            self.settings.batch,
+        )  # fmt: skip
+        decided: dict[str, Decision] = {}
+        if claimed:
+            seen = await to_thread.run_sync(
+                machines.reported, self.engine, [m.node_id for m in claimed]
+            )
+            for machine in claimed:
+                try:
+                    decided[machine.node_id] = await self._step(machine, seen[machine.node_id])
+                finally:
+                    await to_thread.run_sync(
+                        machines.release, self.engine, machine.node_id, self.holder
+                    )
+        if now - self._last_sweep >= self.settings.sweep_interval_s:
+            self._last_sweep = now
+            await self.sweep()
+        return decided
+
+    def _facts(self, m: Machine, seen: Reported) -> NodeFacts:
+        return NodeFacts(
+            phase=NodePhase(m.phase),
+            now=self.clock(),
+            requested_at=m.requested_at,
+            create_sent_at=m.create_sent_at,
+            delete_sent_at=m.delete_sent_at,
+            provider_id=m.provider_id,
+            ready_at=m.ready_at if m.ready_at is not None else seen.ready_at,
+            last_heard_at=seen.last_heard_at,
+            reported_busy=seen.busy,
+            open_tasks=seen.open_workspaces,
+            idle_since=seen.last_released_at,
+            retry_not_before=m.retry_not_before,
+        )
+
+    def _driver(self, m: Machine) -> Provider | None:
+        cred = credential_for(self.engine, self.sealer, m.owner, m.provider, self.hetzner)
+        return None if cred is None else self.drivers(m.provider, cred)
+
+    async def _step(self, m: Machine, seen: Reported) -> Decision:
+        facts = self._facts(m, seen)
+        decision = decide(facts, self.settings.timings)
+        driver = None
+        if decision.step in (Step.OBSERVE, Step.CREATE, Step.DELETE):
+            driver = await to_thread.run_sync(self._driver, m)
+            if driver is None:
+                why = (
+                    f"no credentials for {m.provider}: PUT /api/providers/{m.provider}/credentials"
+                )
+                if decision.step is Step.CREATE and m.create_sent_at is None:
+                    await self._record(m, phase=NodePhase.GONE, reason=why)
+                    log.warning("node %s: %s", m.node_id, why)
+                return Decision(Step.WAIT, why)
+        found: list[Vm] = []
+        if decision.step is Step.OBSERVE:
+            assert driver is not None
+            try:
+                found = await to_thread.run_sync(driver.list, node_labels(self.plane, m.node_id))
+            except ProviderError as exc:
+                await self._backoff(m, exc)
+                return Decision(Step.WAIT, str(exc))
+            facts = replace(
+                facts,
+                listed=True,
+                vm_found=bool(found),
+                vm_status=found[0].status if found else None,
+            )
+            decision = decide(facts, self.settings.timings)
+        if decision.step is not Step.WAIT:
+            log.info("node %s: %s (%s)", m.node_id, decision.step.value, decision.reason)
+        await self._take(m, decision, driver, found)
+        return decision
+
+    async def _take(
+        self, m: Machine, d: Decision, driver: Provider | None, found: list[Vm]
+    ) -> None:
+        now = self.clock()
+        match d.step:
+            case Step.CREATE:
+                assert driver is not None
+                await self._create(m, driver)
+            case Step.ADOPT:
+                await self._record(m, provider_id=found[0].provider_id, phase=NodePhase.BOOTING)
+            case Step.MARK_READY:
+                await self._record(m, phase=NodePhase.READY, ready_at=self._facts_ready(m))
+            case Step.DRAIN:
+                await self._record(m, phase=NodePhase.DRAINING, reason=d.reason)
+            case Step.DELETE:
+                assert driver is not None
+                await self._record(m, phase=NodePhase.DELETING, delete_sent_at=now, reason=d.reason)
+                if m.provider_id is not None:
+                    try:
+                        await to_thread.run_sync(driver.delete, m.provider_id)
+                    except ProviderError as exc:
+                        await self._backoff(m, exc)
+            case Step.FORGET:
+                await self._record(m, phase=NodePhase.GONE)
+            case Step.WAIT | Step.OBSERVE:
+                pass
+
+    def _facts_ready(self, m: Machine) -> float:
+        return m.ready_at if m.ready_at is not None else self.clock()
+
+    async def _create(self, m: Machine, driver: Provider) -> None:
+        # the create is on record before it is sent: a replica killed during the call
+        # leaves a row the next one looks up by label before it would send another
+        try:
+            user_data = await to_thread.run_sync(self._user_data, m)
+        except Exception as exc:  # any reason the user-data cannot be made
+            await self._record(m, phase=NodePhase.GONE, reason=f"cannot make user-data: {exc}")
+            log.error("node %s: cannot make its user-data: %s", m.node_id, exc)
+            return
+        await self._record(m, phase=NodePhase.CREATING, create_sent_at=self.clock())
+        spec = VmSpec(
+            name=f"vm-agent-{m.node_id}",
+            size=m.size,
+            region=self.hetzner.location,
+            image=self.hetzner.image,
+            user_data=user_data,
+            labels=node_labels(self.plane, m.node_id),
+        )
+        try:
+            vm = await to_thread.run_sync(driver.create, spec)
+        except ProviderError as exc:
+            if exc.applied is False:
+                # refused: nothing was made, so the next step creates again (after a wait)
+                await self._record(m, phase=NodePhase.REQUESTED, create_sent_at=None)
+            if not exc.transient:
+                await self._record(m, phase=NodePhase.GONE, reason=str(exc))
+                log.error("node %s: the provider refused to make it: %s", m.node_id, exc)
+                return
+            await self._backoff(m, exc)
+            return
+        await self._record(m, provider_id=vm.provider_id, phase=NodePhase.BOOTING, failures=0)
+
+    def _user_data(self, m: Machine) -> str:
+        """The node's user-data with a fresh bootstrap token; its provisioning row made (or
+        its token replaced: a VM made again after a create that was never applied)."""
+        manifest = self.kit.manifest()
+        token = userdata.new_bootstrap_token()
+        now = self.clock()
+        expires = now + self.kit.bootstrap_ttl_s
+        request = userdata.NodeRequest()
+        agents = userdata.chosen_agents(None, manifest)
+        params = userdata.user_data_params(
+            node_id=m.node_id,
+            hostname=m.node_id,
+            public_url=self.kit.public_url,
+            jwks_url=self.kit.jwks_url,
+            token=token,
+            manifest=manifest,
+            agents=agents,
+            request=request,
+            ca_certificate=self.kit.ca_certificate,
+        )
+        rendered = render(params)
+        record = provisioning_store.NewNode(
+            node_id=m.node_id,
+            hostname=m.node_id,
+            dns_name=self.kit.dns_name(m.node_id),
+            created_at=now,
+            created_by=f"lifecycle:{m.owner}",
+            params={
+                "agents": list(agents),
+                "swap": request.swap.model_dump(),
+                "port": request.port,
+            },
+            bootstrap_token_sha256=userdata.token_digest(token),
+            bootstrap_expires_at=expires,
+        )
+        try:
+            provisioning_store.create_node(self.engine, record)
+        except provisioning_store.NodeExists:
+            if not provisioning_store.refresh_bootstrap_token(
+                self.engine, m.node_id, record.bootstrap_token_sha256, expires
+            ):
+                raise RuntimeError("the node bootstrapped already: not made again") from None
+        return rendered
+
+    async def _backoff(self, m: Machine, exc: ProviderError) -> None:
+        s = self.settings
+        wait = exc.retry_after_s
+        if wait is None:
+            wait = min(s.backoff_max_s, s.backoff_first_s * 2 ** min(m.failures, 16))
+        await self._record(
+            m, retry_not_before=self.clock() + wait, failures=m.failures + 1, reason=str(exc)
+        )
+        log.warning("node %s: %s; again in %.0f s", m.node_id, exc, wait)
+
+    async def _record(self, m: Machine, **values: object) -> None:
+        if "phase" in values and isinstance(values["phase"], NodePhase):
+            values["phase"] = values["phase"].value
+        if not await to_thread.run_sync(
+            lambda: machines.record(self.engine, m, self.holder, **values)
+        ):
+            log.warning("node %s: lost its lease; another replica takes it from here", m.node_id)
+
+    async def sweep(self) -> list[str]:
+        """Deletes VMs carrying this plane's labels that no live row owns; their ids."""
+        live = await to_thread.run_sync(machines.live_node_ids, self.engine)
+        deleted: list[str] = []
+        for provider, cred in await to_thread.run_sync(self._accounts):
+            driver = self.drivers(provider, cred)
+            if driver is None:
+                continue
+            try:
+                vms = await to_thread.run_sync(driver.list, plane_labels(self.plane))
+                for pid in find_orphans({v.provider_id: v.node_id for v in vms}, live):
+                    log.warning("sweep: deleting VM %s at %s: no node owns it", pid, provider)
+                    await to_thread.run_sync(driver.delete, pid)
+                    deleted.append(pid)
+            except ProviderError as exc:
+                log.warning("sweep of %s skipped: %s", provider, exc)
+        return deleted
+
+    def _accounts(self) -> list[tuple[str, str]]:
+        """Every (provider, credential) this plane may have VMs under, each once."""
+        pairs: dict[tuple[str, str], None] = {}
+        platform = platform_credential("hetzner", self.hetzner)
+        if platform is not None:
+            pairs[("hetzner", platform)] = None
+        for owner, provider in machines.owners_and_providers(self.engine):
+            cred = credential_for(self.engine, self.sealer, owner, provider, self.hetzner)
+            if cred is not None:
+                pairs[(provider, cred)] = None
+        return list(pairs)

@@ -1,0 +1,65 @@
+"""Which driver speaks for a provider, with whose credential, and this plane's label.
+
+A user's own credential (bring your own cloud, sealed in the database) comes first; the
+platform's account (a setting) otherwise; with neither, no VM is made and the node's
+row says why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import Engine
+
+from control_plane.identity.sealing import Sealer
+from control_plane.providers import credentials
+from control_plane.providers.base import Provider
+from control_plane.providers.hetzner import API_ENDPOINT, DEFAULT_IMAGE, HetznerProvider
+
+
+class HetznerSettings(BaseSettings):
+    """CONTROL_PLANE_HETZNER_* variables (docs/control-plane.md)."""
+
+    model_config = SettingsConfigDict(env_prefix="CONTROL_PLANE_HETZNER_", extra="ignore")
+
+    token: SecretStr | None = None  # the platform's own account; users may bring theirs
+    endpoint: str = API_ENDPOINT  # a stand-in's, in tests
+    image: str = DEFAULT_IMAGE
+    location: str | None = None
+    timeout_s: float = 30.0
+
+
+DriverFactory = Callable[[str, str], Provider | None]
+
+
+def plane_id(public_url: str) -> str:
+    """A label value naming this control plane (the same for all its replicas)."""
+    return "cp-" + hashlib.sha256(public_url.encode()).hexdigest()[:12]
+
+
+def default_drivers(hetzner: HetznerSettings) -> DriverFactory:
+    def make(provider: str, credential: str) -> Provider | None:
+        if provider == "hetzner":
+            return HetznerProvider(
+                credential, endpoint=hetzner.endpoint, timeout_s=hetzner.timeout_s
+            )
+        return None  # no driver for it (yet)
+
+    return make
+
+
+def platform_credential(provider: str, hetzner: HetznerSettings) -> str | None:
+    if provider == "hetzner" and hetzner.token is not None:
+        return hetzner.token.get_secret_value()
+    return None
+
+
+def credential_for(
+    engine: Engine, sealer: Sealer, owner: str, provider: str, hetzner: HetznerSettings
+) -> str | None:
+    """The owner's own credential for ``provider``, else the platform's, else None."""
+    own = credentials.credential_for(engine, sealer, owner, provider) if owner else None
+    return own if own is not None else platform_credential(provider, hetzner)
