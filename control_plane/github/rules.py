@@ -1,0 +1,101 @@
+"""Pure GitHub decisions: the App JWT's claims, repository names, what a workspace's token
+may do, whether a user may use a repository. No I/O, no clock reads."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+# GitHub: `iat` 60 s in the past against clock drift, `exp` at most 10 minutes after `iat`.
+JWT_BACKDATE_S = 60
+JWT_LIFE_S = 540
+
+# What a workspace's installation token may do: push its branch, open its pull request.
+WORKSPACE_PERMISSIONS: dict[str, str] = {"contents": "write", "pull_requests": "write"}
+
+# GitHub's rules: an owner is 1-39 of [A-Za-z0-9-], not starting with '-'; a repository
+# name is 1-100 of [A-Za-z0-9._-], and neither '.' nor '..'.
+_OWNER = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})")
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
+_ID = re.compile(r"[1-9][0-9]{0,19}")
+
+
+def app_jwt_claims(app_id: int, now: float) -> dict[str, int | str]:
+    """The claims of the App's JWT at `now` (RS256-signed by the caller)."""
+    issued = int(now) - JWT_BACKDATE_S
+    return {"iat": issued, "exp": issued + JWT_BACKDATE_S + JWT_LIFE_S, "iss": str(app_id)}
+
+
+@dataclass(frozen=True)
+class RepositoryName:
+    owner: str
+    name: str
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.owner}/{self.name}"
+
+
+def parse_repository(text: str) -> RepositoryName:
+    """`owner/name` as GitHub allows it; ValueError with the reason otherwise."""
+    owner, sep, name = text.partition("/")
+    if not sep or not _OWNER.fullmatch(owner) or not _NAME.fullmatch(name):
+        raise ValueError(f"not a GitHub repository 'owner/name': {text!r}")
+    if name in (".", "..") or name.endswith(".git"):
+        raise ValueError(f"not a GitHub repository name: {name!r}")
+    return RepositoryName(owner, name)
+
+
+def parse_installation_id(value: int | str) -> str:
+    """GitHub's installation id: a positive integer, kept as its decimal text."""
+    text = str(value)
+    if isinstance(value, bool) or not _ID.fullmatch(text) or int(text) >= 2**63:
+        raise ValueError(f"not a GitHub installation id: {text!r}")
+    return text
+
+
+@dataclass(frozen=True)
+class LinkFacts:
+    """One of the user's installation links, as the access decision needs it."""
+
+    storage_id: str
+    github_id: str
+    proven: bool
+
+
+@dataclass(frozen=True)
+class AccessDecision:
+    link: LinkFacts | None
+    reason: str | None  # why not, when link is None
+
+
+def repository_access(
+    user_id: str,
+    repository: str,
+    holding_installation: str | None,
+    links: Iterable[LinkFacts],
+) -> AccessDecision:
+    """May `user_id` have tokens for `repository`, held by GitHub installation
+    `holding_installation` (None: the App is not installed there)? Only through a proven
+    link of theirs to that very installation."""
+    if holding_installation is None:
+        return AccessDecision(
+            None, f"the GitHub App is not installed on {repository} (or it does not exist)"
+        )
+    mine = [x for x in links if x.github_id == holding_installation]
+    proven = [x for x in mine if x.proven]
+    if proven:
+        return AccessDecision(proven[0], None)
+    if mine:
+        return AccessDecision(
+            None,
+            f"user {user_id!r}'s link to GitHub installation {holding_installation} (which "
+            f"holds {repository}) is not proven: link it again with a GitHub user token, or "
+            "ask an admin to confirm it",
+        )
+    return AccessDecision(
+        None,
+        f"user {user_id!r} has no link to GitHub installation {holding_installation}, "
+        f"which holds {repository}",
+    )
