@@ -110,15 +110,6 @@ class InstallationToken:
     repositories: tuple[str, ...]
     permissions: dict[str, str]
 
-    def to_api(self) -> dict[str, Any]:
-        return {
-            "token": self.token,
-            "expiresAt": self.expires_at,
-            "installationId": self.installation_id,
-            "repositories": list(self.repositories),
-            "permissions": self.permissions,
-        }
-
 
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after", "")
@@ -253,6 +244,15 @@ class GitHubApp:
         except (KeyError, ValueError) as exc:
             raise GitHubError(0, "GitHub's token answer lacks token or expires_at") from exc
         return InstallationToken(token, expires, gid, names, wanted)
+
+
+async def user_login(api: GitHubApi, user_token: str) -> str:
+    """The GitHub login of the holder of `user_token`."""
+    body = _json_object(await api.request("GET", "/user", f"Bearer {user_token}"))
+    login = body.get("login")
+    if not isinstance(login, str) or not login:
+        raise GitHubError(0, "GitHub's /user answer has no login")
+    return login
 
 
 async def user_installations(api: GitHubApi, user_token: str) -> list[dict[str, Any]]:

@@ -99,3 +99,31 @@ def repository_access(
         f"user {user_id!r} has no link to GitHub installation {holding_installation}, "
         f"which holds {repository}",
     )
+
+
+@dataclass(frozen=True)
+class GitTokenFacts:
+    """What the git-token call decides on: the workspace as stored (None: unknown), and its
+    repository grant (None: made without a repository)."""
+
+    node_id: str | None
+    active: bool
+    repository: str | None
+    link_proven: bool
+
+
+def git_token_refusal(asking_node: str, facts: GitTokenFacts) -> tuple[int, str] | None:
+    """Why a node may not have a token for this workspace's repository (status, reason),
+    or None: only a node the workspace is placed on, while it is active, for the
+    repository it was made for, through a link that is still proven."""
+    if facts.node_id is None:
+        return 404, "no such workspace"
+    if facts.node_id != asking_node:
+        return 403, "forbidden: the workspace is on another node"
+    if not facts.active:
+        return 403, "forbidden: the workspace is released"
+    if facts.repository is None:
+        return 404, "the workspace has no repository"
+    if not facts.link_proven:
+        return 403, "forbidden: the owner's GitHub link for this repository is gone or unproven"
+    return None

@@ -14,6 +14,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from control_plane.settings import ControlPlaneSettings
+from tests.control_plane.conftest import database_url, engine  # noqa: F401 (fixtures)
 from tests.github_standin.api import serve
 from tests.github_standin.state import GitHubStandIn
 
@@ -77,3 +79,21 @@ async def git(*args: str, cwd: Path, check: bool = True) -> subprocess.Completed
 def remote(url: str, token: str, full_name: str) -> str:
     host = url.removeprefix("http://")
     return f"http://x-access-token:{token}@{host}/{full_name}.git"
+
+
+@pytest.fixture
+def cp_settings(tmp_path: Path, database_url: str, hub: Hub) -> ControlPlaneSettings:  # noqa: F811
+    """A control plane (SQLite or PostgreSQL) acting as the App against the stand-in."""
+    key = tmp_path / "app-key.pem"
+    key.touch(mode=0o600)
+    key.write_bytes(hub.app_key_pem)
+    return ControlPlaneSettings(
+        state_dir=tmp_path / "cp-state",
+        public_url="http://127.0.0.1:1",
+        database_url=database_url,
+        key_activation_delay_s=0,
+        github_api_url=hub.url,
+        github_app_id=APP_ID,
+        github_app_private_key_file=key,
+        github_max_wait_s=0.01,
+    )

@@ -153,6 +153,13 @@ async def user_installations(state: GitHubStandIn, request: Request) -> Response
     )
 
 
+async def get_user(state: GitHubStandIn, request: Request) -> Response:
+    who = installation_token(state, request)
+    if not isinstance(who, UserToken):
+        raise StandInError(403, "Resource not accessible by integration")
+    return JSONResponse({"login": who.login, "id": abs(hash(who.login)) % 10**8, "type": "User"})
+
+
 def _may_see(state: GitHubStandIn, who: InstallationToken | UserToken, repo: Repository) -> bool:
     if isinstance(who, UserToken):
         return repo.installation_id in who.installation_ids
@@ -251,6 +258,7 @@ def make_app(state: GitHubStandIn) -> Starlette:
         ("/repos/{owner}/{repo}/pulls", create_pull, ["POST"]),
         ("/repos/{owner}/{repo}", get_repo, ["GET"]),
         ("/user/installations", user_installations, ["GET"]),
+        ("/user", get_user, ["GET"]),
         ("/{owner}/{name}/{rest:path}", git, ["GET", "POST"]),
     ]
     return Starlette(routes=[Route(p, _endpoint(state, h), methods=m) for p, h, m in table])
