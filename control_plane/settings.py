@@ -24,9 +24,7 @@ def check_domain(domain: str) -> str:
 def check_github_url(url: str) -> str:
     """https, or plain http to a loopback address (a stand-in): tokens cross this link."""
     parts = urlsplit(url)
-    loopback = parts.hostname in ("localhost", "::1") or (parts.hostname or "").startswith(
-        "127."
-    )
+    loopback = parts.hostname in ("localhost", "::1") or (parts.hostname or "").startswith("127.")
     if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
         raise ValueError("must be an https URL (plain http only on loopback)")
     if not parts.hostname or parts.query or parts.fragment:
