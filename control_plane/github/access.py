@@ -18,11 +18,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from anyio import to_thread
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, insert, select, update
 
 from control_plane.github import links as github_links
 from control_plane.github import rules
-from control_plane.github.app import GitHubApp, GitHubError, GitHubUnavailableError
+from control_plane.github.app import (
+    GitHubApp,
+    GitHubError,
+    GitHubUnavailableError,
+    PullRequest,
+)
 from control_plane.storage.db import workspace_repositories as wr
 
 
@@ -104,3 +109,35 @@ def grant_still_holds(engine: Engine, grant: RepositoryGrant) -> bool:
         x.storage_id == grant.link_storage_id and x.github_id == grant.installation_id and x.proven
         for x in github_links.links_for_user(engine, grant.user_id)
     )
+
+
+def pull_request_of(engine: Engine, workspace_id: str) -> PullRequest | None:
+    """The pull request recorded for the workspace's task, if one was opened."""
+    with engine.connect() as conn:
+        row = conn.execute(select(wr).where(wr.c.workspace_id == workspace_id)).mappings().first()
+    if row is None or row["pull_request_number"] is None:
+        return None
+    return PullRequest(
+        row["pull_request_number"],
+        row["pull_request_url"],
+        row["branch"],
+        row["head_commit"],
+        row["base_branch"],
+    )
+
+
+def record_pull_request(engine: Engine, workspace_id: str, pull: PullRequest) -> bool:
+    """Keep the opened pull request with the workspace; False if one is there already."""
+    with engine.begin() as conn:
+        done = conn.execute(
+            update(wr)
+            .where(wr.c.workspace_id == workspace_id, wr.c.pull_request_number.is_(None))
+            .values(
+                branch=pull.head,
+                base_branch=pull.base,
+                head_commit=pull.head_sha,
+                pull_request_number=pull.number,
+                pull_request_url=pull.url,
+            )
+        )
+        return done.rowcount == 1

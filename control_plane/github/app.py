@@ -246,6 +246,55 @@ class GitHubApp:
         return InstallationToken(token, expires, gid, names, wanted)
 
 
+@dataclass(frozen=True)
+class PullRequest:
+    number: int
+    url: str  # the page people open (GitHub's html_url)
+    head: str
+    head_sha: str
+    base: str
+
+
+async def default_branch(api: GitHubApi, token: InstallationToken, repo: RepositoryName) -> str:
+    """The repository's default branch, as the installation token sees it."""
+    response = await api.request("GET", f"/repos/{repo.owner}/{repo.name}", f"Bearer {token.token}")
+    branch = _json_object(response).get("default_branch")
+    if not isinstance(branch, str) or not branch:
+        raise GitHubError(0, f"GitHub did not say {repo.full_name}'s default branch")
+    return branch
+
+
+async def open_pull_request(
+    api: GitHubApi,
+    token: InstallationToken,
+    repo: RepositoryName,
+    *,
+    head: str,
+    base: str,
+    title: str,
+    body: str | None,
+) -> PullRequest:
+    """POST /repos/{owner}/{repo}/pulls with the installation token (pull_requests: write)."""
+    response = await api.request(
+        "POST",
+        f"/repos/{repo.owner}/{repo.name}/pulls",
+        f"Bearer {token.token}",
+        json={"title": title, "head": head, "base": base, "body": body or ""},
+    )
+    made = _json_object(response, expect=201)
+    try:
+        head_info, base_info = made["head"], made["base"]
+        return PullRequest(
+            int(made["number"]),
+            str(made["html_url"]),
+            str(head_info["ref"]),
+            str(head_info["sha"]),
+            str(base_info["ref"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise GitHubError(0, "GitHub's pull request answer lacks number, html_url or refs") from exc
+
+
 async def user_login(api: GitHubApi, user_token: str) -> str:
     """The GitHub login of the holder of `user_token`."""
     body = _json_object(await api.request("GET", "/user", f"Bearer {user_token}"))

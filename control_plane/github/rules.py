@@ -19,6 +19,8 @@ WORKSPACE_PERMISSIONS: dict[str, str] = {"contents": "write", "pull_requests": "
 _OWNER = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})")
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 _ID = re.compile(r"[1-9][0-9]{0,19}")
+# A branch name git and GitHub both take (a strict subset of git check-ref-format).
+_BRANCH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}")
 
 
 def app_jwt_claims(app_id: int, now: float) -> dict[str, int | str]:
@@ -126,4 +128,21 @@ def git_token_refusal(asking_node: str, facts: GitTokenFacts) -> tuple[int, str]
         return 404, "the workspace has no repository"
     if not facts.link_proven:
         return 403, "forbidden: the owner's GitHub link for this repository is gone or unproven"
+    return None
+
+
+def pull_request_refusal(head: str, default_branch: str) -> str | None:
+    """Why a task's pull request from `head` may not be opened, or None: the head must be
+    a plain branch name, and never the repository's default branch (work comes back on a
+    task branch, into the default one)."""
+    if (
+        not _BRANCH.fullmatch(head)
+        or ".." in head
+        or "//" in head
+        or head.endswith(("/", ".", ".lock"))
+        or "/." in head
+    ):
+        return f"not a branch name: {head!r}"
+    if head == default_branch:
+        return f"the head may not be the repository's default branch ({default_branch})"
     return None

@@ -67,6 +67,12 @@ workspace_repositories = Table(
     Column("link_storage_id", String(255), nullable=False),
     Column("user_id", String(128), nullable=False),
     Column("created_at", Float, nullable=False),
+    # The task's pull request, once opened: its branch, head commit, number and page.
+    Column("branch", String(255), nullable=True),
+    Column("base_branch", String(255), nullable=True),
+    Column("head_commit", String(64), nullable=True),
+    Column("pull_request_number", Integer, nullable=True),
+    Column("pull_request_url", String(1024), nullable=True),
 )
 
 nodes = Table(

@@ -9,6 +9,7 @@ from control_plane.github.rules import (
     app_jwt_claims,
     parse_installation_id,
     parse_repository,
+    pull_request_refusal,
     repository_access,
 )
 
@@ -100,3 +101,25 @@ def test_repository_access(
         assert decision.reason is None
     else:
         assert decision.reason is not None and reason in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("head", "reason"),
+    [
+        ("task/1", None),
+        ("vm-agent/task-abc_1.2", None),
+        ("main", "default branch"),
+        ("../main", "not a branch name"),
+        ("task//1", "not a branch name"),
+        ("task/1/", "not a branch name"),
+        ("task/.hidden", "not a branch name"),
+        ("task.lock", "not a branch name"),
+        ("-f", "not a branch name"),
+        ("a b", "not a branch name"),
+        ("refs/heads/x:main", "not a branch name"),
+        ("x" * 201, "not a branch name"),
+    ],
+)
+def test_pull_request_heads(head: str, reason: str | None) -> None:
+    got = pull_request_refusal(head, "main")
+    assert got is None if reason is None else (got is not None and reason in got)

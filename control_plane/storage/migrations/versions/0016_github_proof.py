@@ -3,7 +3,8 @@
 A link records how it was proven (`proof`: "github-user" through the App's OAuth flow,
 "admin" by an admin's confirmation), by whom and when; links from before stay unproven
 (NULL) and open no repository until proven. `workspace_repositories` holds, for a
-workspace made for a repository, that repository and the link that grants it.
+workspace made for a repository, that repository and the link that grants it, and the
+task's pull request once opened (branch, head commit, number, URL).
 
 Revision ID: 0016_github_proof
 Revises: 0008_node_ca
@@ -33,6 +34,11 @@ def upgrade() -> None:
         sa.Column("link_storage_id", sa.String(255), nullable=False),
         sa.Column("user_id", sa.String(128), nullable=False),
         sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("branch", sa.String(255), nullable=True),
+        sa.Column("base_branch", sa.String(255), nullable=True),
+        sa.Column("head_commit", sa.String(64), nullable=True),
+        sa.Column("pull_request_number", sa.Integer, nullable=True),
+        sa.Column("pull_request_url", sa.String(1024), nullable=True),
     )
 
 
