@@ -318,7 +318,8 @@ async def user_installations(api: GitHubApi, user_token: str) -> list[dict[str, 
         body = _json_object(response)
         batch = [x for x in body.get("installations") or [] if isinstance(x, dict)]
         found.extend(batch)
-        if len(batch) < 100 or len(found) >= int(body.get("total_count", 0)):
+        total = body.get("total_count")
+        if len(batch) < 100 or not isinstance(total, int) or len(found) >= total:
             break
     return found
 
