@@ -69,8 +69,10 @@ async def _token(
     """A fresh installation token for the grant's repository alone."""
     app = github_app_of(request)
     try:
-        token = await app.installation_token(
-            grant.installation_id, rules.parse_repository(grant.repository)
+        token = await app.workspace_token(
+            request.path_params["workspace_id"],
+            grant.installation_id,
+            rules.parse_repository(grant.repository),
         )
     except GitHubError as exc:
         raise github_failure(exc, "an installation token") from exc

@@ -31,10 +31,12 @@ from tenacity import (
 )
 
 from control_plane.github.rules import (
+    TOKEN_CACHE_SIZE,
     WORKSPACE_PERMISSIONS,
     RepositoryName,
     app_jwt_claims,
     parse_installation_id,
+    reusable,
 )
 from control_plane.settings import ControlPlaneSettings
 
@@ -187,6 +189,8 @@ class GitHubApp:
         self._key = key
         self.api = api
         self.clock = clock
+        # workspace id -> its token: one token per workspace, never shared between two
+        self._workspace_tokens: dict[str, InstallationToken] = {}
 
     def __repr__(self) -> str:
         return f"GitHubApp(app_id={self.app_id}, api={self.api.base_url!r})"
@@ -244,6 +248,27 @@ class GitHubApp:
         except (KeyError, ValueError) as exc:
             raise GitHubError(0, "GitHub's token answer lacks token or expires_at") from exc
         return InstallationToken(token, expires, gid, names, wanted)
+
+    async def workspace_token(
+        self, workspace_id: str, installation_id: str, repo: RepositoryName
+    ) -> InstallationToken:
+        """The workspace's token for `repo`: the one handed out before while it has
+        TOKEN_REUSE_MARGIN_S to live (git asks on every fetch and push), else a new one.
+        Each workspace has its own: a token is never shared between two."""
+        held = self._workspace_tokens.get(workspace_id)
+        if (
+            held is not None
+            and held.installation_id == installation_id
+            and [n.lower() for n in held.repositories] == [repo.full_name.lower()]
+            and reusable(held.expires_at, self.clock())
+        ):
+            return held
+        token = await self.installation_token(installation_id, repo)
+        self._workspace_tokens.pop(workspace_id, None)
+        while len(self._workspace_tokens) >= TOKEN_CACHE_SIZE:
+            self._workspace_tokens.pop(next(iter(self._workspace_tokens)))  # the oldest
+        self._workspace_tokens[workspace_id] = token
+        return token
 
 
 @dataclass(frozen=True)

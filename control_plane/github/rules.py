@@ -11,6 +11,12 @@ from dataclasses import dataclass
 JWT_BACKDATE_S = 60
 JWT_LIFE_S = 540
 
+# A workspace's token is handed out again while it has at least this long to live (GitHub
+# gives an hour): git asks for credentials on every fetch and push.
+TOKEN_REUSE_MARGIN_S = 600
+# At most this many workspaces' tokens are kept (per replica); the oldest go first.
+TOKEN_CACHE_SIZE = 10_000
+
 # What a workspace's installation token may do: push its branch, open its pull request.
 WORKSPACE_PERMISSIONS: dict[str, str] = {"contents": "write", "pull_requests": "write"}
 
@@ -27,6 +33,11 @@ def app_jwt_claims(app_id: int, now: float) -> dict[str, int | str]:
     """The claims of the App's JWT at `now` (RS256-signed by the caller)."""
     issued = int(now) - JWT_BACKDATE_S
     return {"iat": issued, "exp": issued + JWT_BACKDATE_S + JWT_LIFE_S, "iss": str(app_id)}
+
+
+def reusable(expires_at: float, now: float) -> bool:
+    """Hand this token out again? Only while it has TOKEN_REUSE_MARGIN_S left."""
+    return expires_at - now >= TOKEN_REUSE_MARGIN_S
 
 
 @dataclass(frozen=True)

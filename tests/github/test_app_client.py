@@ -22,6 +22,7 @@ from control_plane.github.app import (
 )
 from control_plane.github.rules import parse_repository
 from control_plane.settings import ControlPlaneSettings
+from tests.clock import FakeClock
 from tests.github.conftest import ACME, APP_ID, OTHER, Hub, git, pem, remote
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -186,3 +187,23 @@ def test_github_api_url(tmp_path: Path, url: str, ok: bool) -> None:
     else:
         with pytest.raises(ValueError, match="github_api_url"):
             settings_for(tmp_path, url)
+
+
+async def test_a_workspace_s_token_is_reused_while_it_has_ten_minutes(
+    hub: Hub, tmp_path: Path
+) -> None:
+    clock = FakeClock(float(int(time.time())))  # GitHub's expires_at is in whole seconds
+    hub.state.clock = clock  # GitHub's clock and ours move together
+    app = make_app(hub, tmp_path)
+    app.clock = clock
+    first = await app.workspace_token("ws-1", str(ACME), WIDGETS)
+    assert await app.workspace_token("ws-1", str(ACME), WIDGETS) is first
+    other = await app.workspace_token("ws-2", str(ACME), WIDGETS)
+    assert other.token != first.token  # never shared between workspaces
+    clock.advance(3600 - 600)
+    assert await app.workspace_token("ws-1", str(ACME), WIDGETS) is first
+    clock.advance(1)
+    renewed = await app.workspace_token("ws-1", str(ACME), WIDGETS)
+    assert renewed.token != first.token and renewed.expires_at > first.expires_at
+    minted = [c for c in hub.state.calls if c.path.endswith("/access_tokens")]
+    assert len(minted) == 3

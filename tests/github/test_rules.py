@@ -11,6 +11,7 @@ from control_plane.github.rules import (
     parse_repository,
     pull_request_refusal,
     repository_access,
+    reusable,
 )
 
 
@@ -123,3 +124,11 @@ def test_repository_access(
 def test_pull_request_heads(head: str, reason: str | None) -> None:
     got = pull_request_refusal(head, "main")
     assert got is None if reason is None else (got is not None and reason in got)
+
+
+@pytest.mark.parametrize(
+    ("left_s", "again"),
+    [(3600, True), (601, True), (600, True), (599.9, False), (0, False), (-5, False)],
+)
+def test_a_token_is_handed_out_again_only_with_ten_minutes_left(left_s: float, again: bool) -> None:
+    assert reusable(1000.0 + left_s, 1000.0) is again
