@@ -40,7 +40,11 @@ class LinkBody(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     installation_id: int | str = Field(alias="installationId")
     github_user_token: str | None = Field(
-        default=None, alias="githubUserToken", min_length=1, max_length=4096, repr=False
+        default=None,
+        alias="githubUserToken",
+        # GitHub's tokens are of these characters; anything else could not be a header
+        pattern=r"^[A-Za-z0-9_.-]{1,4096}$",
+        repr=False,
     )
 
 

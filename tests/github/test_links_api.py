@@ -143,9 +143,18 @@ async def test_github_down_is_503_and_bad_input_422(
                 headers=cp.user("erin"),
             )
             assert r.status_code == 422, (bad, r.text)
+        for bad_token in ("ghu_x\nX-Injected: 1", "ghu x", "", "ghu_é"):
+            r = await cp.client.post(
+                PATH,
+                json={"installationId": ACME, "githubUserToken": bad_token},
+                headers=cp.user("erin"),
+            )
+            assert r.status_code == 422, (bad_token, r.text)
         r = await cp.client.post(
             PATH, json={"installationId": ACME, "accountLogin": "acme"}, headers=cp.user("erin")
         )
         assert r.status_code == 422  # the account is GitHub's to say
         r = await cp.client.post(f"{PATH}/x1/confirm", json={"userId": "erin"}, headers=cp.admin())
         assert r.status_code == 422
+        # None of it reached GitHub but the one call the 502s answered.
+        assert {c.path for c in hub.state.calls} == {"/user"}
