@@ -7,7 +7,7 @@ workspace made for a repository, that repository and the link that grants it, an
 task's pull request once opened (branch, head commit, number, URL).
 
 Revision ID: 0016_github_proof
-Revises: 0008_node_ca
+Revises: 0017_provider_credentials
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0016_github_proof"
-down_revision = "0008_node_ca"
+down_revision = "0017_provider_credentials"
 branch_labels = None
 depends_on = None
 
