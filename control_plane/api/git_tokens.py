@@ -19,12 +19,11 @@ from control_plane.api.common import ApiError, parse_body, plane_of, require_cal
 from control_plane.api.github import github_app_of, github_failure
 from control_plane.dispatch import workspaces
 from control_plane.github import access, rules
-from control_plane.github.app import (
-    GitHubApp,
-    GitHubError,
-    InstallationToken,
+from control_plane.github.app import GitHubApp, GitHubError, InstallationToken
+from control_plane.github.pulls import (
     PullRequest,
     default_branch,
+    find_open_pull_request,
     open_pull_request,
 )
 
@@ -120,7 +119,10 @@ async def pull_request(request: Request) -> JSONResponse:
     if refusal is not None:
         raise ApiError(422, refusal)
     try:
-        pull = await open_pull_request(
+        # A retry after a lost answer finds the one GitHub made (it allows one open per head).
+        pull = await find_open_pull_request(
+            app.api, token, repo, head=body.head, base=base
+        ) or await open_pull_request(
             app.api, token, repo, head=body.head, base=base, title=body.title, body=body.body
         )
     except GitHubError as exc:

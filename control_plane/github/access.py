@@ -22,12 +22,8 @@ from sqlalchemy import Connection, Engine, insert, select, update
 
 from control_plane.github import links as github_links
 from control_plane.github import rules
-from control_plane.github.app import (
-    GitHubApp,
-    GitHubError,
-    GitHubUnavailableError,
-    PullRequest,
-)
+from control_plane.github.app import GitHubApp, GitHubError, GitHubUnavailableError
+from control_plane.github.pulls import PullRequest
 from control_plane.storage.db import workspace_repositories as wr
 
 

@@ -209,14 +209,14 @@ class GitHubApp:
         response = await self._as_app("GET", f"/app/installations/{gid}")
         if response.status_code == 404:
             return None
-        return _json_object(response)
+        return json_object(response)
 
     async def repository_installation(self, repo: RepositoryName) -> str | None:
         """The GitHub id of this App's installation that holds `repo`, or None."""
         response = await self._as_app("GET", f"/repos/{repo.owner}/{repo.name}/installation")
         if response.status_code == 404:
             return None
-        return parse_installation_id(_json_object(response).get("id", ""))
+        return parse_installation_id(json_object(response).get("id", ""))
 
     async def installation_token(
         self,
@@ -233,7 +233,7 @@ class GitHubApp:
             f"/app/installations/{gid}/access_tokens",
             {"repositories": [repo.name], "permissions": wanted},
         )
-        body = _json_object(response, expect=201)
+        body = json_object(response, expect=201)
         names = tuple(
             str(r.get("full_name")) for r in body.get("repositories") or [] if isinstance(r, dict)
         )
@@ -271,58 +271,9 @@ class GitHubApp:
         return token
 
 
-@dataclass(frozen=True)
-class PullRequest:
-    number: int
-    url: str  # the page people open (GitHub's html_url)
-    head: str
-    head_sha: str
-    base: str
-
-
-async def default_branch(api: GitHubApi, token: InstallationToken, repo: RepositoryName) -> str:
-    """The repository's default branch, as the installation token sees it."""
-    response = await api.request("GET", f"/repos/{repo.owner}/{repo.name}", f"Bearer {token.token}")
-    branch = _json_object(response).get("default_branch")
-    if not isinstance(branch, str) or not branch:
-        raise GitHubError(0, f"GitHub did not say {repo.full_name}'s default branch")
-    return branch
-
-
-async def open_pull_request(
-    api: GitHubApi,
-    token: InstallationToken,
-    repo: RepositoryName,
-    *,
-    head: str,
-    base: str,
-    title: str,
-    body: str | None,
-) -> PullRequest:
-    """POST /repos/{owner}/{repo}/pulls with the installation token (pull_requests: write)."""
-    response = await api.request(
-        "POST",
-        f"/repos/{repo.owner}/{repo.name}/pulls",
-        f"Bearer {token.token}",
-        json={"title": title, "head": head, "base": base, "body": body or ""},
-    )
-    made = _json_object(response, expect=201)
-    try:
-        head_info, base_info = made["head"], made["base"]
-        return PullRequest(
-            int(made["number"]),
-            str(made["html_url"]),
-            str(head_info["ref"]),
-            str(head_info["sha"]),
-            str(base_info["ref"]),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise GitHubError(0, "GitHub's pull request answer lacks number, html_url or refs") from exc
-
-
 async def user_login(api: GitHubApi, user_token: str) -> str:
     """The GitHub login of the holder of `user_token`."""
-    body = _json_object(await api.request("GET", "/user", f"Bearer {user_token}"))
+    body = json_object(await api.request("GET", "/user", f"Bearer {user_token}"))
     login = body.get("login")
     if not isinstance(login, str) or not login:
         raise GitHubError(0, "GitHub's /user answer has no login")
@@ -340,7 +291,7 @@ async def user_installations(api: GitHubApi, user_token: str) -> list[dict[str, 
             f"Bearer {user_token}",
             params={"per_page": "100", "page": str(page)},
         )
-        body = _json_object(response)
+        body = json_object(response)
         batch = [x for x in body.get("installations") or [] if isinstance(x, dict)]
         found.extend(batch)
         total = body.get("total_count")
@@ -349,7 +300,7 @@ async def user_installations(api: GitHubApi, user_token: str) -> list[dict[str, 
     return found
 
 
-def _json_object(response: httpx.Response, expect: int = 200) -> dict[str, Any]:
+def json_object(response: httpx.Response, expect: int = 200) -> dict[str, Any]:
     if response.status_code != expect:
         raise GitHubError(response.status_code, _message(response))
     try:

@@ -84,3 +84,29 @@ async def test_no_body_is_read_before_the_token_is(
         assert r.status_code == 401
         r = await cp.client.post(pr_path("n1", "ws"), content=b"{", headers=cp.callback("n1"))
         assert r.status_code == 404
+
+
+async def test_a_retry_after_a_lost_answer_records_the_pull_request_github_made(
+    cp_settings: ControlPlaneSettings, hub: Hub, tmp_path: Path
+) -> None:
+    async with running(cp_settings) as cp:
+        await cp.ready("n1")
+        link(cp, "alice")
+        node, ws = await task_on(cp, "alice", "acme/widgets")
+        token = (await cp.client.post(token_path(node, ws), headers=cp.callback(node))).json()
+        work = tmp_path / "w"
+        url = remote(hub.url, token["token"], "acme/widgets")
+        await git("clone", "-q", url, str(work), cwd=tmp_path)
+        await git("checkout", "-q", "-b", "task/2", cwd=work)
+        await git("commit", "-q", "--allow-empty", "-m", "empty", cwd=work)
+        await git("push", "-q", "origin", "task/2", cwd=work)
+        # GitHub made the pull request, but its answer never reached the control plane.
+        repo = hub.state.repository("acme/widgets")
+        made = hub.state.open_pull(repo, {"head": "task/2", "base": "main", "title": "Fix"})
+        body = {"head": "task/2", "title": "Fix"}
+        r = await cp.client.post(pr_path(node, ws), json=body, headers=cp.callback(node))
+        assert r.status_code == 201, r.text
+        assert r.json()["url"] == made["html_url"]
+        assert len(hub.state.pulls) == 1
+        recorded = access.pull_request_of(cp.plane.engine, ws)
+        assert recorded is not None and recorded.number == made["number"]

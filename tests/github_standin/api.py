@@ -187,6 +187,15 @@ async def create_pull(state: GitHubStandIn, request: Request) -> Response:
     return JSONResponse(state.open_pull(repo, body), status_code=201)
 
 
+async def list_pulls(state: GitHubStandIn, request: Request) -> Response:
+    who = installation_token(state, request)
+    repo = state.repository(f"{request.path_params['owner']}/{request.path_params['repo']}")
+    if not _may_see(state, who, repo):
+        raise StandInError(404, "Not Found")
+    query = request.query_params
+    return JSONResponse(state.list_pulls(repo, query.get("head"), query.get("base")))
+
+
 def _basic_token(request: Request) -> str:
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "basic":
@@ -256,6 +265,7 @@ def make_app(state: GitHubStandIn) -> Starlette:
         ("/app/installations/{installation_id}/access_tokens", access_tokens, ["POST"]),
         ("/repos/{owner}/{repo}/installation", repo_installation, ["GET"]),
         ("/repos/{owner}/{repo}/pulls", create_pull, ["POST"]),
+        ("/repos/{owner}/{repo}/pulls", list_pulls, ["GET"]),
         ("/repos/{owner}/{repo}", get_repo, ["GET"]),
         ("/user/installations", user_installations, ["GET"]),
         ("/user", get_user, ["GET"]),

@@ -287,6 +287,17 @@ class GitHubStandIn:
         )
         return dict(line.split(" ", 1) for line in out.splitlines() if line)
 
+    def list_pulls(self, repo: Repository, head: str | None, base: str | None) -> list[Any]:
+        """GET /repos/{o}/{r}/pulls?head=owner:branch&base=...: the open ones that match."""
+        return [
+            p
+            for p in self.pulls
+            if p["repository"] == repo.full_name
+            and p["state"] == "open"
+            and (head is None or f"{repo.owner}:{p['head']['ref']}" == head)
+            and (base is None or p["base"]["ref"] == base)
+        ]
+
     def open_pull(self, repo: Repository, body: dict[str, Any]) -> dict[str, Any]:
         head, base, title = body.get("head"), body.get("base"), body.get("title")
         branches = self.branches(repo)
@@ -296,6 +307,17 @@ class GitHubStandIn:
             raise StandInError(422, "Validation Failed: head is invalid")
         if not isinstance(base, str) or base not in branches:
             raise StandInError(422, "Validation Failed: base is invalid")
+        for pull in self.pulls:
+            if (
+                pull["repository"] == repo.full_name
+                and pull["head"]["ref"] == head.split(":")[-1]
+                and pull["base"]["ref"] == base
+                and pull["state"] == "open"
+            ):
+                raise StandInError(
+                    422,
+                    f"Validation Failed: A pull request already exists for {repo.owner}:{head}.",
+                )
         number = len(self.pulls) + 1
         pull = {
             "number": number,
