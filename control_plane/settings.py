@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,6 +19,17 @@ def check_domain(domain: str) -> str:
     if not _DOMAIN.fullmatch(domain):
         raise ValueError("must be a lowercase DNS name with at least two labels")
     return domain
+
+
+def check_github_url(url: str) -> str:
+    """https, or plain http to a loopback address (a stand-in): tokens cross this link."""
+    parts = urlsplit(url)
+    loopback = parts.hostname in ("localhost", "::1") or (parts.hostname or "").startswith("127.")
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        raise ValueError("must be an https URL (plain http only on loopback)")
+    if not parts.hostname or parts.query or parts.fragment:
+        raise ValueError("must be a base URL: scheme, host, optional port and path")
+    return url.rstrip("/")
 
 
 class ControlPlaneSettings(BaseSettings):
@@ -77,6 +89,22 @@ class ControlPlaneSettings(BaseSettings):
     secrets_key_file: Path | None = None
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+
+    # The GitHub App the control plane acts as (docs/control-plane.md, GitHub). Its private
+    # key (PEM) comes from a file only its owner may read, or from this setting; it is never
+    # stored in the database, logged or answered.
+    github_api_url: str = "https://api.github.com"
+    github_app_id: int | None = Field(default=None, gt=0)
+    github_app_private_key_file: Path | None = None
+    github_app_private_key: SecretStr | None = None
+    # Calls to GitHub: attempts on 5xx, 429 and network errors, and the longest wait between.
+    github_attempts: int = Field(default=4, ge=1, le=10)
+    github_max_wait_s: float = Field(default=8.0, ge=0)
+
+    @field_validator("github_api_url")
+    @classmethod
+    def _github_url(cls, value: str) -> str:
+        return check_github_url(value)
 
     @field_validator("node_domain")
     @classmethod

@@ -38,25 +38,19 @@ async def test_only_user_tokens_open_tasks_and_github(settings: ControlPlaneSett
             assert r.status_code == 401
 
 
-async def test_github_links_over_http(settings: ControlPlaneSettings) -> None:
+async def test_github_links_need_proof(settings: ControlPlaneSettings) -> None:
+    # Proven links (a GitHub user token, an admin's confirmation) are in tests/github/.
     async with running(settings) as cp:
         for user in ("alice", "bob"):
             r = await cp.client.post(
                 "/api/github/installations",
-                json={"installationId": 31337, "accountLogin": "acme"},
+                json={"installationId": 31337},
                 headers=cp.user(user),
             )
-            assert r.status_code == 201
-            assert r.json() == {"installationId": "31337", "accountLogin": "acme"}
-        for user in ("alice", "bob"):
+            assert r.status_code == 403
+            assert r.json()["error"].startswith("unproven link")
             r = await cp.client.get("/api/github/installations", headers=cp.user(user))
-            assert r.json() == {
-                "installations": [{"installationId": "31337", "accountLogin": "acme"}]
-            }
-        r = await cp.client.post(
-            "/api/github/installations", json={"installationId": 31337}, headers=cp.user("bob")
-        )
-        assert r.status_code == 409
+            assert r.json() == {"installations": []}
 
 
 async def test_jwks_rotation_over_http(settings: ControlPlaneSettings) -> None:

@@ -16,7 +16,12 @@ def test_two_users_of_one_org_both_see_the_installation(engine: Engine) -> None:
     for user in ("alice", "bob"):
         (link,) = github_links.links_for_user(engine, user)
         assert link.github_id == "4242"
-        assert link.to_api() == {"installationId": "4242", "accountLogin": "acme"}
+        assert link.to_api() == {
+            "installationId": "4242",
+            "accountLogin": "acme",
+            "proven": False,
+            "proof": None,
+        }
     assert len(github_links.links_for_installation(engine, "4242")) == 2
 
 

@@ -1,7 +1,7 @@
 """Provider credentials per user, sealed (never plaintext at rest).
 
 Revision ID: 0017_provider_credentials
-Revises: 0011
+Revises: 0016_github_proof
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0017_provider_credentials"
-down_revision = "0011"
+down_revision = "0016_github_proof"
 branch_labels = None
 depends_on = None
 
