@@ -13,7 +13,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vm-agent", description="Supervisor for ACP agents.")
     parser.add_argument("--version", action="version", version=f"vm-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    from vm_agent.cli import agent_users, attach, dev, prompt, serve
+    from vm_agent.cli import acp, agent_users, attach, dev, prompt, serve
 
     prompt.add_arguments(sub.add_parser("prompt", help="run one prompt against one agent"))
     serve.add_arguments(sub.add_parser("serve", help="run the daemon (configured by VM_AGENT_*)"))
@@ -26,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     agent_users.add_arguments(
         sub.add_parser("agent-users", help="the agent-user pool (`ensure` creates it)")
     )
+    acp.add_arguments(sub.add_parser("acp", help="the ACP gateway: be a remote session's agent"))
     sub.add_parser("fake-agent", help="the fake ACP agent (for dev and tests)", add_help=False)
     return parser
 
@@ -61,4 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         from vm_agent.cli import attach
 
         return attach.run(args)
+    if args.command == "acp":
+        from vm_agent.cli import acp
+
+        return acp.run(args)
     return 2  # pragma: no cover - argparse enforces the choices
