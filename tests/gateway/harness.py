@@ -71,7 +71,7 @@ class AcpClient:
         self.ids = itertools.count(1)
         self.notifications: list[dict[str, Any]] = []
         self.requests: list[dict[str, Any]] = []  # what the gateway asked of us
-        self._answers: dict[int, dict[str, Any]] = {}
+        self._answers: dict[Any, dict[str, Any]] = {}
         self._arrived = anyio.Event()
         self.lines: list[bytes] = []
 
@@ -100,7 +100,7 @@ class AcpClient:
         with anyio.fail_after(timeout):
             while msg_id not in self._answers:
                 await self._arrived.wait()
-        return self._answers.pop(msg_id)  # type: ignore[arg-type]
+        return self._answers.pop(msg_id)
 
     async def call(self, method: str, params: Any, timeout: float = 60) -> Any:
         reply = await self.answer(await self.send(method, params), timeout)

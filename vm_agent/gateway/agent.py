@@ -23,6 +23,10 @@ from vm_agent.jsonrpc.errors import INVALID_REQUEST, JsonRpcError
 
 log = logging.getLogger(__name__)
 
+# How long a crashed or recovered prompt's answer waits for the crash report the daemon
+# records right after such an outcome (it is in the log already, unless the daemon died).
+_CRASH_REPORT_WAIT_S = 5.0
+
 
 @dataclass(frozen=True, slots=True)
 class Options:
@@ -215,7 +219,11 @@ class Gateway:
         try:
             # Sent again after a drop: the same prompt_id runs once and returns its outcome.
             outcome: dict[str, Any] = await self.link.call("session/prompt", params)
-            await waiter.done.wait()  # every update of the turn has been relayed
+            with anyio.move_on_after(_CRASH_REPORT_WAIT_S):
+                await waiter.done.wait()  # every update of the turn has been relayed
+            if not waiter.done.is_set():
+                await self._carry_out(opened, opened.feed.flush())
+                await waiter.done.wait()
         finally:
             self._waiters.pop(prompt_id, None)
         assert waiter.finished is not None

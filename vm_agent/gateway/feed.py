@@ -11,7 +11,9 @@ tests/gateway/test_feed.py.
   prompt's blocks as ``user_message_chunk`` updates, as ACP's replay does.
 - ``permission.requested``: asked of the client, once; while history is being replayed it
   is held until the replay's end and asked only if it is still unanswered then.
-- ``prompt.finished``: the prompt's outcome with the last crash report since it started.
+- ``prompt.finished``: the prompt's outcome. A ``crashed`` or ``recovered`` one is held
+  for one event: the daemon records the crash report right after such an outcome, and the
+  client's answer carries the report's summary (``flush`` lets it go without one).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class Feed:
     _held: dict[str, dict[str, Any]] = field(default_factory=dict)
     _settled: set[str] = field(default_factory=set)  # permission requests asked or resolved
     _crash: dict[str, Any] | None = None
+    _finishing: Finished | None = None  # held until the crash report that follows it
 
     @property
     def replayed(self) -> bool:
@@ -68,7 +71,14 @@ class Feed:
             return []  # seen before a reconnect: the resumed replay overlaps it
         self.last_seq = seq
         data = event.get("data")
-        actions = self._map(str(event.get("type")), data if isinstance(data, dict) else {}, seq)
+        kind = str(event.get("type"))
+        actions: list[Action] = []
+        if self._finishing is not None:
+            held, self._finishing = self._finishing, None
+            if kind == "agent.crash_report" and isinstance(data, dict):
+                held = Finished(held.prompt_id, held.outcome, data)
+            actions.append(held)
+        actions += self._map(kind, data if isinstance(data, dict) else {}, seq)
         if self._held and seq >= self.replay_until:
             actions += [Ask(rid, params) for rid, params in self._held.items()]
             self._settled.update(self._held)
@@ -102,7 +112,11 @@ class Feed:
             prompt_id = data.get("prompt_id")
             if not isinstance(prompt_id, str):
                 return []
-            return [Finished(prompt_id, data, self._crash)]
+            finished = Finished(prompt_id, data, self._crash)
+            if data.get("outcome") in ("crashed", "recovered") and self._crash is None:
+                self._finishing = finished
+                return []
+            return [finished]
         if kind == "permission.requested":
             return self._requested(data, seq)
         if kind == "permission.resolved":
@@ -111,6 +125,11 @@ class Feed:
                 self._held.pop(rid, None)
                 self._settled.add(rid)
         return []
+
+    def flush(self) -> list[Action]:
+        """A held outcome, when no event followed it."""
+        held, self._finishing = self._finishing, None
+        return [] if held is None else [held]
 
     def _requested(self, data: dict[str, Any], seq: int) -> list[Action]:
         rid, request = data.get("request_id"), data.get("request")
