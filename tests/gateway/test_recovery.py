@@ -17,7 +17,7 @@ async def test_a_crash_the_daemon_recovers_ends_the_turn_and_the_session_goes_on
     tmp_path: Path,
 ) -> None:
     state = tmp_path / "agent-state"
-    flags = ("--scenario", "crash-mid-prompt", "--once", "--state-dir", str(state))
+    flags: tuple[str, ...] = ("--scenario", "crash-mid-prompt", "--once", "--state-dir", str(state))
     flags += ("--chunks", "4", "--after-chunks", "2")
     async with daemon(tmp_path, {"crashy": flags}) as d:
         args = ("--agent", "crashy", "--cwd", str(d.work))
