@@ -1,0 +1,80 @@
+"""The gateway's connection to the daemon is cut mid-prompt and resumed from the last seq;
+a later gateway process loads the session and gets its history from the durable log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tests.daemon.test_attach import CuttingProxy
+from tests.gateway.harness import INIT, daemon, gateway
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+async def test_a_cut_connection_is_resumed_with_no_update_lost_or_repeated(
+    tmp_path: Path,
+) -> None:
+    flags = ("--scenario", "slow", "--chunks", "30", "--delay-ms", "30")
+    async with daemon(tmp_path, {"slow": flags}) as d, anyio.create_task_group() as tg:
+        proxy = CuttingProxy(int(d.url.split(":")[2].split("/")[0]))
+        url = f"ws://127.0.0.1:{await tg.start(proxy.serve)}/v1/ws"
+        args = ("--agent", "slow", "--cwd", str(d.work))
+        async with gateway(tmp_path, url, d.plane.viewer_token(), *args) as client:
+            await client.call("initialize", INIT)
+            sid = (await client.call("session/new", {"cwd": "/x", "mcpServers": []}))["sessionId"]
+            text = "".join(f"<{i:02d}>" for i in range(30))
+            prompt = [{"type": "text", "text": text}]
+            msg_id = await client.send("session/prompt", {"sessionId": sid, "prompt": prompt})
+            await client.until(lambda: len(client.updates(sid)) >= 3)
+            proxy.cut()
+            reply = await client.answer(msg_id)
+            assert reply["result"]["stopReason"] == "end_turn"
+            chunks = [u["update"]["content"]["text"] for u in client.updates(sid)]
+            assert len(chunks) == 30
+            assert "".join(chunks) == text  # none lost, none twice, in order
+            assert proxy.connections >= 2
+            # The same connection serves the next prompt.
+            answer = await client.call("session/prompt", {"sessionId": sid, "prompt": prompt})
+            assert answer["stopReason"] == "end_turn"
+        tg.cancel_scope.cancel()
+    assert "dropped" in (tmp_path / "gateway.err").read_text()
+
+
+async def test_session_load_replays_the_history_and_list_shows_the_session(
+    tmp_path: Path,
+) -> None:
+    async with daemon(tmp_path, {"echo": ("--scenario", "echo", "--chunks", "3")}) as d:
+        token = d.plane.viewer_token()
+        args = ("--agent", "echo", "--cwd", str(d.work))
+        prompt = [{"type": "text", "text": "first question"}]
+        async with gateway(tmp_path, d.url, token, *args) as first:
+            await first.call("initialize", INIT)
+            sid = (await first.call("session/new", {"cwd": "/x", "mcpServers": []}))["sessionId"]
+            await first.call("session/prompt", {"sessionId": sid, "prompt": prompt})
+            said = [u["update"] for u in first.updates(sid)]
+            await first.close_stdin()
+            assert await first.process.wait() == 0
+
+        async with gateway(tmp_path, d.url, token) as second:
+            init = await second.call("initialize", INIT)
+            assert init["agentCapabilities"]["loadSession"] is True
+            listing = await second.call("session/list", {})
+            (info,) = listing["sessions"]
+            assert info["sessionId"] == sid
+            assert info["cwd"] == str(d.work)
+            assert info["_meta"]["vm-agent"]["agent"] == "echo"
+            assert (await second.call("session/list", {"cwd": "/nowhere"}))["sessions"] == []
+            load = {"sessionId": sid, "cwd": str(d.work), "mcpServers": []}
+            assert await second.call("session/load", load) == {}
+            replayed = [u["update"] for u in second.updates(sid)]
+            # The user's turn, then the agent's answer exactly as it was first relayed.
+            user = {"sessionUpdate": "user_message_chunk", "content": prompt[0]}
+            assert replayed == [user, *said]
+            # The loaded session takes prompts from here.
+            again = [{"type": "text", "text": "second"}]
+            answer = await second.call("session/prompt", {"sessionId": sid, "prompt": again})
+            assert answer["stopReason"] == "end_turn"
+            assert len(second.updates(sid)) == len(replayed) + 3
