@@ -56,7 +56,6 @@ class Feed:
     own_prompts: set[str] = field(default_factory=set)
     _held: dict[str, dict[str, Any]] = field(default_factory=dict)
     _settled: set[str] = field(default_factory=set)  # permission requests asked or resolved
-    _crash: dict[str, Any] | None = None
     _finishing: Finished | None = None  # held until the crash report that follows it
 
     @property
@@ -91,7 +90,6 @@ class Feed:
                 return []
             return [Relay({**data, "sessionId": self.session_id})]
         if kind == "prompt.started":
-            self._crash = None
             if data.get("prompt_id") in self.own_prompts:
                 return []
             blocks = data.get("prompt")
@@ -105,15 +103,12 @@ class Feed:
                 for block in (blocks if isinstance(blocks, list) else [])
                 if isinstance(block, dict)
             ]
-        if kind == "agent.crash_report":
-            self._crash = data
-            return []
         if kind == "prompt.finished":
             prompt_id = data.get("prompt_id")
             if not isinstance(prompt_id, str):
                 return []
-            finished = Finished(prompt_id, data, self._crash)
-            if data.get("outcome") in ("crashed", "recovered") and self._crash is None:
+            finished = Finished(prompt_id, data, None)
+            if data.get("outcome") in ("crashed", "recovered"):
                 self._finishing = finished
                 return []
             return [finished]
