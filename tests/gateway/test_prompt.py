@@ -70,3 +70,19 @@ async def _logged_updates(url: str, token: str, sid: str) -> list[dict[str, Any]
         head = (await viewer.call("session/subscribe", {"session_id": sid}))["head_seq"]
         await viewer.until(lambda e: e["seq"] == head)
     return [e["data"]["update"] for e in viewer.events if e["type"] == "acp.update"]
+
+
+async def test_session_cancel_ends_the_prompt_as_cancelled(tmp_path: Path) -> None:
+    flags = ("--scenario", "slow", "--chunks", "200", "--delay-ms", "50")
+    async with daemon(tmp_path, {"slow": flags}) as d:
+        args = ("--agent", "slow", "--cwd", str(d.work))
+        async with gateway(tmp_path, d.url, d.plane.viewer_token(), *args) as client:
+            await client.call("initialize", INIT)
+            sid = (await client.call("session/new", {"cwd": "/x", "mcpServers": []}))["sessionId"]
+            prompt = [{"type": "text", "text": "x" * 200}]
+            msg_id = await client.send("session/prompt", {"sessionId": sid, "prompt": prompt})
+            await client.until(lambda: len(client.updates(sid)) >= 2)
+            await client.send("session/cancel", {"sessionId": sid}, notify=True)
+            reply = await client.answer(msg_id)
+            assert reply["result"]["stopReason"] == "cancelled"
+            assert len(client.updates(sid)) < 200

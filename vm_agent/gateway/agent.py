@@ -193,6 +193,8 @@ class Gateway:
 
     async def load_session(self, raw: Any) -> dict[str, Any]:
         args = m.parse_load(raw)
+        if args.mcp_servers:
+            log.warning("%d MCP servers of the client are not carried to the VM", args.mcp_servers)
         if args.session_id in self.sessions:
             raise JsonRpcError(INVALID_REQUEST, f"session {args.session_id!r} is open already")
         described = await self._ready(await self._describe(args.session_id))
