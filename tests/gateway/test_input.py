@@ -8,10 +8,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.daemon.harness import base_env, vm_agent
+from tests.daemon.harness import Viewer, base_env, vm_agent
 from tests.gateway.harness import INIT, daemon, gateway
 
-pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.anyio]
 
 
 async def test_bad_input_gets_acp_errors_and_stdin_closed_exits_zero(tmp_path: Path) -> None:
@@ -73,3 +73,24 @@ async def test_a_refused_token_exits_one_with_the_reason(tmp_path: Path) -> None
         assert result.returncode == 1
         assert b"refused the token (HTTP 401)" in result.stderr
         assert result.stdout == b""
+
+
+async def test_stdin_closed_mid_prompt_exits_zero_and_the_prompt_goes_on(tmp_path: Path) -> None:
+    flags = ("--scenario", "slow", "--chunks", "20", "--delay-ms", "50")
+    async with daemon(tmp_path, {"slow": flags}) as d:
+        token = d.plane.viewer_token()
+        args = ("--agent", "slow", "--cwd", str(d.work))
+        async with gateway(tmp_path, d.url, token, *args) as client:
+            await client.call("initialize", INIT)
+            sid = (await client.call("session/new", {"cwd": "/x", "mcpServers": []}))["sessionId"]
+            prompt = [{"type": "text", "text": "y" * 20}]
+            await client.send("session/prompt", {"sessionId": sid, "prompt": prompt})
+            await client.until(lambda: len(client.updates(sid)) >= 1)
+            await client.close_stdin()
+            with anyio.fail_after(30):
+                assert await client.process.wait() == 0
+        # The prompt belongs to the daemon: it ends there, and the log says how.
+        async with Viewer.connect(d.url, token) as viewer:
+            await viewer.call("session/subscribe", {"session_id": sid})
+            finished = await viewer.until(lambda e: e["type"] == "prompt.finished")
+        assert finished["data"]["outcome"] == "completed"

@@ -10,7 +10,7 @@ import pytest
 from tests.gateway.harness import INIT, allow, daemon, gateway
 from vm_agent.fake_agent.tools import FILE_CONTENT, OUTPUT_FILE
 
-pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.anyio]
 
 
 async def test_a_prompt_with_tool_calls_and_a_permission_the_client_answers(

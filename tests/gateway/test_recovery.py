@@ -10,7 +10,7 @@ import pytest
 
 from tests.gateway.harness import INIT, daemon, gateway
 
-pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.anyio]
 
 
 async def test_a_crash_the_daemon_recovers_ends_the_turn_and_the_session_goes_on(

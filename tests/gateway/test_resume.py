@@ -11,7 +11,7 @@ import pytest
 from tests.daemon.test_attach import CuttingProxy
 from tests.gateway.harness import INIT, daemon, gateway
 
-pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.anyio]
 
 
 async def test_a_cut_connection_is_resumed_with_no_update_lost_or_repeated(
