@@ -4,12 +4,14 @@ a later gateway process loads the session and gets its history from the durable 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
 from tests.daemon.test_attach import CuttingProxy
-from tests.gateway.harness import INIT, daemon, gateway
+from tests.gateway.harness import INIT, allow, daemon, gateway
+from vm_agent.fake_agent.tools import FILE_CONTENT, OUTPUT_FILE
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.anyio]
 
@@ -78,3 +80,42 @@ async def test_session_load_replays_the_history_and_list_shows_the_session(
             answer = await second.call("session/prompt", {"sessionId": sid, "prompt": again})
             assert answer["stopReason"] == "end_turn"
             assert len(second.updates(sid)) == len(replayed) + 3
+
+
+async def test_a_permission_still_open_is_asked_of_the_client_that_loads_the_session(
+    tmp_path: Path,
+) -> None:
+    async def allow_it(method: str, params: Any) -> Any:
+        return allow(params["options"])
+
+    async with daemon(tmp_path, {"tools": ("--scenario", "tools")}) as d:
+        token = d.plane.viewer_token()
+        args = ("--agent", "tools", "--cwd", str(d.work))
+        # The first client never answers the agent's question, and leaves.
+        async with gateway(tmp_path, d.url, token, *args) as first:
+            await first.call("initialize", INIT)
+            sid = (await first.call("session/new", {"cwd": "/x", "mcpServers": []}))["sessionId"]
+            prompt = [{"type": "text", "text": "write the file"}]
+            await first.send("session/prompt", {"sessionId": sid, "prompt": prompt})
+            await first.until(lambda: bool(first.requests))
+            await first.close_stdin()
+            assert await first.process.wait() == 0
+
+        async with gateway(tmp_path, d.url, token, on_request=allow_it) as second:
+            await second.call("initialize", INIT)
+            load = {"sessionId": sid, "cwd": str(d.work), "mcpServers": []}
+            assert await second.call("session/load", load) == {}
+            # Asked after the replay, answered, and the agent's turn goes on to its end.
+            await second.until(
+                lambda: _statuses(second.updates(sid)) == ["in_progress", "completed"]
+            )
+            (asked,) = second.requests
+            assert asked["method"] == "session/request_permission"
+            assert asked["params"]["sessionId"] == sid
+            assert (d.work / OUTPUT_FILE).read_text() == FILE_CONTENT
+
+
+def _statuses(updates: list[dict[str, Any]]) -> list[str]:
+    return [
+        u["update"]["status"] for u in updates if u["update"]["sessionUpdate"] == "tool_call_update"
+    ]
