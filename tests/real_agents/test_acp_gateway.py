@@ -1,5 +1,6 @@
 """A published ACP client no one here wrote (`acpx`, pinned in agents/) runs `vm-agent acp`
-as its agent, against `vm-agent serve` on loopback with the fake agent.
+as its agent, against `vm-agent serve` on loopback with the fake agent; and the real Claude
+Code agent behind the gateway, against the scripted model.
 
 acpx and the gateway it starts run in a network namespace where only loopback exists (an
 npm program reaches nothing past this machine); the gateway reaches the daemon through a
@@ -15,13 +16,17 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 from anyio.abc import ByteStream, TaskStatus
 
-from tests.gateway.harness import daemon
-from tests.real_agents.agents import BIN, JAIL, SYSTEM_PATH
+from tests.gateway.harness import INIT, allow, daemon, gateway
+from tests.real_agents.agents import BIN, JAIL, KITS, SYSTEM_PATH, require_real_agents
+from tests.real_agents.harness import WAIT_S, rig
+from tests.real_agents.harness import daemon as real_daemon
+from tests.real_agents.model_api import Reply
 from vm_agent.fake_agent.tools import FILE_CONTENT, OUTPUT_FILE
 
 pytestmark = [pytest.mark.real_agents, pytest.mark.anyio, pytest.mark.timeout(600)]
@@ -119,3 +124,46 @@ async def test_acpx_runs_the_gateway_for_a_prompt_with_tool_calls(tmp_path: Path
     assert answer["result"]["stopReason"] == "end_turn"
     # The fake agent's tools ran on the VM's side, through the daemon, with the answer.
     assert (d.work / OUTPUT_FILE).read_text() == FILE_CONTENT
+
+
+async def test_claude_code_through_the_gateway_asks_the_client_and_runs_the_command(
+    tmp_path: Path,
+) -> None:
+    require_real_agents()
+    kit = KITS["claude"]
+    marker = "ran-through-the-gateway-1618"
+
+    async def client_side(method: str, params: Any) -> Any:
+        assert method == "session/request_permission"
+        return allow(params["options"])
+
+    async with rig(tmp_path, kit) as r:
+        command = f"echo {marker} > {r.work}/ran.txt && cat {r.work}/ran.txt"
+        r.script.add(
+            Reply(text="Running it now. ", tool=kit.shell(command)),
+            Reply(text="The command ran."),
+        )
+        async with real_daemon(r, r.agents_file()) as d:
+            args = ("--agent", kit.name, "--cwd", str(r.work))
+            token = d.plane.viewer_token()
+            async with gateway(tmp_path, d.url, token, *args, on_request=client_side) as client:
+                await client.call("initialize", INIT)
+                new = {"cwd": str(r.work), "mcpServers": []}
+                sid = (await client.call("session/new", new, timeout=WAIT_S))["sessionId"]
+                prompt = [{"type": "text", "text": "please run the command"}]
+                answer = await client.call(
+                    "session/prompt", {"sessionId": sid, "prompt": prompt}, timeout=WAIT_S
+                )
+                await client.close_stdin()
+                assert await client.process.wait() == 0
+    assert answer["stopReason"] == "end_turn", answer
+    (asked,) = client.requests
+    assert asked["params"]["sessionId"] == sid
+    assert (r.work / "ran.txt").read_text() == f"{marker}\n"  # the agent ran it, on the VM
+    assert marker in r.script.turns()[1].text  # its output went back to the model
+    texts = [
+        u["update"]["content"].get("text", "")
+        for u in client.updates(sid)
+        if u["update"]["sessionUpdate"] == "agent_message_chunk"
+    ]
+    assert "The command ran." in "".join(texts)
