@@ -3,6 +3,7 @@ a later gateway process loads the session and gets its history from the durable 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -88,11 +89,14 @@ async def test_a_permission_still_open_is_asked_of_the_client_that_loads_the_ses
     async def allow_it(method: str, params: Any) -> Any:
         return allow(params["options"])
 
+    async def never(method: str, params: Any) -> Any:
+        await anyio.sleep_forever()
+
     async with daemon(tmp_path, {"tools": ("--scenario", "tools")}) as d:
         token = d.plane.viewer_token()
         args = ("--agent", "tools", "--cwd", str(d.work))
         # The first client never answers the agent's question, and leaves.
-        async with gateway(tmp_path, d.url, token, *args) as first:
+        async with gateway(tmp_path, d.url, token, *args, on_request=never) as first:
             await first.call("initialize", INIT)
             sid = (await first.call("session/new", {"cwd": "/x", "mcpServers": []}))["sessionId"]
             prompt = [{"type": "text", "text": "write the file"}]
@@ -111,6 +115,9 @@ async def test_a_permission_still_open_is_asked_of_the_client_that_loads_the_ses
             )
             (asked,) = second.requests
             assert asked["method"] == "session/request_permission"
+            # Asked only once the client has the session: after session/load's answer.
+            order = [json.loads(line).get("method", "answer") for line in second.lines]
+            assert order.index("session/request_permission") > order.index("answer")
             assert asked["params"]["sessionId"] == sid
             assert (d.work / OUTPUT_FILE).read_text() == FILE_CONTENT
 

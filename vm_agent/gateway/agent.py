@@ -46,6 +46,9 @@ class _Waiter:
 class _Open:
     feed: Feed
     replayed: anyio.Event = field(default_factory=anyio.Event)
+    # Permission requests met before the client has the session (its session/new or
+    # session/load not answered yet): asked right after that answer.
+    deferred: list[Ask] | None = field(default_factory=list)
 
 
 class Gateway:
@@ -80,9 +83,16 @@ class Gateway:
         if opened is None:
             return None
         actions = opened.feed.accept(params)
+        if actions:
+            return self._carry_out(opened, actions)
+        self._note_replayed(opened)
+        return None
+
+    @staticmethod
+    def _note_replayed(opened: _Open) -> None:
+        # Only once the replayed updates are written: session/load answers after them.
         if opened.feed.replayed:
             opened.replayed.set()
-        return self._carry_out(opened, actions) if actions else None
 
     async def _carry_out(self, opened: _Open, actions: list[Action]) -> None:
         assert self.client is not None and self.tg is not None
@@ -93,12 +103,16 @@ class Gateway:
                 except PeerClosed:
                     return
             elif isinstance(action, Ask):
-                self.tg.start_soon(self._ask, opened.feed.session_id, action)
+                if opened.deferred is not None:
+                    opened.deferred.append(action)
+                else:
+                    self.tg.start_soon(self._ask, opened.feed.session_id, action)
             else:
                 waiter = self._waiters.get(action.prompt_id)
                 if waiter is not None:
                     waiter.finished = action
                     waiter.done.set()
+        self._note_replayed(opened)
 
     async def _ask(self, session_id: str, ask: Ask) -> None:
         assert self.client is not None and self.link is not None
@@ -129,6 +143,7 @@ class Gateway:
             described = await self._ready(described)
             head = int(described.get("head_seq") or 0)
             await self._follow(self.options.session, after_seq=head, replay_until=head)
+            self._opened(self.options.session)
             return {"sessionId": self.options.session}
         if self.options.agent is None:
             raise JsonRpcError(
@@ -149,6 +164,7 @@ class Gateway:
             raise failure
         head = int(described.get("head_seq") or 0)
         await self._follow(session_id, after_seq=0, replay_until=head)
+        self._opened(session_id)
         return {"sessionId": session_id}
 
     async def _start(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -191,6 +207,15 @@ class Gateway:
         await self.link.subscribe(session_id)
         await opened.replayed.wait()
 
+    def _opened(self, session_id: str) -> None:
+        """Called right before the answer that gives the client the session: the answer is
+        written before the deferred requests, which start on a later turn of the loop."""
+        opened = self.sessions[session_id]
+        deferred, opened.deferred = opened.deferred or [], None
+        assert self.tg is not None
+        for ask in deferred:
+            self.tg.start_soon(self._ask, session_id, ask)
+
     async def load_session(self, raw: Any) -> dict[str, Any]:
         args = m.parse_load(raw)
         if args.mcp_servers:
@@ -201,6 +226,7 @@ class Gateway:
         head = int(described.get("head_seq") or 0)
         # The history is the daemon's log from the first event: replayed before the answer.
         await self._follow(args.session_id, after_seq=0, replay_until=head)
+        self._opened(args.session_id)
         return {}
 
     async def list_sessions(self, raw: Any) -> dict[str, Any]:
