@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -30,6 +31,7 @@ _MAX_FRAME = 64 * 1024 * 1024
 _BACKOFF_FIRST_S, _BACKOFF_MAX_S = 0.2, 5.0
 # How long a call waits for the daemon to come back before the client is told it cannot.
 DOWN_LIMIT_S = 120.0
+EVENTS_DROPPED = -32004  # the viewer API's code: retention dropped events asked for
 _RETRYABLE = (OSError, InvalidHandshake, ConnectionClosed, TimeoutError, PeerClosed)
 
 
@@ -128,8 +130,15 @@ class DaemonLink:
         self._changed.set()
         self._changed = anyio.Event()
 
-    def _connection(self) -> Any:
-        return _Connect(self)
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Connection]:
+        """One connection; its websocket is closed when the block ends."""
+        conn = await self._open()
+        try:
+            yield conn
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                await conn.aclose()
 
     async def _open(self) -> Connection:
         tls: dict[str, Any] = {} if self._tls is None else {"ssl": self._tls}
@@ -160,12 +169,23 @@ class DaemonLink:
             return
         self._subscribed.add(session_id)
         after = self._resume_points().get(session_id, 0)
-        try:
-            await conn.request("session/subscribe", {"session_id": session_id, "after_seq": after})
-        except PeerClosed:
-            return  # the next connection subscribes again
-        except JsonRpcError as exc:
-            log.error("cannot follow session %s from seq %d: %s", session_id, after, exc.message)
+        while True:
+            params = {"session_id": session_id, "after_seq": after}
+            try:
+                await conn.request("session/subscribe", params)
+                return
+            except PeerClosed:
+                return  # the next connection subscribes again
+            except JsonRpcError as exc:
+                first = exc.data.get("first_available_seq") if isinstance(exc.data, dict) else None
+                if exc.code != EVENTS_DROPPED or not isinstance(first, int) or first <= after:
+                    log.error("cannot follow session %s from seq %d: %s", session_id, after, exc)
+                    return
+                # Retention dropped what we missed while away: go on from what is left.
+                log.error(
+                    "session %s: events %d..%d were dropped", session_id, after + 1, first - 1
+                )
+                after = first - 1
 
     async def subscribe(self, session_id: str) -> None:
         """Follows a session the client opened (it must be in ``resume_points`` already)."""
@@ -198,20 +218,3 @@ class DaemonLink:
             if conn is not None and conn.close_reason is None:
                 return conn
             await self._changed.wait()
-
-
-class _Connect:
-    """Opens one connection and closes its websocket when the block ends."""
-
-    def __init__(self, link: DaemonLink) -> None:
-        self.link = link
-        self.conn: Connection | None = None
-
-    async def __aenter__(self) -> Connection:
-        self.conn = await self.link._open()
-        return self.conn
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.conn is not None:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
-                await self.conn.aclose()
