@@ -40,8 +40,11 @@ class Daemon:
 
 
 @asynccontextmanager
-async def daemon(tmp: Path, agents: dict[str, tuple[str, ...]]) -> AsyncIterator[Daemon]:
-    """`vm-agent serve` with one fake-agent catalog entry per name (its flags)."""
+async def daemon(
+    tmp: Path, agents: dict[str, tuple[str, ...]], **extra: str
+) -> AsyncIterator[Daemon]:
+    """`vm-agent serve` with one fake-agent catalog entry per name (its flags); ``extra``:
+    more of its settings (``VM_AGENT_TLS_CERT_FILE=...``)."""
     work = tmp / "work"
     work.mkdir()
     catalog = tmp / "agents.toml"
@@ -57,7 +60,7 @@ async def daemon(tmp: Path, agents: dict[str, tuple[str, ...]]) -> AsyncIterator
             notify_socket(Path(short) / "notify") as notify,
         ):
             write_token(tmp / "callback-token", plane.callback_token())
-            process, url = await serving(tmp, plane, notify, catalog)
+            process, url = await serving(tmp, plane, notify, catalog, **extra)
             async with stopped_at_exit(process):
                 yield Daemon(url, plane, process, work)
 
