@@ -155,3 +155,16 @@ def test_list_and_initialize() -> None:
     init = m.initialize_result({"protocolVersion": 1}, version="9", agent="echo")
     assert init["agentCapabilities"]["loadSession"] is True
     assert init["authMethods"] == []
+
+
+def test_the_answers_are_valid_acp() -> None:
+    """What the gateway answers passes the `agent-client-protocol` package's models."""
+    from acp import schema
+
+    init = m.initialize_result({"protocolVersion": 1}, version="1", agent=None)
+    schema.InitializeResponse.model_validate(init)
+    described = {"session_id": "a", "cwd": "/w", "agent": "echo", "state": "ready"}
+    schema.ListSessionsResponse.model_validate(m.list_result({"sessions": [described]}, None))
+    for outcome in ("completed", "cancelled", "recovered"):
+        answer = m.prompt_answer({"outcome": outcome, "stop_reason": "end_turn"}, REPORT)
+        schema.PromptResponse.model_validate(answer)
