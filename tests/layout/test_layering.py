@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "vm_agent.server": 5,
     "vm_agent.daemon": 6,
     "vm_agent.fake_agent": 7,
+    "vm_agent.gateway": 7,
     "vm_agent.cli": 8,
     "vm_agent.__main__": 9,
     # the VM's cloud-config, rendered by the control plane

@@ -1,0 +1,71 @@
+"""``vm-agent acp``: the ACP gateway (docs/gateway.md). An ACP client launches it as its
+agent; it carries the conversation to a daemon's viewer API."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import ssl
+import sys
+from pathlib import Path
+
+import anyio
+
+from vm_agent import __version__
+
+TOKEN_ENV = "VM_AGENT_TOKEN"  # noqa: S105 - the variable's name, not a secret
+EXIT_USAGE = 2
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--url", required=True, help="the viewer URL: wss://HOST:8080/v1/ws, or ws:// on loopback"
+    )
+    p.add_argument("--token", help=f"a viewer token with the write scope (default: ${TOKEN_ENV})")
+    p.add_argument(
+        "--ca-file",
+        type=Path,
+        help="with a wss:// URL: trust the daemon's certificate if this CA (PEM) signed it "
+        "(default: the system's CAs)",
+    )
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--agent", help="session/new starts a session of this catalog agent")
+    which.add_argument("--session", help="session/new attaches to this existing session")
+    p.add_argument(
+        "--cwd",
+        help="with --agent: the new sessions' directory on the VM (default: the client's cwd, "
+        "which must then exist under one of the daemon's workspace roots)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    token = args.token or os.environ.get(TOKEN_ENV)
+    if not token:
+        return _usage(f"give --token or set {TOKEN_ENV}")
+    if not args.url.startswith(("ws://", "wss://")):
+        return _usage("--url must be a ws:// or wss:// URL")
+    if args.ca_file is not None and not args.url.startswith("wss://"):
+        return _usage("--ca-file goes with a wss:// URL")
+    if args.cwd is not None and args.agent is None:
+        return _usage("--cwd goes with --agent")
+    if args.cwd is not None and not args.cwd.startswith("/"):
+        return _usage("--cwd must be an absolute path on the VM")
+    tls = None
+    if args.url.startswith("wss://"):
+        try:
+            tls = ssl.create_default_context(
+                cafile=None if args.ca_file is None else str(args.ca_file)
+            )
+        except (OSError, ssl.SSLError) as exc:
+            return _usage(f"--ca-file {args.ca_file}: {exc}")
+        tls.minimum_version = ssl.TLSVersion.TLSv1_2
+    from vm_agent.gateway.agent import Options
+    from vm_agent.gateway.serve import serve
+
+    options = Options(version=__version__, agent=args.agent, cwd=args.cwd, session=args.session)
+    return anyio.run(lambda: serve(options, url=args.url, token=token, tls=tls))
+
+
+def _usage(message: str) -> int:
+    print(f"vm-agent acp: {message}", file=sys.stderr)
+    return EXIT_USAGE
