@@ -23,6 +23,7 @@ from vm_agent.server.prompts import PromptRuns
 from vm_agent.server.protocols import Identity
 from vm_agent.server.transport import WebSocketTransport
 from vm_agent.session.session import AgentSession, SessionRefused
+from vm_agent.session.start_policy import CapReached, NotYours
 from vm_agent.session.supervisor import Supervisor, UnknownSession
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,12 @@ class ViewerMethods:
                     load_acp_session=args.acp_session_id,
                     reservation=args.reservation,
                     owner=owner,
+                    node_scope=self.ctx.grant.node,
                 )
+        except NotYours as exc:
+            raise errors.forbidden(str(exc)) from None
+        except (CapReached, SessionRefused) as exc:
+            raise errors.refused(str(exc)) from None
         except CatalogError as exc:
             raise JsonRpcError.invalid_params(f"session/start: {exc}") from None
         except ValueError as exc:

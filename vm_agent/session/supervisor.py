@@ -20,15 +20,30 @@ from vm_agent.common.exc import first_leaf
 from vm_agent.common.redact import Redactor
 from vm_agent.containment.host import Containment
 from vm_agent.containment.session import SessionContainment
+from vm_agent.core.vocabulary import SessionState
 from vm_agent.eventlog import EventLog, EventsDropped
 from vm_agent.process.catalog import AgentSpec, Catalog
 from vm_agent.session.config import CredentialsProvider, SessionConfig
 from vm_agent.session.outcome import Outcome
 from vm_agent.session.session import AgentSession, SessionRefused
+from vm_agent.session.start_policy import (
+    AcpRecord,
+    CapReached,
+    NotYours,
+    Recorded,
+    SessionDetailsProvider,
+    StartPolicy,
+    cap_refusal,
+    effective_reservation,
+    load_refusal,
+    owner_from_record,
+)
 
 log = logging.getLogger(__name__)
 
 _SESSION_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+# A session in these states has no agent process and never gets one without a recover.
+_AT_REST = (SessionState.STOPPED, SessionState.ERROR)
 
 
 class UnknownSession(KeyError):
@@ -61,10 +76,16 @@ class Supervisor:
         credentials: CredentialsProvider | None = None,
         permission_policy: Callable[[], PermissionPolicy] = AskPolicy,
         containment: Containment | None = None,
+        policy: StartPolicy | None = None,
+        session_details: SessionDetailsProvider | None = None,
     ) -> None:
         """``containment``: run agents confined (the daemon always gives one); without it
-        they run as this process's user, in process groups, in any existing directory."""
+        they run as this process's user, in process groups, in any existing directory.
+        ``policy``: caps and reservation bounds; ``session_details``: what the control
+        plane recorded for a session id it made (None: no control plane to ask)."""
         self.containment = containment
+        self.policy = policy or StartPolicy()
+        self.session_details = session_details
         self.log = log
         self.catalog = catalog
         self.config = config
@@ -72,7 +93,7 @@ class Supervisor:
         self.credentials = credentials
         self.permission_policy = permission_policy
         self.sessions: dict[str, AgentSession] = {}
-        self._starting: set[str] = set()
+        self._starting: dict[str, str | None] = {}  # session id -> owner
         self._tg: TaskGroup | None = None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -101,16 +122,41 @@ class Supervisor:
         permissions: PermissionPolicy | None = None,
         reservation: str | dict[str, Any] | None = None,
         owner: str | None = None,
+        node_scope: bool = False,
     ) -> AgentSession:
+        """Starts a session (see ``start_policy`` for what is refused and how).
+
+        ``node_scope``: the control plane's own connection asks (held to the node's cap
+        only, and it may start a session it made without naming the owner)."""
         spec = self.catalog.get(agent)
         path = Path(cwd)
         sid = session_id or f"s-{uuid.uuid4().hex[:16]}"
         if not sid or len(sid) > 128 or not set(sid) <= _SESSION_ID_CHARS:
             raise ValueError("session_id must be 1-128 characters of [A-Za-z0-9._-]")
-        if sid in self.sessions or sid in self._starting:
-            raise ValueError(f"session {sid!r} exists already")
-        self._starting.add(sid)
+        self._check_free(sid)
+        recorded = None
+        if session_id is not None:
+            recorded = await self._recorded(sid, spec.name)
+            if recorded is not None:
+                owner = owner_from_record(
+                    recorded, agent=spec.name, owner=owner, node_scope=node_scope
+                )
+            self._check_free(sid)  # again: another start may have taken it meanwhile
+        # No await between the cap's check and the slot's claim: concurrent starts count.
+        live = [s.owner for s in self.sessions.values() if s.state not in _AT_REST]
+        refusal = cap_refusal(
+            self.policy,
+            live_owners=[*live, *self._starting.values()],
+            owner=owner,
+            node_scope=node_scope,
+        )
+        if refusal is not None:
+            raise CapReached(refusal)
+        reservation = effective_reservation(reservation, recorded, self.policy)
+        self._starting[sid] = owner
         try:
+            if load_acp_session is not None:
+                await self._check_load(load_acp_session, spec.name, owner)
             return await self._start(
                 sid,
                 spec,
@@ -121,7 +167,36 @@ class Supervisor:
                 owner=owner,
             )
         finally:
-            self._starting.discard(sid)
+            self._starting.pop(sid, None)
+
+    def _check_free(self, sid: str) -> None:
+        if sid in self.sessions or sid in self._starting:
+            raise ValueError(f"session {sid!r} exists already")
+
+    async def _recorded(self, sid: str, agent: str) -> Recorded | None:
+        """What the control plane recorded for ``sid`` (None: it made no such session, or
+        there is no control plane); refuses the start when it cannot be asked."""
+        if self.session_details is None:
+            return None
+        try:
+            return await self.session_details(sid, agent)
+        except Exception as exc:
+            log.warning("session %s: the control plane's record is unavailable: %s", sid, exc)
+            raise SessionRefused(
+                f"the control plane could not confirm whose session {sid!r} is; try again"
+            ) from None
+
+    async def _check_load(self, acp_session_id: str, agent: str, owner: str | None) -> None:
+        """Only an ACP session its owner's (and agent's) sessions had may be loaded: the
+        registry (the log, and the sessions of this daemon) says whose each one was."""
+        known = [
+            AcpRecord(r.acp_session_id, r.agent, _owner_of(r.metadata))
+            for r in await self.log.list_sessions()
+        ]
+        known += [AcpRecord(s.acp_session_id, s.spec.name, s.owner) for s in self.sessions.values()]
+        refusal = load_refusal(acp_session_id, agent=agent, owner=owner, known=known)
+        if refusal is not None:
+            raise NotYours(refusal)
 
     async def _start(
         self,
@@ -309,3 +384,8 @@ class Supervisor:
         if self._tg is None:
             raise RuntimeError("the supervisor is not running")
         return self._tg
+
+
+def _owner_of(metadata: dict[str, Any]) -> str | None:
+    owner = metadata.get("owner")
+    return owner if isinstance(owner, str) else None
