@@ -152,7 +152,8 @@ class ViewerMethods:
     async def stop(self, raw: Any) -> dict[str, Any]:
         session = self._session(p.parse(p.SessionParams, "session/stop", raw).session_id)
         with anyio.CancelScope(shield=True):
-            await session.stop()
+            # Answers once the session's processes are gone (its cgroup empty).
+            await session.stop_and_wait()
         return {}
 
     async def recover(self, raw: Any) -> dict[str, Any]:
