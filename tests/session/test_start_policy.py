@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from vm_agent.containment.host import machine_memory_mb
+from vm_agent.daemon.assembly import start_policy
+from vm_agent.runtime.settings import Settings, SettingsError, load_settings
 from vm_agent.session.start_policy import (
     AcpRecord,
     NotYours,
@@ -169,3 +174,23 @@ def test_load_refusal(acp: str, agent: str, owner: str | None, refused: str | No
         assert why is None
     else:
         assert why is not None and refused in why
+
+
+def test_the_daemons_policy_comes_from_its_settings_and_the_machine(tmp_path: Path) -> None:
+    set_ = Settings(
+        dev_mode=True,
+        max_sessions=3,
+        max_sessions_per_owner=1,
+        session_max_memory_mb=100,
+    )
+    policy = start_policy(set_)
+    assert (policy.max_sessions, policy.max_sessions_per_owner) == (3, 1)
+    assert (policy.max_memory_mb, policy.max_cpu_millis) == (100, (os.cpu_count() or 1) * 1000)
+    machine = start_policy(Settings(dev_mode=True))
+    assert (machine.max_sessions, machine.max_sessions_per_owner) == (64, 16)
+    assert machine.max_memory_mb == machine_memory_mb()
+    # A cap of zero is a mistake, said at start with the variable's name.
+    env = {"VM_AGENT_DEV_MODE": "1", "VM_AGENT_ENV_FILE": str(tmp_path / "none")}
+    for name in ("MAX_SESSIONS", "MAX_SESSIONS_PER_OWNER", "SESSION_MAX_MEMORY_MB"):
+        with pytest.raises(SettingsError, match=f"VM_AGENT_{name}"):
+            load_settings({**env, f"VM_AGENT_{name}": "0"})

@@ -7,6 +7,7 @@ hang or flood never stops another (they share only the event log's group commit)
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from vm_agent.acp.permissions import AskPolicy, PermissionPolicy
 from vm_agent.common.exc import first_leaf
 from vm_agent.common.redact import Redactor
-from vm_agent.containment.host import Containment
+from vm_agent.containment.host import Containment, machine_memory_mb
 from vm_agent.containment.session import SessionContainment
 from vm_agent.core.vocabulary import SessionState
 from vm_agent.eventlog import EventLog, EventsDropped
@@ -84,7 +85,7 @@ class Supervisor:
         ``policy``: caps and reservation bounds; ``session_details``: what the control
         plane recorded for a session id it made (None: no control plane to ask)."""
         self.containment = containment
-        self.policy = policy or StartPolicy()
+        self.policy = policy or machine_policy()
         self.session_details = session_details
         self.log = log
         self.catalog = catalog
@@ -384,6 +385,13 @@ class Supervisor:
         if self._tg is None:
             raise RuntimeError("the supervisor is not running")
         return self._tg
+
+
+def machine_policy(**caps: int) -> StartPolicy:
+    """The default caps, with a reservation's limits bounded by this machine's size."""
+    return StartPolicy(
+        max_memory_mb=machine_memory_mb(), max_cpu_millis=(os.cpu_count() or 1) * 1000, **caps
+    )
 
 
 def _owner_of(metadata: dict[str, Any]) -> str | None:
