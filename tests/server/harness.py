@@ -186,6 +186,9 @@ async def daemon(
     # Every test client comes from 127.0.0.1, many at once: caps are the flood tests' own.
     settings_over.setdefault("max_unauthenticated_per_address", 128)
     settings_over.setdefault("max_new_connections_per_address_per_s", 1e6)
+    # The same node size wherever the tests run (a reservation's caps default to the machine).
+    settings_over.setdefault("session_max_memory_mb", 64 * 1024)
+    settings_over.setdefault("session_max_cpu_millis", 16_000)
     sock = bind_socket("127.0.0.1", 0)
     cp_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     secrets_file = None
