@@ -118,6 +118,25 @@ async def test_sessions_are_capped_per_owner_and_per_node(tmp_path: Path) -> Non
         await d.start(bob, "echo", session_id="b2")
 
 
+async def test_a_recovery_counts_against_the_caps(tmp_path: Path) -> None:
+    # Stopped sessions take no place; bringing one back takes one, as a start does.
+    agent = fake("echo", "--state-dir", str(tmp_path / "transcripts"))
+    async with (
+        daemon(tmp_path, [agent], max_sessions_per_owner=1) as d,
+        d.viewer(_user(d, "alice")) as alice,
+    ):
+        await d.start(alice, "echo", session_id="first")
+        await alice.call("session/stop", {"session_id": "first"})
+        await d.start(alice, "echo", session_id="second")
+        with pytest.raises(RpcError) as err:
+            await alice.call("session/recover", {"session_id": "first"})
+        assert err.value.code == -32001 and "MAX_SESSIONS_PER_OWNER=1" in err.value.message
+        assert d.supervisor.get("first").state.value == "stopped"
+        await alice.call("session/stop", {"session_id": "second"})
+        recovered = await alice.call("session/recover", {"session_id": "first"})
+        assert recovered["state"] == "ready"
+
+
 # -- item 7: another user's ACP session -------------------------------------------------------
 
 

@@ -160,8 +160,8 @@ class ViewerMethods:
         session = self._session(p.parse(p.SessionParams, "session/recover", raw).session_id)
         try:
             with anyio.CancelScope(shield=True):
-                await session.recover()
-        except SessionRefused as exc:
+                await self.ctx.supervisor.recover_session(session, node_scope=self.ctx.grant.node)
+        except (SessionRefused, CapReached) as exc:
             raise errors.refused(str(exc)) from None
         await session.wait_settled()
         return session.describe()

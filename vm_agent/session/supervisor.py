@@ -27,24 +27,18 @@ from vm_agent.process.catalog import AgentSpec, Catalog
 from vm_agent.session.config import CredentialsProvider, SessionConfig
 from vm_agent.session.outcome import Outcome
 from vm_agent.session.session import AgentSession, SessionRefused
+from vm_agent.session.start_gate import AT_REST, StartGate
 from vm_agent.session.start_policy import (
     AcpRecord,
-    CapReached,
-    NotYours,
-    Recorded,
     SessionDetailsProvider,
     StartPolicy,
-    cap_refusal,
     effective_reservation,
-    load_refusal,
     owner_from_record,
 )
 
 log = logging.getLogger(__name__)
 
 _SESSION_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
-# A session in these states has no agent process and never gets one without a recover.
-_AT_REST = (SessionState.STOPPED, SessionState.ERROR)
 
 
 class UnknownSession(KeyError):
@@ -85,8 +79,7 @@ class Supervisor:
         ``policy``: caps and reservation bounds; ``session_details``: what the control
         plane recorded for a session id it made (None: no control plane to ask)."""
         self.containment = containment
-        self.policy = policy or machine_policy()
-        self.session_details = session_details
+        self.gate = StartGate(policy or machine_policy(), session_details)
         self.log = log
         self.catalog = catalog
         self.config = config
@@ -94,7 +87,6 @@ class Supervisor:
         self.credentials = credentials
         self.permission_policy = permission_policy
         self.sessions: dict[str, AgentSession] = {}
-        self._starting: dict[str, str | None] = {}  # session id -> owner
         self._tg: TaskGroup | None = None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -137,27 +129,24 @@ class Supervisor:
         self._check_free(sid)
         recorded = None
         if session_id is not None:
-            recorded = await self._recorded(sid, spec.name)
+            recorded = await self.gate.recorded(sid, spec.name)
             if recorded is not None:
                 owner = owner_from_record(
                     recorded, agent=spec.name, owner=owner, node_scope=node_scope
                 )
             self._check_free(sid)  # again: another start may have taken it meanwhile
-        # No await between the cap's check and the slot's claim: concurrent starts count.
-        live = [s.owner for s in self.sessions.values() if s.state not in _AT_REST]
-        refusal = cap_refusal(
-            self.policy,
-            live_owners=[*live, *self._starting.values()],
-            owner=owner,
-            node_scope=node_scope,
-        )
-        if refusal is not None:
-            raise CapReached(refusal)
+        # No await between the cap's check and the claim: concurrent starts count.
+        self.gate.check_cap(self._states(), owner, node_scope=node_scope)
         reservation = effective_reservation(reservation, recorded, self.policy)
-        self._starting[sid] = owner
-        try:
+        with self.gate.claim(sid, owner):
             if load_acp_session is not None:
-                await self._check_load(load_acp_session, spec.name, owner)
+                known = [
+                    AcpRecord(s.acp_session_id, s.spec.name, s.owner)
+                    for s in self.sessions.values()
+                ]
+                await self.gate.check_load(
+                    self.log, known, load_acp_session, agent=spec.name, owner=owner
+                )
             return await self._start(
                 sid,
                 spec,
@@ -167,37 +156,36 @@ class Supervisor:
                 reservation=reservation,
                 owner=owner,
             )
-        finally:
-            self._starting.pop(sid, None)
+
+    async def recover_session(self, session: AgentSession, *, node_scope: bool = False) -> None:
+        """``session.recover()``, counted against the caps like a start (a session at rest
+        that comes back is one more live session)."""
+        if session.state not in AT_REST or self.gate.claimed(session.id):
+            await session.recover()  # the session's machine refuses what does not fit
+            return
+        self.gate.check_cap(self._states(), session.owner, node_scope=node_scope)
+        with self.gate.claim(session.id, session.owner):
+            await session.recover()
+
+    def _states(self) -> list[tuple[SessionState, str | None]]:
+        return [(s.state, s.owner) for s in self.sessions.values()]
 
     def _check_free(self, sid: str) -> None:
-        if sid in self.sessions or sid in self._starting:
+        if sid in self.sessions or self.gate.claimed(sid):
             raise ValueError(f"session {sid!r} exists already")
 
-    async def _recorded(self, sid: str, agent: str) -> Recorded | None:
-        """What the control plane recorded for ``sid`` (None: it made no such session, or
-        there is no control plane); refuses the start when it cannot be asked."""
-        if self.session_details is None:
-            return None
-        try:
-            return await self.session_details(sid, agent)
-        except Exception as exc:
-            log.warning("session %s: the control plane's record is unavailable: %s", sid, exc)
-            raise SessionRefused(
-                f"the control plane could not confirm whose session {sid!r} is; try again"
-            ) from None
+    @property
+    def policy(self) -> StartPolicy:
+        return self.gate.policy
 
-    async def _check_load(self, acp_session_id: str, agent: str, owner: str | None) -> None:
-        """Only an ACP session its owner's (and agent's) sessions had may be loaded: the
-        registry (the log, and the sessions of this daemon) says whose each one was."""
-        known = [
-            AcpRecord(r.acp_session_id, r.agent, _owner_of(r.metadata))
-            for r in await self.log.list_sessions()
-        ]
-        known += [AcpRecord(s.acp_session_id, s.spec.name, s.owner) for s in self.sessions.values()]
-        refusal = load_refusal(acp_session_id, agent=agent, owner=owner, known=known)
-        if refusal is not None:
-            raise NotYours(refusal)
+    @property
+    def session_details(self) -> SessionDetailsProvider | None:
+        return self.gate.session_details
+
+    @session_details.setter
+    def session_details(self, provider: SessionDetailsProvider | None) -> None:
+        """Set before any session starts (the daemon: from its control link)."""
+        self.gate.session_details = provider
 
     async def _start(
         self,
@@ -392,8 +380,3 @@ def machine_policy(**caps: int) -> StartPolicy:
     return StartPolicy(
         max_memory_mb=machine_memory_mb(), max_cpu_millis=(os.cpu_count() or 1) * 1000, **caps
     )
-
-
-def _owner_of(metadata: dict[str, Any]) -> str | None:
-    owner = metadata.get("owner")
-    return owner if isinstance(owner, str) else None
