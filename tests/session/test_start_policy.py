@@ -9,10 +9,13 @@ from typing import Any
 import pytest
 
 from vm_agent.containment.host import machine_memory_mb
+from vm_agent.core.vocabulary import SessionState
 from vm_agent.daemon.assembly import start_policy
 from vm_agent.runtime.settings import Settings, SettingsError, load_settings
+from vm_agent.session.start_gate import StartGate
 from vm_agent.session.start_policy import (
     AcpRecord,
+    CapReached,
     NotYours,
     Recorded,
     StartInvalid,
@@ -194,3 +197,16 @@ def test_the_daemons_policy_comes_from_its_settings_and_the_machine(tmp_path: Pa
     for name in ("MAX_SESSIONS", "MAX_SESSIONS_PER_OWNER", "SESSION_MAX_MEMORY_MB"):
         with pytest.raises(SettingsError, match=f"VM_AGENT_{name}"):
             load_settings({**env, f"VM_AGENT_{name}": "0"})
+
+
+def test_the_gate_counts_starting_sessions_and_a_recovery_once() -> None:
+    gate = StartGate(StartPolicy(max_sessions=10, max_sessions_per_owner=2))
+    recovering = [("a", SessionState.RECOVERING, "alice"), ("z", SessionState.STOPPED, "alice")]
+    with gate.claim("a", "alice"):  # a recovery: claimed, and already recovering
+        gate.check_cap(recovering, "alice", node_scope=False)  # one live session, not two
+        with gate.claim("b", "alice"):  # a start under way
+            assert gate.claimed("b")
+            with pytest.raises(CapReached, match="MAX_SESSIONS_PER_OWNER=2"):
+                gate.check_cap(recovering, "alice", node_scope=False)
+            gate.check_cap(recovering, "alice", node_scope=True)
+    assert not gate.claimed("a") and not gate.claimed("b")

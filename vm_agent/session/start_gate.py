@@ -47,17 +47,19 @@ class StartGate:
 
     def check_cap(
         self,
-        sessions: Iterable[tuple[SessionState, str | None]],
+        sessions: Iterable[tuple[str, SessionState, str | None]],
         owner: str | None,
         *,
         node_scope: bool,
     ) -> None:
         """Raises ``CapReached`` when one more live session of ``owner`` is one too many
-        (``sessions``: the state and owner of each session of the daemon)."""
-        live = [who for state, who in sessions if state not in AT_REST]
+        (``sessions``: the id, state and owner of each session of the daemon)."""
+        live = {sid: who for sid, state, who in sessions if state not in AT_REST}
+        # A recovery's claim and its session, once recovering, are one session.
+        claims = [who for sid, who in self._claims.items() if sid not in live]
         refusal = cap_refusal(
             self.policy,
-            live_owners=[*live, *self._claims.values()],
+            live_owners=[*live.values(), *claims],
             owner=owner,
             node_scope=node_scope,
         )

@@ -167,8 +167,8 @@ class Supervisor:
         with self.gate.claim(session.id, session.owner):
             await session.recover()
 
-    def _states(self) -> list[tuple[SessionState, str | None]]:
-        return [(s.state, s.owner) for s in self.sessions.values()]
+    def _states(self) -> list[tuple[str, SessionState, str | None]]:
+        return [(s.id, s.state, s.owner) for s in self.sessions.values()]
 
     def _check_free(self, sid: str) -> None:
         if sid in self.sessions or self.gate.claimed(sid):
