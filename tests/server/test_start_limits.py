@@ -211,7 +211,7 @@ async def test_a_control_plane_session_id_belongs_to_the_owner_it_recorded(
 ) -> None:
     secrets = {"fake-env": {"FAKE_API_KEY": API_KEY}}
     async with (
-        daemon(tmp_path, [_env_agent()], link=True, secrets=secrets) as d,
+        daemon(tmp_path, [_env_agent(), fake("echo")], link=True, secrets=secrets) as d,
         d.viewer(_user(d, "alice")) as alice,
         d.viewer(_user(d, "bob")) as bob,
         d.viewer(d.token("node", subject="control-plane")) as node,
@@ -223,9 +223,9 @@ async def test_a_control_plane_session_id_belongs_to_the_owner_it_recorded(
         # The node scope cannot hand it to bob either.
         err = await _refused(node, {**params, "owner": "bob"}, -32003)
         assert "made for another user" in err.message
-        # Another agent under that id: refused as well.
-        other = await _refused(alice, {**params, "agent": "echo"}, -32602)  # not in catalog
-        assert "echo" in other.message
+        # Another agent under that id: refused as well (its credentials are not echo's).
+        other = await _refused(alice, {**params, "agent": "echo"}, -32003)
+        assert "for agent 'fake-env', not 'echo'" in other.message
         assert await _ids(bob) == [] and await _ids(node) == []
         assert _credential_calls(d, sid) == 0  # nothing was fetched for bob
         # Alice's start then works, and her agent has her session's credentials.
