@@ -150,6 +150,9 @@ async def daemon(
             # sets the caps it measures itself.
             "VM_AGENT_MAX_UNAUTHENTICATED_PER_ADDRESS": "1024",
             "VM_AGENT_MAX_NEW_CONNECTIONS_PER_ADDRESS_PER_S": "100000",
+            # One benchmark user starts up to 64 sessions (footprint): past the default caps.
+            "VM_AGENT_MAX_SESSIONS": "1024",
+            "VM_AGENT_MAX_SESSIONS_PER_OWNER": "1024",
             **(env or {}),
         }
     )

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from control_plane.api.common import ApiError, parse_body, plane_of, require_callback
-from control_plane.dispatch import sessions
+from control_plane.dispatch import sessions, workspaces
 from control_plane.identity.secrets import SecretStoreError
 from control_plane.storage import node_store
 
@@ -108,7 +108,41 @@ async def agent_credentials(request: Request) -> JSONResponse:
         env = await to_thread.run_sync(plane.secrets.env_for, session.agent)
     except SecretStoreError as exc:
         raise ApiError(500, str(exc)) from exc
-    return JSONResponse({"env": env}, headers={"Cache-Control": "no-store"})
+    # The owner lets the node check the session is the one it runs, before the agent
+    # gets the values.
+    answer = {"env": env, "owner": session.owner}
+    return JSONResponse(answer, headers={"Cache-Control": "no-store"})
+
+
+def _details(engine: Any, session_id: str, node_id: str) -> dict[str, Any] | None:
+    session = sessions.get_session(engine, session_id)
+    if session is None or session.node_id != node_id:
+        return None  # another node's session is none of this node's business
+    reservation = None
+    if session.workspace_id is not None:
+        ws = workspaces.load_workspace(engine, session.workspace_id)
+        reservation = ws.reservation if ws is not None else None
+    return {
+        "sessionId": session.session_id,
+        "agent": session.agent,
+        "owner": session.owner,
+        "reservation": reservation,
+        "endedAt": session.ended_at,
+    }
+
+
+async def session_details(request: Request) -> JSONResponse:
+    """What the control plane recorded for a session it made on this node: whose it is,
+    its agent, its workspace's reservation. The node checks a viewer's `session/start`
+    against it (docs/callback-api.md)."""
+    node_id = request.path_params["node_id"]
+    session_id = request.path_params["session_id"]
+    await require_callback(request, node_id)
+    plane = plane_of(request)
+    found = await to_thread.run_sync(_details, plane.engine, session_id, node_id)
+    if found is None:
+        raise ApiError(404, f"no such session: the control plane made no session {session_id!r}")
+    return JSONResponse(found, headers={"Cache-Control": "no-store"})
 
 
 routes = [
@@ -118,6 +152,11 @@ routes = [
     Route(
         "/api/nodes/{node_id}/sessions/{session_id}/agent-credentials",
         agent_credentials,
+        methods=["POST"],
+    ),
+    Route(
+        "/api/nodes/{node_id}/sessions/{session_id}/details",
+        session_details,
         methods=["POST"],
     ),
 ]

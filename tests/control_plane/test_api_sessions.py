@@ -54,7 +54,8 @@ async def test_credentials_for_a_session_made_by_an_explicit_call(
         sid = made["sessionId"]
         assert (made["nodeId"], made["agent"], made["owner"]) == ("n1", "claude", "admin")
         status, body = await credentials(cp, "n1", sid, "claude")
-        assert (status, body) == (200, {"env": SECRETS["claude"]})  # only claude's
+        # Only claude's, and whose session it is (the node checks it before use).
+        assert (status, body) == (200, {"env": SECRETS["claude"], "owner": "admin"})
         r = await cp.client.post(
             f"/api/nodes/n1/sessions/{sid}/agent-credentials",
             json={"agent": "claude"},
@@ -90,7 +91,10 @@ async def test_each_refusal_hands_out_nothing(with_secrets: ControlPlaneSettings
         )
         assert r.status_code == 403 and "sk-" not in r.text
         # And the right question still works.
-        assert await credentials(cp, "n1", sid, "claude") == (200, {"env": SECRETS["claude"]})
+        assert await credentials(cp, "n1", sid, "claude") == (
+            200,
+            {"env": SECRETS["claude"], "owner": "admin"},
+        )
 
 
 async def test_a_placed_task_makes_its_session_and_a_release_ends_it(
@@ -102,7 +106,10 @@ async def test_a_placed_task_makes_its_session_and_a_release_ends_it(
         task = r.json()
         assert task["nodeId"] == "n1"
         sid = task["sessionId"]
-        assert await credentials(cp, "n1", sid, "codex") == (200, {"env": SECRETS["codex"]})
+        assert await credentials(cp, "n1", sid, "codex") == (
+            200,
+            {"env": SECRETS["codex"], "owner": "alice"},
+        )
         assert (await credentials(cp, "n1", sid, "claude"))[0] == 403
         r = await cp.client.get(f"/api/nodes/n1/sessions/{sid}", headers=cp.user("alice"))
         assert (r.json()["workspaceId"], r.json()["owner"]) == (task["workspaceId"], "alice")
@@ -164,3 +171,51 @@ async def test_who_may_make_a_session(settings: ControlPlaneSettings) -> None:
         await cp.client.post(f"/api/workspaces/{ws}/release", headers=cp.user("alice"))
         status, got = await make(node, {"agent": "claude", "workspaceId": ws}, "alice")
         assert (status, got["error"]) == (409, f"workspace {ws!r} was released")
+
+
+async def details(cp: Running, node: str, session: str, token_node: str | None = None) -> Any:
+    return await cp.client.post(
+        f"/api/nodes/{node}/sessions/{session}/details",
+        json={},
+        headers=cp.callback(token_node or node),
+    )
+
+
+async def test_session_details_say_whose_session_it_is_and_its_reservation(
+    settings: ControlPlaneSettings,
+) -> None:
+    async with running(settings) as cp:
+        await cp.ready("n1")
+        r = await cp.client.post(
+            "/api/tasks",
+            json={"agent": "codex"},
+            headers=cp.user("alice"),
+        )
+        assert r.status_code == 201, r.text
+        task = r.json()
+        sid = task["sessionId"]
+        r = await details(cp, "n1", sid)
+        assert r.status_code == 200 and r.headers["cache-control"] == "no-store", r.text
+        got = r.json()
+        assert (got["sessionId"], got["agent"], got["owner"], got["endedAt"]) == (
+            sid,
+            "codex",
+            "alice",
+            None,
+        )
+        # The workspace's resolved reservation: what the node is to enforce.
+        assert got["reservation"] == task["reservation"]
+        assert got["reservation"]["memoryMb"] > 0 and got["reservation"]["cpuMillis"] > 0
+        # A made-up id, and another node's question about this node's session: 404 alike
+        # (a node learns nothing of another node's sessions).
+        assert (await details(cp, "n1", "s-made-up")).status_code == 404
+        assert (await details(cp, "n2", sid)).status_code == 404
+        # Another node's token on this node's path: refused before any lookup.
+        assert (await details(cp, "n1", sid, token_node="n2")).status_code == 403
+        # A session without a workspace has no reservation on record.
+        bare = cp.make_session("n1", "claude")
+        assert (await details(cp, "n1", bare)).json()["reservation"] is None
+        await cp.client.post(
+            f"/api/workspaces/{task['workspaceId']}/release", headers=cp.user("alice")
+        )
+        assert (await details(cp, "n1", sid)).json()["endedAt"] is not None

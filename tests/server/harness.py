@@ -16,10 +16,15 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from control_plane.app import bind_socket, create_app, serve_control_plane
 from control_plane.identity.tokens import TokenIssuer
+from control_plane.plane import ControlPlane
 from control_plane.settings import ControlPlaneSettings
+from tests.control_link.harness import FAST_TIMINGS, AuthRecorder
 from tests.tlsca import TlsFiles, make_tls_files
+from tests.token_files import write_token
 from vm_agent.common.redact import Redactor
+from vm_agent.control_link import CallbackTokenStore, ControlLink
 from vm_agent.core.machine import SessionPolicy
+from vm_agent.daemon.assembly import start_policy
 from vm_agent.edge.auth import JwksVerifier
 from vm_agent.edge.tls import server_context
 from vm_agent.eventlog import EventLog
@@ -125,7 +130,10 @@ class Daemon:
     metrics: Metrics
     workdir: Path
     port: int
+    plane: ControlPlane
     tls: TlsFiles | None = None
+    # (path, bearer) of each request the control plane got
+    cp_requests: list[tuple[str, str]] = field(default_factory=list)
 
     def token(
         self, *scopes: str, node: str = NODE, ttl_s: int = 300, subject: str = "dev-viewer"
@@ -165,21 +173,41 @@ async def daemon(
     retention_bytes: int = 64 * 1024 * 1024,
     tls: bool = False,
     leeway_s: float = 30.0,
+    link: bool = False,
+    secrets: dict[str, dict[str, str]] | None = None,
     **settings_over: Any,
 ) -> AsyncIterator[Daemon]:
     """``tls`` makes a throwaway CA and serves wss:// with its certificate; ``leeway_s`` is
-    the verifier's; ``settings_over`` sets other daemon settings (caps, metrics port)."""
+    the verifier's; ``link`` runs the daemon's control-plane link (a callback token, the
+    session details and credentials a node gets; ``secrets``: the control plane's agent
+    credentials); ``settings_over`` sets other daemon settings (caps, metrics port)."""
     workdir = tmp_path / "work"
     workdir.mkdir(parents=True, exist_ok=True)
     # Every test client comes from 127.0.0.1, many at once: caps are the flood tests' own.
     settings_over.setdefault("max_unauthenticated_per_address", 128)
     settings_over.setdefault("max_new_connections_per_address_per_s", 1e6)
+    # The same node size wherever the tests run (a reservation's caps default to the machine).
+    settings_over.setdefault("session_max_memory_mb", 64 * 1024)
+    settings_over.setdefault("session_max_cpu_millis", 16_000)
     sock = bind_socket("127.0.0.1", 0)
     cp_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    secrets_file = None
+    if secrets is not None:
+        secrets_file = tmp_path / "cp-secrets.json"
+        secrets_file.write_text(json.dumps(secrets))
     cp_settings = ControlPlaneSettings(
-        state_dir=tmp_path / "cp", public_url=cp_url, key_activation_delay_s=0
+        state_dir=tmp_path / "cp",
+        public_url=cp_url,
+        key_activation_delay_s=0,
+        secrets_file=secrets_file,
     )
     app = create_app(cp_settings)
+    cp_requests: list[tuple[str, str]] = []
+    app.add_middleware(AuthRecorder, seen=cp_requests, times=[])
+    if link:
+        settings_over.update(
+            control_plane_url=cp_url, callback_token_file=tmp_path / "callback-token"
+        )
     settings = Settings(
         node_id=NODE,
         dev_mode=True,
@@ -206,7 +234,26 @@ async def daemon(
             node_id=NODE,
             leeway_s=leeway_s,
         )
-        supervisor = Supervisor(log=log, catalog=catalog, config=config, redactor=Redactor())
+        redactor = Redactor()
+        supervisor = Supervisor(
+            log=log,
+            catalog=catalog,
+            config=config,
+            redactor=redactor,
+            policy=start_policy(settings),
+        )
+        plane: ControlPlane = app.state.plane
+        control_link = None
+        if link:
+            token = plane.tokens.mint_callback_token(NODE, 600)
+            tokens = CallbackTokenStore.load(
+                write_token(settings.callback_token_file, token), redactor=redactor
+            )
+            control_link = ControlLink(
+                settings, log, supervisor, tokens, redactor=redactor, timings=FAST_TIMINGS
+            )
+            supervisor.credentials = control_link.credentials_provider
+            supervisor.session_details = control_link.session_details
         server = ViewerServer(
             settings=settings,
             supervisor=supervisor,
@@ -222,6 +269,8 @@ async def daemon(
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(supervisor.run)
+                if control_link is not None:
+                    await tg.start(control_link.run)
                 port = await tg.start(server.serve, "127.0.0.1", 0)
                 try:
                     scheme = "s" if tls_files else ""
@@ -236,7 +285,9 @@ async def daemon(
                         metrics=metrics,
                         workdir=workdir,
                         port=port,
+                        plane=plane,
                         tls=tls_files,
+                        cp_requests=cp_requests,
                     )
                 finally:
                     with anyio.CancelScope(shield=True):

@@ -32,6 +32,14 @@ async def test_authentication_asked_at_start_is_auth_required_with_the_methods(
 ) -> None:
     agent = fake("echo", "--auth-on", method, name="needs-key")
     async with running(tmp_path, [agent]) as h:
+        if load is not None:  # a session of the node had it (only such may be loaded)
+            await h.log.upsert_session(
+                "s-earlier",
+                agent="needs-key",
+                cwd=str(tmp_path),
+                state="stopped",
+                acp_session_id=load,
+            )
         s = await h.start("needs-key", load_acp_session=load)
         assert await _settled(s) == "error"
         last = (await h.of_type(s, "session.state"))[-1]

@@ -167,6 +167,21 @@ class SessionContainment:
             with contextlib.suppress(OSError):
                 self.cgroup.kill()
 
+    async def wait_idle(self, still_stopped: Callable[[], bool]) -> bool:
+        """Waits until the session's cgroup holds no process (``populated 0``); what is
+        left after the wait is killed, if the session is ``still_stopped`` (a recovery may
+        have started a new agent meanwhile). True once empty; without a cgroup, True."""
+        cg = self.cgroup
+        if cg is None or not cg.exists():
+            return True
+        if await wait_empty(cg):
+            return True
+        if not still_stopped():
+            return False
+        log.warning("session %s: processes left after its stop; killing them", self.session_id)
+        self.kill_now()
+        return await wait_empty(cg)
+
     async def release(self) -> None:
         """Kills whatever is left in the session's cgroup and removes it."""
         self.released = True

@@ -68,6 +68,11 @@ class RetryPolicy:
     connect_timeout_s: float = 5.0
 
 
+class Credentials(NamedTuple):
+    env: dict[str, str]
+    owner: str | None  # whose session the control plane says it is (None: it did not say)
+
+
 class HeartbeatAnswer(NamedTuple):
     interval_s: float | None
     token: str | None
@@ -148,16 +153,35 @@ class ControlPlaneClient:
             raise CallbackProtocolError("events answer: stored/duplicates are not integers")
         return stored, duplicates
 
-    async def agent_credentials(self, session_id: str, agent: str) -> dict[str, str]:
+    async def agent_credentials(self, session_id: str, agent: str) -> Credentials:
         path = f"sessions/{session_id}/agent-credentials"
         answer = await self._post(path, _json({"agent": agent}))
-        env = answer.get("env")
+        env, owner = answer.get("env"), answer.get("owner")
         if not isinstance(env, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in env.items()
         ):
             # Never echo the body: it holds secrets.
             raise CallbackProtocolError("agent-credentials answer: env is not a map of strings")
-        return dict(env)
+        if owner is not None and not isinstance(owner, str):
+            raise CallbackProtocolError("agent-credentials answer: owner is not a string")
+        return Credentials(dict(env), owner)
+
+    async def session_details(self, session_id: str) -> dict[str, Any] | None:
+        """What the control plane recorded for a session it made on this node; None (its
+        404) when it made no such session."""
+        try:
+            answer = await self._post(f"sessions/{session_id}/details", b"{}")
+        except CallbackRejected as exc:
+            if exc.status == 404:
+                return None
+            raise
+        owner, agent = answer.get("owner"), answer.get("agent")
+        reservation = answer.get("reservation")
+        if not isinstance(owner, str) or not isinstance(agent, str):
+            raise CallbackProtocolError("session details: owner and agent must be strings")
+        if reservation is not None and not isinstance(reservation, dict):
+            raise CallbackProtocolError("session details: reservation is not an object")
+        return answer
 
     async def renew_certificate(self, csr: str) -> str:
         """The node's new certificate (PEM) for a request signed by its key."""

@@ -46,6 +46,7 @@ from vm_agent.control_link.usage import node_usage
 from vm_agent.eventlog import EventLog
 from vm_agent.process.catalog import AgentSpec
 from vm_agent.runtime.settings import Settings
+from vm_agent.session.start_policy import Recorded
 from vm_agent.session.supervisor import Supervisor
 
 log = logging.getLogger("vm_agent.control_link")
@@ -158,9 +159,19 @@ class ControlLink:
         missing required name is warned about. Raises `CallbackError` when they cannot be
         fetched.
         """
-        env = await self.client.agent_credentials(session_id, spec.name)
+        env, owner = await self.client.agent_credentials(session_id, spec.name)
         for value in env.values():
             self.redactor.add_secret(value)
+        # Before the values reach an agent: a user's session must be the one the control
+        # plane made for that user (a session restored from an older log could say
+        # otherwise). A session without an owner is the node scope's, the control plane's.
+        running = self.supervisor.sessions.get(session_id) if self.supervisor else None
+        theirs = running.owner if running is not None else None
+        if theirs is not None and owner is not None and theirs != owner:
+            raise CallbackError(
+                f"session {session_id}: the control plane made it for another user "
+                "than the one it runs for here; its credentials are not used"
+            )
         wanted = set(spec.credential_names)
         if extra := sorted(set(env) - wanted):
             log.warning(
@@ -177,6 +188,20 @@ class ControlLink:
                 spec.name,
             )
         return {k: v for k, v in env.items() if k in wanted}
+
+    async def session_details(self, session_id: str, agent: str) -> Recorded | None:
+        """A `SessionDetailsProvider`: what the control plane recorded for ``session_id``
+        (None when it made no such session); raises `CallbackError` when it cannot say."""
+        answer = await self.client.session_details(session_id)
+        if answer is None:
+            return None
+        return Recorded(
+            session_id=session_id,
+            agent=answer["agent"],
+            owner=answer["owner"],
+            reservation=answer.get("reservation"),
+            ended=answer.get("endedAt") is not None,
+        )
 
     def status(self) -> dict[str, Any]:
         """For /health: no secrets, only states, ages and counts."""

@@ -6,6 +6,7 @@ A problem found here is a `StartupError`: one line for a person, exit status 2.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import ssl
 from collections.abc import Mapping
@@ -21,6 +22,8 @@ from vm_agent.edge.exposure import ListenerMode
 from vm_agent.edge.tls import TlsConfigError, server_context
 from vm_agent.runtime.settings import DEFAULT_ENV_FILE, ENV_PREFIX, Settings
 from vm_agent.session.config import SessionConfig
+from vm_agent.session.start_policy import StartPolicy
+from vm_agent.session.supervisor import machine_policy
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,18 @@ def session_config(settings: Settings, daemon_env: Mapping[str, str]) -> Session
         max_line_bytes=settings.max_line_bytes,
         daemon_env=dict(daemon_env),
         max_heavy_requests=settings.fs_max_inflight,
+    )
+
+
+def start_policy(settings: Settings) -> StartPolicy:
+    """Caps on sessions and on a reservation's limits; the limits default to the machine."""
+    machine = machine_policy(
+        max_sessions=settings.max_sessions, max_sessions_per_owner=settings.max_sessions_per_owner
+    )
+    return dataclasses.replace(
+        machine,
+        max_memory_mb=settings.session_max_memory_mb or machine.max_memory_mb,
+        max_cpu_millis=settings.session_max_cpu_millis or machine.max_cpu_millis,
     )
 
 

@@ -41,6 +41,7 @@ from vm_agent.daemon.assembly import (
     load_callback_tokens,
     load_tls,
     session_config,
+    start_policy,
 )
 from vm_agent.daemon.stopper import Stopper
 from vm_agent.edge.auth import JwksVerifier
@@ -240,6 +241,7 @@ class _Parts:
             config=session_config(s, self.environ),
             redactor=self.redactor,
             containment=containment,
+            policy=start_policy(s),
         )
         self.stop.supervisor = supervisor
         metrics.set_session_source(
@@ -259,6 +261,7 @@ class _Parts:
             )
             # Set before any session exists: a session keeps the provider it was made with.
             supervisor.credentials = link.credentials_provider
+            supervisor.session_details = link.session_details
         server = ViewerServer(
             settings=s,
             supervisor=supervisor,

@@ -98,6 +98,14 @@ class Settings(BaseSettings):
     session_cpu_millis: int | None = Field(default=None, gt=0)
     session_pids_max: int = Field(default=4096, ge=16)
     session_swap_mb: int = Field(default=0, ge=0)
+    # Caps on a reservation's limits per session (a viewer's or the control plane's);
+    # none: the machine's memory and CPUs.
+    session_max_memory_mb: int | None = Field(default=None, gt=0)
+    session_max_cpu_millis: int | None = Field(default=None, gt=0)
+    # Live sessions (not stopped, not in error) on the node, and of one owner; the node
+    # scope (the control plane) is held to the node's cap only.
+    max_sessions: int = Field(default=64, ge=1)
+    max_sessions_per_owner: int = Field(default=16, ge=1)
     # fs/* and terminal/output requests of one agent handled at once (bounds memory).
     fs_max_inflight: int = Field(default=4, ge=1, le=64)
 

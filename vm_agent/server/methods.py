@@ -23,6 +23,7 @@ from vm_agent.server.prompts import PromptRuns
 from vm_agent.server.protocols import Identity
 from vm_agent.server.transport import WebSocketTransport
 from vm_agent.session.session import AgentSession, SessionRefused
+from vm_agent.session.start_policy import CapReached, NotYours
 from vm_agent.session.supervisor import Supervisor, UnknownSession
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,12 @@ class ViewerMethods:
                     load_acp_session=args.acp_session_id,
                     reservation=args.reservation,
                     owner=owner,
+                    node_scope=self.ctx.grant.node,
                 )
+        except NotYours as exc:
+            raise errors.forbidden(str(exc)) from None
+        except (CapReached, SessionRefused) as exc:
+            raise errors.refused(str(exc)) from None
         except CatalogError as exc:
             raise JsonRpcError.invalid_params(f"session/start: {exc}") from None
         except ValueError as exc:
@@ -146,15 +152,16 @@ class ViewerMethods:
     async def stop(self, raw: Any) -> dict[str, Any]:
         session = self._session(p.parse(p.SessionParams, "session/stop", raw).session_id)
         with anyio.CancelScope(shield=True):
-            await session.stop()
+            # Answers once the session's processes are gone (its cgroup empty).
+            await session.stop_and_wait()
         return {}
 
     async def recover(self, raw: Any) -> dict[str, Any]:
         session = self._session(p.parse(p.SessionParams, "session/recover", raw).session_id)
         try:
             with anyio.CancelScope(shield=True):
-                await session.recover()
-        except SessionRefused as exc:
+                await self.ctx.supervisor.recover_session(session, node_scope=self.ctx.grant.node)
+        except (SessionRefused, CapReached) as exc:
             raise errors.refused(str(exc)) from None
         await session.wait_settled()
         return session.describe()

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from vm_agent.jsonrpc.errors import JsonRpcError
 from vm_agent.jsonrpc.validation import short_validation_message
+from vm_agent.session.start_policy import StartPolicy, effective_reservation
 
 
 class _Params(BaseModel):
@@ -21,9 +22,16 @@ class StartParams(_Params):
     # The control plane's reservation this session runs under (an id or the resolved
     # reservation object); kept with the session in the registry.
     reservation: str | dict[str, Any] | None = None
-    acp_session_id: str | None = None
+    acp_session_id: str | None = Field(default=None, min_length=1, max_length=256)
     # The user the session is for: the node scope only (the control plane starting it).
     owner: str | None = Field(default=None, min_length=1, max_length=256)
+
+    @field_validator("reservation")
+    @classmethod
+    def _well_formed(cls, value: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+        # Its shape only (finite, whole, positive); the node's caps are the supervisor's.
+        effective_reservation(value, None, StartPolicy())
+        return value
 
 
 class SessionParams(_Params):

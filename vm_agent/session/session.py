@@ -257,6 +257,18 @@ class AgentSession:
     async def stop(self) -> None:
         await self._feed(ev.StopRequested(self._clock()))
 
+    async def stop_and_wait(self) -> None:
+        """``stop``, then wait until the agent's tree and the session's cgroup are empty."""
+        run, timings = self._run, self.config.stop_timings
+        await self.stop()
+        if run is not None:
+            if run.client is None and run.process is not None:  # still starting: the run
+                await run.process.stop(timings)  # heeds its stop only once the start is over
+            with anyio.move_on_after(timings.stdin_grace_s + timings.term_grace_s + 10):
+                await run.done.wait()
+        if self.containment is not None and self.state is SessionState.STOPPED:
+            await self.containment.wait_idle(lambda: self.state is SessionState.STOPPED)
+
     async def recover(self) -> None:
         done = await self._feed(ev.RecoverRequested(self._clock()))
         refusal = next((x for x in done if isinstance(x, a.Refuse)), None)

@@ -7,6 +7,7 @@ hang or flood never stops another (they share only the event log's group commit)
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -18,13 +19,22 @@ from anyio.abc import TaskGroup, TaskStatus
 from vm_agent.acp.permissions import AskPolicy, PermissionPolicy
 from vm_agent.common.exc import first_leaf
 from vm_agent.common.redact import Redactor
-from vm_agent.containment.host import Containment
+from vm_agent.containment.host import Containment, machine_memory_mb
 from vm_agent.containment.session import SessionContainment
+from vm_agent.core.vocabulary import SessionState
 from vm_agent.eventlog import EventLog, EventsDropped
 from vm_agent.process.catalog import AgentSpec, Catalog
 from vm_agent.session.config import CredentialsProvider, SessionConfig
 from vm_agent.session.outcome import Outcome
 from vm_agent.session.session import AgentSession, SessionRefused
+from vm_agent.session.start_gate import AT_REST, StartGate
+from vm_agent.session.start_policy import (
+    AcpRecord,
+    SessionDetailsProvider,
+    StartPolicy,
+    effective_reservation,
+    owner_from_record,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +71,15 @@ class Supervisor:
         credentials: CredentialsProvider | None = None,
         permission_policy: Callable[[], PermissionPolicy] = AskPolicy,
         containment: Containment | None = None,
+        policy: StartPolicy | None = None,
+        session_details: SessionDetailsProvider | None = None,
     ) -> None:
         """``containment``: run agents confined (the daemon always gives one); without it
-        they run as this process's user, in process groups, in any existing directory."""
+        they run as this process's user, in process groups, in any existing directory.
+        ``policy``: caps and reservation bounds; ``session_details``: what the control
+        plane recorded for a session id it made (None: no control plane to ask)."""
         self.containment = containment
+        self.gate = StartGate(policy or machine_policy(), session_details)
         self.log = log
         self.catalog = catalog
         self.config = config
@@ -72,7 +87,6 @@ class Supervisor:
         self.credentials = credentials
         self.permission_policy = permission_policy
         self.sessions: dict[str, AgentSession] = {}
-        self._starting: set[str] = set()
         self._tg: TaskGroup | None = None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -101,16 +115,38 @@ class Supervisor:
         permissions: PermissionPolicy | None = None,
         reservation: str | dict[str, Any] | None = None,
         owner: str | None = None,
+        node_scope: bool = False,
     ) -> AgentSession:
+        """Starts a session (see ``start_policy`` for what is refused and how).
+
+        ``node_scope``: the control plane's own connection asks (held to the node's cap
+        only, and it may start a session it made without naming the owner)."""
         spec = self.catalog.get(agent)
         path = Path(cwd)
         sid = session_id or f"s-{uuid.uuid4().hex[:16]}"
         if not sid or len(sid) > 128 or not set(sid) <= _SESSION_ID_CHARS:
             raise ValueError("session_id must be 1-128 characters of [A-Za-z0-9._-]")
-        if sid in self.sessions or sid in self._starting:
-            raise ValueError(f"session {sid!r} exists already")
-        self._starting.add(sid)
-        try:
+        self._check_free(sid)
+        recorded = None
+        if session_id is not None:
+            recorded = await self.gate.recorded(sid, spec.name)
+            if recorded is not None:
+                owner = owner_from_record(
+                    recorded, agent=spec.name, owner=owner, node_scope=node_scope
+                )
+            self._check_free(sid)  # again: another start may have taken it meanwhile
+        # No await between the cap's check and the claim: concurrent starts count.
+        self.gate.check_cap(self._states(), owner, node_scope=node_scope)
+        reservation = effective_reservation(reservation, recorded, self.policy)
+        with self.gate.claim(sid, owner):
+            if load_acp_session is not None:
+                known = [
+                    AcpRecord(s.acp_session_id, s.spec.name, s.owner)
+                    for s in self.sessions.values()
+                ]
+                await self.gate.check_load(
+                    self.log, known, load_acp_session, agent=spec.name, owner=owner
+                )
             return await self._start(
                 sid,
                 spec,
@@ -120,8 +156,36 @@ class Supervisor:
                 reservation=reservation,
                 owner=owner,
             )
-        finally:
-            self._starting.discard(sid)
+
+    async def recover_session(self, session: AgentSession, *, node_scope: bool = False) -> None:
+        """``session.recover()``, counted against the caps like a start (a session at rest
+        that comes back is one more live session)."""
+        if session.state not in AT_REST or self.gate.claimed(session.id):
+            await session.recover()  # the session's machine refuses what does not fit
+            return
+        self.gate.check_cap(self._states(), session.owner, node_scope=node_scope)
+        with self.gate.claim(session.id, session.owner):
+            await session.recover()
+
+    def _states(self) -> list[tuple[str, SessionState, str | None]]:
+        return [(s.id, s.state, s.owner) for s in self.sessions.values()]
+
+    def _check_free(self, sid: str) -> None:
+        if sid in self.sessions or self.gate.claimed(sid):
+            raise ValueError(f"session {sid!r} exists already")
+
+    @property
+    def policy(self) -> StartPolicy:
+        return self.gate.policy
+
+    @property
+    def session_details(self) -> SessionDetailsProvider | None:
+        return self.gate.session_details
+
+    @session_details.setter
+    def session_details(self, provider: SessionDetailsProvider | None) -> None:
+        """Set before any session starts (the daemon: from its control link)."""
+        self.gate.session_details = provider
 
     async def _start(
         self,
@@ -309,3 +373,10 @@ class Supervisor:
         if self._tg is None:
             raise RuntimeError("the supervisor is not running")
         return self._tg
+
+
+def machine_policy(**caps: int) -> StartPolicy:
+    """The default caps, with a reservation's limits bounded by this machine's size."""
+    return StartPolicy(
+        max_memory_mb=machine_memory_mb(), max_cpu_millis=(os.cpu_count() or 1) * 1000, **caps
+    )
