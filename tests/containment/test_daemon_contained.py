@@ -208,7 +208,7 @@ async def test_the_daemon_as_systemd_runs_it(agent_pool: TestPool, tmp_path: Pat
                     assert json.loads(who_again["detail"])["uid"] == uid
                 assert await sigterm_and_wait(process) == 0
         log = (tmp_path / "daemon.log").read_text()
-        assert "the agent users" not in log  # the pool was there: no start-up refusal
+        assert "the agent users are not as they should be" not in log  # the pool was there
         assert re.search(rf"session {SID} runs as .*, pids 256\)", log), log
         if not has_pids:
             assert re.search(r"without the .*pids controller.*pids\.max cannot be enforced", log)

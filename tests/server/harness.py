@@ -195,6 +195,7 @@ async def daemon(
     if secrets is not None:
         secrets_file = tmp_path / "cp-secrets.json"
         secrets_file.write_text(json.dumps(secrets))
+        secrets_file.chmod(0o600)  # the control plane refuses one others may read
     cp_settings = ControlPlaneSettings(
         state_dir=tmp_path / "cp",
         public_url=cp_url,
