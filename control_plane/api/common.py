@@ -1,8 +1,15 @@
-"""Shared HTTP plumbing: JSON errors, body parsing, bearer-token checks."""
+"""Shared HTTP plumbing: JSON errors, body parsing, query parameters, bearer-token checks.
+
+Every JSON body goes through `parse_body`, which refuses what JSON is not (NaN, Infinity,
+numbers that overflow a double, integers past 64 bits) and nesting past `MAX_JSON_DEPTH`
+with a 400 before any model or store sees it: a stored NaN once made placement answer 500
+for every user (docs/threat-model.md).
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, TypeVar
 
 from anyio import to_thread
@@ -24,6 +31,14 @@ from control_plane.identity.tokens import (
 from control_plane.plane import ControlPlane
 
 M = TypeVar("M", bound=BaseModel)
+
+# Deeper than any body we take (an event's data included); far below the parser's own
+# recursion limit, so models and stores never walk a pathological document.
+MAX_JSON_DEPTH = 64
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+INT32_MAX = 2**31 - 1  # Integer columns (a layer's version)
+# Integer query parameters: digits only, and few enough to fit 64 bits.
+_MAX_QUERY_DIGITS = 18
 
 
 class ApiError(Exception):
@@ -59,18 +74,96 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def parse_body(request: Request, model: type[M]) -> M:
+class JsonInputError(ValueError):
+    """A body that is not strict JSON, or one we do not take (the message says which)."""
+
+
+def _no_constant(name: str) -> Any:
+    raise JsonInputError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 parses as inf
+        raise JsonInputError(f"number {text[:32]} is out of range")
+    return value
+
+
+def _int64(text: str) -> int:
+    # Python caps int() at 4,300 digits (ValueError); 20 digits is already out of range.
+    if len(text.lstrip("-")) > 19:
+        raise JsonInputError(f"integer {text[:32]}... is out of range (64 bits)")
+    value = int(text)
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise JsonInputError(f"integer {text} is out of range (64 bits)")
+    return value
+
+
+def _check_depth(doc: Any, max_depth: int) -> None:
+    # Iterative: a recursive walk is what a deep document is meant to break.
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > max_depth:
+            raise JsonInputError(f"nested deeper than {max_depth}")
+        stack.extend((child, depth + 1) for child in children)
+
+
+def loads_strict(body: bytes | str, *, max_depth: int = MAX_JSON_DEPTH, int64: bool = True) -> Any:
+    """Strict JSON: no NaN/Infinity, finite doubles, bounded nesting, and (unless `int64`
+    is off) 64-bit integers; anything else raises JsonInputError (never RecursionError or
+    another surprise)."""
+    try:
+        doc = json.loads(
+            body,
+            parse_constant=_no_constant,
+            parse_float=_finite_float,
+            parse_int=_int64 if int64 else int,
+        )
+    except RecursionError:
+        raise JsonInputError(f"nested deeper than {max_depth}") from None
+    except JsonInputError:
+        raise
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise JsonInputError("not JSON") from exc
+    _check_depth(doc, max_depth)
+    return doc
+
+
+async def parse_body(request: Request, model: type[M], *, int64: bool = True) -> M:
+    """The body as `model`: 413 past the size bound, 400 if not strict JSON (see
+    `loads_strict`; `int64=False` lets integers past 64 bits through, for what agents
+    send), 422 if the model refuses it."""
     body = await _read_body(request, plane_of(request).settings.max_body_bytes)
     try:
-        raw = json.loads(body)
-    except ValueError as exc:
-        raise ApiError(400, "body is not JSON") from exc
+        raw = loads_strict(body, int64=int64)
+    except JsonInputError as exc:
+        raise ApiError(400, f"body is not accepted JSON: {exc}") from None
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
         raise ApiError(422, f"invalid body: {where}: {first['msg']}") from exc
+
+
+def query_int(request: Request, name: str, *, default: int, minimum: int, maximum: int) -> int:
+    """An integer query parameter in [minimum, maximum]; anything else is a 422."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isascii() or not raw.isdigit() or len(raw) > _MAX_QUERY_DIGITS:
+        raise ApiError(422, f"{name} must be an integer from {minimum} to {maximum}")
+    value = int(raw)
+    if not minimum <= value <= maximum:
+        raise ApiError(422, f"{name} must be an integer from {minimum} to {maximum}")
+    return value
 
 
 def _claims(request: Request) -> Claims:

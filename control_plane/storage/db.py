@@ -63,6 +63,8 @@ nodes = Table(
     Column("last_heartbeat_at", Float, nullable=True),
     Column("sessions", JSON, nullable=True),
     Column("usage", JSON, nullable=True),
+    # What its stored events take (node_store.event_size); bounded per node (0009).
+    Column("event_bytes", BigInteger, nullable=False, server_default="0"),
 )
 
 node_events = Table(
