@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -25,7 +26,12 @@ from control_plane.api import (
     sessions,
     tasks,
 )
-from control_plane.api.common import ApiError, api_error_handler, plane_of
+from control_plane.api.common import (
+    ApiError,
+    RefuseControlCharacters,
+    api_error_handler,
+    plane_of,
+)
 from control_plane.identity.keys import Clock
 from control_plane.plane import ControlPlane
 from control_plane.serving import uvicorn_serving
@@ -67,7 +73,11 @@ def create_app(
         *nodes.routes,
         *artifacts.routes,
     ]
-    app = Starlette(routes=routes, exception_handlers={ApiError: api_error_handler})
+    app = Starlette(
+        routes=routes,
+        exception_handlers={ApiError: api_error_handler},
+        middleware=[Middleware(RefuseControlCharacters)],
+    )
     app.state.plane = plane
     return app
 

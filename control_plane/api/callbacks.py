@@ -135,8 +135,9 @@ def _check_sizes(batch: list[node_store.NodeEvent], limit: int) -> None:
 async def events(request: Request) -> JSONResponse:
     node_id = request.path_params["node_id"]
     await require_callback(request, node_id)
-    # Agents' data may hold integers past 64 bits (the daemon keeps them exact).
-    body = await parse_body(request, EventsBody, int64=False)
+    # Agents' data may hold integers past 64 bits and NUL (the daemon keeps them exact);
+    # the model bounds the fields that go to columns.
+    body = await parse_body(request, EventsBody, agent_data=True)
     plane = plane_of(request)
     s = plane.settings
     batch = [node_store.NodeEvent(e.session_id, e.seq, e.ts, e.type, e.data) for e in body.events]

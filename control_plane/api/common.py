@@ -1,21 +1,24 @@
 """Shared HTTP plumbing: JSON errors, body parsing, query parameters, bearer-token checks.
 
 Every JSON body goes through `parse_body`, which refuses what JSON is not (NaN, Infinity,
-numbers that overflow a double, integers past 64 bits) and nesting past `MAX_JSON_DEPTH`
-with a 400 before any model or store sees it: a stored NaN once made placement answer 500
-for every user (docs/threat-model.md).
+numbers that overflow a double), what our columns cannot hold (integers past 64 bits, NUL
+in a string) and nesting past `MAX_JSON_DEPTH` with a 400 before any model or store sees
+it: a stored NaN once made placement answer 500 for every user (docs/threat-model.md).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, TypeVar
+from urllib.parse import unquote_to_bytes
 
 from anyio import to_thread
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from control_plane.identity.tokens import (
     ADMIN_SCOPE,
@@ -99,32 +102,44 @@ def _int64(text: str) -> int:
     return value
 
 
-def _check_depth(doc: Any, max_depth: int) -> None:
+def _has_nul(value: Any) -> bool:
+    return isinstance(value, str) and "\x00" in value
+
+
+def _check_tree(doc: Any, max_depth: int, nul: bool) -> None:
     # Iterative: a recursive walk is what a deep document is meant to break.
     stack: list[tuple[Any, int]] = [(doc, 1)]
     while stack:
         value, depth = stack.pop()
         if isinstance(value, dict):
+            if not nul and any(_has_nul(k) for k in value):
+                raise JsonInputError("a NUL character in a key")
             children: Any = value.values()
         elif isinstance(value, list):
             children = value
         else:
+            if not nul and _has_nul(value):
+                # PostgreSQL's text cannot hold it: refused here, not as a 500 there.
+                raise JsonInputError("a NUL character in a string")
             continue
         if depth > max_depth:
             raise JsonInputError(f"nested deeper than {max_depth}")
         stack.extend((child, depth + 1) for child in children)
 
 
-def loads_strict(body: bytes | str, *, max_depth: int = MAX_JSON_DEPTH, int64: bool = True) -> Any:
-    """Strict JSON: no NaN/Infinity, finite doubles, bounded nesting, and (unless `int64`
-    is off) 64-bit integers; anything else raises JsonInputError (never RecursionError or
+def loads_strict(
+    body: bytes | str, *, max_depth: int = MAX_JSON_DEPTH, agent_data: bool = False
+) -> Any:
+    """Strict JSON: no NaN/Infinity, finite doubles, bounded nesting, and (unless the body
+    relays `agent_data`, where the model bounds what reaches a column) 64-bit integers and
+    no NUL in strings; anything else raises JsonInputError (never RecursionError or
     another surprise)."""
     try:
         doc = json.loads(
             body,
             parse_constant=_no_constant,
             parse_float=_finite_float,
-            parse_int=_int64 if int64 else int,
+            parse_int=int if agent_data else _int64,
         )
     except RecursionError:
         raise JsonInputError(f"nested deeper than {max_depth}") from None
@@ -132,17 +147,16 @@ def loads_strict(body: bytes | str, *, max_depth: int = MAX_JSON_DEPTH, int64: b
         raise
     except ValueError as exc:  # UnicodeDecodeError included
         raise JsonInputError("not JSON") from exc
-    _check_depth(doc, max_depth)
+    _check_tree(doc, max_depth, nul=agent_data)
     return doc
 
 
-async def parse_body(request: Request, model: type[M], *, int64: bool = True) -> M:
+async def parse_body(request: Request, model: type[M], *, agent_data: bool = False) -> M:
     """The body as `model`: 413 past the size bound, 400 if not strict JSON (see
-    `loads_strict`; `int64=False` lets integers past 64 bits through, for what agents
-    send), 422 if the model refuses it."""
+    `loads_strict`), 422 if the model refuses it."""
     body = await _read_body(request, plane_of(request).settings.max_body_bytes)
     try:
-        raw = loads_strict(body, int64=int64)
+        raw = loads_strict(body, agent_data=agent_data)
     except JsonInputError as exc:
         raise ApiError(400, f"body is not accepted JSON: {exc}") from None
     try:
@@ -151,6 +165,33 @@ async def parse_body(request: Request, model: type[M], *, int64: bool = True) ->
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
         raise ApiError(422, f"invalid body: {where}: {first['msg']}") from exc
+
+
+# Control characters: no id or parameter of ours holds one, PostgreSQL's text cannot hold
+# NUL, and a newline in a logged path could forge a log line.
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
+
+
+class RefuseControlCharacters:
+    """ASGI middleware: a path or query string with a control character (percent-encoded
+    or not) is a 400 before any route sees it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            raw = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
+            query: bytes = scope.get("query_string", b"")
+            if _CONTROL.search(unquote_to_bytes(raw)) or _CONTROL.search(
+                unquote_to_bytes(query.replace(b"+", b" "))
+            ):
+                response = JSONResponse(
+                    {"error": "control character in the path or query"}, status_code=400
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def query_int(request: Request, name: str, *, default: int, minimum: int, maximum: int) -> int:
