@@ -167,16 +167,18 @@ async def test_a_node_s_events_are_bounded_in_total(settings: ControlPlaneSettin
         node = (await cp.client.get("/api/nodes/n1", headers=cp.admin())).json()
         assert node["event_bytes"] == 5 * size(one)
         # Another node has its own bound.
-        r = await cp.client.post(post.replace("n1", "n2"), json={"events": more},
-                                 headers=cp.callback("n2"))  # fmt: skip
+        r = await cp.client.post(
+            post.replace("n1", "n2"), json={"events": more}, headers=cp.callback("n2")
+        )
         assert r.json() == {"stored": 2, "duplicates": 0}
 
 
 async def test_the_admin_event_list_pages(settings: ControlPlaneSettings) -> None:
     async with running(settings) as cp:
         batch = [event(seq, session=s) for s in ("a", "b.c") for seq in range(1, 13)]
-        r = await cp.client.post("/api/nodes/n1/events", json={"events": batch},
-                                 headers=cp.callback("n1"))  # fmt: skip
+        r = await cp.client.post(
+            "/api/nodes/n1/events", json={"events": batch}, headers=cp.callback("n1")
+        )
         assert r.json()["stored"] == 24
         seen: list[tuple[str, int]] = []
         pages = 0
@@ -195,11 +197,22 @@ async def test_the_admin_event_list_pages(settings: ControlPlaneSettings) -> Non
         assert pages == 3
         assert seen == [(s, seq) for s in ("a", "b.c") for seq in range(1, 13)]
         # One session, paged the same way.
-        r = await cp.client.get("/api/nodes/n1/events", headers=cp.admin(),
-                                params={"session_id": "b.c", "limit": "5", "after": "5.b.c"})  # fmt: skip
+        r = await cp.client.get(
+            "/api/nodes/n1/events",
+            headers=cp.admin(),
+            params={"session_id": "b.c", "limit": "5", "after": "5.b.c"},
+        )
         assert [e["seq"] for e in r.json()["events"]] == [6, 7, 8, 9, 10]
-        for bad in ({"limit": "0"}, {"limit": "5001"}, {"limit": "-1"}, {"limit": "x"},
-                    {"limit": "9" * 30}, {"after": "x"}, {"after": "1."}, {"after": "9" * 30 + ".a"}):  # fmt: skip
+        for bad in (
+            {"limit": "0"},
+            {"limit": "5001"},
+            {"limit": "-1"},
+            {"limit": "x"},
+            {"limit": "9" * 30},
+            {"after": "x"},
+            {"after": "1."},
+            {"after": "9" * 30 + ".a"},
+        ):
             r = await cp.client.get("/api/nodes/n1/events", params=bad, headers=cp.admin())
             assert r.status_code == 422, (bad, r.text)
 
