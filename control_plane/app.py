@@ -34,7 +34,7 @@ from control_plane.api.common import (
 )
 from control_plane.identity.keys import Clock
 from control_plane.plane import ControlPlane
-from control_plane.serving import uvicorn_serving
+from control_plane.serving import guarded_h11, uvicorn_serving
 from control_plane.settings import ControlPlaneSettings
 
 
@@ -124,6 +124,10 @@ async def serve_control_plane(
         log_level="warning",
         lifespan="off",
         timeout_graceful_shutdown=5,
+        # Slow clients: a deadline for each request head and a cap on connections.
+        # (Not uvicorn's limit_concurrency: it answers 503 to everyone while slow clients
+        # hold the connections, where this closes the slowest.)
+        http=guarded_h11(settings.header_timeout_s, settings.max_connections),
         # HTTPS when configured: a VM refuses a plain-http control plane off loopback.
         ssl_certfile=settings.tls_cert_file if tls else None,
         ssl_keyfile=settings.tls_key_file if tls else None,
