@@ -34,7 +34,7 @@ from control_plane.api.common import (
 )
 from control_plane.identity.keys import Clock
 from control_plane.plane import ControlPlane
-from control_plane.serving import guarded_h11, uvicorn_serving
+from control_plane.serving import guarded_h11, uvicorn_log_config, uvicorn_serving
 from control_plane.settings import ControlPlaneSettings
 
 
@@ -122,6 +122,7 @@ async def serve_control_plane(
     config = uvicorn.Config(
         served,
         log_level="warning",
+        log_config=uvicorn_log_config(),  # one event a line, whatever a request holds
         lifespan="off",
         timeout_graceful_shutdown=5,
         # Slow clients: a deadline for each request head and a cap on connections.

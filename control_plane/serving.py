@@ -2,7 +2,9 @@
 
 uvicorn's own signal handlers are off (the caller owns shutdown), and it has no startup
 event to wait on, so the start is polled; leaving the block asks the server to exit.
-`guarded_h11` is the HTTP protocol with a request-head deadline and a connection cap.
+`guarded_h11` is the HTTP protocol with a request-head deadline and a connection cap;
+`uvicorn_log_config` writes uvicorn's own lines in the daemon's console format, which
+keeps each on one line (a traceback's lines marked), whatever a request put in them.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator, Generator, Sequence
+from typing import Any
 
 import anyio
 import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from vm_agent.runtime.logs import ConsoleFormatter
 
 
 class _QuietServer(uvicorn.Server):
@@ -114,3 +119,23 @@ def guarded_h11(header_timeout_s: float, max_connections: int) -> type[H11Protoc
             super().connection_lost(exc)
 
     return GuardedH11Protocol
+
+
+def uvicorn_log_config() -> dict[str, Any]:
+    """uvicorn's loggers (and only theirs: the root logger is the process's) through the
+    escaping console formatter, to stderr."""
+    handler = {
+        "class": "logging.StreamHandler",
+        "formatter": "console",
+        "stream": "ext://sys.stderr",
+    }
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"console": {"()": ConsoleFormatter}},
+        "handlers": {"uvicorn": handler},
+        "loggers": {
+            name: {"handlers": ["uvicorn"], "level": "INFO", "propagate": False}
+            for name in ("uvicorn", "uvicorn.access")
+        },
+    }
