@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Generator, Sequence
 from typing import Any
 
 import anyio
-import h11
+import h11  # uvicorn's own dependency for its h11 protocol (and httpx's, on the VM too)
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
