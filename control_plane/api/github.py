@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from anyio import to_thread
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -14,8 +14,16 @@ from control_plane.github import links as github_links
 
 class LinkBody(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # As long as their columns (external_installation_id 64, account_login 255).
     installation_id: int | str = Field(alias="installationId")
-    account_login: str | None = Field(default=None, alias="accountLogin")
+    account_login: str | None = Field(default=None, alias="accountLogin", max_length=255)
+
+    @field_validator("installation_id")
+    @classmethod
+    def _bounded(cls, value: int | str) -> int | str:
+        if len(str(value)) > 64 or (isinstance(value, int) and value < 0):
+            raise ValueError("must be at most 64 characters (a GitHub installation id)")
+        return value
 
 
 async def link(request: Request) -> JSONResponse:

@@ -265,3 +265,23 @@ async def test_a_version_that_is_not_a_small_integer_is_a_422(
             headers=cp.admin(),
         )
         assert r.status_code == 422, r.text
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"installationId": "x" * 10_000},
+        {"installationId": "1" * 65},
+        {"installationId": -5},
+        {"installationId": 5, "accountLogin": "x" * 10_000},
+    ],
+)
+async def test_a_github_link_longer_than_its_columns_is_a_422(
+    settings: ControlPlaneSettings, body: dict[str, Any]
+) -> None:
+    """PostgreSQL refused the row (500); SQLite stored 10,000 characters."""
+    async with running(settings) as cp:
+        r = await cp.client.post("/api/github/installations", json=body, headers=cp.user("a"))
+        assert r.status_code == 422, r.text
+        r = await cp.client.get("/api/github/installations", headers=cp.user("a"))
+        assert r.json() == {"installations": []}
