@@ -63,8 +63,14 @@ nodes = Table(
     Column("last_heartbeat_at", Float, nullable=True),
     Column("sessions", JSON, nullable=True),
     Column("usage", JSON, nullable=True),
-    # What its stored events take (node_store.event_size); bounded per node (0009).
-    Column("event_bytes", BigInteger, nullable=False, server_default="0"),
+)
+
+# What each node's stored events take (node_store.event_size), bounded per node (0009).
+node_event_bytes = Table(
+    "node_event_bytes",
+    metadata,
+    Column("node_id", String(128), primary_key=True),
+    Column("event_bytes", BigInteger, nullable=False),
 )
 
 node_events = Table(

@@ -6,7 +6,7 @@ once, whichever replica or concurrent batch gets there first, and the rows retur
 exactly the ones this batch stored. PostgreSQL gets the batch as one JSON document
 (json_to_recordset), SQLite as multi-row VALUES.
 
-A node's events are bounded in total: `nodes.event_bytes` counts what they take (added
+A node's events are bounded in total: `node_event_bytes` counts what they take (added
 in the transaction that stores them), and a batch that would take it past the bound is
 refused whole (NodeEventQuotaError; nothing of it stays). The admin list pages by a
 cursor, and what it returns (like `get_node`) is always JSON: a NaN stored before the
@@ -25,7 +25,7 @@ from sqlalchemy import Connection, Engine, insert, select, text, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 
-from control_plane.storage.db import is_postgres, node_events, nodes
+from control_plane.storage.db import is_postgres, node_event_bytes, node_events, nodes
 
 _MAX_INSERT_ATTEMPTS = 3
 
@@ -83,9 +83,15 @@ def record_heartbeat(
 
 
 def get_node(engine: Engine, node_id: str) -> dict[str, Any] | None:
+    """What the node reported, and what its stored events take (`event_bytes`)."""
+    used = node_event_bytes
     with engine.connect() as conn:
         row = conn.execute(select(nodes).where(nodes.c.node_id == node_id)).mappings().first()
-    return finite_json(dict(row)) if row else None
+        if row is None:
+            return None
+        taken = conn.execute(select(used.c.event_bytes).where(used.c.node_id == node_id))
+        event_bytes = taken.scalar() or 0
+    return {**finite_json(dict(row)), "event_bytes": event_bytes}
 
 
 # Rows per INSERT statement on SQLite: far below its bound-parameter limit (7 columns).
@@ -186,14 +192,15 @@ def _store_portable(conn: Connection, node_id: str, evs: list[NodeEvent], now: f
 
 def _count_bytes(conn: Connection, node_id: str, added: int) -> int:
     """Adds `added` to the node's event bytes (making its row if it has none); the total."""
+    used = node_event_bytes
     total = conn.execute(
-        update(nodes)
-        .where(nodes.c.node_id == node_id)
-        .values(event_bytes=nodes.c.event_bytes + added)
-        .returning(nodes.c.event_bytes)
+        update(used)
+        .where(used.c.node_id == node_id)
+        .values(event_bytes=used.c.event_bytes + added)
+        .returning(used.c.event_bytes)
     ).scalar()
-    if total is None:  # events before `ready`; a concurrent first insert retries the batch
-        conn.execute(insert(nodes).values(node_id=node_id, event_bytes=added))
+    if total is None:  # its first events; a concurrent first insert retries the batch
+        conn.execute(insert(used).values(node_id=node_id, event_bytes=added))
         total = added
     return int(total)
 

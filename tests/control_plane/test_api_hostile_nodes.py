@@ -146,6 +146,7 @@ async def test_a_node_s_events_are_bounded_in_total(settings: ControlPlaneSettin
     bound = 5 * size(one) + 10  # five such events fit, the sixth does not
     settings = settings.model_copy(update={"max_node_event_bytes": bound})
     async with running(settings) as cp:
+        await cp.ready("n1")
         post = "/api/nodes/n1/events"
         batch = [event(seq, data="x" * 200) for seq in range(1, 5)]
         r = await cp.client.post(post, json={"events": batch}, headers=cp.callback("n1"))
@@ -171,6 +172,8 @@ async def test_a_node_s_events_are_bounded_in_total(settings: ControlPlaneSettin
             post.replace("n1", "n2"), json={"events": more}, headers=cp.callback("n2")
         )
         assert r.json() == {"stored": 2, "duplicates": 0}
+        # Counting its events does not make it a node that reported.
+        assert (await cp.client.get("/api/nodes/n2", headers=cp.admin())).status_code == 404
 
 
 async def test_the_admin_event_list_pages(settings: ControlPlaneSettings) -> None:

@@ -1,7 +1,9 @@
-"""What each node's stored events take (`nodes.event_bytes`), for the per-node bound.
+"""What each node's stored events take (`node_event_bytes`), for the per-node bound.
 
-The count is the size of each stored event's data (as JSON text), type and session id;
-existing events are counted here once, later ones as they are stored (node_store).
+Its own table, not a column of `nodes`: a node that posts events before its `ready` must
+not become a node placement and sessions know of. The count is the size of each stored
+event's data (as JSON text), type and session id; existing events are counted here once,
+later ones in the transaction that stores them (node_store).
 
 Revision ID: 0009
 Revises: 0008_node_ca
@@ -19,17 +21,18 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("nodes") as batch:
-        batch.add_column(
-            sa.Column("event_bytes", sa.BigInteger, nullable=False, server_default="0")
-        )
+    op.create_table(
+        "node_event_bytes",
+        sa.Column("node_id", sa.String(128), primary_key=True),
+        sa.Column("event_bytes", sa.BigInteger, nullable=False),
+    )
     op.execute(
-        "UPDATE nodes SET event_bytes = COALESCE(("
-        " SELECT SUM(LENGTH(CAST(e.data AS TEXT)) + LENGTH(e.type) + LENGTH(e.session_id))"
-        " FROM node_events e WHERE e.node_id = nodes.node_id), 0)"
+        "INSERT INTO node_event_bytes (node_id, event_bytes)"
+        " SELECT node_id,"
+        " SUM(LENGTH(CAST(data AS TEXT)) + LENGTH(type) + LENGTH(session_id))"
+        " FROM node_events GROUP BY node_id"
     )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("nodes") as batch:
-        batch.drop_column("event_bytes")
+    op.drop_table("node_event_bytes")
