@@ -139,7 +139,7 @@ def loads_strict(
             body,
             parse_constant=_no_constant,
             parse_float=_finite_float,
-            parse_int=int if agent_data else _int64,
+            parse_int=None if agent_data else _int64,
         )
     except RecursionError:
         raise JsonInputError(f"nested deeper than {max_depth}") from None
