@@ -125,13 +125,6 @@ async def heartbeat(request: Request) -> JSONResponse:
     return JSONResponse({"interval_s": plane.settings.heartbeat_interval_s, "token": token})
 
 
-def _check_sizes(batch: list[node_store.NodeEvent], limit: int) -> None:
-    for i, ev in enumerate(batch):
-        size = node_store.event_size(ev) - len(ev.type) - len(ev.session_id)
-        if size > limit:
-            raise ApiError(413, f"events.{i}.data: {size} bytes, more than {limit}")
-
-
 async def events(request: Request) -> JSONResponse:
     node_id = request.path_params["node_id"]
     await require_callback(request, node_id)
@@ -141,14 +134,18 @@ async def events(request: Request) -> JSONResponse:
     plane = plane_of(request)
     s = plane.settings
     batch = [node_store.NodeEvent(e.session_id, e.seq, e.ts, e.type, e.data) for e in body.events]
-    _check_sizes(batch, s.max_event_data_bytes)
     try:
         result = await to_thread.run_sync(
             lambda: node_store.store_events(
-                plane.engine, node_id, batch, plane.clock(), max_node_bytes=s.max_node_event_bytes
+                plane.engine,
+                node_id,
+                batch,
+                plane.clock(),
+                max_data_bytes=s.max_event_data_bytes,
+                max_node_bytes=s.max_node_event_bytes,
             )
         )
-    except node_store.NodeEventQuotaError as exc:
+    except (node_store.EventTooLargeError, node_store.NodeEventQuotaError) as exc:
         raise ApiError(413, str(exc), limit=exc.limit) from None
     return JSONResponse({"stored": result.stored, "duplicates": result.duplicates})
 

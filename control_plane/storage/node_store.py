@@ -45,6 +45,15 @@ class IngestResult:
     duplicates: int
 
 
+class EventTooLargeError(Exception):
+    """An event's data is longer than the bound (`index`: its place in the batch)."""
+
+    def __init__(self, index: int, size: int, limit: int) -> None:
+        super().__init__(f"events.{index}.data: {size} bytes, more than {limit}")
+        self.index = index
+        self.limit = limit
+
+
 class NodeEventQuotaError(Exception):
     """Storing the batch would take the node's events past their bound."""
 
@@ -144,7 +153,9 @@ def event_size(ev: NodeEvent) -> int:
 Key = tuple[str, int]
 
 
-def _store_postgres(conn: Connection, node_id: str, evs: list[NodeEvent], now: float) -> list[Key]:
+def _store_postgres(
+    conn: Connection, node_id: str, evs: list[NodeEvent], now: float, texts: dict[Key, str]
+) -> list[Key]:
     # `data` travels as JSON text inside the document and is cast to json on its own:
     # json_to_recordset would decode it, refusing what json keeps (a lone surrogate).
     events = json.dumps(
@@ -154,7 +165,7 @@ def _store_postgres(conn: Connection, node_id: str, evs: list[NodeEvent], now: f
                 "seq": e.seq,
                 "ts": e.ts,
                 "type": e.type,
-                "data": _json_text(e.data),
+                "data": texts[(e.session_id, e.seq)],
             }
             for e in evs
         ]
@@ -163,7 +174,9 @@ def _store_postgres(conn: Connection, node_id: str, evs: list[NodeEvent], now: f
     return [(r[0], r[1]) for r in conn.execute(_PG_INSERT, params)]
 
 
-def _store_portable(conn: Connection, node_id: str, evs: list[NodeEvent], now: float) -> list[Key]:
+def _store_portable(
+    conn: Connection, node_id: str, evs: list[NodeEvent], now: float, _texts: dict[Key, str]
+) -> list[Key]:
     statement = (
         sqlite.insert(node_events)
         .on_conflict_do_nothing(index_elements=["node_id", "session_id", "seq"])
@@ -211,14 +224,22 @@ def store_events(
     events: Sequence[NodeEvent],
     now: float,
     *,
+    max_data_bytes: int | None = None,
     max_node_bytes: int | None = None,
 ) -> IngestResult:
     """Store each (node, session, seq) once; repeats (in the batch or earlier) are counted.
-    Raises NodeEventQuotaError, storing nothing, if the node's events would take more than
-    `max_node_bytes`."""
+    Stores nothing and raises EventTooLargeError if an event's data (as JSON text) is
+    longer than `max_data_bytes`, NodeEventQuotaError if the node's events would take more
+    than `max_node_bytes`."""
     unique: dict[Key, NodeEvent] = {}
-    for ev in events:
-        unique.setdefault((ev.session_id, ev.seq), ev)
+    texts: dict[Key, str] = {}
+    for i, ev in enumerate(events):
+        key = (ev.session_id, ev.seq)
+        text = _json_text(ev.data)  # once: for the bound, the count and PostgreSQL's doc
+        if max_data_bytes is not None and len(text) > max_data_bytes:
+            raise EventTooLargeError(i, len(text), max_data_bytes)
+        if key not in unique:
+            unique[key], texts[key] = ev, text
     # In key order: concurrent batches that overlap wait on each other's rows in one order
     # (PostgreSQL), so they cannot deadlock; each session's events keep their seq order.
     ordered = [ev for _, ev in sorted(unique.items())]
@@ -228,9 +249,9 @@ def store_events(
     for attempt in range(_MAX_INSERT_ATTEMPTS):
         try:
             with engine.begin() as conn:
-                keys = store(conn, node_id, ordered, now)
+                keys = store(conn, node_id, ordered, now, texts)
                 if keys:
-                    added = sum(event_size(unique[k]) for k in keys)
+                    added = sum(len(texts[k]) + len(k[0]) + len(unique[k].type) for k in keys)
                     total = _count_bytes(conn, node_id, added)
                     if max_node_bytes is not None and total > max_node_bytes:
                         raise NodeEventQuotaError(node_id, total, max_node_bytes)  # rollback
