@@ -68,6 +68,8 @@ class ControlPlaneSettings(BaseSettings):
     # header_timeout_s (or stays idle between requests that long) is closed, and past
     # max_connections open connections new requests get 503.
     header_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    # A request body (JSON) not received whole within this long is a 408.
+    body_timeout_s: float = Field(default=60.0, gt=0, le=3600)
     max_connections: int = Field(default=1000, gt=0)
 
     # Provisioning: what VMs install (`artifacts build --out` this directory; default

@@ -14,6 +14,7 @@ import re
 from typing import Any, TypeVar
 from urllib.parse import unquote_to_bytes
 
+import anyio
 from anyio import to_thread
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
@@ -54,6 +55,8 @@ class ApiError(Exception):
 async def api_error_handler(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    if exc.status == 408:  # the rest of the body may still be coming: not on this connection
+        headers = {"Connection": "close"}
     return JSONResponse(exc.body, status_code=exc.status, headers=headers)
 
 
@@ -63,17 +66,22 @@ def plane_of(request: Request) -> ControlPlane:
     return plane
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"body larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"body larger than {limit} bytes")
-        chunks.append(chunk)
+    # The server's head deadline ends where the body starts: a body dribbled a byte at a
+    # time would hold the connection (and this task) for as long as the client liked.
+    with anyio.move_on_after(timeout_s) as reading:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, f"body larger than {limit} bytes")
+            chunks.append(chunk)
+    if reading.cancelled_caught:
+        raise ApiError(408, f"body not received within {timeout_s:g} s")
     return b"".join(chunks)
 
 
@@ -154,7 +162,8 @@ def loads_strict(
 async def parse_body(request: Request, model: type[M], *, agent_data: bool = False) -> M:
     """The body as `model`: 413 past the size bound, 400 if not strict JSON (see
     `loads_strict`), 422 if the model refuses it."""
-    body = await _read_body(request, plane_of(request).settings.max_body_bytes)
+    settings = plane_of(request).settings
+    body = await _read_body(request, settings.max_body_bytes, settings.body_timeout_s)
     try:
         raw = loads_strict(body, agent_data=agent_data)
     except JsonInputError as exc:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from anyio.abc import SocketStream
 
-from control_plane.app import serve_control_plane
+from control_plane.app import create_app, serve_control_plane
 from control_plane.settings import ControlPlaneSettings
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -111,3 +111,31 @@ async def test_past_the_cap_the_longest_waiting_slow_client_makes_room(
         finally:
             for stream in slow:
                 await stream.aclose()
+
+
+async def test_a_dribbled_body_is_a_408_and_the_connection_closes(tmp_path: Path) -> None:
+    """Past the head, the body has its own deadline (the head's is over by then)."""
+    settings = _settings(tmp_path, header_timeout_s=600, body_timeout_s=0.5)
+    app = create_app(settings)
+    admin = app.state.plane.tokens.mint_user_token("admin", admin=True)
+    head = (
+        b"POST /api/keys/rotate HTTP/1.1\r\nHost: cp\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100000\r\nAuthorization: Bearer " + admin.encode() + b"\r\n\r\n{"
+    )
+    got = b""
+    async with serve_control_plane(settings, app=app) as url:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        with anyio.fail_after(FAIL_SAFE_S):
+            async with await anyio.connect_tcp(host, int(port)) as stream:
+                await stream.send(head)
+                while True:
+                    try:
+                        with anyio.move_on_after(0.05):
+                            got += await stream.receive()
+                            continue
+                        await stream.send(b" ")  # one more body byte
+                    except CLOSED:
+                        break
+    app.state.plane.close()
+    assert got.startswith(b"HTTP/1.1 408 "), got[:200]
+    assert b"body not received within 0.5 s" in got
