@@ -136,18 +136,18 @@ def _check_tree(doc: Any, max_depth: int, nul: bool) -> None:
 
 
 def loads_strict(
-    body: bytes | str, *, max_depth: int = MAX_JSON_DEPTH, agent_data: bool = False
+    body: bytes | str, *, max_depth: int = MAX_JSON_DEPTH, relayed: bool = False
 ) -> Any:
     """Strict JSON: no NaN/Infinity, finite doubles, bounded nesting, and (unless the body
-    relays `agent_data`, where the model bounds what reaches a column) 64-bit integers and
-    no NUL in strings; anything else raises JsonInputError (never RecursionError or
-    another surprise)."""
+    is `relayed`: what agents and viewers chose, which the daemon passes on as it is, and
+    where the model bounds what reaches a column) 64-bit integers and no NUL in strings;
+    anything else raises JsonInputError (never RecursionError or another surprise)."""
     try:
         doc = json.loads(
             body,
             parse_constant=_no_constant,
             parse_float=_finite_float,
-            parse_int=None if agent_data else _int64,
+            parse_int=None if relayed else _int64,
         )
     except RecursionError:
         raise JsonInputError(f"nested deeper than {max_depth}") from None
@@ -155,17 +155,17 @@ def loads_strict(
         raise
     except ValueError as exc:  # UnicodeDecodeError included
         raise JsonInputError("not JSON") from exc
-    _check_tree(doc, max_depth, nul=agent_data)
+    _check_tree(doc, max_depth, nul=relayed)
     return doc
 
 
-async def parse_body(request: Request, model: type[M], *, agent_data: bool = False) -> M:
+async def parse_body(request: Request, model: type[M], *, relayed: bool = False) -> M:
     """The body as `model`: 413 past the size bound, 400 if not strict JSON (see
     `loads_strict`), 422 if the model refuses it."""
     settings = plane_of(request).settings
     body = await _read_body(request, settings.max_body_bytes, settings.body_timeout_s)
     try:
-        raw = loads_strict(body, agent_data=agent_data)
+        raw = loads_strict(body, relayed=relayed)
     except JsonInputError as exc:
         raise ApiError(400, f"body is not accepted JSON: {exc}") from None
     try:

@@ -63,6 +63,21 @@ async def test_non_finite_or_absurd_totals_are_refused_and_not_stored(
         assert count(cp, nodes) == 0
 
 
+async def test_a_viewer_s_odd_session_id_does_not_stop_its_node_s_heartbeats(
+    settings: ControlPlaneSettings,
+) -> None:
+    """A viewer chooses a session's id (any string); the heartbeat relays it as it is, so
+    bounding it there would let one co-tenant make the node look dead to placement."""
+    async with running(settings) as cp:
+        odd = ["a\u0000b", "line\nbreak", "x" * 1000, "\u2028"]
+        sessions = [{"session_id": sid, "state": "ready", "agent": "fake"} for sid in odd]
+        body = {"sessions": sessions, "usage": CAPACITY}
+        r = await cp.client.post("/api/nodes/n1/heartbeat", json=body, headers=cp.callback("n1"))
+        assert r.status_code == 200, r.text
+        node = (await cp.client.get("/api/nodes/n1", headers=cp.admin())).json()
+        assert [s["session_id"] for s in node["sessions"]] == odd
+
+
 async def test_a_poisoned_row_from_before_the_check_breaks_no_one(
     settings: ControlPlaneSettings,
 ) -> None:

@@ -46,6 +46,9 @@ HOSTILE_BODIES: dict[str, bytes] = {
         b' "events": [{"session_id": "s\\u0000", "seq": 1, "ts": 1, "type": "t"}]}'
     ),
 }
+# JSON every route may refuse, but routes that relay what agents and viewers chose (a
+# heartbeat's session ids, an event's data) may take: never a 500, though.
+MAY_BE_RELAYED = {"a NUL in a string", "an integer past 64 bits"}
 HOSTILE_QUERY = {
     "version": "99999999999999999999",
     "limit": "99999999999999999999",
@@ -142,10 +145,12 @@ async def test_hostile_bodies_at_every_route(settings: ControlPlaneSettings) -> 
             for name, body in bodies:
                 r = await attacker.send(method, url, content=body)
                 _refused_cleanly(r, f"{method} {path} with {name}")
-                if method in ("POST", "PUT", "PATCH"):
+                if method in ("POST", "PUT", "PATCH") and name not in MAY_BE_RELAYED:
                     assert 400 <= r.status_code < 500, f"{method} {path} took {name}: {r.text}"
                     attacked += 1
-        assert attacked >= 10 * len(HOSTILE_BODIES)  # the JSON routes were all reached
+        assert attacked >= 10 * (
+            len(HOSTILE_BODIES) - len(MAY_BE_RELAYED)
+        )  # the JSON routes were all reached
         # Nothing stored by any of it (a rotation once stored a key, then failed).
         assert _counts(cp.plane.engine) == before
 
