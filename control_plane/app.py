@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -27,10 +28,15 @@ from control_plane.api import (
     sessions,
     tasks,
 )
-from control_plane.api.common import ApiError, api_error_handler, plane_of
+from control_plane.api.common import (
+    ApiError,
+    RefuseControlCharacters,
+    api_error_handler,
+    plane_of,
+)
 from control_plane.identity.keys import Clock
 from control_plane.plane import ControlPlane
-from control_plane.serving import uvicorn_serving
+from control_plane.serving import guarded_h11, uvicorn_log_config, uvicorn_serving
 from control_plane.settings import ControlPlaneSettings
 
 
@@ -71,7 +77,11 @@ def create_app(
         *artifacts.routes,
         *providers.routes,
     ]
-    app = Starlette(routes=routes, exception_handlers={ApiError: api_error_handler})
+    app = Starlette(
+        routes=routes,
+        exception_handlers={ApiError: api_error_handler},
+        middleware=[Middleware(RefuseControlCharacters)],
+    )
     app.state.plane = plane
     return app
 
@@ -116,8 +126,13 @@ async def serve_control_plane(
     config = uvicorn.Config(
         served,
         log_level="warning",
+        log_config=uvicorn_log_config(),  # one event a line, whatever a request holds
         lifespan="off",
         timeout_graceful_shutdown=5,
+        # Slow clients: a deadline for each request head and a cap on connections.
+        # (Not uvicorn's limit_concurrency: it answers 503 to everyone while slow clients
+        # hold the connections, where this closes the slowest.)
+        http=guarded_h11(settings.header_timeout_s, settings.max_connections),
         # HTTPS when configured: a VM refuses a plain-http control plane off loopback.
         ssl_certfile=settings.tls_cert_file if tls else None,
         ssl_keyfile=settings.tls_key_file if tls else None,

@@ -69,6 +69,20 @@ class ControlPlaneSettings(BaseSettings):
 
     # Bodies past this size are refused (413) before they are parsed.
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    # An event whose data (as JSON text) is larger is refused (413; the daemon's outbox
+    # then skips that one event).
+    max_event_data_bytes: int = Field(default=256 * 1024, gt=0)
+    # What one node's stored events may take in all (data, type and session id); a batch
+    # that would go past it is refused whole (413). None: no bound.
+    max_node_event_bytes: int | None = Field(default=1024**3, gt=0)
+
+    # The HTTP server: a connection that has not sent a whole request's headers within
+    # header_timeout_s (or stays idle between requests that long) is closed, and past
+    # max_connections open connections new requests get 503.
+    header_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    # A request body (JSON) not received whole within this long is a 408.
+    body_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    max_connections: int = Field(default=1000, gt=0)
 
     # Provisioning: what VMs install (`artifacts build --out` this directory; default
     # state_dir/artifacts), the single-use bootstrap token's life, node certificates.

@@ -1,4 +1,9 @@
-"""The callback endpoints a VM calls with its callback token (docs/callback-api.md)."""
+"""The callback endpoints a VM calls with its callback token (docs/callback-api.md).
+
+A node is not trusted with the database: the numbers placement reads are bounded, each
+event's fields and data are bounded, and so is a batch (past the bounds: 413/422, and
+nothing of the request is stored).
+"""
 
 from __future__ import annotations
 
@@ -10,19 +15,49 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from control_plane.api.common import ApiError, parse_body, plane_of, require_callback
+from control_plane.api.common import (
+    INT64_MAX,
+    ApiError,
+    parse_body,
+    plane_of,
+    require_callback,
+)
+from control_plane.demand.placement import MAX_NODE_BYTES, MAX_NODE_CPUS
 from control_plane.dispatch import sessions, workspaces
 from control_plane.identity.secrets import SecretStoreError
 from control_plane.storage import node_store
 
+# No control characters (PostgreSQL's text refuses NUL), no longer than their columns
+# (node_events: session_id 128, type 64).
+_SESSION_ID = r"^[^\x00-\x1f\x7f]{1,128}$"
+_EVENT_TYPE = r"^[^\x00-\x1f\x7f]{1,64}$"
+# Events per batch: the daemon's outbox sends at most 500 (VM_AGENT outbox settings).
+MAX_EVENTS_PER_BATCH = 1000
+
+
+class Totals(BaseModel):
+    """The numbers placement reads from `ready` and heartbeats; other keys are kept as sent."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    cpus: int | None = Field(default=None, ge=0, le=MAX_NODE_CPUS)
+    mem_total_bytes: int | None = Field(default=None, ge=0, le=MAX_NODE_BYTES)
+    disk_total_bytes: int | None = Field(default=None, ge=0, le=MAX_NODE_BYTES)
+
+    def stored(self) -> dict[str, Any]:
+        return self.model_dump(exclude_unset=True)
+
 
 class ReadyBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    version: str
-    capacity: dict[str, Any] = Field(default_factory=dict)
+    version: str = Field(max_length=64)
+    capacity: Totals = Field(default_factory=Totals)
 
 
 class SessionReport(BaseModel):
+    """As the daemon describes a session. A viewer chose its id (any string): unbounded
+    here, so that one odd session cannot stop its node's heartbeats (stored as JSON,
+    overwritten by the next heartbeat; the body's size bounds it)."""
+
     model_config = ConfigDict(extra="allow")
     session_id: str
     state: str
@@ -32,21 +67,21 @@ class SessionReport(BaseModel):
 class HeartbeatBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
     sessions: list[SessionReport] = Field(default_factory=list)
-    usage: dict[str, Any] = Field(default_factory=dict)
+    usage: Totals = Field(default_factory=Totals)
 
 
 class EventIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    session_id: str = Field(min_length=1)
-    seq: int = Field(ge=1)
-    ts: float
-    type: str
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+    session_id: str = Field(pattern=_SESSION_ID)
+    seq: int = Field(ge=1, le=INT64_MAX)
+    ts: float = Field(ge=0)
+    type: str = Field(pattern=_EVENT_TYPE)
     data: Any = None
 
 
 class EventsBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    events: list[EventIn]
+    events: list[EventIn] = Field(max_length=MAX_EVENTS_PER_BATCH)
 
 
 class CredentialsBody(BaseModel):
@@ -60,7 +95,12 @@ async def ready(request: Request) -> JSONResponse:
     body = await parse_body(request, ReadyBody)
     plane = plane_of(request)
     await to_thread.run_sync(
-        node_store.record_ready, plane.engine, node_id, body.version, body.capacity, plane.clock()
+        node_store.record_ready,
+        plane.engine,
+        node_id,
+        body.version,
+        body.capacity.stored(),
+        plane.clock(),
     )
     return JSONResponse({"ok": True})
 
@@ -68,11 +108,16 @@ async def ready(request: Request) -> JSONResponse:
 async def heartbeat(request: Request) -> JSONResponse:
     node_id = request.path_params["node_id"]
     claims = await require_callback(request, node_id)
-    body = await parse_body(request, HeartbeatBody)
+    body = await parse_body(request, HeartbeatBody, relayed=True)  # viewers' session ids
     plane = plane_of(request)
     sessions = [s.model_dump() for s in body.sessions]
     await to_thread.run_sync(
-        node_store.record_heartbeat, plane.engine, node_id, sessions, body.usage, plane.clock()
+        node_store.record_heartbeat,
+        plane.engine,
+        node_id,
+        sessions,
+        body.usage.stored(),
+        plane.clock(),
     )
     token = None
     if plane.tokens.needs_refresh(claims):
@@ -83,12 +128,25 @@ async def heartbeat(request: Request) -> JSONResponse:
 async def events(request: Request) -> JSONResponse:
     node_id = request.path_params["node_id"]
     await require_callback(request, node_id)
-    body = await parse_body(request, EventsBody)
+    # Agents' data may hold integers past 64 bits and NUL (the daemon keeps them exact);
+    # the model bounds the fields that go to columns.
+    body = await parse_body(request, EventsBody, relayed=True)
     plane = plane_of(request)
+    s = plane.settings
     batch = [node_store.NodeEvent(e.session_id, e.seq, e.ts, e.type, e.data) for e in body.events]
-    result = await to_thread.run_sync(
-        node_store.store_events, plane.engine, node_id, batch, plane.clock()
-    )
+    try:
+        result = await to_thread.run_sync(
+            lambda: node_store.store_events(
+                plane.engine,
+                node_id,
+                batch,
+                plane.clock(),
+                max_data_bytes=s.max_event_data_bytes,
+                max_node_bytes=s.max_node_event_bytes,
+            )
+        )
+    except (node_store.EventTooLargeError, node_store.NodeEventQuotaError) as exc:
+        raise ApiError(413, str(exc), limit=exc.limit) from None
     return JSONResponse({"stored": result.stored, "duplicates": result.duplicates})
 
 

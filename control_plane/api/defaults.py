@@ -13,7 +13,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from control_plane.api.common import ApiError, parse_body, plane_of, require_user
+from control_plane.api.common import (
+    INT32_MAX,
+    ApiError,
+    parse_body,
+    plane_of,
+    query_int,
+    require_user,
+)
 from control_plane.demand.reservations import LayerKind
 from control_plane.demand.resolver import RequirementsError
 from control_plane.identity.tokens import ADMIN_SCOPE
@@ -23,7 +30,7 @@ from control_plane.storage import layers
 class DefaultsBody(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     requirements: dict[str, Any]
-    expected_version: int | None = Field(default=None, alias="expectedVersion", ge=0)
+    expected_version: int | None = Field(default=None, alias="expectedVersion", ge=0, le=INT32_MAX)
 
 
 def _kind(request: Request) -> LayerKind:
@@ -65,10 +72,9 @@ async def get_defaults(request: Request) -> JSONResponse:
     require_user(request)
     kind = _kind(request)
     layer_id = request.path_params["layer_id"]
-    raw_version = request.query_params.get("version")
-    if raw_version is not None and not raw_version.isdigit():
-        raise ApiError(422, "version must be a positive integer")
-    version = None if raw_version is None else int(raw_version)
+    version = None
+    if "version" in request.query_params:
+        version = query_int(request, "version", default=0, minimum=0, maximum=INT32_MAX)
     stored = await to_thread.run_sync(
         layers.get_defaults, plane_of(request).engine, kind, layer_id, version
     )

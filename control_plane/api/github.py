@@ -38,6 +38,7 @@ UNPROVEN = (
 
 class LinkBody(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # As long as their columns (external_installation_id 64, account_login 255).
     installation_id: int | str = Field(alias="installationId")
     github_user_token: str | None = Field(
         default=None,

@@ -15,6 +15,7 @@ over.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,15 @@ from control_plane.demand.reservations import ResolvedResourceReservation
 
 EXPLANATION_VERSION = 1
 MB = 1024 * 1024
+# The largest totals a node may report (the callback API refuses more); a stored value
+# past them (or not finite: rows from before that check) leaves the capacity unknown.
+MAX_NODE_CPUS = 65_536
+MAX_NODE_BYTES = 2**53  # 8 PiB: exact as a double, and past any VM's memory or disk
+_CAPACITY_BOUNDS = {
+    "cpus": MAX_NODE_CPUS,
+    "mem_total_bytes": MAX_NODE_BYTES,
+    "disk_total_bytes": MAX_NODE_BYTES,
+}
 
 
 @dataclass(frozen=True, order=True)
@@ -113,10 +123,13 @@ def node_capacity(
         if usage and key in usage:
             merged[key] = usage[key]
     values: list[int] = []
-    for key in ("cpus", "mem_total_bytes", "disk_total_bytes"):
+    for key, bound in _CAPACITY_BOUNDS.items():
         value = merged.get(key)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, int | float):
             return None, f"capacity unknown: no {key} reported"
+        # Never trust a stored number: NaN and infinities would make int() raise.
+        if not (math.isfinite(value) and 0 <= value <= bound):
+            return None, f"capacity unknown: {key} is not a number from 0 to {bound}"
         values.append(int(value))
     cpus, mem, disk = values
     return Resources(cpus * 1000, mem // MB, disk // MB), None

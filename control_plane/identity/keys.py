@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ KEYS_FILENAME = "signing-keys.json"
 ALGORITHM = "EdDSA"
 # Tokens may be verified slightly after their exp by a slow clock; keep keys a bit longer.
 RETENTION_SLACK_S = 60.0
+# A rotated key may wait at most this long before it signs (a year).
+MAX_ACTIVATION_DELAY_S = 365 * 24 * 3600.0
 
 Clock = Callable[[], float]
 
@@ -241,6 +244,12 @@ class KeyStore:
         """Publish a new key now; it signs once `activate_after_s` (default: the store's
         activation delay) has passed. Keys whose tokens have all expired are dropped."""
         delay = self._activation_delay_s if activate_after_s is None else activate_after_s
+        # Checked before anything is stored: a key with not_before=inf would never sign,
+        # nor ever let an older one leave the JWKS.
+        if not (math.isfinite(delay) and 0 <= delay <= MAX_ACTIVATION_DELAY_S):
+            raise ValueError(
+                f"activation delay must be from 0 to {MAX_ACTIVATION_DELAY_S:.0f} s, not {delay}"
+            )
         now = self._clock()
         new = SigningKey.generate(now, now + delay)
         self._reload()

@@ -100,6 +100,14 @@ nodes = Table(
     Column("usage", JSON, nullable=True),
 )
 
+# What each node's stored events take (node_store.event_size), bounded per node (0009).
+node_event_bytes = Table(
+    "node_event_bytes",
+    metadata,
+    Column("node_id", String(128), primary_key=True),
+    Column("event_bytes", BigInteger, nullable=False),
+)
+
 node_events = Table(
     "node_events",
     metadata,

@@ -150,3 +150,23 @@ def test_down_to_0003_and_up_again(bare: Engine) -> None:
     assert "placement_explanation" in {c["name"] for c in inspect(bare).get_columns("tasks")}
     upgrade(bare)
     assert "workspaces" in set(inspect(bare).get_table_names())
+
+
+def test_0009_counts_the_events_already_stored(bare: Engine) -> None:
+    """The per-node bound starts from what each node's events already take."""
+    upgrade(bare, "0008_node_ca")
+    with bare.begin() as conn:
+        for node, seq, data in [("n1", 1, '{"a": 1}'), ("n1", 2, '"xyz"'), ("n2", 1, "null")]:
+            conn.execute(
+                text(
+                    "INSERT INTO node_events (node_id, session_id, seq, ts, type, data,"
+                    " received_at) VALUES (:n, 's-1', :seq, 1.0, 'acp.update', :d, 1.0)"
+                ),
+                {"n": node, "seq": seq, "d": data},
+            )
+    upgrade(bare)
+    with bare.connect() as conn:
+        found = conn.execute(text("SELECT node_id, event_bytes FROM node_event_bytes")).all()
+    got: dict[str, int] = {str(node): int(used) for node, used in found}
+    per_event = len("acp.update") + len("s-1")
+    assert got == {"n1": 8 + 5 + 2 * per_event, "n2": 4 + per_event}

@@ -19,6 +19,7 @@ from control_plane.demand.placement import (
 )
 
 NOW = 10_000.0
+NAN, INF = float("nan"), float("inf")
 STALE = 120.0
 GB = 1024
 
@@ -273,6 +274,17 @@ def test_a_new_node_that_would_not_hold_the_task_is_a_bug_in_the_caller() -> Non
         ({"cpus": True, "mem_total_bytes": 1, "disk_total_bytes": 1}, None, None, "no cpus"),
         ({"cpus": 2, "mem_total_bytes": -1, "disk_total_bytes": 1}, None, None, "mem_total"),
         ({"cpus": "2", "mem_total_bytes": 1, "disk_total_bytes": 1}, None, None, "no cpus"),
+        # Stored before the callback API refused them: never a 500 for everyone's tasks.
+        ({"cpus": NAN, "mem_total_bytes": 1, "disk_total_bytes": 1}, None, None, "cpus is not"),
+        (
+            {"cpus": 2, "mem_total_bytes": 1, "disk_total_bytes": 1},
+            {"mem_total_bytes": INF},
+            None,
+            "mem_total_bytes is not",
+        ),
+        ({"cpus": 2, "mem_total_bytes": 1, "disk_total_bytes": -INF}, None, None, "disk_total"),
+        ({"cpus": 2, "mem_total_bytes": 1e300, "disk_total_bytes": 1}, None, None, "mem_total"),
+        ({"cpus": 10**30, "mem_total_bytes": 1, "disk_total_bytes": 1}, None, None, "cpus is"),
     ],
 )
 def test_node_capacity_from_ready_and_heartbeats(

@@ -247,7 +247,8 @@ async def same_batches_stored_once(
             body = batch(range(start + 1, start + 101))
             tg.start_soon(post, ca, body)
             tg.start_soon(post, cb, body)
-    stored = (await cb.get("/api/nodes/n1/events", headers=bearer(admin))).json()["events"]
+    stored = (await cb.get("/api/nodes/n1/events?limit=5000", headers=bearer(admin))).json()
+    stored = stored["events"]
     assert sum(a["stored"] for a in answers) == 2000
     assert sum(a["duplicates"] for a in answers) == 2000
     assert len(stored) == 2000

@@ -1,9 +1,16 @@
-"""Logging: one event a line, JSON for journald or readable for a terminal; never a secret."""
+"""Logging: one event a line, JSON for journald or readable for a terminal; never a secret.
+
+One event is one line in either format, whatever a field holds: JSON escapes by itself;
+the console format escapes every control character (a newline in a session's cwd once
+forged a whole log line), the Unicode line separators, and indents a traceback's lines
+under a marker no log line starts with.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any, Literal
@@ -11,6 +18,31 @@ from typing import Any, Literal
 from vm_agent.common.redact import Redactor
 
 LogFormat = Literal["json", "console"]
+
+# C0 and C1 controls, DEL, and what terminals or editors take for a line break.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_JSON_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+# Continuation lines of a traceback begin so; no log line does (they begin with a time).
+TRACEBACK_MARK = "  | "
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    return _NAMED.get(char) or (
+        f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+    )
+
+
+def escape_field(text: str) -> str:
+    """`text` on one line: control characters (escape sequences included) and line
+    separators as Python-style escapes."""
+    return _UNSAFE.sub(_escape_char, text)
+
+
+def indent_block(text: str) -> str:
+    """A multi-line block (a traceback) under TRACEBACK_MARK, each line escaped."""
+    return "\n".join(TRACEBACK_MARK + escape_field(line) for line in text.splitlines())
 
 
 class RedactingFilter(logging.Filter):
@@ -42,15 +74,20 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_text:
             out["exc"] = record.exc_text
-        return json.dumps(out, ensure_ascii=False)
+        # JSON escapes the controls; these three it leaves, and some readers split on them.
+        return json.dumps(out, ensure_ascii=False).translate(_JSON_LINE_BREAKS)
 
 
 class ConsoleFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         when = time.strftime("%H:%M:%S", time.localtime(record.created))
-        line = f"{when} {record.levelname:<7} {record.name}: {record.getMessage()}"
-        if record.exc_text:
-            line += "\n" + record.exc_text
+        name, message = escape_field(record.name), escape_field(record.getMessage())
+        line = f"{when} {record.levelname:<7} {name}: {message}"
+        exc_text = record.exc_text
+        if not exc_text and record.exc_info:  # no RedactingFilter (uvicorn's loggers)
+            exc_text = self.formatException(record.exc_info)
+        if exc_text:
+            line += "\n" + indent_block(exc_text)
         return line
 
 
