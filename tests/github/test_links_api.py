@@ -142,7 +142,8 @@ async def test_github_down_is_503_and_bad_input_422(
                 json={"installationId": bad, "githubUserToken": token},
                 headers=cp.user("erin"),
             )
-            assert r.status_code == 422, (bad, r.text)
+            # past 64 bits the strict body parser refuses it before the model sees it
+            assert r.status_code == (400 if bad == 2**64 else 422), (bad, r.text)
         for bad_token in ("ghu_x\nX-Injected: 1", "ghu x", "", "ghu_é"):
             r = await cp.client.post(
                 PATH,
