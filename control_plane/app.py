@@ -23,6 +23,9 @@ from control_plane.api import (
     keys,
     nodes,
     sessions,
+    task_asks,
+    task_events,
+    task_nodes,
     tasks,
 )
 from control_plane.api.common import ApiError, api_error_handler, plane_of
@@ -62,6 +65,9 @@ def create_app(
         *keys.routes,
         *defaults.routes,
         *tasks.routes,
+        *task_events.routes,
+        *task_asks.routes,
+        *task_nodes.routes,
         *sessions.routes,
         *github.routes,
         *nodes.routes,
