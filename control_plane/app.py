@@ -8,6 +8,7 @@ import socket
 import time
 from collections.abc import AsyncIterator
 
+import anyio
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -29,7 +30,9 @@ from control_plane.api import (
     tasks,
 )
 from control_plane.api.common import ApiError, api_error_handler, plane_of
+from control_plane.dispatch.loop import Dispatcher, DispatchSettings
 from control_plane.identity.keys import Clock
+from control_plane.nodes_link.links import NodeLinks
 from control_plane.plane import ControlPlane
 from control_plane.serving import uvicorn_serving
 from control_plane.settings import ControlPlaneSettings
@@ -51,10 +54,12 @@ def create_app(
     *,
     plane: ControlPlane | None = None,
     clock: Clock = time.time,
+    dispatch: DispatchSettings | None = None,
 ) -> Starlette:
     """The app; opens the control plane (migrations, keys) unless one is given.
 
-    `app.state.plane` is the ControlPlane: its `tokens` mint tokens.
+    `app.state.plane` is the ControlPlane: its `tokens` mint tokens. `dispatch` configures
+    the dispatcher that serving runs beside the app (default: CONTROL_PLANE_DISPATCH_*).
     """
     plane = plane or ControlPlane.open(settings, clock=clock)
     routes = [
@@ -75,7 +80,36 @@ def create_app(
     ]
     app = Starlette(routes=routes, exception_handlers={ApiError: api_error_handler})
     app.state.plane = plane
+    app.state.dispatch_settings = dispatch or DispatchSettings()
+    app.state.dispatcher = None
     return app
+
+
+@contextlib.asynccontextmanager
+async def dispatching(app: Starlette) -> AsyncIterator[Dispatcher | None]:
+    """The dispatcher and its node connections, in a task group of their own, while the
+    block runs (`app.state.dispatcher`); nothing when dispatch is off."""
+    settings: DispatchSettings = app.state.dispatch_settings
+    if not settings.enabled:
+        yield None
+        return
+    plane = plane_of_app(app)
+
+    def token_for(node_id: str) -> str:
+        # The control plane's own connection: every session of that node.
+        return plane.tokens.mint_viewer_token(node_id, ["node"], subject="control-plane")
+
+    async with anyio.create_task_group() as tg:
+        # lazily: the node CA is read (or made) only when a node is reached over TLS
+        links = NodeLinks(tg, token_for, lambda: plane.node_ca.certificate_pem())  # noqa: PLW0108
+        dispatcher = Dispatcher(plane.engine, links, plane.clock, settings)
+        tg.start_soon(dispatcher.run)
+        app.state.dispatcher = dispatcher
+        try:
+            yield dispatcher
+        finally:
+            app.state.dispatcher = None
+            tg.cancel_scope.cancel()
 
 
 def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
@@ -125,7 +159,10 @@ async def serve_control_plane(
         ssl_keyfile=settings.tls_key_file if tls else None,
     )
     try:
-        async with uvicorn_serving(config, [sock], "control plane server"):
+        async with (
+            uvicorn_serving(config, [sock], "control plane server"),
+            dispatching(served),
+        ):
             url_host = f"[{host}]" if ":" in host else host
             yield f"{'https' if tls else 'http'}://{url_host}:{bound_port}"
     except BaseExceptionGroup as group:

@@ -171,8 +171,9 @@ def apply(
             for fact in facts:
                 t = st.advance(state, fact)
                 results.append(t)
-                if t.first_update and row.first_update_at is None:
-                    out.setdefault("first_update_at", now)
+                if isinstance(fact, st.AgentUpdate) and row.first_update_at is None:
+                    # whatever the status: the outbox may bring it after the outcome
+                    out.setdefault("first_update_at", fact.at or now)
                 if not t.changed:
                     continue
                 rows.append((state.status.value, t.state.status.value, t.cause))
@@ -187,7 +188,8 @@ def apply(
                     out["ended_at"] = now
                 state = t.state
             applied = Applied(results, state)
-            if not rows and not out:
+            prompt_facts = any(isinstance(f, st.PromptSent | st.PromptFinished) for f in facts)
+            if not rows and not out and not prompt_facts:
                 return applied
             out["status"] = state.status.value
             out["row_version"] = row.row_version + 1

@@ -88,7 +88,7 @@ class PromptSent:
 
 @dataclass(frozen=True)
 class AgentUpdate:
-    pass
+    at: float | None = None  # when the node logged it
 
 
 @dataclass(frozen=True)

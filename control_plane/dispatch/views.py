@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, func, select
 
 from control_plane.dispatch import runs
 from control_plane.dispatch import status as st
@@ -53,6 +53,18 @@ def task_view(engine: Engine, task_id: str) -> dict[str, Any] | None:
                 if not r.resolved and r.request_id not in answered
             ]
         history = runs.transitions(conn, task_id)
+        first_update = row["first_update_at"]
+        if first_update is None and node_id is not None and session_id is not None:
+            # The dispatcher records it as it reads the events; one that came through the
+            # outbox after the task ended (its outcome came first, over the connection) is
+            # read here.
+            first_update = conn.execute(
+                select(func.min(node_events.c.ts)).where(
+                    node_events.c.node_id == node_id,
+                    node_events.c.session_id == session_id,
+                    node_events.c.type == "acp.update",
+                )
+            ).scalar_one_or_none()
     return {
         "taskId": row["task_id"],
         "owner": row["owner"],
@@ -68,7 +80,7 @@ def task_view(engine: Engine, task_id: str) -> dict[str, Any] | None:
         "timings": {
             "submittedAt": iso(row["submitted_at"]),
             "nodeReadyAt": iso(row["node_ready_at"]),
-            "firstUpdateAt": iso(row["first_update_at"]),
+            "firstUpdateAt": iso(first_update),
             "endedAt": iso(row["ended_at"]),
         },
         "pendingPermissions": pending,
