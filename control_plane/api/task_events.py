@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -23,6 +24,7 @@ from control_plane.plane import ControlPlane
 
 STREAM_POLL_S = 0.2  # how often the stream looks for new events and status changes
 KEEP_ALIVE_S = 15.0  # a comment line while idle, so proxies keep the stream open
+END_GRACE_S = 10.0  # how long a rested task's stream waits for its prompt's last events
 _PAGE = 500
 
 
@@ -91,7 +93,7 @@ async def _stream(plane: ControlPlane, task_id: str, after: int) -> AsyncIterato
         if now != shown:
             shown = now
             yield _sse("status", {"status": view["status"], "outcome": view["outcome"]})
-        if not events and (st.is_end(view["status"]) or view["status"] == "awaiting_follow_up"):
+        if not events and await _told_all(plane, view, last):
             view.pop("owner", None)
             yield _sse("end", view)
             return
@@ -102,6 +104,27 @@ async def _stream(plane: ControlPlane, task_id: str, after: int) -> AsyncIterato
             yield ": keep-alive\n\n"
         await anyio.sleep(STREAM_POLL_S)
         idle += STREAM_POLL_S
+
+
+async def _told_all(plane: ControlPlane, view: dict[str, Any], last: int) -> bool:
+    """Whether the task rests (ended, or awaiting a follow-up) and the stream has shown
+    what led there: the outcome may come over the node connection before the outbox
+    brings the prompt's events, so a prompt's end waits for its `prompt.finished` (a
+    while at most: `END_GRACE_S` after the task ended)."""
+    if not (st.is_end(view["status"]) or view["status"] == "awaiting_follow_up"):
+        return False
+    prompt_id = (view["outcome"] or {}).get("promptId")
+    if prompt_id is None or view["nodeId"] is None or view["sessionId"] is None:
+        return True
+    seq = await to_thread.run_sync(
+        views.finished_seq, plane.engine, view["nodeId"], view["sessionId"], prompt_id
+    )
+    if seq is not None:
+        return seq <= last
+    rested = view["transitions"][-1]["at"] if view["transitions"] else None
+    if rested is None:
+        return True
+    return plane.clock() - datetime.fromisoformat(rested).timestamp() > END_GRACE_S
 
 
 async def task_event_stream(request: Request) -> StreamingResponse:

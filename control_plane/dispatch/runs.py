@@ -165,10 +165,15 @@ def apply(
             if row is None:
                 return None
             state = _state(row)
+            done = _finished_prompts(conn, task_id)
             out: dict[str, Any] = dict(values or {})
             results: list[st.Transition] = []
             rows: list[tuple[str, str, str]] = []
             for fact in facts:
+                if isinstance(fact, st.PromptFinished):
+                    if fact.prompt_id in done:
+                        continue  # its outcome was recorded (over the connection, or before)
+                    done.add(fact.prompt_id)
                 t = st.advance(state, fact)
                 results.append(t)
                 if isinstance(fact, st.AgentUpdate) and row.first_update_at is None:
@@ -207,6 +212,15 @@ def apply(
                 then(conn, applied)
             return applied
     raise RuntimeError(f"task {task_id}: could not record a change (too much contention)")
+
+
+def _finished_prompts(conn: Connection, task_id: str) -> set[str]:
+    found = conn.execute(
+        select(task_prompts.c.prompt_id).where(
+            task_prompts.c.task_id == task_id, task_prompts.c.state == FINISHED
+        )
+    ).scalars()
+    return set(found)
 
 
 def _record_prompts(conn: Connection, facts: Sequence[st.Fact], now: float) -> None:

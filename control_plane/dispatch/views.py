@@ -106,3 +106,19 @@ def session_events(
             .limit(min(limit, EVENTS_PAGE_MAX))
         )
         return [{"seq": s, "type": t, "ts": ts, "data": d} for s, t, ts, d in found]
+
+
+def finished_seq(engine: Engine, node_id: str, session_id: str, prompt_id: str) -> int | None:
+    """The seq of the `prompt.finished` event of `prompt_id`, once the node sent it."""
+    with engine.connect() as conn:
+        found = conn.execute(
+            select(node_events.c.seq, node_events.c.data).where(
+                node_events.c.node_id == node_id,
+                node_events.c.session_id == session_id,
+                node_events.c.type == "prompt.finished",
+            )
+        )
+        for seq, data in found:
+            if isinstance(data, dict) and data.get("prompt_id") == prompt_id:
+                return int(seq)
+    return None
