@@ -30,6 +30,7 @@ from control_plane.api import (
     tasks,
 )
 from control_plane.api.common import ApiError, api_error_handler, plane_of
+from control_plane.dispatch import addresses
 from control_plane.dispatch.loop import Dispatcher, DispatchSettings
 from control_plane.identity.keys import Clock
 from control_plane.nodes_link.links import NodeLinks
@@ -175,6 +176,12 @@ async def serve_control_plane(
         sock.close()
         if own_app:
             plane_of_app(served).close()
+
+
+def record_node_address(app: Starlette, node_id: str, viewer_url: str, workspace_root: str) -> None:
+    """Where the dispatcher reaches `node_id` (`vm-agent dev` records its own daemon)."""
+    plane = plane_of_app(app)
+    addresses.record_address(plane.engine, node_id, viewer_url, workspace_root, plane.clock())
 
 
 def plane_of_app(app: Starlette) -> ControlPlane:
