@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import uuid
 from collections.abc import Sequence
@@ -61,6 +62,10 @@ class DispatchSettings(BaseSettings):
     node_silent_after_s: float = 300.0
     node_wait_s: float = 1800.0
     resend_after_s: float = 10.0
+    # FAULT INJECTION, for the tests only (tests/dispatch/test_replica_faults.py): the
+    # replica SIGKILLs itself at this point of a step (claimed, session_started,
+    # prompt_sent, outcome_seen), holding its lease, as a crash would.
+    kill_at: str | None = None
 
     @property
     def timing(self) -> Timing:
@@ -149,6 +154,12 @@ def _mark_answer(engine: Engine, task_id: str, request_id: str, option_id: str, 
         )
 
 
+def _fault(settings: DispatchSettings, point: str) -> None:
+    if settings.kill_at == point:
+        log.error("fault injection: killed at %s", point)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -177,6 +188,8 @@ class Dispatcher:
                     self.settings.lease_s,
                     self.settings.batch,
                 )
+                if ids:
+                    _fault(self.settings, "claimed")
                 async with anyio.create_task_group() as tg:
                     for task_id in ids:
                         tg.start_soon(self._one, task_id, limiter)
@@ -198,9 +211,12 @@ class Dispatcher:
     async def _apply(
         self, task_id: str, facts: Sequence[st.Fact], **values: Any
     ) -> runs.Applied | None:
-        return await to_thread.run_sync(
+        applied = await to_thread.run_sync(
             lambda: runs.apply(self.engine, task_id, facts, self.clock(), values=values)
         )
+        if applied is not None and any(t.outcome for t in applied.transitions):
+            _fault(self.settings, "outcome_seen")
+        return applied
 
     async def _observe(self, task_id: str) -> Snapshot | None:
         in_flight = frozenset(self.nodes.in_flight)
@@ -288,6 +304,7 @@ class Dispatcher:
             fact = st.SessionStartFailed(str(d.get("error") or "the agent did not start"))
         # Started (even in error): the session exists on the node and is stopped at the end.
         await self._apply(task_id, [st.SessionStarted(), fact], session_started_at=now)
+        _fault(self.settings, "session_started")
 
     async def _prompt(self, task_id: str, snap: Snapshot, prompt_id: str) -> None:
         blocks = snap.prompt_blocks[prompt_id]
@@ -311,4 +328,5 @@ class Dispatcher:
         await self.nodes.start_prompt(
             snap.target, params, on_outcome, limit_s=self.settings.prompt_limit_s
         )
+        _fault(self.settings, "prompt_sent")  # on the wire, not yet recorded
         await self._apply(task_id, [st.PromptSent(prompt_id)])
