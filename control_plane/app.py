@@ -103,7 +103,9 @@ async def dispatching(app: Starlette) -> AsyncIterator[Dispatcher | None]:
     async with anyio.create_task_group() as tg:
         # lazily: the node CA is read (or made) only when a node is reached over TLS
         links = NodeLinks(tg, token_for, lambda: plane.node_ca.certificate_pem())  # noqa: PLW0108
-        dispatcher = Dispatcher(plane.engine, links, plane.clock, settings)
+        dispatcher = Dispatcher(
+            plane.engine, links, plane.clock, settings, node_domain=plane.settings.node_domain
+        )
         tg.start_soon(dispatcher.run)
         app.state.dispatcher = dispatcher
         try:

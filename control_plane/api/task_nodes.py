@@ -45,7 +45,8 @@ async def get_address(request: Request) -> JSONResponse:
 
     def read() -> addresses.Address | None:
         with plane.engine.connect() as conn:
-            return addresses.address_of(conn, request.path_params["node_id"])
+            node_id = request.path_params["node_id"]
+            return addresses.address_of(conn, node_id, plane.settings.node_domain)
 
     found = await to_thread.run_sync(read)
     if found is None:

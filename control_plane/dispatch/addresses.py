@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 
 from cloud_init.install import WORKSPACES_DIR
 from cloud_init.params import DEFAULT_PORT
+from control_plane.identity.node_ca import node_dns_name
 from control_plane.storage.db import node_addresses
 from control_plane.storage.provisioning_store import node_provisioning
 
@@ -50,21 +51,25 @@ def check_viewer_url(url: str) -> str | None:
 
 
 def resolve(
-    recorded: tuple[str, str] | None, provisioned: tuple[str, int] | None
+    node_id: str,
+    domain: str,
+    recorded: tuple[str, str] | None,
+    provisioned: tuple[str, int] | None,
 ) -> Address | None:
     """The node's address from what was recorded (url, root) or provisioned (dns name,
-    port); None while neither is known. Pure."""
+    port); None while neither is known. Over TLS the name checked is always the one the
+    node CA issues the node's certificate for, whatever host the URL names. Pure."""
+    name = node_dns_name(node_id, domain)
     if recorded is not None:
         url, root = recorded
-        host = urlsplit(url).hostname or ""
-        return Address(url, root, None if url.startswith("ws://") else host)
+        return Address(url, root, None if url.startswith("ws://") else name)
     if provisioned is not None:
         dns_name, port = provisioned
-        return Address(f"wss://{dns_name}:{port}/v1/ws", WORKSPACES_DIR, dns_name)
+        return Address(f"wss://{dns_name}:{port}/v1/ws", WORKSPACES_DIR, name)
     return None
 
 
-def address_of(conn: Connection, node_id: str) -> Address | None:
+def address_of(conn: Connection, node_id: str, domain: str) -> Address | None:
     row = conn.execute(
         select(node_addresses.c.viewer_url, node_addresses.c.workspace_root).where(
             node_addresses.c.node_id == node_id
@@ -81,7 +86,7 @@ def address_of(conn: Connection, node_id: str) -> Address | None:
         params = prov.params if isinstance(prov.params, dict) else {}
         port = params.get("port")
         provisioned = (str(prov.dns_name), port if isinstance(port, int) else DEFAULT_PORT)
-    return resolve(recorded, provisioned)
+    return resolve(node_id, domain, recorded, provisioned)
 
 
 def record_address(

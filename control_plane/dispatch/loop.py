@@ -167,8 +167,11 @@ class Dispatcher:
         nodes: NodeCalls,
         clock: Any,
         settings: DispatchSettings | None = None,
+        *,
+        node_domain: str,
     ) -> None:
         self.engine = engine
+        self.node_domain = node_domain
         self.nodes = nodes
         self.clock = clock
         self.settings = settings or DispatchSettings()
@@ -220,7 +223,9 @@ class Dispatcher:
 
     async def _observe(self, task_id: str) -> Snapshot | None:
         in_flight = frozenset(self.nodes.in_flight)
-        return await to_thread.run_sync(observe, self.engine, task_id, self.clock(), in_flight)
+        return await to_thread.run_sync(
+            observe, self.engine, task_id, self.clock(), in_flight, self.node_domain
+        )
 
     async def step(self, task_id: str) -> Step | None:
         """One pass over one task: record what the node reported, then take one step."""

@@ -37,7 +37,9 @@ class Snapshot:
     prompt_blocks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
-def observe(engine: Any, task_id: str, now: float, in_flight: frozenset[str]) -> Snapshot | None:
+def observe(
+    engine: Any, task_id: str, now: float, in_flight: frozenset[str], domain: str
+) -> Snapshot | None:
     with engine.connect() as conn:
         row = conn.execute(select(tasks).where(tasks.c.task_id == task_id)).mappings().first()
         if row is None:
@@ -45,7 +47,7 @@ def observe(engine: Any, task_id: str, now: float, in_flight: frozenset[str]) ->
         node_id, session_id = placement_of(conn, row["workspace_id"])
         if node_id is None or session_id is None:
             return None
-        address = addresses.address_of(conn, node_id)
+        address = addresses.address_of(conn, node_id, domain)
         node = conn.execute(
             select(nodes.c.ready_at, nodes.c.last_heartbeat_at).where(nodes.c.node_id == node_id)
         ).first()

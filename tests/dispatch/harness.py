@@ -4,6 +4,7 @@ to the control plane, and the control plane reaches the daemon's `/v1/ws` as a v
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
@@ -15,6 +16,8 @@ from typing import Any
 import anyio
 import httpx
 from anyio.abc import Process
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from control_plane.app import bind_socket, create_app, serve_control_plane
 from control_plane.dispatch.addresses import record_address
@@ -23,6 +26,7 @@ from control_plane.plane import ControlPlane
 from control_plane.settings import ControlPlaneSettings
 from control_plane.storage.node_store import get_node
 from tests.daemon.harness import NODE, Plane, notify_socket, serving, stopped_at_exit
+from tests.tlsca import make_tls_files
 from tests.token_files import write_token
 from vm_agent.process.catalog import fake_agent_command
 
@@ -46,6 +50,36 @@ AGENTS: dict[str, tuple[str, ...]] = {
     "fake_slow": ("--scenario", "slow", "--chunks", "200", "--delay-ms", "50"),
     "fake_auth": ("--scenario", "echo", "--auth-on", "session/new"),
 }
+
+
+# The daemon's certificate and key files (PEM) for a control plane: TLS on its port.
+TlsFor = Callable[[ControlPlane, Path], tuple[Path, Path]]
+
+
+def node_ca_tls(plane: ControlPlane, directory: Path) -> tuple[Path, Path]:
+    """A certificate the control plane's node CA signed for the node, as the bootstrap
+    gives a VM."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    signed = plane.node_ca.sign(key.public_key(), NODE, time.time(), 3600)
+    cert_file, key_file = directory / "node.pem", directory / "node.key"
+    cert_file.write_text(signed.pem)
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return cert_file, key_file
+
+
+def foreign_tls(_plane: ControlPlane, directory: Path) -> tuple[Path, Path]:
+    """A certificate another CA signed (for 127.0.0.1 and localhost)."""
+    files = make_tls_files(directory)
+    return files.cert_file, files.key_file
 
 
 @dataclass
@@ -117,6 +151,7 @@ async def stack(
     tmp_path: Path,
     database_url: str | None = None,
     dispatch: DispatchSettings = FAST,
+    tls: TlsFor | None = None,
     **daemon_env: str,
 ) -> AsyncIterator[Stack]:
     sock = bind_socket()
@@ -130,6 +165,13 @@ async def stack(
     )
     app = create_app(settings, dispatch=dispatch)
     plane: ControlPlane = app.state.plane
+    if tls is not None:
+        cert, key = tls(plane, tmp_path / "tls")
+        daemon_env = {
+            **daemon_env,
+            "VM_AGENT_TLS_CERT_FILE": str(cert),
+            "VM_AGENT_TLS_KEY_FILE": str(key),
+        }
     agents = write_agents(tmp_path / "agents.toml", tmp_path / "agent-state", **AGENTS)
     write_token(tmp_path / "callback-token", plane.tokens.mint_callback_token(NODE))
     try:
