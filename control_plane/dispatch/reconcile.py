@@ -160,7 +160,8 @@ def facts_of(events: Iterable[tuple[str, float, Any]]) -> list[st.Fact]:
         elif kind == "permission.resolved" and isinstance(d.get("request_id"), str):
             out.append(st.PermissionAnswered(d["request_id"]))
         elif kind == "agent.crash_report" and d.get("recovered") is False:
-            out.append(st.Crashed(str(d.get("message") or d.get("classification") or "crashed")))
+            reason = str(d.get("message") or d.get("classification") or "crashed")
+            out.append(st.Crashed(reason, d))
         elif kind == "session.state" and d.get("state") == "error":
             methods = _methods(d)
             if methods is not None:

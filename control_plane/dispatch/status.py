@@ -116,6 +116,7 @@ class Crashed:
     """An unrecovered crash report: the session is gone."""
 
     reason: str
+    report: dict[str, Any] | None = None  # the agent.crash_report event's data
 
 
 @dataclass(frozen=True)
@@ -257,9 +258,9 @@ def advance(state: TaskState, fact: Fact) -> Transition:
         case PermissionAnswered(request_id):
             if s is Status.RUNNING:
                 return _same(state, f"permission {request_id} answered")
-        case Crashed(reason):
+        case Crashed(reason, report):
             if on_node:
-                outcome = {"kind": "crashed", "reason": reason}
+                outcome = {"kind": "crashed", "reason": reason, "crashReport": report}
                 return _end(state, Status.CRASHED, "the agent crashed", outcome, on_node=True)
         case AuthRequired(methods, reason):
             if s in (Status.STARTING, Status.RUNNING):

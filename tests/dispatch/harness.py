@@ -49,6 +49,8 @@ AGENTS: dict[str, tuple[str, ...]] = {
     "fake_tools": ("--scenario", "tools"),
     "fake_slow": ("--scenario", "slow", "--chunks", "200", "--delay-ms", "50"),
     "fake_auth": ("--scenario", "echo", "--auth-on", "session/new"),
+    # crashes mid-prompt and cannot load sessions: not recoverable
+    "fake_crash": ("--scenario", "no-load"),
 }
 
 

@@ -109,3 +109,14 @@ async def test_an_agent_without_credentials_ends_auth_required(tmp_path: Path) -
         assert done["status"] == "auth_required", done
         assert done["outcome"]["authMethods"], done["outcome"]
         assert done["reason"]
+
+
+async def test_an_agent_that_crashes_unrecoverably_ends_the_task_crashed(tmp_path: Path) -> None:
+    async with stack(tmp_path) as s:
+        await s.submit(taskId="t1", agent="fake-crash", prompt="boom")
+        done = await s.until("t1", "crashed", "failed", "completed", "timed_out")
+        assert done["status"] == "crashed", done
+        assert done["outcome"]["kind"] == "crashed"
+        events = await s.events_until("t1", "agent.crash_report")
+        (report,) = [e["data"] for e in events if e["type"] == "agent.crash_report"]
+        assert report["recovered"] is False

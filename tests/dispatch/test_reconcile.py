@@ -137,7 +137,7 @@ def test_events_as_facts() -> None:
         st.AgentUpdate(3.0),
         st.PermissionAsked("perm-1"),
         st.PermissionAnswered("perm-1"),
-        st.Crashed("gone for good"),
+        st.Crashed("gone for good", {"recovered": False, "message": "gone for good"}),
         st.PromptFinished("p1", "completed", stop_reason="end_turn"),
         st.AuthRequired(tuple(METHODS), "auth"),
     ]
