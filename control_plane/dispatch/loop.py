@@ -28,6 +28,7 @@ from control_plane.dispatch.observe import Snapshot, observe
 from control_plane.dispatch.reconcile import (
     AnswerPermission,
     CancelPrompt,
+    ForgetSession,
     Record,
     SendPrompt,
     StartSession,
@@ -44,6 +45,7 @@ from vm_agent.jsonrpc.errors import JsonRpcError
 log = logging.getLogger("control_plane.dispatch")
 
 UNKNOWN_SESSION = -32002
+BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.5, 30.0  # a node that could not be reached
 
 
 class DispatchSettings(BaseSettings):
@@ -177,6 +179,7 @@ class Dispatcher:
         self.settings = settings or DispatchSettings()
         self.owner = f"{socket.gethostname()[:24]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.passes = 0
+        self._unreachable: dict[str, tuple[int, float]] = {}  # node: failures, retry at
 
     async def run(self) -> None:
         """Passes until cancelled."""
@@ -244,15 +247,35 @@ class Dispatcher:
         return step
 
     async def _take(self, task_id: str, snap: Snapshot, step: Step) -> None:
-        s = self.settings
-        if snap.target is None and not isinstance(step, Wait | Record):
+        if isinstance(step, Wait):
+            return
+        if isinstance(step, Record):
+            await self._apply(task_id, [step.fact])
+            return
+        if isinstance(step, ForgetSession):
+            log.warning("task %s: node %s is silent; its session is left", task_id, snap.node_id)
+            await self._apply(task_id, [], session_stopped_at=self.clock())
+            return
+        if snap.target is None:
             log.info("task %s: no address known for node %s", task_id, snap.node_id)
             return
+        # A node that could not be reached is tried again after a backoff, not every pass.
+        failures, until = self._unreachable.get(snap.node_id, (0, 0.0))
+        if self.clock() < until:
+            return
+        try:
+            await self._on_node(task_id, snap, step)
+        except JsonRpcError:
+            raise
+        except Exception:
+            delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2**failures)
+            self._unreachable[snap.node_id] = (failures + 1, self.clock() + delay)
+            raise
+        self._unreachable.pop(snap.node_id, None)
+
+    async def _on_node(self, task_id: str, snap: Snapshot, step: Step) -> None:
+        s = self.settings
         match step:
-            case Wait():
-                return
-            case Record(fact):
-                await self._apply(task_id, [fact])
             case StartSession():
                 await self._start(task_id, snap)
             case SendPrompt(prompt_id):

@@ -89,7 +89,22 @@ class StopSession:
     pass
 
 
-Step = Wait | Record | StartSession | SendPrompt | AnswerPermission | CancelPrompt | StopSession
+@dataclass(frozen=True)
+class ForgetSession:
+    """The task ended and its node is silent: nobody to stop the session on (a daemon that
+    comes back lists its old sessions as stopped)."""
+
+
+Step = (
+    Wait
+    | Record
+    | StartSession
+    | SendPrompt
+    | AnswerPermission
+    | CancelPrompt
+    | StopSession
+    | ForgetSession
+)
 
 
 def _silence(o: Observed, node_id: str, t: Timing) -> st.NodeSilent | None:
@@ -103,13 +118,13 @@ def _silence(o: Observed, node_id: str, t: Timing) -> st.NodeSilent | None:
 def next_step(o: Observed, node_id: str, t: Timing) -> Step:
     """The one step to take now. Pure."""
     s = o.status
+    silent = _silence(o, node_id, t)
     if s in st.ENDS:
         if o.session_started and not o.session_stopped:
-            return StopSession()
+            return StopSession() if silent is None else ForgetSession()
         return Wait("ended")
     if s is Status.QUEUED:
         return Wait("not placed")
-    silent = _silence(o, node_id, t)
     if silent is not None:
         return Record(silent)
     if s is Status.WAITING_FOR_NODE:

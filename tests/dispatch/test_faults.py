@@ -7,10 +7,11 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import anyio
 import pytest
 from sqlalchemy import select
 
-from control_plane.storage.db import task_prompts
+from control_plane.storage.db import task_prompts, tasks
 from tests.dispatch.harness import FAST, stack
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -32,3 +33,10 @@ async def test_a_node_that_stops_reporting_ends_its_task_after_the_deadline(
         with s.plane.engine.connect() as conn:
             (state,) = conn.execute(select(task_prompts.c.state)).scalars()
         assert state == "sent"  # its outcome never came: the node is gone
+        with anyio.fail_after(30):  # and the dispatcher stops trying to stop its session
+            while True:
+                with s.plane.engine.connect() as conn:
+                    left = conn.execute(select(tasks.c.session_stopped_at)).scalar_one()
+                if left is not None:
+                    break
+                await anyio.sleep(0.05)

@@ -95,6 +95,11 @@ CASES: list[tuple[str, rc.Observed, rc.Step]] = [
     ],
     ("ended before a session", replace(BASE, status=S.CANCELLED), rc.Wait("ended")),
     (
+        "ended on a silent node: nobody to stop the session on",
+        replace(BASE, status=S.TIMED_OUT, session_started=True, last_heard=NOW - 301),
+        rc.ForgetSession(),
+    ),
+    (
         "ended: a silent node does not matter",
         replace(BASE, status=S.COMPLETED, last_heard=NOW - 10_000),
         rc.Wait("ended"),
