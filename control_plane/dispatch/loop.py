@@ -22,7 +22,7 @@ from anyio import to_thread
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Engine, and_, or_, select, update
 
-from control_plane.dispatch import runs
+from control_plane.dispatch import runs, workspaces
 from control_plane.dispatch import status as st
 from control_plane.dispatch.observe import Snapshot, observe
 from control_plane.dispatch.reconcile import (
@@ -30,6 +30,7 @@ from control_plane.dispatch.reconcile import (
     CancelPrompt,
     ForgetSession,
     Record,
+    ReleaseWorkspace,
     SendPrompt,
     StartSession,
     Step,
@@ -40,6 +41,7 @@ from control_plane.dispatch.reconcile import (
     next_step,
 )
 from control_plane.storage.db import is_postgres, task_permission_answers, tasks
+from control_plane.storage.db import workspaces as ws_table
 from vm_agent.jsonrpc.errors import JsonRpcError
 
 log = logging.getLogger("control_plane.dispatch")
@@ -89,9 +91,11 @@ class NodeCalls(Protocol):
 
 
 def _due(now: float) -> Any:
+    active = select(ws_table.c.workspace_id).where(ws_table.c.state == workspaces.ACTIVE)
     wanted = or_(
         tasks.c.status.not_in([s.value for s in st.ENDS]),
         and_(tasks.c.session_started_at.is_not(None), tasks.c.session_stopped_at.is_(None)),
+        tasks.c.workspace_id.in_(active),  # an ended task's room, still to free
     )
     free = or_(tasks.c.lease_until.is_(None), tasks.c.lease_until < now)
     return and_(wanted, free)
@@ -251,6 +255,11 @@ class Dispatcher:
             return
         if isinstance(step, Record):
             await self._apply(task_id, [step.fact])
+            return
+        if isinstance(step, ReleaseWorkspace):
+            await to_thread.run_sync(
+                workspaces.release_workspace, self.engine, snap.workspace_id, self.clock()
+            )
             return
         if isinstance(step, ForgetSession):
             log.warning("task %s: node %s is silent; its session is left", task_id, snap.node_id)

@@ -13,7 +13,8 @@ from sqlalchemy import select
 from control_plane.dispatch import addresses, reconcile, runs
 from control_plane.dispatch import status as st
 from control_plane.dispatch.views import placement_of
-from control_plane.storage.db import node_events, nodes, tasks
+from control_plane.dispatch.workspaces import ACTIVE
+from control_plane.storage.db import node_events, nodes, tasks, workspaces
 
 EVENTS_PER_PASS = 500
 
@@ -29,6 +30,7 @@ class NodeTarget:
 class Snapshot:
     node_id: str
     session_id: str
+    workspace_id: str
     target: NodeTarget | None
     observed: reconcile.Observed
     facts: list[st.Fact] = field(default_factory=list)
@@ -67,6 +69,9 @@ def observe(
             )
             if isinstance(d, dict)
         }
+        ws_state = conn.execute(
+            select(workspaces.c.state).where(workspaces.c.workspace_id == row["workspace_id"])
+        ).scalar_one_or_none()
         prompts = runs.prompts(conn, task_id)
         requests = runs.permission_requests(conn, node_id, session_id)
         given = runs.answers(conn, task_id)
@@ -99,6 +104,7 @@ def observe(
         ),
         answers=tuple(answers),
         in_flight=in_flight,
+        workspace_active=ws_state == ACTIVE,
     )
     target = None
     start: dict[str, Any] = {}
@@ -114,6 +120,7 @@ def observe(
     return Snapshot(
         node_id=node_id,
         session_id=session_id,
+        workspace_id=row["workspace_id"],
         target=target,
         observed=observed,
         facts=reconcile.facts_of((t, ts, d) for _, t, ts, d in new),

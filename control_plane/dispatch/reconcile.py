@@ -46,6 +46,7 @@ class Observed:
     prompts: tuple[PromptView, ...] = ()
     answers: tuple[tuple[str, str], ...] = ()  # (request_id, option_id) to deliver
     in_flight: frozenset[str] = frozenset()  # prompt ids this replica has a call out for
+    workspace_active: bool = False  # the task's room on its node is still taken
 
 
 # -- steps ---------------------------------------------------------------------------------
@@ -90,6 +91,11 @@ class StopSession:
 
 
 @dataclass(frozen=True)
+class ReleaseWorkspace:
+    """The task ended and its session is gone: its room on the node is free again."""
+
+
+@dataclass(frozen=True)
 class ForgetSession:
     """The task ended and its node is silent: nobody to stop the session on (a daemon that
     comes back lists its old sessions as stopped)."""
@@ -104,6 +110,7 @@ Step = (
     | CancelPrompt
     | StopSession
     | ForgetSession
+    | ReleaseWorkspace
 )
 
 
@@ -122,7 +129,7 @@ def next_step(o: Observed, node_id: str, t: Timing) -> Step:
     if s in st.ENDS:
         if o.session_started and not o.session_stopped:
             return StopSession() if silent is None else ForgetSession()
-        return Wait("ended")
+        return ReleaseWorkspace() if o.workspace_active else Wait("ended")
     if s is Status.QUEUED:
         return Wait("not placed")
     if silent is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import pytest
 
 from tests.dispatch.harness import stack
@@ -120,3 +121,18 @@ async def test_an_agent_that_crashes_unrecoverably_ends_the_task_crashed(tmp_pat
         events = await s.events_until("t1", "agent.crash_report")
         (report,) = [e["data"] for e in events if e["type"] == "agent.crash_report"]
         assert report["recovered"] is False
+
+
+async def test_an_ended_task_frees_its_room_on_the_node(tmp_path: Path) -> None:
+    # The node holds one task at a time (the platform's default reservation is its size
+    # here, or bigger than half of it): the next is placed there only once the first ended.
+    async with stack(tmp_path) as s:
+        for task_id in ("t1", "t2", "t3"):
+            made = await s.submit(taskId=task_id, agent="fake", prompt="next")
+            assert made["nodeId"] == "node-1", made["placementExplanation"]
+            done = await s.until(task_id, "completed", "failed", "crashed")
+            assert done["status"] == "completed"
+            ws = f"/api/workspaces/{done['workspaceId']}"
+            with anyio.fail_after(30):
+                while (await s.client.get(ws, headers=s.user())).json()["state"] != "released":
+                    await anyio.sleep(0.05)

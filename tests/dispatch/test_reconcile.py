@@ -95,6 +95,27 @@ CASES: list[tuple[str, rc.Observed, rc.Step]] = [
     ],
     ("ended before a session", replace(BASE, status=S.CANCELLED), rc.Wait("ended")),
     (
+        "ended, session stopped: free the room",
+        replace(
+            BASE,
+            status=S.COMPLETED,
+            session_started=True,
+            session_stopped=True,
+            workspace_active=True,
+        ),
+        rc.ReleaseWorkspace(),
+    ),
+    (
+        "ended before a session: free the room",
+        replace(BASE, status=S.CANCELLED, workspace_active=True),
+        rc.ReleaseWorkspace(),
+    ),
+    (
+        "ended, session still to stop: that first",
+        replace(BASE, status=S.FAILED, session_started=True, workspace_active=True),
+        rc.StopSession(),
+    ),
+    (
         "ended on a silent node: nobody to stop the session on",
         replace(BASE, status=S.TIMED_OUT, session_started=True, last_heard=NOW - 301),
         rc.ForgetSession(),
