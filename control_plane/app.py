@@ -170,9 +170,13 @@ async def serve_control_plane(
             yield f"{'https' if tls else 'http'}://{url_host}:{bound_port}"
     except BaseExceptionGroup as group:
         # The caller's own error (an assertion in a test, say) comes out as itself,
-        # not wrapped in the group of the task group that ran beside it.
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
+        # not wrapped in the groups of the task groups that ran beside it (the server's,
+        # the dispatcher's).
+        inner: BaseException = group
+        while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
+            inner = inner.exceptions[0]
+        if inner is not group:
+            raise inner from None
         raise
     finally:
         sock.close()
