@@ -37,6 +37,7 @@ from control_plane.nodes_link.links import NodeLinks
 from control_plane.plane import ControlPlane
 from control_plane.serving import uvicorn_serving
 from control_plane.settings import ControlPlaneSettings
+from control_plane.storage.db import make_engine, sqlite_url
 
 
 async def _jwks(request: Request) -> JSONResponse:
@@ -184,10 +185,15 @@ async def serve_control_plane(
             plane_of_app(served).close()
 
 
-def record_node_address(app: Starlette, node_id: str, viewer_url: str, workspace_root: str) -> None:
+def record_node_address(
+    settings: ControlPlaneSettings, node_id: str, viewer_url: str, workspace_root: str
+) -> None:
     """Where the dispatcher reaches `node_id` (`vm-agent dev` records its own daemon)."""
-    plane = plane_of_app(app)
-    addresses.record_address(plane.engine, node_id, viewer_url, workspace_root, plane.clock())
+    engine = make_engine(settings.database_url or sqlite_url(settings.state_dir))
+    try:
+        addresses.record_address(engine, node_id, viewer_url, workspace_root, time.time())
+    finally:
+        engine.dispose()
 
 
 def plane_of_app(app: Starlette) -> ControlPlane:

@@ -23,9 +23,6 @@ from vm_agent.process.catalog import fake_agent_command
 from vm_agent.runtime.settings import ENV_PREFIX, Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
-    from starlette.applications import Starlette
-
-    from control_plane.settings import ControlPlaneSettings
     from vm_agent.daemon.run import DaemonReady
     from vm_agent.daemon.stopper import Stopper
 
@@ -225,8 +222,11 @@ async def _run(args: argparse.Namespace, dev_dir: Path, sock: socket.socket) -> 
 async def _dev(
     args: argparse.Namespace, dev_dir: Path, sock: socket.socket, stopper: Stopper
 ) -> int:
-    from control_plane.app import create_app, plane_of_app
+    from control_plane.app import record_node_address, serve_control_plane
+    from control_plane.identity.tokens import mint_dev_tokens
     from control_plane.settings import ControlPlaneSettings
+    from vm_agent.control_link.token import write_token_file
+    from vm_agent.daemon.run import run_daemon
 
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     cp_settings = ControlPlaneSettings(
@@ -234,28 +234,7 @@ async def _dev(
         public_url=url,
         viewer_token_ttl_s=_VIEWER_TOKEN_TTL_S,
     )
-    app = create_app(cp_settings)
-    try:
-        return await _serve_dev(args, dev_dir, sock, stopper, cp_settings=cp_settings, app=app)
-    finally:
-        plane_of_app(app).close()
-
-
-async def _serve_dev(
-    args: argparse.Namespace,
-    dev_dir: Path,
-    sock: socket.socket,
-    stopper: Stopper,
-    *,
-    cp_settings: ControlPlaneSettings,
-    app: Starlette,
-) -> int:
-    from control_plane.app import record_node_address, serve_control_plane
-    from control_plane.identity.tokens import mint_dev_tokens
-    from vm_agent.control_link.token import write_token_file
-    from vm_agent.daemon.run import run_daemon
-
-    async with serve_control_plane(cp_settings, sock=sock, app=app) as base_url:
+    async with serve_control_plane(cp_settings, sock=sock) as base_url:
         if stopper.requested.is_set():
             return 0
         tokens = mint_dev_tokens(cp_settings, DEV_NODE_ID)
@@ -270,8 +249,7 @@ async def _serve_dev(
 
         def show(ready: DaemonReady) -> None:
             # The control plane dispatches tasks to this daemon, the dev node.
-            root = str(settings.workspace_root_paths[0])
-            record_node_address(app, DEV_NODE_ID, ready.viewer_url, root)
+            record_node_address(cp_settings, DEV_NODE_ID, ready.viewer_url, str(workspace.parent))
             print(banner(ready, base_url, tokens.viewer_token, workspace), flush=True)
 
         return await run_daemon(
