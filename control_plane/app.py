@@ -102,7 +102,9 @@ async def dispatching(app: Starlette) -> AsyncIterator[Dispatcher | None]:
         return plane.tokens.mint_viewer_token(node_id, ["node"], subject="control-plane")
 
     async with anyio.create_task_group() as tg:
-        # lazily: the node CA is read (or made) only when a node is reached over TLS
+        # Lazily: the node CA is read (or made) only when a node is reached over TLS. The
+        # hook for "only the certificate on record" (peer_check=...) is NodeLinks'; wire it
+        # to control_plane.identity.node_certs.verify_node_certificate once that lands.
         links = NodeLinks(tg, token_for, lambda: plane.node_ca.certificate_pem())  # noqa: PLW0108
         dispatcher = Dispatcher(
             plane.engine, links, plane.clock, settings, node_domain=plane.settings.node_domain
