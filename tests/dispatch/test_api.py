@@ -257,3 +257,27 @@ async def test_a_node_address_is_recorded_by_an_admin(settings: ControlPlaneSett
             "workspaceRoot": "/srv/workspaces",
             "tlsName": "n1.nodes.vm-agent.internal",
         }
+
+
+async def test_an_idle_stream_sends_its_status_then_keep_alives(
+    settings: ControlPlaneSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from control_plane.api import task_events
+
+    monkeypatch.setattr(task_events, "KEEP_ALIVE_S", 0.3)
+    async with running(settings) as cp:
+        await cp.ready("n1")  # no address known: the task waits for its node
+        await submit(cp, taskId="t1")
+        lines: list[str] = []
+        async with cp.client.stream(
+            "GET", "/api/tasks/t1/events/stream", headers=cp.user("alice")
+        ) as r:
+            assert r.status_code == 200
+            async for line in r.aiter_lines():
+                lines.append(line)
+                if line.startswith(": keep-alive"):
+                    break
+        assert lines[:2] == [
+            "event: status",
+            'data: {"status":"waiting_for_node","outcome":null}',
+        ]
