@@ -325,7 +325,13 @@ class Dispatcher:
                 snap.target, "session/start", snap.start_params, limit_s=self.settings.start_limit_s
             )
         except JsonRpcError as exc:
-            if "exists already" in exc.message:  # our own start, by a replica that died
+            # Refused: perhaps because our own start (a replica that died after it) made the
+            # session already. The node's list says; its words are not parsed.
+            listed = await self.nodes.call(
+                snap.target, "session/list", {}, limit_s=self.settings.call_limit_s
+            )
+            ids = {d.get("session_id") for d in listed.get("sessions", []) if isinstance(d, dict)}
+            if snap.session_id in ids:
                 await self._apply(task_id, [st.SessionStarted()], session_started_at=self.clock())
                 return
             await self._apply(task_id, [st.SessionStartFailed(f"the node refused: {exc.message}")])
@@ -339,9 +345,9 @@ class Dispatcher:
             fact = st.AuthRequired(tuple(m for m in methods if isinstance(m, dict)), reason)
         elif d.get("state") == "error":
             fact = st.SessionStartFailed(str(d.get("error") or "the agent did not start"))
+        _fault(self.settings, "session_started")  # on the node, not yet recorded
         # Started (even in error): the session exists on the node and is stopped at the end.
         await self._apply(task_id, [st.SessionStarted(), fact], session_started_at=now)
-        _fault(self.settings, "session_started")
 
     async def _prompt(self, task_id: str, snap: Snapshot, prompt_id: str) -> None:
         blocks = snap.prompt_blocks[prompt_id]
