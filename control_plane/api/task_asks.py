@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from control_plane.api.common import ApiError, parse_body, plane_of, require_user
-from control_plane.api.task_events import visible_task
+from control_plane.api.task_events import visible_task, wake_dispatcher
 from control_plane.dispatch import asks, runs
 
 
@@ -46,6 +46,7 @@ async def answer_permission(request: Request) -> JSONResponse:
         )
     except asks.Refused as exc:
         raise ApiError(exc.status, exc.message) from exc
+    wake_dispatcher(request)
     return JSONResponse({"requestId": request_id, "optionId": body.option_id})
 
 
@@ -63,6 +64,7 @@ async def follow_up(request: Request) -> JSONResponse:
         )
     except asks.Refused as exc:
         raise ApiError(exc.status, exc.message) from exc
+    wake_dispatcher(request)
     return JSONResponse({"promptId": prompt_id}, status_code=202)
 
 
@@ -73,6 +75,7 @@ async def close(request: Request) -> JSONResponse:
         status = await to_thread.run_sync(asks.close, plane.engine, view["taskId"], plane.clock())
     except asks.Refused as exc:
         raise ApiError(exc.status, exc.message) from exc
+    wake_dispatcher(request)
     return JSONResponse({"taskId": view["taskId"], "status": status})
 
 
@@ -83,6 +86,7 @@ async def cancel(request: Request) -> JSONResponse:
         status = await to_thread.run_sync(asks.cancel, plane.engine, view["taskId"], plane.clock())
     except asks.Refused as exc:
         raise ApiError(exc.status, exc.message) from exc
+    wake_dispatcher(request)
     return JSONResponse({"taskId": view["taskId"], "status": status}, status_code=202)
 
 

@@ -28,6 +28,13 @@ END_GRACE_S = 10.0  # how long a rested task's stream waits for its prompt's las
 _PAGE = 500
 
 
+def wake_dispatcher(request: Request) -> None:
+    """This replica's dispatcher passes now (other replicas at their next tick)."""
+    dispatcher = getattr(request.app.state, "dispatcher", None)
+    if dispatcher is not None:
+        dispatcher.wake()
+
+
 async def visible_task(request: Request) -> dict[str, Any]:
     """The task's view, if the caller may see it (its owner or an admin); else 404."""
     claims = require_user(request)

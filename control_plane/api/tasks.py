@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from control_plane.api.common import ApiError, parse_body, plane_of, require_user
+from control_plane.api.task_events import wake_dispatcher
 from control_plane.demand.resolver import RequirementsError
 from control_plane.dispatch import catalog, runs, tasks, views, workspaces
 from control_plane.identity.tokens import ADMIN_SCOPE, Claims
@@ -48,6 +49,7 @@ async def submit_task(request: Request) -> JSONResponse:
         raise ApiError(422, str(exc), **exc.detail) from exc
     except tasks.TaskExistsError as exc:
         raise ApiError(409, str(exc)) from exc
+    wake_dispatcher(request)
     return _json(record, 201)
 
 

@@ -1,4 +1,4 @@
-"""The dispatcher's shell: each pass claims due tasks with a lease in the database, reads
+"""The dispatcher's shell: each pass claims due tasks with a lease (leases.py), reads
 what the node reported, records the facts, asks `reconcile.next_step` for one step, takes
 it on the node and records it. Several replicas run it on one database; a replica that
 dies mid-step leaves its lease to expire and another takes the same (idempotent) step.
@@ -20,10 +20,11 @@ from typing import Any, Protocol
 import anyio
 from anyio import to_thread
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import Engine, and_, or_, select, update
+from sqlalchemy import Engine, update
 
 from control_plane.dispatch import runs, workspaces
 from control_plane.dispatch import status as st
+from control_plane.dispatch.leases import claim, release
 from control_plane.dispatch.observe import Snapshot, observe
 from control_plane.dispatch.reconcile import (
     AnswerPermission,
@@ -40,14 +41,14 @@ from control_plane.dispatch.reconcile import (
     finished,
     next_step,
 )
-from control_plane.storage.db import is_postgres, task_permission_answers, tasks
-from control_plane.storage.db import workspaces as ws_table
+from control_plane.storage.db import task_permission_answers
 from vm_agent.jsonrpc.errors import JsonRpcError
 
 log = logging.getLogger("control_plane.dispatch")
 
 UNKNOWN_SESSION = -32002
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.5, 30.0  # a node that could not be reached
+STEPS_PER_CLAIM = 8
 
 
 class DispatchSettings(BaseSettings):
@@ -90,62 +91,6 @@ class NodeCalls(Protocol):
     ) -> None: ...
 
 
-def _due(now: float) -> Any:
-    active = select(ws_table.c.workspace_id).where(ws_table.c.state == workspaces.ACTIVE)
-    wanted = or_(
-        tasks.c.status.not_in([s.value for s in st.ENDS]),
-        and_(tasks.c.session_started_at.is_not(None), tasks.c.session_stopped_at.is_(None)),
-        tasks.c.workspace_id.in_(active),  # an ended task's room, still to free
-    )
-    free = or_(tasks.c.lease_until.is_(None), tasks.c.lease_until < now)
-    return and_(wanted, free)
-
-
-def claim(engine: Engine, owner: str, now: float, lease_s: float, limit: int) -> list[str]:
-    """Takes the lease of up to `limit` due tasks whose lease is free; their ids."""
-    lease = {"lease_owner": owner, "lease_until": now + lease_s}
-    with engine.begin() as conn:
-        if is_postgres(engine):
-            ids = list(
-                conn.execute(
-                    select(tasks.c.task_id)
-                    .where(_due(now))
-                    .order_by(tasks.c.lease_until.nulls_first())
-                    .limit(limit)
-                    .with_for_update(skip_locked=True)
-                ).scalars()
-            )
-            if ids:
-                conn.execute(
-                    update(tasks)
-                    .where(tasks.c.task_id.in_(ids))
-                    .values(**lease, row_version=tasks.c.row_version + 1)
-                )
-            return ids
-        rows = conn.execute(
-            select(tasks.c.task_id, tasks.c.row_version).where(_due(now)).limit(limit)
-        ).all()
-        taken = []
-        for task_id, version in rows:
-            won = conn.execute(
-                update(tasks)
-                .where(tasks.c.task_id == task_id, tasks.c.row_version == version, _due(now))
-                .values(**lease, row_version=version + 1)
-            ).rowcount
-            if won == 1:
-                taken.append(task_id)
-        return taken
-
-
-def release(engine: Engine, task_id: str, owner: str) -> None:
-    with engine.begin() as conn:
-        conn.execute(
-            update(tasks)
-            .where(tasks.c.task_id == task_id, tasks.c.lease_owner == owner)
-            .values(lease_owner=None, lease_until=None)
-        )
-
-
 def _mark_answer(engine: Engine, task_id: str, request_id: str, option_id: str, now: float) -> None:
     with engine.begin() as conn:
         # A policy's answer is recorded as it is sent; a user's was recorded by the API.
@@ -184,6 +129,7 @@ class Dispatcher:
         self.owner = f"{socket.gethostname()[:24]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.passes = 0
         self._unreachable: dict[str, tuple[int, float]] = {}  # node: failures, retry at
+        self._wake = anyio.Event()
 
     async def run(self) -> None:
         """Passes until cancelled."""
@@ -206,12 +152,26 @@ class Dispatcher:
             except Exception:
                 log.exception("dispatch pass failed; the next pass tries again")
             self.passes += 1
-            await anyio.sleep(self.settings.pass_interval_s)
+            with anyio.move_on_after(self.settings.pass_interval_s):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+
+    def wake(self) -> None:
+        """Pass now (a task was submitted or asked something here), not at the next tick."""
+        self._wake.set()
 
     async def _one(self, task_id: str, limiter: anyio.CapacityLimiter) -> None:
         async with limiter:
             try:
-                await self.step(task_id)
+                # Step on while each step moves the task (ready -> start -> prompt) rather
+                # than one step a pass; a Wait (or a bound) ends this task's turn.
+                began = self.clock()
+                for _ in range(STEPS_PER_CLAIM):
+                    taken = await self.step(task_id)
+                    if taken is None or isinstance(taken, Wait):
+                        break
+                    if self.clock() - began > self.settings.lease_s / 2:
+                        break  # well inside the lease: the rest on a later pass
             except Exception as exc:
                 log.warning("task %s: step failed (%s); retried on a later pass", task_id, exc)
             finally:
@@ -247,31 +207,31 @@ class Dispatcher:
         step = next_step(snap.observed, snap.node_id, self.settings.timing)
         if not isinstance(step, Wait):
             log.info("task %s (%s): %s", task_id, snap.observed.status, step)
-        await self._take(task_id, snap, step)
-        return step
+        return step if await self._take(task_id, snap, step) else Wait("not now")
 
-    async def _take(self, task_id: str, snap: Snapshot, step: Step) -> None:
+    async def _take(self, task_id: str, snap: Snapshot, step: Step) -> bool:
+        """Takes the step; False if it was not taken now (a wait, no address, a backoff)."""
         if isinstance(step, Wait):
-            return
+            return False
         if isinstance(step, Record):
             await self._apply(task_id, [step.fact])
-            return
+            return True
         if isinstance(step, ReleaseWorkspace):
             await to_thread.run_sync(
                 workspaces.release_workspace, self.engine, snap.workspace_id, self.clock()
             )
-            return
+            return True
         if isinstance(step, ForgetSession):
             log.warning("task %s: node %s is silent; its session is left", task_id, snap.node_id)
             await self._apply(task_id, [], session_stopped_at=self.clock())
-            return
+            return True
         if snap.target is None:
             log.info("task %s: no address known for node %s", task_id, snap.node_id)
-            return
+            return False
         # A node that could not be reached is tried again after a backoff, not every pass.
         failures, until = self._unreachable.get(snap.node_id, (0, 0.0))
         if self.clock() < until:
-            return
+            return False
         try:
             await self._on_node(task_id, snap, step)
         except JsonRpcError:
@@ -281,6 +241,7 @@ class Dispatcher:
             self._unreachable[snap.node_id] = (failures + 1, self.clock() + delay)
             raise
         self._unreachable.pop(snap.node_id, None)
+        return True
 
     async def _on_node(self, task_id: str, snap: Snapshot, step: Step) -> None:
         s = self.settings

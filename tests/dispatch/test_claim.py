@@ -8,7 +8,7 @@ import threading
 
 from sqlalchemy import Engine, insert, update
 
-from control_plane.dispatch.loop import claim, release
+from control_plane.dispatch.leases import claim, release
 from control_plane.storage.db import tasks, workspaces
 
 
