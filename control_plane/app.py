@@ -7,7 +7,9 @@ import errno
 import socket
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 
+import anyio
 import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -26,6 +28,9 @@ from control_plane.api import (
     nodes,
     providers,
     sessions,
+    task_asks,
+    task_events,
+    task_nodes,
     tasks,
 )
 from control_plane.api.common import (
@@ -34,10 +39,15 @@ from control_plane.api.common import (
     api_error_handler,
     plane_of,
 )
+from control_plane.dispatch import addresses
+from control_plane.dispatch.loop import Dispatcher, DispatchSettings
 from control_plane.identity.keys import Clock
+from control_plane.identity.node_certs import certificate_on_record_refusal
+from control_plane.nodes_link.links import NodeLinks
 from control_plane.plane import ControlPlane
 from control_plane.serving import guarded_h11, uvicorn_log_config, uvicorn_serving
 from control_plane.settings import ControlPlaneSettings
+from control_plane.storage.db import make_engine, sqlite_url
 
 
 async def _jwks(request: Request) -> JSONResponse:
@@ -56,10 +66,12 @@ def create_app(
     *,
     plane: ControlPlane | None = None,
     clock: Clock = time.time,
+    dispatch: DispatchSettings | None = None,
 ) -> Starlette:
     """The app; opens the control plane (migrations, keys) unless one is given.
 
-    `app.state.plane` is the ControlPlane: its `tokens` mint tokens.
+    `app.state.plane` is the ControlPlane: its `tokens` mint tokens. `dispatch` configures
+    the dispatcher that serving runs beside the app (default: CONTROL_PLANE_DISPATCH_*).
     """
     plane = plane or ControlPlane.open(settings, clock=clock)
     routes = [
@@ -70,6 +82,9 @@ def create_app(
         *keys.routes,
         *defaults.routes,
         *tasks.routes,
+        *task_events.routes,
+        *task_asks.routes,
+        *task_nodes.routes,
         *sessions.routes,
         *github.routes,
         *git_tokens.routes,
@@ -83,7 +98,44 @@ def create_app(
         middleware=[Middleware(RefuseControlCharacters)],
     )
     app.state.plane = plane
+    app.state.dispatch_settings = dispatch or DispatchSettings()
+    app.state.dispatcher = None
     return app
+
+
+@contextlib.asynccontextmanager
+async def dispatching(app: Starlette) -> AsyncIterator[Dispatcher | None]:
+    """The dispatcher and its node connections, in a task group of their own, while the
+    block runs (`app.state.dispatcher`); nothing when dispatch is off."""
+    settings: DispatchSettings = app.state.dispatch_settings
+    if not settings.enabled:
+        yield None
+        return
+    plane = plane_of_app(app)
+
+    def token_for(node_id: str) -> str:
+        # The control plane's own connection: every session of that node.
+        return plane.tokens.mint_viewer_token(node_id, ["node"], subject="control-plane")
+
+    async with anyio.create_task_group() as tg:
+        # Lazily: the node CA is read (or made) only when a node is reached over TLS. Over
+        # TLS only the certificate on record is accepted (an earlier or stolen one is not).
+        links = NodeLinks(
+            tg,
+            token_for,
+            lambda: plane.node_ca.certificate_pem(),  # noqa: PLW0108
+            peer_check=partial(certificate_on_record_refusal, plane.engine),
+        )
+        dispatcher = Dispatcher(
+            plane.engine, links, plane.clock, settings, node_domain=plane.settings.node_domain
+        )
+        tg.start_soon(dispatcher.run)
+        app.state.dispatcher = dispatcher
+        try:
+            yield dispatcher
+        finally:
+            app.state.dispatcher = None
+            tg.cancel_scope.cancel()
 
 
 def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
@@ -138,19 +190,37 @@ async def serve_control_plane(
         ssl_keyfile=settings.tls_key_file if tls else None,
     )
     try:
-        async with uvicorn_serving(config, [sock], "control plane server"):
+        async with (
+            uvicorn_serving(config, [sock], "control plane server"),
+            dispatching(served),
+        ):
             url_host = f"[{host}]" if ":" in host else host
             yield f"{'https' if tls else 'http'}://{url_host}:{bound_port}"
     except BaseExceptionGroup as group:
         # The caller's own error (an assertion in a test, say) comes out as itself,
-        # not wrapped in the group of the task group that ran beside it.
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
+        # not wrapped in the groups of the task groups that ran beside it (the server's,
+        # the dispatcher's).
+        inner: BaseException = group
+        while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
+            inner = inner.exceptions[0]
+        if inner is not group:
+            raise inner from None
         raise
     finally:
         sock.close()
         if own_app:
             plane_of_app(served).close()
+
+
+def record_node_address(
+    settings: ControlPlaneSettings, node_id: str, viewer_url: str, workspace_root: str
+) -> None:
+    """Where the dispatcher reaches `node_id` (`vm-agent dev` records its own daemon)."""
+    engine = make_engine(settings.database_url or sqlite_url(settings.state_dir))
+    try:
+        addresses.record_address(engine, node_id, viewer_url, workspace_root, time.time())
+    finally:
+        engine.dispose()
 
 
 def plane_of_app(app: Starlette) -> ControlPlane:

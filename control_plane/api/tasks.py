@@ -11,8 +11,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from control_plane.api.common import ApiError, parse_body, plane_of, require_user
+from control_plane.api.task_events import wake_dispatcher
 from control_plane.demand.resolver import RequirementsError
-from control_plane.dispatch import tasks, workspaces
+from control_plane.dispatch import catalog, runs, tasks, views, workspaces
 from control_plane.identity.tokens import ADMIN_SCOPE, Claims
 
 
@@ -29,6 +30,13 @@ async def submit_task(request: Request) -> JSONResponse:
     assert claims.sub is not None
     sub = await parse_body(request, tasks.TaskSubmission)
     plane = plane_of(request)
+    try:
+        runs.prompt_blocks(sub.prompt)
+    except runs.PromptError as exc:
+        raise ApiError(exc.status, str(exc)) from exc
+    known = await to_thread.run_sync(catalog.known_agents, plane.engine)
+    if sub.agent not in known:
+        raise ApiError(422, f"unknown agent {sub.agent!r}", knownAgents=sorted(known))
     s = plane.settings
     ctx = tasks.Placing(s.default_provider, s.node_stale_after_s, s.max_nodes, plane.clock())
     try:
@@ -41,16 +49,19 @@ async def submit_task(request: Request) -> JSONResponse:
         raise ApiError(422, str(exc), **exc.detail) from exc
     except tasks.TaskExistsError as exc:
         raise ApiError(409, str(exc)) from exc
+    wake_dispatcher(request)
     return _json(record, 201)
 
 
 async def get_task(request: Request) -> JSONResponse:
     claims = require_user(request)
     plane = plane_of(request)
-    record = await to_thread.run_sync(tasks.load_task, plane.engine, request.path_params["task_id"])
+    task_id = request.path_params["task_id"]
+    record = await to_thread.run_sync(tasks.load_task, plane.engine, task_id)
     if record is None or not _may_see(claims, record.owner):
         raise ApiError(404, "no such task")
-    return _json(record)
+    view = await to_thread.run_sync(views.task_view, plane.engine, task_id)
+    return JSONResponse({**record.model_dump(by_alias=True, mode="json"), **(view or {})})
 
 
 async def _visible_workspace(request: Request) -> workspaces.WorkspaceRecord:

@@ -1,4 +1,8 @@
 """Tasks on nodes: submission (`tasks`, `workspaces`: resolve, place, record in one
-transaction), the sessions the control plane made (`sessions`), and the reconcile loops that
-carry a task to its outcome. May import provisioning, providers, github, identity, storage,
-demand."""
+transaction), the sessions the control plane made (`sessions`), and carrying a task to its
+outcome: its status (`status`, pure), the run's rows (`runs`), what users read and ask
+(`views`, `asks`), where nodes are (`addresses`), the agents a task may name (`catalog`),
+and the reconcile loop (`reconcile`, pure; `observe`, `leases`, `loop`: the shell, which
+reaches nodes through the `NodeCalls` protocol that control_plane.nodes_link implements).
+May import provisioning, providers, github, identity, storage, demand, cloud_init and the
+daemon's JSON-RPC errors (vm_agent.jsonrpc) and catalog (vm_agent.process.catalog)."""

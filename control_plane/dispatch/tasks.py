@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -30,7 +30,7 @@ from control_plane.demand.reservations import (
     ResolvedResourceReservation,
 )
 from control_plane.demand.resolver import Layer, parse_requirements, resolve
-from control_plane.dispatch import sessions, workspaces
+from control_plane.dispatch import runs, sessions, workspaces
 from control_plane.storage import layers
 from control_plane.storage.db import agent_sessions, tasks
 from control_plane.storage.db import workspaces as ws_table
@@ -55,6 +55,11 @@ class TaskSubmission(BaseModel):
     trigger_id: str | None = Field(default=None, pattern=_ID)
     agent_profile_id: str | None = Field(default=None, pattern=_ID)
     project_id: str | None = Field(default=None, pattern=_ID)
+    # The work (0014): text or ACP content blocks (checked by runs.prompt_blocks), how the
+    # agent's permission requests are answered, and whether the session waits for more.
+    prompt: str | list[Any]
+    permission_policy: Literal["ask", "allow", "reject"] | None = None
+    follow_ups: bool = False
 
 
 class TaskRecord(workspaces.DemandAudit):
@@ -67,6 +72,7 @@ class TaskRecord(workspaces.DemandAudit):
     workspace_id: str | None
     node_id: str | None
     session_id: str | None
+    status: str | None = None
 
 
 class TaskError(ValueError):
@@ -202,7 +208,16 @@ def submit_task(engine: Engine, sub: TaskSubmission, owner: str, ctx: Placing) -
             **audit,
         )
         _insert_task(conn, record, ctx.now)
-    return record
+        runs.begin(
+            conn,
+            task_id,
+            node_id=placed.node_id,
+            blocks=runs.prompt_blocks(sub.prompt),
+            policy=sub.permission_policy or "ask",
+            follow_ups=sub.follow_ups,
+            now=ctx.now,
+        )
+    return record.model_copy(update={"status": runs.STATUS_AFTER_SUBMISSION})
 
 
 def _insert_task(conn: Connection, record: TaskRecord, now: float) -> None:
@@ -226,6 +241,7 @@ def _task_record(row: RowMapping, node_id: str | None, session_id: str | None) -
         workspace_id=row["workspace_id"],
         node_id=node_id,
         session_id=session_id,
+        status=row.get("status"),
         **workspaces.DemandAudit.audit_of(row),
     )
 

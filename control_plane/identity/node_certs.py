@@ -83,3 +83,12 @@ def verify_node_certificate(
     previous certificate: a caller retries the connection."""
     der = cert if isinstance(cert, bytes) else cert.public_bytes(serialization.Encoding.DER)
     check_certificate(node_id, certificate_on_record(db, node_id), der)
+
+
+def certificate_on_record_refusal(db: Engine | Connection, node_id: str, der: bytes) -> str | None:
+    """``verify_node_certificate`` as the node connections' check: why it is refused, or None."""
+    try:
+        verify_node_certificate(db, node_id, der)
+    except NodeCertificateRefused as exc:
+        return str(exc)
+    return None

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Engine,
@@ -33,6 +34,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    false,
     func,
     make_url,
 )
@@ -139,6 +141,79 @@ tasks = Table(
     Column("reservation_provenance_json", Text, nullable=False),
     Column("placement_explanation_json", Text, nullable=False),
     Column("created_at", Float, nullable=False),
+    # 0014: the work, its status and outcome, timings, the dispatcher's lease
+    Column("prompt_json", Text, nullable=True),
+    Column("permission_policy", String(16), nullable=True),
+    Column("follow_ups", Boolean, nullable=False, server_default=false()),
+    Column("status", String(32), nullable=False, server_default="queued"),
+    Column("outcome_json", Text, nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("submitted_at", Float, nullable=True),
+    Column("node_ready_at", Float, nullable=True),
+    Column("first_update_at", Float, nullable=True),
+    Column("ended_at", Float, nullable=True),
+    Column("session_started_at", Float, nullable=True),
+    Column("session_stopped_at", Float, nullable=True),
+    Column("cancel_asked_at", Float, nullable=True),
+    Column("cancel_sent_at", Float, nullable=True),
+    Column("events_seq", BigInteger, nullable=False, server_default="0"),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_until", Float, nullable=True),
+    Column("row_version", Integer, nullable=False, server_default="0"),
+    Index("ix_tasks_status_lease", "status", "lease_until"),
+)
+
+# Every status change of a task, with its time and cause (0014).
+task_transitions = Table(
+    "task_transitions",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("task_id", String(128), nullable=False),
+    Column("from_status", String(32), nullable=True),
+    Column("status", String(32), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("cause", Text, nullable=False),
+    Index("ix_task_transitions_task_id", "task_id"),
+)
+
+# The prompts of a task, the first and each follow-up; the id is made before sending (0014).
+task_prompts = Table(
+    "task_prompts",
+    metadata,
+    Column("prompt_id", String(64), primary_key=True),
+    Column("task_id", String(128), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("prompt_json", Text, nullable=False),
+    Column("state", String(16), nullable=False),  # pending, sent, finished
+    Column("outcome_json", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("sent_at", Float, nullable=True),
+    Column("finished_at", Float, nullable=True),
+    UniqueConstraint("task_id", "seq", name="uq_task_prompts_task_seq"),
+)
+
+# A user's answer to a task's permission request, until the dispatcher delivered it (0014).
+task_permission_answers = Table(
+    "task_permission_answers",
+    metadata,
+    Column("task_id", String(128), primary_key=True),
+    Column("request_id", String(128), primary_key=True),
+    Column("option_id", String(256), nullable=True),
+    Column("answered_by", String(128), nullable=False),
+    Column("answered_at", Float, nullable=False),
+    Column("sent_at", Float, nullable=True),
+)
+
+# Where the control plane reaches a node's `/v1/ws`, and its workspace root (0014).
+node_addresses = Table(
+    "node_addresses",
+    metadata,
+    Column("node_id", String(128), primary_key=True),
+    Column("viewer_url", String(512), nullable=False),
+    Column("workspace_root", String(512), nullable=False),
+    Column("updated_at", Float, nullable=False),
 )
 
 # The control plane's signing keys, shared by every replica (0004).

@@ -102,7 +102,9 @@ async def test_a_placed_task_makes_its_session_and_a_release_ends_it(
 ) -> None:
     async with running(with_secrets) as cp:
         await cp.ready("n1")
-        r = await cp.client.post("/api/tasks", json={"agent": "codex"}, headers=cp.user("alice"))
+        r = await cp.client.post(
+            "/api/tasks", json={"agent": "codex", "prompt": "hi"}, headers=cp.user("alice")
+        )
         task = r.json()
         assert task["nodeId"] == "n1"
         sid = task["sessionId"]
@@ -124,7 +126,9 @@ async def test_who_may_make_a_session(settings: ControlPlaneSettings) -> None:
     async with running(settings) as cp:
         await cp.ready("n1")
         await cp.ready("n2")
-        r = await cp.client.post("/api/tasks", json={"agent": "claude"}, headers=cp.user("alice"))
+        r = await cp.client.post(
+            "/api/tasks", json={"agent": "claude", "prompt": "hi"}, headers=cp.user("alice")
+        )
         ws = r.json()["workspaceId"]
         node = r.json()["nodeId"]
         other_node = "n2" if node == "n1" else "n1"

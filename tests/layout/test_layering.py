@@ -45,6 +45,7 @@ LAYERS: dict[str, int] = {
     "control_plane.github": 14,
     "control_plane.providers": 14,
     "control_plane.dispatch": 15,
+    "control_plane.nodes_link": 15,  # the node as a viewer's peer; dispatch sees a Protocol
     "control_plane.plane": 16,
     "control_plane.api": 17,
     "control_plane.app": 18,

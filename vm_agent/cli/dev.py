@@ -199,7 +199,7 @@ async def _run(args: argparse.Namespace, dev_dir: Path, sock: socket.socket) -> 
 async def _dev(
     args: argparse.Namespace, dev_dir: Path, sock: socket.socket, stopper: Stopper
 ) -> int:
-    from control_plane.app import serve_control_plane
+    from control_plane.app import record_node_address, serve_control_plane
     from control_plane.identity.tokens import mint_dev_tokens
     from control_plane.settings import ControlPlaneSettings
     from vm_agent.cli.dev_agents import DevAgentsError, agent_python
@@ -227,6 +227,8 @@ async def _dev(
         workspace = Path(str(settings.workspace_root_paths[0])) / "dev"
 
         def show(ready: DaemonReady) -> None:
+            # The control plane dispatches tasks to this daemon, the dev node.
+            record_node_address(cp_settings, DEV_NODE_ID, ready.viewer_url, str(workspace.parent))
             print(
                 banner(ready, base_url, tokens.viewer_token, workspace, tokens.user_token),
                 flush=True,

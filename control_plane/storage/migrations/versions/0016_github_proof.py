@@ -7,7 +7,7 @@ workspace made for a repository, that repository and the link that grants it, an
 task's pull request once opened (branch, head commit, number, URL).
 
 Revision ID: 0016_github_proof
-Revises: 0011
+Revises: 0014
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0016_github_proof"
-down_revision = "0011"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
