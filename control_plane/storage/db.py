@@ -388,38 +388,39 @@ class DatabaseFileError(OSError):
 def make_private_sqlite(path: Path) -> None:
     """The database file (made empty if missing: SQLite takes that as a new database) and the
     files SQLite keeps beside it, 0600 whatever the umask; a wider mode found is narrowed,
-    and said, since someone may have read the keys while it was."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE_MODE)
-    except OSError as exc:
-        raise DatabaseFileError(f"cannot open the database file {path}: {exc.strerror}") from None
-    try:
-        _narrow(fd, path)
-    finally:
-        os.close(fd)
-    for suffix in SQLITE_SIDE_FILES:
-        side = path.with_name(path.name + suffix)
+    and said, since someone may have read the keys while it was.
+
+    By path, never by opening the database: closing any descriptor of a file drops every
+    POSIX lock this process holds on it, SQLite's included, and a process that already has
+    the database open (the dev command opens a second engine beside its control plane's)
+    would then corrupt it ("disk I/O error")."""
+    if not os.path.lexists(path):
         try:
-            fd = os.open(side, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            continue
+            # a new file: nothing in this process has it open, so closing is harmless
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        except FileExistsError:
+            pass
         except OSError as exc:
-            raise DatabaseFileError(f"cannot open {side}: {exc.strerror}") from None
+            raise DatabaseFileError(
+                f"cannot create the database file {path}: {exc.strerror}"
+            ) from None
+    for file in (path, *(path.with_name(path.name + suffix) for suffix in SQLITE_SIDE_FILES)):
         try:
-            _narrow(fd, side)
-        finally:
-            os.close(fd)
+            _narrow(file)
+        except FileNotFoundError:
+            if file == path:
+                raise DatabaseFileError(f"the database file {path} vanished") from None
 
 
-def _narrow(fd: int, path: Path) -> None:
-    info = os.fstat(fd)
+def _narrow(path: Path) -> None:
+    info = os.lstat(path)
     if not stat.S_ISREG(info.st_mode):
         raise DatabaseFileError(f"{path} is not a regular file")
     mode = stat.S_IMODE(info.st_mode)
     if mode == PRIVATE_FILE_MODE:
         return
     try:
-        os.fchmod(fd, PRIVATE_FILE_MODE)
+        os.chmod(path, PRIVATE_FILE_MODE)
     except OSError as exc:
         raise DatabaseFileError(
             f"{path} has mode {mode:04o} and cannot be made 0600: {exc.strerror}"

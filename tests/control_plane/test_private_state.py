@@ -180,3 +180,37 @@ def test_a_secrets_file_is_checked_at_each_lookup(tmp_path: Path) -> None:
     secrets.chmod(0o600)
     with pytest.raises(UnsafeState, match="cannot open secrets file"):
         ControlPlane.open(settings_at(tmp_path / "cp", secrets_file=link))
+
+
+def test_a_second_engine_on_the_database_keeps_the_first_ones_locks(tmp_path: Path) -> None:
+    # `vm-agent dev` opens engines beside its running control plane's: making the file
+    # private must not close a descriptor of it (that drops this process's SQLite locks)
+    import subprocess
+    import sys
+
+    from sqlalchemy import text
+
+    from control_plane.storage.db import make_engine
+
+    url = f"sqlite:///{tmp_path / 'cp.db'}"
+    first = make_engine(url)
+    with first.begin() as conn:
+        conn.execute(text("CREATE TABLE t (n INTEGER)"))
+    held = first.connect()  # an open connection, as the running server has
+    held.execute(text("SELECT count(*) FROM t")).scalar_one()
+    for _ in range(3):
+        make_engine(url).dispose()
+    writer = (
+        "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], timeout=30); "
+        "c.execute('PRAGMA journal_mode=WAL')\n"
+        "for i in range(200):\n    c.execute('INSERT INTO t VALUES (?)', (i,)); c.commit()"
+    )
+    other = subprocess.Popen([sys.executable, "-c", writer, str(tmp_path / "cp.db")])
+    for i in range(200):
+        with first.begin() as conn:
+            conn.execute(text("INSERT INTO t VALUES (:n)"), {"n": -i})
+        held.execute(text("SELECT count(*) FROM t")).scalar_one()
+    assert other.wait(timeout=60) == 0
+    assert held.execute(text("SELECT count(*) FROM t")).scalar_one() == 400
+    held.close()
+    first.dispose()
