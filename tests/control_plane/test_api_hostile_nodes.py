@@ -93,7 +93,12 @@ async def test_a_poisoned_row_from_before_the_check_breaks_no_one(
             nan_event = node_store.NodeEvent("s1", 1, 1.0, "acp.update", {"x": math.nan})
             node_store.store_events(cp.plane.engine, "bad", [nan_event], 3.0)
 
-        task = {"agent": "claude", "provider": "hetzner", "requirements": {"minVcpu": 1}}
+        task = {
+            "agent": "claude",
+            "prompt": "hi",
+            "provider": "hetzner",
+            "requirements": {"minVcpu": 1},
+        }
         r = await cp.client.post("/api/tasks", json=task, headers=cp.user("alice"))
         assert r.status_code == 201, r.text
         placed = r.json()["placementExplanation"]

@@ -192,7 +192,7 @@ async def test_session_details_say_whose_session_it_is_and_its_reservation(
         await cp.ready("n1")
         r = await cp.client.post(
             "/api/tasks",
-            json={"agent": "codex"},
+            json={"agent": "codex", "prompt": "hi"},
             headers=cp.user("alice"),
         )
         assert r.status_code == 201, r.text

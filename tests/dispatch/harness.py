@@ -24,6 +24,7 @@ from control_plane.dispatch.addresses import record_address
 from control_plane.dispatch.loop import DispatchSettings
 from control_plane.plane import ControlPlane
 from control_plane.settings import ControlPlaneSettings
+from control_plane.storage import provisioning_store
 from control_plane.storage.node_store import get_node
 from tests.daemon.harness import NODE, Plane, notify_socket, serving, stopped_at_exit
 from tests.tlsca import make_tls_files
@@ -61,6 +62,40 @@ TlsFor = Callable[[ControlPlane, Path], tuple[Path, Path]]
 def node_ca_tls(plane: ControlPlane, directory: Path) -> tuple[Path, Path]:
     """A certificate the control plane's node CA signed for the node, as the bootstrap
     gives a VM."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = time.time()
+    signed = plane.node_ca.sign(key.public_key(), NODE, now, 3600)
+    # on record, as the bootstrap leaves it: the dispatcher accepts only that certificate
+    provisioning_store.create_node(
+        plane.engine,
+        provisioning_store.NewNode(
+            node_id=NODE, hostname=NODE, dns_name=plane.node_ca.dns_name(NODE),
+            created_at=now, created_by="test", params={},
+            bootstrap_token_sha256="0" * 64, bootstrap_expires_at=now + 600,
+        ),
+    )  # fmt: skip
+    issued = provisioning_store.IssuedCertificate(
+        signed.serial, signed.sha256, signed.not_after, signed.public_key_sha256
+    )
+    assert provisioning_store.spend_bootstrap_token(plane.engine, NODE, "0" * 64, now, issued)
+    cert_file, key_file = directory / "node.pem", directory / "node.key"
+    cert_file.write_text(signed.pem)
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return cert_file, key_file
+
+
+def unrecorded_tls(plane: ControlPlane, directory: Path) -> tuple[Path, Path]:
+    """A certificate the node CA signed but that is not the one on record (an earlier or a
+    stolen one): TLS verifies it, the record check refuses it."""
     directory.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     signed = plane.node_ca.sign(key.public_key(), NODE, time.time(), 3600)
