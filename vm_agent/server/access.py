@@ -12,7 +12,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-READ_METHODS = frozenset({"session/list", "session/subscribe"})
+# A session's files and git view (``workspace_methods``): reading, and uploading.
+WORKSPACE_READ = frozenset(
+    {
+        "workspace/list",
+        "workspace/stat",
+        "workspace/read",
+        "workspace/git_status",
+        "workspace/diff",
+        "workspace/log",
+    }
+)
+READ_METHODS = frozenset({"session/list", "session/subscribe"}) | WORKSPACE_READ
 WRITE_METHODS = frozenset(
     {
         "session/start",
@@ -21,6 +32,7 @@ WRITE_METHODS = frozenset(
         "session/stop",
         "session/recover",
         "permission/respond",
+        "workspace/write",
     }
 )
 
