@@ -53,6 +53,7 @@ from vm_agent.runtime.sdnotify import SdNotifier
 from vm_agent.runtime.settings import Settings
 from vm_agent.server import ViewerServer
 from vm_agent.session.supervisor import Supervisor
+from vm_agent.terminals.orphans import close_orphans
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +275,9 @@ class _Parts:
                 restored = await supervisor.restore(recover=s.recover_on_start)
                 if restored:
                     log.info("restored %d sessions from the event log", len(restored))
+                # People's terminals ended with the last daemon: the log says so now.
+                if orphans := await close_orphans(events):
+                    log.info("closed %d terminals the last daemon left open", len(orphans))
                 if link is not None:
                     await tg.start(link.run)
                 port = await tg.start(partial(server.serve, s.listen_host, s.listen_port))

@@ -17,6 +17,11 @@ EVENT_TYPES: frozenset[str] = frozenset(
         "permission.requested",
         "permission.resolved",
         "agent.crash_report",
+        # people's terminals (vm_agent/terminals)
+        "terminal.opened",
+        "terminal.output",
+        "terminal.resized",
+        "terminal.exited",
     }
 )
 

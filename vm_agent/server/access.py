@@ -23,17 +23,23 @@ WORKSPACE_READ = frozenset(
         "workspace/log",
     }
 )
-READ_METHODS = frozenset({"session/list", "session/subscribe"}) | WORKSPACE_READ
-WRITE_METHODS = frozenset(
-    {
-        "session/start",
-        "session/prompt",
-        "session/cancel",
-        "session/stop",
-        "session/recover",
-        "permission/respond",
-        "workspace/write",
-    }
+# People's terminals (``terminal_methods``): watching, and typing.
+TERMINAL_READ = frozenset({"terminal/list", "terminal/snapshot"})
+TERMINAL_WRITE = frozenset({"terminal/open", "terminal/input", "terminal/resize", "terminal/close"})
+READ_METHODS = frozenset({"session/list", "session/subscribe"}) | WORKSPACE_READ | TERMINAL_READ
+WRITE_METHODS = (
+    frozenset(
+        {
+            "session/start",
+            "session/prompt",
+            "session/cancel",
+            "session/stop",
+            "session/recover",
+            "permission/respond",
+            "workspace/write",
+        }
+    )
+    | TERMINAL_WRITE
 )
 
 
