@@ -139,7 +139,7 @@ class Terminal:
         self._launched = launched
         if launched.process.stdout is not None:
             await launched.process.stdout.aclose()  # its output goes to the PTY instead
-        await self.log.append(
+        opened = await self.log.append(
             self.session_id,
             "terminal.opened",
             {
@@ -151,6 +151,7 @@ class Terminal:
                 "pid": launched.process.pid,
             },
         )
+        self.screen_seq = opened.seq  # the blank screen: what follows this event fills it
 
     def _close_fds(self) -> None:
         for fd in (self._master, self._slave):
