@@ -66,10 +66,23 @@ def test_still_open_after_a_crash() -> None:
 
 def test_the_screen_is_the_state_not_the_history() -> None:
     screen = Screen(10, 3)
-    screen.feed("old line\r\n\x1b[2J\x1b[Hnew\x1b[2;3Hx")
+    screen.mark(4)
+    assert screen.snapshot()["seq"] == 4
+    screen.feed("old line\r\n\x1b[2J\x1b[Hnew", 5)
+    screen.feed("\x1b[2;3Hx", 6)
     snap = screen.snapshot()
-    assert snap["lines"] == ["new", "  x", ""]
+    assert (snap["seq"], snap["lines"]) == (6, ["new", "  x", ""])
     assert snap["cursor"] == {"x": 3, "y": 1}
     assert snap["ansi"].startswith("\x1b[H\x1b[2J") and snap["ansi"].endswith("\x1b[2;4H")
     screen.resize(20, 5)
     assert (screen.snapshot()["cols"], screen.snapshot()["rows"]) == (20, 5)
+
+
+def test_a_flood_nobody_watched_is_drawn_from_its_tail() -> None:
+    screen = Screen(20, 3, max_pending=100)
+    for i in range(1000):
+        screen.feed(f"line-{i}\r\n", i + 1)
+    snap = screen.snapshot()
+    assert snap["seq"] == 1000
+    assert snap["lines"] == ["line-998", "line-999", ""]
+    assert 0 < screen.skipped < 1000 * 10

@@ -110,7 +110,7 @@ def handlers(lookup: Lookup, ctx: ViewerContext) -> dict[str, Handler]:
             )
         except TerminalRefused as exc:
             raise refused(exc) from None
-        return term.snapshot()
+        return await term.snapshot()
 
     async def input_(raw: Any) -> dict[str, Any]:
         args = _parse(InputParams, "terminal/input", raw)
@@ -152,9 +152,10 @@ def handlers(lookup: Lookup, ctx: ViewerContext) -> dict[str, Handler]:
         args = _parse(TerminalParams, "terminal/snapshot", raw)
         lookup(args.session_id)
         try:
-            return registry.get(args.session_id, args.terminal_id).snapshot()
+            term = registry.get(args.session_id, args.terminal_id)
         except TerminalRefused as exc:
             raise refused(exc) from None
+        return await term.snapshot()
 
     return {
         "terminal/open": open_,

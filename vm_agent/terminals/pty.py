@@ -91,7 +91,6 @@ class Terminal:
         self.bounds = bounds
         self.cols, self.rows = cols, rows
         self.screen = Screen(cols, rows)
-        self.screen_seq = 0  # the last output event the screen holds
         self.exit: dict[str, Any] | None = None
         self.ended = anyio.Event()
         self._out = ByteBudget(bounds.output_rate, bounds.output_burst)
@@ -151,7 +150,7 @@ class Terminal:
                 "pid": launched.process.pid,
             },
         )
-        self.screen_seq = opened.seq  # the blank screen: what follows this event fills it
+        self.screen.mark(opened.seq)  # the blank screen: what follows this event fills it
 
     def _close_fds(self) -> None:
         for fd in (self._master, self._slave):
@@ -234,16 +233,16 @@ class Terminal:
         event = await self.log.append(
             self.session_id, "terminal.output", {"terminal_id": self.terminal_id, "data": text}
         )
-        self.screen.feed(text)
-        self.screen_seq = event.seq
+        self.screen.feed(text, event.seq)
 
     # -- what viewers do --------------------------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
+    async def snapshot(self) -> dict[str, Any]:
+        screen = await anyio.to_thread.run_sync(self.screen.snapshot)
         return {
             "terminal_id": self.terminal_id,
-            "seq": self.screen_seq,
-            "screen": self.screen.snapshot(),
+            "seq": screen.pop("seq"),
+            "screen": screen,
             "exit": self.exit,
         }
 
@@ -268,7 +267,7 @@ class Terminal:
             raise ValueError("the terminal has ended")
         set_size(self._master, cols, rows)
         self.cols, self.rows = cols, rows
-        self.screen.resize(cols, rows)
+        await anyio.to_thread.run_sync(self.screen.resize, cols, rows)
         await self.log.append(
             self.session_id,
             "terminal.resized",
