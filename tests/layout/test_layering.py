@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "vm_agent.session": 4,
     "vm_agent.workspace": 4,
     "vm_agent.terminals": 4,
+    "vm_agent.ports": 4,
     "vm_agent.control_link": 5,
     "vm_agent.server": 5,
     "vm_agent.daemon": 6,

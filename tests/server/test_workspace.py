@@ -193,7 +193,13 @@ async def test_another_owner_and_a_read_token_are_refused(tmp_path: Path) -> Non
         async with d.viewer(alice_token) as alice:
             sid = (await d.start(alice, "echo"))["session_id"]
         async with d.viewer(d.token(subject="bob")) as bob:
-            for method in ("workspace/list", "workspace/read", "workspace/diff", "workspace/write"):
+            for method in (
+                "workspace/list",
+                "workspace/read",
+                "workspace/diff",
+                "workspace/write",
+                "workspace/ports",
+            ):
                 params: dict[str, Any] = {"session_id": sid}
                 if method == "workspace/read":
                     params["path"] = "f.txt"
@@ -202,6 +208,9 @@ async def test_another_owner_and_a_read_token_are_refused(tmp_path: Path) -> Non
                 err = await _err(bob, method, params)
                 assert err.code == -32003 and "another user" in err.message, (method, err)
         async with d.viewer(d.token("read", subject="alice")) as reader:
+            # Agents running as the daemon's own user, without cgroups: nothing tells ports apart.
+            ports = await reader.call("workspace/ports", {"session_id": sid})
+            assert ports == {"ports": [], "by": None}
             got = await reader.call("workspace/read", {"session_id": sid, "path": "f.txt"})
             assert got["content"] == "alice's\n"
             err = await _err(

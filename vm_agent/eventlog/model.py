@@ -22,6 +22,8 @@ EVENT_TYPES: frozenset[str] = frozenset(
         "terminal.output",
         "terminal.resized",
         "terminal.exited",
+        # the ports a session's processes listen on (vm_agent/ports)
+        "ports.changed",
     }
 )
 

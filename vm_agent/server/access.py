@@ -21,6 +21,7 @@ WORKSPACE_READ = frozenset(
         "workspace/git_status",
         "workspace/diff",
         "workspace/log",
+        "workspace/ports",
     }
 )
 # People's terminals (``terminal_methods``): watching, and typing.

@@ -13,10 +13,12 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
+import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vm_agent.jsonrpc.errors import JsonRpcError
 from vm_agent.jsonrpc.validation import short_validation_message
+from vm_agent.ports.scan import ports_of
 from vm_agent.session.session import AgentSession
 from vm_agent.workspace.files import MAX_ENTRIES, MAX_READ_BYTES, WorkspaceFiles
 from vm_agent.workspace.git import WorkspaceGit
@@ -140,7 +142,14 @@ def handlers(lookup: Lookup) -> dict[str, Handler]:
         args = _parse(LogParams, "workspace/log", raw)
         return await git_of(lookup(args.session_id)).log(args.base, args.max_count)
 
+    async def ports(raw: Any) -> dict[str, Any]:
+        args = _parse(StatusParams, "workspace/ports", raw)
+        session = lookup(args.session_id)
+        found, by = await anyio.to_thread.run_sync(ports_of, session.containment)
+        return {"ports": found, "by": by}
+
     return {
+        "workspace/ports": ports,
         "workspace/list": list_,
         "workspace/stat": stat,
         "workspace/read": read,
