@@ -52,13 +52,17 @@ def session_pids(contained: SessionContainment) -> list[int] | None:
     return pids
 
 
-def ports_of(contained: SessionContainment | None) -> tuple[list[dict[str, object]], str | None]:
+def ports_of(
+    contained: SessionContainment | None, sockets: list[Listening] | None = None
+) -> tuple[list[dict[str, object]], str | None]:
     """The session's listening ports and how they were told apart (``cgroup``, ``uid``), or
-    ``([], None)`` when they cannot be (no cgroup and the agents run as the daemon)."""
+    ``([], None)`` when they cannot be (no cgroup and the agents run as the daemon).
+    ``sockets``: the node's listening sockets, when a scan of every session read them once."""
     if contained is None:
         return [], None
     pids = session_pids(contained)
-    sockets = listening()
+    if sockets is None:
+        sockets = listening()
     if pids is not None:
         mine = socket_inodes(pids)
         chosen = [s for s in sockets if s.inode in mine]

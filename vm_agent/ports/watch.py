@@ -10,7 +10,7 @@ import anyio
 
 from vm_agent.containment.session import SessionContainment
 from vm_agent.eventlog import EventLog
-from vm_agent.ports.scan import ports_of
+from vm_agent.ports.scan import listening, ports_of
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +32,15 @@ class PortWatch:
         self.last: dict[str, Ports] = {}
 
     async def scan_once(self) -> list[tuple[str, Ports]]:
+        sessions = list(self.sessions())
+
+        def scan() -> dict[str, tuple[Ports, str | None]]:
+            sockets = listening()  # once for every session
+            return {sid: ports_of(contained, sockets) for sid, contained in sessions}
+
         now: dict[str, Ports] = {}
         how: dict[str, str] = {}
-        for sid, contained in list(self.sessions()):
-            ports, by = await anyio.to_thread.run_sync(ports_of, contained)
+        for sid, (ports, by) in (await anyio.to_thread.run_sync(scan)).items():
             if by is not None:
                 now[sid], how[sid] = ports, by
         reported = changes(self.last, now)
