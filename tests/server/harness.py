@@ -19,6 +19,7 @@ from control_plane.identity.tokens import TokenIssuer
 from control_plane.settings import ControlPlaneSettings
 from tests.tlsca import TlsFiles, make_tls_files
 from vm_agent.common.redact import Redactor
+from vm_agent.containment.host import Containment
 from vm_agent.core.machine import SessionPolicy
 from vm_agent.edge.auth import JwksVerifier
 from vm_agent.edge.tls import server_context
@@ -165,10 +166,12 @@ async def daemon(
     retention_bytes: int = 64 * 1024 * 1024,
     tls: bool = False,
     leeway_s: float = 30.0,
+    containment: Containment | None = None,
     **settings_over: Any,
 ) -> AsyncIterator[Daemon]:
     """``tls`` makes a throwaway CA and serves wss:// with its certificate; ``leeway_s`` is
-    the verifier's; ``settings_over`` sets other daemon settings (caps, metrics port)."""
+    the verifier's; ``containment`` runs the agents confined (tests/containment/ makes one);
+    ``settings_over`` sets other daemon settings (caps, metrics port)."""
     workdir = tmp_path / "work"
     workdir.mkdir(parents=True, exist_ok=True)
     # Every test client comes from 127.0.0.1, many at once: caps are the flood tests' own.
@@ -206,7 +209,9 @@ async def daemon(
             node_id=NODE,
             leeway_s=leeway_s,
         )
-        supervisor = Supervisor(log=log, catalog=catalog, config=config, redactor=Redactor())
+        supervisor = Supervisor(
+            log=log, catalog=catalog, config=config, redactor=Redactor(), containment=containment
+        )
         server = ViewerServer(
             settings=settings,
             supervisor=supervisor,

@@ -27,6 +27,8 @@ WORKSPACE_READ = frozenset(
 # People's terminals (``terminal_methods``): watching, and typing.
 TERMINAL_READ = frozenset({"terminal/list", "terminal/snapshot"})
 TERMINAL_WRITE = frozenset({"terminal/open", "terminal/input", "terminal/resize", "terminal/close"})
+# Streams to a port the session listens on (``port_forward``): they reach its servers.
+PORT_WRITE = frozenset({"port/open", "port/send", "port/close"})
 READ_METHODS = frozenset({"session/list", "session/subscribe"}) | WORKSPACE_READ | TERMINAL_READ
 WRITE_METHODS = (
     frozenset(
@@ -41,6 +43,7 @@ WRITE_METHODS = (
         }
     )
     | TERMINAL_WRITE
+    | PORT_WRITE
 )
 
 

@@ -67,10 +67,10 @@ class LogParams(_Params):
     max_count: int = Field(default=100, ge=1, le=1000)
 
 
-M = TypeVar("M", bound=_Params)
+M = TypeVar("M", bound=BaseModel)
 
 
-def _parse(model: type[M], method: str, params: Any) -> M:
+def parse_params(model: type[M], method: str, params: Any) -> M:
     """As ``server.params.parse``: -32602 naming the first problem; unknown fields refused."""
     if not isinstance(params, dict):
         raise JsonRpcError.invalid_params(f"{method}: params must be an object")
@@ -100,19 +100,19 @@ def handlers(lookup: Lookup) -> dict[str, Handler]:
     """The methods, for ``ViewerMethods``' table; ``lookup`` checks the token's reach."""
 
     async def list_(raw: Any) -> dict[str, Any]:
-        args = _parse(ListParams, "workspace/list", raw)
+        args = parse_params(ListParams, "workspace/list", raw)
         return await files_of(lookup(args.session_id)).list(args.path, args.limit)
 
     async def stat(raw: Any) -> dict[str, Any]:
-        args = _parse(PathParams, "workspace/stat", raw)
+        args = parse_params(PathParams, "workspace/stat", raw)
         return await files_of(lookup(args.session_id)).stat(args.path)
 
     async def read(raw: Any) -> dict[str, Any]:
-        args = _parse(ReadParams, "workspace/read", raw)
+        args = parse_params(ReadParams, "workspace/read", raw)
         return await files_of(lookup(args.session_id)).read(args.path, args.offset, args.length)
 
     async def write(raw: Any) -> dict[str, Any]:
-        args = _parse(WriteParams, "workspace/write", raw)
+        args = parse_params(WriteParams, "workspace/write", raw)
         session = lookup(args.session_id)
         if args.encoding == "base64":
             try:
@@ -131,19 +131,19 @@ def handlers(lookup: Lookup) -> dict[str, Handler]:
         return await files_of(session).write(args.path, data, make_dirs=args.make_dirs)
 
     async def git_status(raw: Any) -> dict[str, Any]:
-        args = _parse(StatusParams, "workspace/git_status", raw)
+        args = parse_params(StatusParams, "workspace/git_status", raw)
         return await git_of(lookup(args.session_id)).status()
 
     async def diff(raw: Any) -> dict[str, Any]:
-        args = _parse(DiffParams, "workspace/diff", raw)
+        args = parse_params(DiffParams, "workspace/diff", raw)
         return await git_of(lookup(args.session_id)).diff(args.base, stat_only=args.stat)
 
     async def log(raw: Any) -> dict[str, Any]:
-        args = _parse(LogParams, "workspace/log", raw)
+        args = parse_params(LogParams, "workspace/log", raw)
         return await git_of(lookup(args.session_id)).log(args.base, args.max_count)
 
     async def ports(raw: Any) -> dict[str, Any]:
-        args = _parse(StatusParams, "workspace/ports", raw)
+        args = parse_params(StatusParams, "workspace/ports", raw)
         session = lookup(args.session_id)
         found, by = await anyio.to_thread.run_sync(ports_of, session.containment)
         return {"ports": found, "by": by}
