@@ -6,13 +6,17 @@ cgroups, the real viewer server on loopback)."""
 from __future__ import annotations
 
 import base64
+import os
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 
 from tests.containment.harness import limit_defaults
@@ -85,6 +89,27 @@ async def _get(v: Client, sid: str, port: int, path: str) -> bytes:
                 return body
 
 
+async def _through_the_cli(d: Daemon, token: str, sid: str, port: int) -> str:
+    argv = [sys.executable, "-m", "vm_agent", "attach", "--url", d.url, "--session", sid]
+    env = {**os.environ, "VM_AGENT_TOKEN": token}
+    async with await anyio.open_process(
+        [*argv, "--forward", f"0:{port}"], env=env, stderr=subprocess.PIPE
+    ) as proc:
+        assert proc.stderr is not None
+        said = ""
+        try:
+            with anyio.fail_after(30):
+                while not (found := re.search(r"forwarding 127\.0\.0\.1:(\d+)", said)):
+                    said += (await proc.stderr.receive()).decode()
+            local = int(found[1])
+            async with httpx.AsyncClient(timeout=20) as http:
+                answers = [await http.get(f"http://127.0.0.1:{local}/page.txt") for _ in range(3)]
+            assert all(a.status_code == 200 for a in answers)
+            return answers[0].text
+        finally:
+            proc.terminate()
+
+
 async def test_a_sessions_server_through_the_daemons_port(
     agent_pool: TestPool, tmp_path: Path
 ) -> None:
@@ -103,6 +128,8 @@ async def test_a_sessions_server_through_the_daemons_port(
                     await anyio.sleep(0.05)
             page = await _get(alice, sid, port, "/page.txt")
             assert page.startswith(b"HTTP/1.0 200") and page.endswith(b"hello\n"), page
+            # The same from a plain HTTP client, through `vm-agent attach --forward`.
+            assert await _through_the_cli(d, alice_token, sid, port) == "hello\n"
 
             # Alice's other session does not listen there; nor is the daemon's port hers.
             other = (

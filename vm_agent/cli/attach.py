@@ -81,6 +81,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="with --session: open a shell in its workspace (or attach to terminal ID); "
         "Ctrl-] detaches",
     )
+    p.add_argument(
+        "--forward",
+        metavar="[LOCAL:]PORT",
+        help="with --session: serve PORT of the session (its dev server) on 127.0.0.1:LOCAL",
+    )
 
 
 @dataclass
@@ -217,6 +222,10 @@ def run(args: argparse.Namespace) -> int:
         from vm_agent.cli import attach_terminal
 
         return attach_terminal.run(args, token, tls)
+    if args.forward is not None:
+        from vm_agent.cli import attach_forward
+
+        return attach_forward.run(args, token, tls)
     attach = _Attach(
         args=args,
         token=token,
