@@ -15,6 +15,7 @@ from vm_agent.ports.scan import listening, ports_of
 log = logging.getLogger(__name__)
 
 INTERVAL_S = 1.0
+TYPES = frozenset({"ports.changed"})
 Ports = list[dict[str, Any]]
 Sessions = Callable[[], Iterable[tuple[str, SessionContainment | None]]]
 
@@ -30,6 +31,18 @@ class PortWatch:
         self.sessions = sessions
         self.log = log
         self.last: dict[str, Ports] = {}
+
+    async def load_last(self) -> None:
+        """What the log last said of each session (a restarted daemon then reports a server
+        that died with the last one as gone, rather than leaving the log's word stale)."""
+        cursor = 0
+        while True:
+            page, nxt = await self.log.read_global(cursor, 2000, 16 * 1024 * 1024, TYPES)
+            for event in page:
+                self.last[event.session_id] = list(event.data.get("ports") or [])
+            if not page or nxt == cursor:
+                return
+            cursor = nxt
 
     async def scan_once(self) -> list[tuple[str, Ports]]:
         sessions = list(self.sessions())
@@ -50,6 +63,7 @@ class PortWatch:
         return reported
 
     async def run(self, interval_s: float = INTERVAL_S) -> None:
+        await self.load_last()
         while True:
             try:
                 await self.scan_once()

@@ -94,6 +94,13 @@ class PortForwards:
                 stream = await anyio.connect_tcp(host, args.port)
         except (OSError, TimeoutError) as exc:
             raise errors.refused(f"cannot connect to port {args.port}: {exc}") from None
+        # Still the session's after the connect (a listener gone and another's in its
+        # place in between would be refused here).
+        again, _ = await anyio.to_thread.run_sync(ports_of, session.containment)
+        if not any(p["port"] == args.port for p in again):
+            with anyio.CancelScope(shield=True):
+                await stream.aclose()
+            raise errors.refused(f"port {args.port} stopped being session {session.id!r}'s")
         stream_id = f"fwd-{secrets.token_hex(6)}"
         self.streams[stream_id] = stream
         # Starts on a later turn of the loop: the answer is queued before any data.
