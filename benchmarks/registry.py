@@ -13,6 +13,7 @@ from benchmarks import (
     relay_latency,
     relay_throughput,
     resume,
+    terminal_flood,
 )
 from benchmarks.harness import Context
 from benchmarks.stats import Figure
@@ -28,4 +29,5 @@ BENCHMARKS: dict[str, Benchmark] = {
     footprint.NAME: footprint.run,
     flood.NAME: flood.run,
     pg_ingest.NAME: pg_ingest.run,
+    terminal_flood.NAME: terminal_flood.run,
 }

@@ -22,6 +22,7 @@ from tests.control_link.harness import FAST_TIMINGS, AuthRecorder
 from tests.tlsca import TlsFiles, make_tls_files
 from tests.token_files import write_token
 from vm_agent.common.redact import Redactor
+from vm_agent.containment.host import Containment
 from vm_agent.control_link import CallbackTokenStore, ControlLink
 from vm_agent.core.machine import SessionPolicy
 from vm_agent.daemon.assembly import start_policy
@@ -175,12 +176,14 @@ async def daemon(
     leeway_s: float = 30.0,
     link: bool = False,
     secrets: dict[str, dict[str, str]] | None = None,
+    containment: Containment | None = None,
     **settings_over: Any,
 ) -> AsyncIterator[Daemon]:
     """``tls`` makes a throwaway CA and serves wss:// with its certificate; ``leeway_s`` is
     the verifier's; ``link`` runs the daemon's control-plane link (a callback token, the
     session details and credentials a node gets; ``secrets``: the control plane's agent
-    credentials); ``settings_over`` sets other daemon settings (caps, metrics port)."""
+    credentials); ``containment`` runs the agents confined (tests/containment/ makes one);
+    ``settings_over`` sets other daemon settings (caps, metrics port)."""
     workdir = tmp_path / "work"
     workdir.mkdir(parents=True, exist_ok=True)
     # Every test client comes from 127.0.0.1, many at once: caps are the flood tests' own.
@@ -242,6 +245,7 @@ async def daemon(
             config=config,
             redactor=redactor,
             policy=start_policy(settings),
+            containment=containment,
         )
         plane: ControlPlane = app.state.plane
         control_link = None

@@ -217,14 +217,14 @@ class FileSystemService:
             with self._as_agent():
                 dir_fd = root.beneath.open_dir(parts[:-1], create=True)
                 try:
-                    _replace(dir_fd, parts[-1], data, raw)
+                    replace_file(dir_fd, parts[-1], data, raw)
                 finally:
                     os.close(dir_fd)
         except OSError as exc:
             raise _os_error("write", raw, exc) from exc
 
 
-def _replace(dir_fd: int, name: str, data: bytes, shown: str) -> None:
+def replace_file(dir_fd: int, name: str, data: bytes, shown: str) -> None:
     """Writes a temp file beside ``name`` and renames it over: readers see old or new, whole."""
     try:
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)

@@ -73,6 +73,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="answer the agent's permission requests this way (default: only show them)",
     )
     p.add_argument("--json", action="store_true", help="one JSON object a line")
+    p.add_argument(
+        "--terminal",
+        nargs="?",
+        const="new",
+        metavar="ID",
+        help="with --session: open a shell in its workspace (or attach to terminal ID); "
+        "Ctrl-] detaches",
+    )
+    p.add_argument(
+        "--forward",
+        metavar="[LOCAL:]PORT",
+        help="with --session: serve PORT of the session (its dev server) on 127.0.0.1:LOCAL",
+    )
 
 
 @dataclass
@@ -205,6 +218,14 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ssl.SSLError) as exc:
         print(f"vm-agent attach: --ca-file {args.ca_file}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if args.terminal is not None:
+        from vm_agent.cli import attach_terminal
+
+        return attach_terminal.run(args, token, tls)
+    if args.forward is not None:
+        from vm_agent.cli import attach_forward
+
+        return attach_forward.run(args, token, tls)
     attach = _Attach(
         args=args,
         token=token,

@@ -46,6 +46,7 @@ from vm_agent.daemon.assembly import (
 from vm_agent.daemon.stopper import Stopper
 from vm_agent.edge.auth import JwksVerifier
 from vm_agent.eventlog import EventLog
+from vm_agent.ports.watch import PortWatch
 from vm_agent.process.catalog import Catalog, CatalogError
 from vm_agent.runtime.fdlimit import raise_soft_limit
 from vm_agent.runtime.logs import setup_logging
@@ -54,6 +55,7 @@ from vm_agent.runtime.sdnotify import SdNotifier
 from vm_agent.runtime.settings import Settings
 from vm_agent.server import ViewerServer
 from vm_agent.session.supervisor import Supervisor
+from vm_agent.terminals.orphans import close_orphans
 
 log = logging.getLogger(__name__)
 
@@ -277,6 +279,14 @@ class _Parts:
                 restored = await supervisor.restore(recover=s.recover_on_start)
                 if restored:
                     log.info("restored %d sessions from the event log", len(restored))
+                # People's terminals ended with the last daemon: the log says so now.
+                if orphans := await close_orphans(events):
+                    log.info("closed %d terminals the last daemon left open", len(orphans))
+                # The ports the sessions' processes listen on, as ports.changed events.
+                port_watch = PortWatch(
+                    lambda: [(x.id, x.containment) for x in supervisor.sessions.values()], events
+                )
+                tg.start_soon(port_watch.run)
                 if link is not None:
                     await tg.start(link.run)
                 port = await tg.start(partial(server.serve, s.listen_host, s.listen_port))

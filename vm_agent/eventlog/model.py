@@ -17,6 +17,13 @@ EVENT_TYPES: frozenset[str] = frozenset(
         "permission.requested",
         "permission.resolved",
         "agent.crash_report",
+        # people's terminals (vm_agent/terminals)
+        "terminal.opened",
+        "terminal.output",
+        "terminal.resized",
+        "terminal.exited",
+        # the ports a session's processes listen on (vm_agent/ports)
+        "ports.changed",
     }
 )
 

@@ -12,16 +12,38 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-READ_METHODS = frozenset({"session/list", "session/subscribe"})
-WRITE_METHODS = frozenset(
+# A session's files and git view (``workspace_methods``): reading, and uploading.
+WORKSPACE_READ = frozenset(
     {
-        "session/start",
-        "session/prompt",
-        "session/cancel",
-        "session/stop",
-        "session/recover",
-        "permission/respond",
+        "workspace/list",
+        "workspace/stat",
+        "workspace/read",
+        "workspace/git_status",
+        "workspace/diff",
+        "workspace/log",
+        "workspace/ports",
     }
+)
+# People's terminals (``terminal_methods``): watching, and typing.
+TERMINAL_READ = frozenset({"terminal/list", "terminal/snapshot"})
+TERMINAL_WRITE = frozenset({"terminal/open", "terminal/input", "terminal/resize", "terminal/close"})
+# Streams to a port the session listens on (``port_forward``): they reach its servers.
+PORT_WRITE = frozenset({"port/open", "port/send", "port/close"})
+READ_METHODS = frozenset({"session/list", "session/subscribe"}) | WORKSPACE_READ | TERMINAL_READ
+WRITE_METHODS = (
+    frozenset(
+        {
+            "session/start",
+            "session/prompt",
+            "session/cancel",
+            "session/stop",
+            "session/recover",
+            "permission/respond",
+            "workspace/write",
+        }
+    )
+    | TERMINAL_WRITE
+    | PORT_WRITE
 )
 
 

@@ -15,7 +15,7 @@ from vm_agent.eventlog import EventsDropped
 from vm_agent.jsonrpc.connection import Router
 from vm_agent.jsonrpc.errors import INVALID_REQUEST, JsonRpcError
 from vm_agent.process.catalog import CatalogError
-from vm_agent.server import access, errors
+from vm_agent.server import access, errors, port_forward, terminal_methods, workspace_methods
 from vm_agent.server import params as p
 from vm_agent.server.access import Grant
 from vm_agent.server.fanout import FanOut, Subscription
@@ -61,6 +61,10 @@ class ViewerMethods:
             "session/list": self.list,
             "session/subscribe": self.subscribe,
             "permission/respond": self.permission_respond,
+            # Added by their own modules (the names are in ``access``' scope tables).
+            **workspace_methods.handlers(self._session),
+            **terminal_methods.handlers(self._session, self.ctx),
+            **port_forward.PortForwards(self.ctx, self._session).handlers(),
         }
         requests = {name: self._guard(name, fn) for name, fn in table.items()}
         requests["auth"] = self._second_auth
