@@ -1,3 +1,4 @@
-"""What the control plane keeps: the schema (`db`), Alembic migrations (`migrate`,
-`migrations/`), what nodes report (`node_store`), node provisioning rows
-(`provisioning_store`) and stored layer defaults (`layers`). May import demand."""
+"""What the control plane keeps: the schema (`db`), the engine (`engine`: SQLite kept
+private, or PostgreSQL), Alembic migrations (`migrate`, `migrations/`), what nodes report
+(`node_store`), node provisioning rows (`provisioning_store`), the node lifecycle's rows
+(`machines`) and stored layer defaults (`layers`). May import demand."""
