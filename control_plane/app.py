@@ -41,10 +41,14 @@ from control_plane.api.common import (
 )
 from control_plane.dispatch import addresses
 from control_plane.dispatch.loop import Dispatcher, DispatchSettings
+from control_plane.dispatch.nodes import BootKit, NodeLifecycle, NodeSettings
 from control_plane.identity.keys import Clock
 from control_plane.identity.node_certs import certificate_on_record_refusal
+from control_plane.identity.tokens import jwks_url
 from control_plane.nodes_link.links import NodeLinks
 from control_plane.plane import ControlPlane
+from control_plane.providers.registry import HetznerSettings, default_drivers, plane_id
+from control_plane.provisioning.artifacts.manifest import Manifest, load_manifest
 from control_plane.serving import guarded_h11, uvicorn_log_config, uvicorn_serving
 from control_plane.settings import ControlPlaneSettings
 from control_plane.storage.db import make_engine, sqlite_url
@@ -67,6 +71,7 @@ def create_app(
     plane: ControlPlane | None = None,
     clock: Clock = time.time,
     dispatch: DispatchSettings | None = None,
+    node_settings: NodeSettings | None = None,
 ) -> Starlette:
     """The app; opens the control plane (migrations, keys) unless one is given.
 
@@ -99,6 +104,8 @@ def create_app(
     )
     app.state.plane = plane
     app.state.dispatch_settings = dispatch or DispatchSettings()
+    app.state.node_settings = node_settings or NodeSettings()
+    app.state.node_lifecycle = None
     app.state.dispatcher = None
     return app
 
@@ -135,6 +142,50 @@ async def dispatching(app: Starlette) -> AsyncIterator[Dispatcher | None]:
             yield dispatcher
         finally:
             app.state.dispatcher = None
+            tg.cancel_scope.cancel()
+
+
+@contextlib.asynccontextmanager
+async def node_lifecycle(app: Starlette) -> AsyncIterator[NodeLifecycle | None]:
+    """The node lifecycle loop (control_plane/dispatch/nodes.py) while the block runs:
+    placement's asks become VMs at their provider, idle ones are reaped."""
+    settings: NodeSettings = app.state.node_settings
+    if not settings.enabled:
+        yield None
+        return
+    plane = plane_of_app(app)
+    s = plane.settings
+
+    def manifest() -> Manifest:
+        return load_manifest(s.artifacts_path)
+
+    hetzner = HetznerSettings()
+    kit = BootKit(
+        public_url=s.public_url,
+        jwks_url=jwks_url(s.public_url),
+        manifest=manifest,
+        ca_certificate=None if s.user_data_ca_file is None else s.user_data_ca_file.read_text(),
+        # lazily: the node CA is read (or made) only when a node is made
+        dns_name=lambda node_id: plane.node_ca.dns_name(node_id),  # noqa: PLW0108
+        bootstrap_ttl_s=s.bootstrap_token_ttl_s,
+    )
+    lifecycle = NodeLifecycle(
+        plane.engine,
+        plane.sealer,
+        kit,
+        plane_id(s.public_url),
+        default_drivers(hetzner),
+        settings=settings,
+        hetzner=hetzner,
+        clock=plane.clock,
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lifecycle.run)
+        app.state.node_lifecycle = lifecycle
+        try:
+            yield lifecycle
+        finally:
+            app.state.node_lifecycle = None
             tg.cancel_scope.cancel()
 
 
@@ -193,6 +244,7 @@ async def serve_control_plane(
         async with (
             uvicorn_serving(config, [sock], "control plane server"),
             dispatching(served),
+            node_lifecycle(served),
         ):
             url_host = f"[{host}]" if ":" in host else host
             yield f"{'https' if tls else 'http'}://{url_host}:{bound_port}"

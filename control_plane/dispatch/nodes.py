@@ -183,9 +183,13 @@ class NodeLifecycle:
                 why = (
                     f"no credentials for {m.provider}: PUT /api/providers/{m.provider}/credentials"
                 )
-                if decision.step is Step.CREATE and m.create_sent_at is None:
-                    await self._record(m, phase=NodePhase.GONE, reason=why)
+                # kept as asked: credentials given later make it (its tasks wait meanwhile,
+                # and the dispatcher ends them after its node deadline, with the reason)
+                if m.reason != why:
                     log.warning("node %s: %s", m.node_id, why)
+                await self._record(
+                    m, reason=why, retry_not_before=self.clock() + self.settings.backoff_max_s
+                )
                 return Decision(Step.WAIT, why)
         found: list[Vm] = []
         if decision.step is Step.OBSERVE:
@@ -242,9 +246,13 @@ class NodeLifecycle:
         # leaves a row the next one looks up by label before it would send another
         try:
             user_data = await to_thread.run_sync(self._user_data, m)
-        except Exception as exc:  # any reason the user-data cannot be made
-            await self._record(m, phase=NodePhase.GONE, reason=f"cannot make user-data: {exc}")
-            log.error("node %s: cannot make its user-data: %s", m.node_id, exc)
+        except Exception as exc:  # any reason the user-data cannot be made (no artifacts)
+            why = f"cannot make user-data: {exc}"
+            if m.reason != why:
+                log.error("node %s: %s", m.node_id, why)
+            await self._record(
+                m, reason=why, retry_not_before=self.clock() + self.settings.backoff_max_s
+            )
             return
         await self._record(m, phase=NodePhase.CREATING, create_sent_at=self.clock())
         spec = VmSpec(

@@ -53,7 +53,10 @@ async def test_dev_as_root_ensures_the_pool(tmp_path: Path) -> None:
             assert process.stdout is not None
             stream, seen = TextReceiveStream(process.stdout), ""
             with anyio.fail_after(90):
-                while not re.search(r" attach --url .*--prompt hello\n", seen):
+                while (
+                    not re.search(r" attach --url .*--prompt hello\n", seen)
+                    or " task --url" not in seen
+                ):
                     seen += await stream.receive()
             assert f"--cwd {base / 'ws' / 'dev'}" in seen
             # The quick start's first prompt, as root: the fake agent runs as a pool user,
@@ -72,6 +75,14 @@ async def test_dev_as_root_ensures_the_pool(tmp_path: Path) -> None:
             assert done.returncode == 0, done.stderr.decode()[-2000:]
             outcome = json.loads(done.stdout.decode().splitlines()[-1])
             assert outcome["outcome"] == "completed", outcome
+            # and the quick start's task, through the control plane, as root
+            line = re.search(r" task --url (\S+) --token (\S+) run --agent fake 'hello'\n", seen)
+            assert line is not None
+            run = vm_agent("task", "--url", line[1], "--token", line[2], "run", "--agent", "fake",
+                           "hello")  # fmt: skip
+            ran = await anyio.run_process(run, env=base_env(), check=False)
+            assert ran.returncode == 0, ran.stderr.decode()[-2000:]
+            assert re.search(r"== task \S+: completed", ran.stdout.decode()), ran.stdout.decode()
             assert plan_for(spec).done
             home = os.stat(str(spec.user(1).home))
             assert (home.st_uid, stat.S_IMODE(home.st_mode)) == (spec.uid_base + 1, 0o700)

@@ -254,8 +254,16 @@ async def test_no_credentials_no_vm(engine: Engine, api: tuple[StandIn, str]) ->
     ask_for_node(engine, "n-6", "bob", clock.now)
     nl = loop(engine, endpoint, clock)
     nl.hetzner = HetznerSettings(token=None, endpoint=endpoint)
-    await nl.pass_once()
-    assert standin.live() == [] and phase(engine, "n-6") == "gone"
+    assert (await nl.pass_once())["n-6"].step is Step.WAIT
+    # kept as asked: a credential given later makes it; placement may still count on it
+    assert standin.live() == [] and phase(engine, "n-6") == "requested"
     with engine.connect() as conn:
         reason = conn.execute(select(node_machines.c.reason)).scalar_one()
     assert "PUT /api/providers/hetzner/credentials" in str(reason)
+    # bob brings his own: the next pass after the wait makes the VM with it
+    from control_plane.providers import credentials
+
+    credentials.store(engine, nl.sealer, "bob", "hetzner", TOKEN, now=clock.now)
+    clock.now += SETTINGS.backoff_max_s + 1
+    assert (await nl.pass_once())["n-6"].step is Step.CREATE
+    assert len(standin.live()) == 1
