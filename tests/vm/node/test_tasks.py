@@ -1,0 +1,68 @@
+"""A task submitted to the control plane runs on the booted node, as a user would run it:
+the host's control plane places it on the node, its dispatcher reaches the node's daemon
+over TLS (node CA, the node's name, the certificate on record), starts a session it made,
+sends the prompt, and the real claude-agent-acp turn (against the scripted Anthropic
+stand-in on the host) ends the task `completed` with its events read back."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.real_agents.model_api import Reply
+from tests.vm.booted import BootedNode
+from tests.vm.model_host import ModelHost
+
+pytestmark = pytest.mark.vm
+
+ENDS = ("completed", "failed", "crashed", "cancelled", "timed_out", "auth_required")
+TASK_S = 600.0  # a real agent's first turn under emulation: minutes, not seconds
+
+
+def test_a_task_runs_claude_on_the_node_through_the_dispatcher(
+    node: BootedNode, model: ModelHost
+) -> None:
+    answer = "A task in the VM answers through the stand-in."
+    model.script.add(Reply(text=answer))
+    plane = node.plane
+    # where the dispatcher reaches the node: its viewer port through the host's forward
+    # (the node's own name is checked on its certificate, whatever host the URL names)
+    placed = plane.http.put(
+        f"/api/nodes/{node.node_id}/address",
+        json={"viewerUrl": node.viewer_url(), "workspaceRoot": "/srv/workspaces"},
+        headers=plane.admin(),
+    )
+    assert placed.status_code in (200, 201, 204), placed.text
+    user = {"Authorization": f"Bearer {plane.plane.tokens.mint_user_token('tess')}"}
+    body = {
+        "taskId": "vm-task-1",
+        "agent": "claude",
+        "prompt": "Say hello from a task.",
+        # the VM is small (2 vCPU, 2 GiB): the platform's default would ask for a new node
+        "requirements": {"minVcpu": 0.5, "minMemoryGb": 0.5, "minDiskGb": 1},
+    }
+    submitted = plane.http.post("/api/tasks", json=body, headers=user)
+    assert submitted.status_code == 201, submitted.text
+    assert submitted.json()["nodeId"] == node.node_id, submitted.json()
+    deadline = time.monotonic() + TASK_S
+    task = plane.http.get("/api/tasks/vm-task-1", headers=user).json()
+    while task["status"] not in ENDS and time.monotonic() < deadline:
+        time.sleep(1)
+        task = plane.http.get("/api/tasks/vm-task-1", headers=user).json()
+    assert task["status"] == "completed", task
+    turns = model.script.turns()
+    assert turns and "Say hello from a task." in turns[-1].text
+    # the task's events, from the control plane (what the node's outbox delivered)
+    deadline = time.monotonic() + 120
+    text = ""
+    while answer not in text and time.monotonic() < deadline:
+        events = plane.http.get("/api/tasks/vm-task-1/events", headers=user).json()["events"]
+        text = "".join(
+            e["data"]["update"]["content"].get("text", "")
+            for e in events
+            if e["type"] == "acp.update"
+            and e["data"]["update"].get("sessionUpdate") == "agent_message_chunk"
+        )
+        time.sleep(1)
+    assert answer in text
