@@ -13,6 +13,7 @@ from benchmarks import (
     relay_latency,
     relay_throughput,
     resume,
+    task_dispatch,
     terminal_flood,
 )
 from benchmarks.harness import Context
@@ -30,4 +31,5 @@ BENCHMARKS: dict[str, Benchmark] = {
     flood.NAME: flood.run,
     pg_ingest.NAME: pg_ingest.run,
     terminal_flood.NAME: terminal_flood.run,
+    task_dispatch.NAME: task_dispatch.run,
 }
