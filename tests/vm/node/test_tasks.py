@@ -50,7 +50,9 @@ def test_a_task_runs_claude_on_the_node_through_the_dispatcher(
     while task["status"] not in ENDS and time.monotonic() < deadline:
         time.sleep(1)
         task = plane.http.get("/api/tasks/vm-task-1", headers=user).json()
-    assert task["status"] == "completed", task
+    if task["status"] != "completed":
+        why = {k: task.get(k) for k in ("status", "reason", "outcome", "transitions")}
+        pytest.fail(f"task: {why}\nnode journal:\n{node.journal(lines=80)}")
     turns = model.script.turns()
     assert turns and "Say hello from a task." in turns[-1].text
     # the task's events, from the control plane (what the node's outbox delivered)
