@@ -81,11 +81,12 @@ node_events = Table(
     UniqueConstraint("node_id", "session_id", "seq", name="uq_node_events_node_session_seq"),
 )
 
+# A task id is unique per owner (0010); rows from before 0006 have owner "" (no user's).
 tasks = Table(
     "tasks",
     metadata,
+    Column("owner", String(128), primary_key=True),
     Column("task_id", String(128), primary_key=True),
-    Column("owner", String(128), nullable=True),  # null on rows from before 0006
     Column("agent", String(128), nullable=True),
     Column("workspace_id", String(64), nullable=True),
     Column("provider", String(64), nullable=True),
@@ -141,15 +142,16 @@ control_plane_meta = Table(
 )
 
 # Stored defaults of each layer, one row per version; the newest version is the current
-# one (0005). `owner` is who made version 1: only they (or an admin) may change it.
+# one (0005). Names are scoped per owner (0010): alice's project `p` is not bob's. A user's
+# own layer is owned by that user, the platform layer by "platform".
 layer_defaults = Table(
     "layer_defaults",
     metadata,
     Column("kind", String(32), primary_key=True),
+    Column("owner", String(128), primary_key=True),
     Column("layer_id", String(128), primary_key=True),
     Column("version", Integer, primary_key=True),
     Column("requirements_json", Text, nullable=False),
-    Column("owner", String(128), nullable=False),
     Column("updated_by", String(128), nullable=False),
     Column("updated_at", Float, nullable=False),
 )
@@ -159,7 +161,7 @@ workspaces = Table(
     "workspaces",
     metadata,
     Column("workspace_id", String(64), primary_key=True),
-    Column("task_id", String(128), nullable=False, unique=True),
+    Column("task_id", String(128), nullable=False),
     Column("owner", String(128), nullable=False),
     Column("node_id", String(128), nullable=False),
     Column("state", String(16), nullable=False),
@@ -172,7 +174,25 @@ workspaces = Table(
     Column("placement_explanation_json", Text, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("released_at", Float, nullable=True),
+    # The project the task named (its owner and id), for the project quotas (0010).
+    Column("project_owner", String(128), nullable=True),
+    Column("project_id", String(128), nullable=True),
     Index("ix_workspaces_node_state", "node_id", "state"),
+    Index("ix_workspaces_owner_state", "owner", "state"),
+    Index("ix_workspaces_project", "project_owner", "project_id"),
+    UniqueConstraint("owner", "task_id", name="uq_workspaces_owner_task"),
+)
+
+# Who else may read and use a project, agent profile or trigger: an admin's list (0010).
+layer_shares = Table(
+    "layer_shares",
+    metadata,
+    Column("kind", String(32), primary_key=True),
+    Column("owner", String(128), primary_key=True),
+    Column("layer_id", String(128), primary_key=True),
+    Column("user_id", String(128), primary_key=True),
+    Column("granted_by", String(128), nullable=False),
+    Column("granted_at", Float, nullable=False),
 )
 
 # A node that placement asked for (its id chosen here), until it reports `ready` (0006).
@@ -201,6 +221,7 @@ agent_sessions = Table(
     Column("created_at", Float, nullable=False),
     Column("ended_at", Float, nullable=True),
     Index("ix_agent_sessions_workspace_id", "workspace_id"),
+    Index("ix_agent_sessions_owner", "owner", "ended_at"),
 )
 
 # One row; placement updates it first, so placements (of every replica) take turns (0006).
