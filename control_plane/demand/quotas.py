@@ -58,7 +58,7 @@ class QuotaRefusal:
     used: int
     message: str
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(self) -> dict[str, str | int]:
         return {"quota": self.quota, "setting": SETTINGS[self.quota], "limit": self.limit}
 
 

@@ -59,8 +59,8 @@ def test_quota_decisions(case: tuple[str, Holding, Ask, Holding | None, str | No
     assert (got and got.quota) == refused
     if got is not None:
         assert got.used >= got.limit
-        assert got.to_json()["setting"].startswith("CONTROL_PLANE_")
-        assert got.to_json()["setting"] in got.message
+        setting = str(got.to_json()["setting"])
+        assert setting.startswith("CONTROL_PLANE_") and setting in got.message
 
 
 def test_a_zero_quota_refuses_the_first() -> None:
