@@ -117,7 +117,13 @@ async def get_defaults(request: Request) -> JSONResponse:
     if stored is None:
         which = "" if version is None else f" version {version}"
         raise ApiError(404, f"no stored defaults for {kind.value} {layer_id!r}{which}")
-    return JSONResponse(stored.to_api())
+    body = stored.to_api()
+    if kind in layers.SCOPED and (admin or stored.owner == actor):
+        # Who else may use it: for its owner and admins, not for those it is shared with.
+        body["sharedWith"] = await to_thread.run_sync(
+            layers.get_shares, plane_of(request).engine, kind, scope, layer_id
+        )
+    return JSONResponse(body)
 
 
 async def put_shares(request: Request) -> JSONResponse:

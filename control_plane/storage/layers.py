@@ -205,6 +205,11 @@ def get_defaults(
         return readable(conn, kind, owner, layer_id, actor=actor, admin=admin, version=version)
 
 
+def get_shares(engine: Engine, kind: LayerKind, owner: str, layer_id: str) -> list[str]:
+    with engine.connect() as conn:
+        return shared_with(conn, kind, owner, layer_id)
+
+
 def set_shares(
     engine: Engine,
     kind: LayerKind,

@@ -266,6 +266,9 @@ async def test_names_are_per_owner_and_another_users_layer_only_if_shared(
             "/api/defaults/projects/p", params={"owner": "alice"}, headers=cp.user("bob")
         )
         assert got.json()["requirements"] == {"minVcpu": 3.0}
+        assert "sharedWith" not in got.json()  # who else: the owner's and the admins' to know
+        own = await cp.client.get("/api/defaults/projects/p", headers=cp.user("alice"))
+        assert own.json()["sharedWith"] == ["bob"]
         # Shared is not writable: bob still stores only under his own name.
         r = await cp.client.put(
             "/api/defaults/projects/p",
