@@ -42,7 +42,7 @@ def full_explanation(cp: Running, task: dict[str, Any]) -> dict[str, Any]:
     with cp.plane.engine.connect() as conn:
         doc = conn.execute(
             select(tasks.c.placement_explanation_json).where(
-                tasks.c.owner == task["owner"], tasks.c.task_id == task["taskId"]
+                tasks.c.owner == task["owner"], tasks.c.client_task_id == task["taskId"]
             )
         ).scalar_one()
     found: dict[str, Any] = json.loads(doc)

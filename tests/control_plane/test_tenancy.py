@@ -25,6 +25,8 @@ def count(cp: Running, table: Any) -> int:
 
 
 async def submit(cp: Running, user: str, body: dict[str, Any], **params: str) -> Any:
+    """`POST /api/tasks` as `user` (with a prompt: the dispatcher requires one)."""
+    body = {"prompt": "hi", **body}
     return await cp.client.post("/api/tasks", json=body, params=params, headers=cp.user(user))
 
 
@@ -117,14 +119,16 @@ async def test_a_projects_quota_counts_every_users_tasks_in_it(
         await cp.ready("n1", cpus=16, mem_gb=64, disk_gb=640)
         await cp.put_defaults("projects", "p", {"minVcpu": 1}, user="alice")
         await share(cp, "projects", "alice", "p", ["bob"])
-        assert (await submit(cp, "alice", {"agent": "f", "projectId": "p"})).status_code == 201
-        assert (await submit(cp, "bob", {"agent": "f", "projectId": "alice/p"})).status_code == 201
-        r = await submit(cp, "alice", {"agent": "f", "projectId": "p"})
+        assert (await submit(cp, "alice", {"agent": "fake", "projectId": "p"})).status_code == 201
+        assert (
+            await submit(cp, "bob", {"agent": "fake", "projectId": "alice/p"})
+        ).status_code == 201
+        r = await submit(cp, "alice", {"agent": "fake", "projectId": "p"})
         assert (r.status_code, r.json()["quota"]) == (429, "project_tasks")
         # Bob's own project of the same name is another project, with its own quota.
         await cp.put_defaults("projects", "p", {"minVcpu": 1}, user="bob")
-        assert (await submit(cp, "bob", {"agent": "f", "projectId": "p"})).status_code == 201
-        assert (await submit(cp, "alice", {"agent": "f"})).status_code == 201
+        assert (await submit(cp, "bob", {"agent": "fake", "projectId": "p"})).status_code == 201
+        assert (await submit(cp, "alice", {"agent": "fake"})).status_code == 201
 
 
 async def test_a_users_answers_name_nothing_of_other_users_or_the_fleet(
@@ -133,8 +137,8 @@ async def test_a_users_answers_name_nothing_of_other_users_or_the_fleet(
     async with running(settings) as cp:
         await cp.ready("n1", cpus=16, mem_gb=64, disk_gb=640)
         await cp.ready("n2", cpus=16, mem_gb=64, disk_gb=640)
-        alices = (await submit(cp, "alice", {"agent": "f", "taskId": "a"})).json()
-        r = await submit(cp, "bob", {"agent": "f", "taskId": "b"})
+        alices = (await submit(cp, "alice", {"agent": "fake", "taskId": "a"})).json()
+        r = await submit(cp, "bob", {"agent": "fake", "taskId": "b"})
         bobs = r.json()
         assert bobs["nodeId"] == alices["nodeId"]  # they share a node
         task = await cp.client.get("/api/tasks/b", headers=cp.user("bob"))
@@ -215,7 +219,7 @@ async def test_names_are_per_owner_and_another_users_layer_only_if_shared(
         # Bob's `p` is his own, not a refusal, and not alice's.
         mine = await cp.put_defaults("projects", "p", {"minVcpu": 1}, user="bob")
         assert (mine["owner"], mine["version"]) == ("bob", 1)
-        r = await submit(cp, "bob", {"agent": "f", "projectId": "p"})
+        r = await submit(cp, "bob", {"agent": "fake", "projectId": "p"})
         assert r.json()["reservation"]["cpuMillis"] == 1000
         assert r.json()["provenance"]["minVcpu"] == {
             "layer": "project",
@@ -223,8 +227,8 @@ async def test_names_are_per_owner_and_another_users_layer_only_if_shared(
             "version": 1,
         }
         # Alice's, not shared with bob: the same answer as a project nobody has.
-        theirs = await submit(cp, "bob", {"agent": "f", "projectId": "alice/p"})
-        nobodys = await submit(cp, "bob", {"agent": "f", "projectId": "nobody/p"})
+        theirs = await submit(cp, "bob", {"agent": "fake", "projectId": "alice/p"})
+        nobodys = await submit(cp, "bob", {"agent": "fake", "projectId": "nobody/p"})
         assert (theirs.status_code, nobodys.status_code) == (422, 422)
         assert theirs.json()["error"] == "no stored defaults for project 'alice/p'"
         assert nobodys.json()["error"] == "no stored defaults for project 'nobody/p'"
@@ -258,7 +262,7 @@ async def test_names_are_per_owner_and_another_users_layer_only_if_shared(
         assert r.status_code == 422
 
         await share(cp, "projects", "alice", "p", ["bob"])
-        r = await submit(cp, "bob", {"agent": "f", "projectId": "alice/p"})
+        r = await submit(cp, "bob", {"agent": "fake", "projectId": "alice/p"})
         assert r.status_code == 201, r.text
         assert r.json()["reservation"]["cpuMillis"] == 3000
         assert r.json()["provenance"]["minVcpu"]["layerId"] == "alice/p"
@@ -278,28 +282,30 @@ async def test_names_are_per_owner_and_another_users_layer_only_if_shared(
         )
         assert r.status_code == 403
         # Carol was not named: still nothing there for her.
-        r = await submit(cp, "carol", {"agent": "f", "projectId": "alice/p"})
+        r = await submit(cp, "carol", {"agent": "fake", "projectId": "alice/p"})
         assert r.status_code == 422
         # The share is taken back: bob's next task cannot use it.
         await share(cp, "projects", "alice", "p", [])
-        assert (await submit(cp, "bob", {"agent": "f", "projectId": "alice/p"})).status_code == 422
+        assert (
+            await submit(cp, "bob", {"agent": "fake", "projectId": "alice/p"})
+        ).status_code == 422
 
 
 async def test_task_ids_are_per_owner_and_tell_nothing_of_anothers(
     settings: ControlPlaneSettings,
 ) -> None:
     async with running(settings) as cp:
-        a = await submit(cp, "alice", {"agent": "f", "taskId": "t1"})
-        b = await submit(cp, "bob", {"agent": "f", "taskId": "t1"})
+        a = await submit(cp, "alice", {"agent": "fake", "taskId": "t1"})
+        b = await submit(cp, "bob", {"agent": "fake", "taskId": "t1"})
         assert (a.status_code, b.status_code) == (201, 201)  # as if alice had none
-        assert (await submit(cp, "bob", {"agent": "f", "taskId": "t1"})).status_code == 409
+        assert (await submit(cp, "bob", {"agent": "fake", "taskId": "t1"})).status_code == 409
         for user, made in (("alice", a), ("bob", b)):
             r = await cp.client.get("/api/tasks/t1", headers=cp.user(user))
             assert (r.json()["owner"], r.json()["workspaceId"]) == (
                 user,
                 made.json()["workspaceId"],
             )
-        await submit(cp, "alice", {"agent": "f", "taskId": "only-alice"})
+        await submit(cp, "alice", {"agent": "fake", "taskId": "only-alice"})
         theirs = await cp.client.get("/api/tasks/only-alice", headers=cp.user("bob"))
         nobodys = await cp.client.get("/api/tasks/nobody", headers=cp.user("bob"))
         assert (theirs.status_code, theirs.json()) == (nobodys.status_code, nobodys.json())
