@@ -33,7 +33,9 @@ async def task_on(cp: Running, user: str, repo: str | None) -> tuple[str, str]:
         app = app_from_settings(cp.plane.settings, time.time)
         assert app is not None
         grant = await access.repository_access(cp.plane.engine, app, user, repo)
-    r = await cp.client.post("/api/tasks", json={"agent": "fake"}, headers=cp.user(user))
+    r = await cp.client.post(
+        "/api/tasks", json={"agent": "fake", "prompt": "hi"}, headers=cp.user(user)
+    )
     assert r.status_code in (200, 201), r.text
     node, workspace = r.json()["nodeId"], r.json()["workspaceId"]
     if grant is not None:
@@ -146,7 +148,9 @@ async def test_without_an_app_the_call_is_503(
     async with running(settings_no_app) as cp:
         await cp.ready("n1")
         link(cp, "alice")
-        r = await cp.client.post("/api/tasks", json={"agent": "fake"}, headers=cp.user("alice"))
+        r = await cp.client.post(
+            "/api/tasks", json={"agent": "fake", "prompt": "hi"}, headers=cp.user("alice")
+        )
         node, ws = r.json()["nodeId"], r.json()["workspaceId"]
         grant = access.RepositoryGrant("acme/widgets", str(ACME), f"alice:{ACME}", "alice")
         with cp.plane.engine.begin() as conn:
