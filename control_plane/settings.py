@@ -66,6 +66,15 @@ class ControlPlaneSettings(BaseSettings):
     # Placement asks for a new node only while fewer than this many nodes are known or
     # asked for; past it a task that fits nowhere is refused (422).
     max_nodes: int = Field(default=100, ge=0)
+    # Quotas, so that one user (or one project) cannot take the fleet from the others:
+    # nodes held (their active workspaces' nodes, and nodes asked for on their behalf
+    # that have not reported yet), tasks in flight (active workspaces), sessions not
+    # ended. Past one, a submission is refused with 429 naming the quota.
+    user_max_nodes: int = Field(default=20, ge=0)
+    user_max_tasks: int = Field(default=50, ge=0)
+    user_max_sessions: int = Field(default=100, ge=0)
+    project_max_nodes: int = Field(default=40, ge=0)
+    project_max_tasks: int = Field(default=100, ge=0)
 
     # Bodies past this size are refused (413) before they are parsed.
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)

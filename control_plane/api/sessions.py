@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from anyio import to_thread
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from control_plane.api.common import ApiError, parse_body, plane_of, require_user
+from control_plane.demand import quotas
 from control_plane.dispatch import sessions, workspaces
 from control_plane.identity.tokens import ADMIN_SCOPE
 
@@ -25,8 +26,23 @@ class SessionBody(BaseModel):
     owner: str | None = Field(default=None, min_length=1, max_length=128)
 
 
+def _check_session_quota(conn: Connection, limits: quotas.Limits, owner: str) -> None:
+    """The owner's sessions quota, counted under the placement lock (replicas take turns)."""
+    workspaces.take_placement_lock(conn)
+    held = workspaces.user_holding(conn, owner)
+    if refused := quotas.refusal(limits, held, quotas.Ask(None)):
+        raise ApiError(429, refused.message, **refused.to_json())
+
+
 def _make(
-    engine: Engine, node_id: str, body: SessionBody, *, actor: str, admin: bool, now: float
+    engine: Engine,
+    node_id: str,
+    body: SessionBody,
+    *,
+    actor: str,
+    admin: bool,
+    now: float,
+    limits: quotas.Limits,
 ) -> sessions.AgentSession:
     with engine.begin() as conn:
         facts = None
@@ -49,6 +65,7 @@ def _make(
         if body.owner is not None and not admin:
             raise ApiError(403, "forbidden: only an admin may name a session's owner")
         owner = facts.owner if facts is not None else body.owner or actor
+        _check_session_quota(conn, limits, owner)
         session = sessions.AgentSession(
             session_id=sessions.new_session_id(),
             node_id=node_id,
@@ -70,7 +87,15 @@ async def make_session(request: Request) -> JSONResponse:
     node_id = request.path_params["node_id"]
     actor, admin, now = str(claims.sub), ADMIN_SCOPE in claims.scopes, plane.clock()
     made = await to_thread.run_sync(
-        lambda: _make(plane.engine, node_id, body, actor=actor, admin=admin, now=now)
+        lambda: _make(
+            plane.engine,
+            node_id,
+            body,
+            actor=actor,
+            admin=admin,
+            now=now,
+            limits=workspaces.quota_limits(plane.settings),
+        )
     )
     return JSONResponse(made.to_api(), status_code=201)
 

@@ -28,7 +28,7 @@ class FollowUp(BaseModel):
 
 
 async def answer_permission(request: Request) -> JSONResponse:
-    view = await visible_task(request)
+    key, _ = await visible_task(request)
     body = await parse_body(request, PermissionAnswer)
     claims = require_user(request)
     plane = plane_of(request)
@@ -37,7 +37,7 @@ async def answer_permission(request: Request) -> JSONResponse:
         await to_thread.run_sync(
             lambda: asks.answer_permission(
                 plane.engine,
-                view["taskId"],
+                key,
                 request_id,
                 body.option_id,
                 user=str(claims.sub),
@@ -51,7 +51,7 @@ async def answer_permission(request: Request) -> JSONResponse:
 
 
 async def follow_up(request: Request) -> JSONResponse:
-    view = await visible_task(request)
+    key, _ = await visible_task(request)
     body = await parse_body(request, FollowUp)
     try:
         blocks = runs.prompt_blocks(body.prompt)
@@ -60,7 +60,7 @@ async def follow_up(request: Request) -> JSONResponse:
     plane = plane_of(request)
     try:
         prompt_id = await to_thread.run_sync(
-            asks.follow_up, plane.engine, view["taskId"], blocks, plane.clock()
+            asks.follow_up, plane.engine, key, blocks, plane.clock()
         )
     except asks.Refused as exc:
         raise ApiError(exc.status, exc.message) from exc
@@ -69,10 +69,10 @@ async def follow_up(request: Request) -> JSONResponse:
 
 
 async def close(request: Request) -> JSONResponse:
-    view = await visible_task(request)
+    key, view = await visible_task(request)
     plane = plane_of(request)
     try:
-        status = await to_thread.run_sync(asks.close, plane.engine, view["taskId"], plane.clock())
+        status = await to_thread.run_sync(asks.close, plane.engine, key, plane.clock())
     except asks.Refused as exc:
         raise ApiError(exc.status, exc.message) from exc
     wake_dispatcher(request)
@@ -80,10 +80,10 @@ async def close(request: Request) -> JSONResponse:
 
 
 async def cancel(request: Request) -> JSONResponse:
-    view = await visible_task(request)
+    key, view = await visible_task(request)
     plane = plane_of(request)
     try:
-        status = await to_thread.run_sync(asks.cancel, plane.engine, view["taskId"], plane.clock())
+        status = await to_thread.run_sync(asks.cancel, plane.engine, key, plane.clock())
     except asks.Refused as exc:
         raise ApiError(exc.status, exc.message) from exc
     wake_dispatcher(request)

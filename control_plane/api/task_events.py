@@ -19,7 +19,7 @@ from starlette.routing import Route
 from control_plane.api.common import ApiError, plane_of, require_user
 from control_plane.dispatch import status as st
 from control_plane.dispatch import views
-from control_plane.identity.tokens import ADMIN_SCOPE
+from control_plane.identity.tokens import ADMIN_SCOPE, Claims
 from control_plane.plane import ControlPlane
 
 STREAM_POLL_S = 0.2  # how often the stream looks for new events and status changes
@@ -35,12 +35,23 @@ def wake_dispatcher(request: Request) -> None:
         dispatcher.wake()
 
 
-async def visible_task(request: Request) -> dict[str, Any]:
-    """The task's view, if the caller may see it (its owner or an admin); else 404."""
+def task_owner(request: Request, claims: Claims) -> str:
+    """Whose `taskId` the path names: the caller's own; an admin's `?owner=` (any user's,
+    "" for rows from before owners). A user's `?owner=` is ignored: ids are per owner."""
+    owner = str(claims.sub)
+    if ADMIN_SCOPE in claims.scopes:
+        owner = request.query_params.get("owner", owner)
+    return owner
+
+
+async def visible_task(request: Request) -> tuple[str, dict[str, Any]]:
+    """The task's key and view, for its owner (or an admin naming `?owner=`); else 404,
+    the same for another's task and for none."""
     claims = require_user(request)
     plane = plane_of(request)
-    view = await to_thread.run_sync(views.task_view, plane.engine, request.path_params["task_id"])
-    if view is None or not (ADMIN_SCOPE in claims.scopes or view["owner"] == claims.sub):
+    owner, task_id = task_owner(request, claims), request.path_params["task_id"]
+    view = await to_thread.run_sync(views.owned_task_view, plane.engine, owner, task_id)
+    if view is None or not (ADMIN_SCOPE in claims.scopes or view[1]["owner"] == claims.sub):
         raise ApiError(404, "no such task")
     return view
 
@@ -59,7 +70,7 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
 
 
 async def task_events(request: Request) -> JSONResponse:
-    view = await visible_task(request)
+    _, view = await visible_task(request)
     after = _int_param(request, "after", 0, 0, 2**62)
     limit = _int_param(request, "limit", _PAGE, 1, views.EVENTS_PAGE_MAX)
     events: list[dict[str, Any]] = []
@@ -135,7 +146,7 @@ async def _told_all(plane: ControlPlane, view: dict[str, Any], last: int) -> boo
 
 
 async def task_event_stream(request: Request) -> StreamingResponse:
-    view = await visible_task(request)
+    key, _ = await visible_task(request)
     after = _int_param(request, "after", 0, 0, 2**62)
     resumed = request.headers.get("last-event-id", "").strip()
     if resumed:
@@ -143,7 +154,7 @@ async def task_event_stream(request: Request) -> StreamingResponse:
             raise ApiError(422, "Last-Event-ID must be an event's seq")
         after = max(after, int(resumed))
     return StreamingResponse(
-        _stream(plane_of(request), view["taskId"], after),
+        _stream(plane_of(request), key, after),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

@@ -1,5 +1,8 @@
 """Tasks and workspaces (user tokens): submit a task (placed into a workspace on a node),
-read a task or workspace, release a workspace. A user sees their own; an admin all."""
+read a task or workspace, release a workspace. A user sees their own, with the user's
+copy of the placement explanation (nothing of other users or of the fleet); an admin all,
+and the full explanation with `?explain=full`. Task ids are the owner's: an admin names
+whose with `?owner=`."""
 
 from __future__ import annotations
 
@@ -11,14 +14,30 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from control_plane.api.common import ApiError, parse_body, plane_of, require_user
-from control_plane.api.task_events import wake_dispatcher
+from control_plane.api.task_events import task_owner, wake_dispatcher
+from control_plane.demand.placement import user_copy
 from control_plane.demand.resolver import RequirementsError
 from control_plane.dispatch import catalog, runs, tasks, views, workspaces
 from control_plane.identity.tokens import ADMIN_SCOPE, Claims
 
 
-def _json(record: Any, status: int = 200) -> JSONResponse:
-    return JSONResponse(record.model_dump(by_alias=True, mode="json"), status_code=status)
+def _json(
+    record: Any, status: int = 200, *, full: bool = False, extra: dict[str, Any] | None = None
+) -> JSONResponse:
+    body = {**record.model_dump(by_alias=True, mode="json"), **(extra or {})}
+    if not full:  # the user's copy: theirs only (item 11 of issue 28)
+        body["placementExplanation"] = user_copy(body["placementExplanation"], record.owner)
+    return JSONResponse(body, status_code=status)
+
+
+def _full(request: Request, claims: Claims) -> bool:
+    """`?explain=full`: the whole explanation, for admins only (403 for anyone else)."""
+    explain = request.query_params.get("explain", "user")
+    if explain not in {"user", "full"}:
+        raise ApiError(422, "explain must be 'user' or 'full'")
+    if explain == "full" and ADMIN_SCOPE not in claims.scopes:
+        raise ApiError(403, "forbidden: the full explanation is for admins")
+    return explain == "full"
 
 
 def _may_see(claims: Claims, owner: str | None) -> bool:
@@ -38,7 +57,12 @@ async def submit_task(request: Request) -> JSONResponse:
     if sub.agent not in known:
         raise ApiError(422, f"unknown agent {sub.agent!r}", knownAgents=sorted(known))
     s = plane.settings
-    ctx = tasks.Placing(s.default_provider, s.node_stale_after_s, s.max_nodes, plane.clock())
+    full = _full(request, claims)
+    admin = ADMIN_SCOPE in claims.scopes
+    limits = workspaces.quota_limits(s)
+    ctx = tasks.Placing(
+        s.default_provider, s.node_stale_after_s, s.max_nodes, plane.clock(), limits, admin
+    )
     try:
         record = await to_thread.run_sync(
             tasks.submit_task, plane.engine, sub, str(claims.sub), ctx
@@ -46,26 +70,35 @@ async def submit_task(request: Request) -> JSONResponse:
     except RequirementsError as exc:
         raise ApiError(422, str(exc), layer=exc.layer.value, field=exc.field) from exc
     except tasks.TaskError as exc:
-        raise ApiError(422, str(exc), **exc.detail) from exc
+        detail = dict(exc.detail)
+        if "placement" in detail and not full:
+            detail["placement"] = user_copy(detail["placement"], str(claims.sub))
+            raise ApiError(422, detail["placement"]["summary"], **detail) from exc
+        raise ApiError(422, str(exc), **detail) from exc
+    except tasks.QuotaError as exc:
+        raise ApiError(429, str(exc), **exc.refusal.to_json()) from exc
     except tasks.TaskExistsError as exc:
         raise ApiError(409, str(exc)) from exc
     wake_dispatcher(request)
-    return _json(record, 201)
+    return _json(record, 201, full=full)
 
 
 async def get_task(request: Request) -> JSONResponse:
     claims = require_user(request)
+    full = _full(request, claims)
     plane = plane_of(request)
+    owner = task_owner(request, claims)
     task_id = request.path_params["task_id"]
-    record = await to_thread.run_sync(tasks.load_task, plane.engine, task_id)
+    record = await to_thread.run_sync(tasks.load_task, plane.engine, owner, task_id)
     if record is None or not _may_see(claims, record.owner):
         raise ApiError(404, "no such task")
-    view = await to_thread.run_sync(views.task_view, plane.engine, task_id)
-    return JSONResponse({**record.model_dump(by_alias=True, mode="json"), **(view or {})})
+    view = await to_thread.run_sync(views.task_view, plane.engine, record.key)
+    return _json(record, full=full, extra=view)
 
 
 async def _visible_workspace(request: Request) -> workspaces.WorkspaceRecord:
     claims = require_user(request)
+    _full(request, claims)
     ws = await to_thread.run_sync(
         workspaces.load_workspace, plane_of(request).engine, request.path_params["workspace_id"]
     )
@@ -75,7 +108,7 @@ async def _visible_workspace(request: Request) -> workspaces.WorkspaceRecord:
 
 
 async def get_workspace(request: Request) -> JSONResponse:
-    return _json(await _visible_workspace(request))
+    return _json(await _visible_workspace(request), full=_full(request, require_user(request)))
 
 
 async def release_workspace(request: Request) -> JSONResponse:
@@ -84,7 +117,7 @@ async def release_workspace(request: Request) -> JSONResponse:
     released = await to_thread.run_sync(
         workspaces.release_workspace, plane.engine, ws.workspace_id, plane.clock()
     )
-    return _json(released)
+    return _json(released, full=_full(request, require_user(request)))
 
 
 routes = [

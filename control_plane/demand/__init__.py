@@ -1,3 +1,4 @@
 """The record of demand, pure: requirement types (`reservations`), the layered resolver with
-provenance (`resolver`), providers' capacity maps (`capacity`), and placement with its
-explanation (`placement`). No I/O; imports only control_plane.settings."""
+provenance (`resolver`), providers' capacity maps (`capacity`), placement with its
+explanation (`placement`), and the quotas (`quotas`). No I/O; imports only
+control_plane.settings."""

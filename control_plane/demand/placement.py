@@ -101,6 +101,7 @@ class Demand:
 class Tenant:
     workspace_id: str
     demand: Demand
+    owner: str = ""  # whose workspace: the user's copy of an explanation shows only theirs
 
 
 @dataclass(frozen=True)
@@ -262,6 +263,7 @@ def place(
                 "reasons": reasons,
                 "free": None if v.free is None else v.free.to_json(),
                 "tenants": [t.workspace_id for t in v.candidate.tenants],
+                "tenantOwners": [t.owner for t in v.candidate.tenants],
             }
         )
     explanation: dict[str, Any] = {
@@ -304,3 +306,41 @@ def place(
         f"asked for a new {new_node.provider} {new_node.size} node {new_node_id}: {none_fit}"
     )
     return Placement(new_node_id, new_node, explanation)
+
+
+def user_summary(decision: Mapping[str, Any]) -> str:
+    """The summary a user is shown: the decision alone, nothing of the fleet."""
+    kind = decision.get("kind")
+    if kind == "existing_node":
+        return f"placed on {decision.get('nodeId')}"
+    if kind == "new_node":
+        return (
+            f"asked for a new {decision.get('provider')} {decision.get('size')} node"
+            f" {decision.get('nodeId')}"
+        )
+    return "cannot place the task: no node may take it, and no new node may be asked for now"
+
+
+def user_copy(explanation: Mapping[str, Any], owner: str) -> dict[str, Any]:
+    """The explanation as `owner` (the task's user) may see it: the demand, the decision,
+    and the node taken with only `owner`'s workspaces on it. Nothing of other nodes, other
+    users' workspaces, anyone's free room or the fleet's size: that is the full copy, the
+    admins'. Works on explanations stored before owners were recorded (then no tenant is
+    shown)."""
+    shown: list[dict[str, Any]] = []
+    for c in explanation.get("candidates", []):
+        if not c.get("taken"):
+            continue
+        owners = c.get("tenantOwners") or []
+        mine = [w for w, o in zip(c.get("tenants", []), owners, strict=False) if o == owner]
+        entry = {"nodeId": c.get("nodeId"), "status": c.get("status"), "taken": True}
+        shown.append({**entry, "tenants": mine})
+    decision = dict(explanation.get("decision") or {})
+    return {
+        "version": explanation.get("version", EXPLANATION_VERSION),
+        "copy": "user",
+        "demand": explanation.get("demand"),
+        "candidates": shown,
+        "decision": decision,
+        "summary": user_summary(decision),
+    }

@@ -142,10 +142,9 @@ def creation_refusal(
         if not node_known:
             return Refusal(404, f"no such node {node_id!r}")
         return None
-    if workspace is None:
+    if workspace is None or (not admin and workspace.owner != actor):
+        # Another user's workspace answers as one that does not exist: nothing is told.
         return Refusal(404, f"no such workspace {workspace_id!r}")
-    if not admin and workspace.owner != actor:
-        return Refusal(403, f"forbidden: workspace {workspace_id!r} is another user's")
     if workspace.node_id != node_id:
         return Refusal(
             422, f"workspace {workspace_id!r} runs on node {workspace.node_id!r}, not {node_id!r}"

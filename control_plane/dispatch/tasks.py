@@ -2,8 +2,11 @@
 workspace on a node, make its agent session, and store the audit, in one transaction.
 
 The layers: the task's own requirements (from the request), then the stored defaults of
-the trigger, agent profile and project the task names, of the user it runs for (the
-token's subject, never the request body), and of the platform. `plan_size` is pure.
+the trigger, agent profile and project the task names (`id`: the owner's own; `alice/id`:
+one alice's that an admin shared with the owner; any other answers as if it did not
+exist), of the user it runs for (the token's subject, never the request body), and of
+the platform. Task ids are unique per owner. The owner's (and the project's) quotas are
+checked in the same transaction, under the placement lock. `plan_size` is pure.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from sqlalchemy import Connection, Engine, RowMapping, insert, select
 
-from control_plane.demand import placement
+from control_plane.demand import placement, quotas
 from control_plane.demand.capacity import (
     PROVIDER_CAPACITY,
     SIZE_ORDER,
@@ -37,6 +40,7 @@ from control_plane.storage.db import workspaces as ws_table
 
 _camel = ConfigDict(alias_generator=to_camel, validate_by_name=True, validate_by_alias=True)
 _ID = r"^[A-Za-z0-9._:@-]{1,128}$"
+_REF = r"^(?:[A-Za-z0-9._:@-]{1,128}/)?[A-Za-z0-9._:@-]{1,128}$"  # id, or owner/id
 
 VM_SIZE_FROM_TASK = "task"  # the task asked for a size explicitly
 VM_SIZE_FROM_RESERVATION = "reservation"  # smallest size that fits the resolved reservation
@@ -52,9 +56,9 @@ class TaskSubmission(BaseModel):
     provider: str | None = None
     vm_size: str | None = None
     requirements: dict[str, Any] | None = None
-    trigger_id: str | None = Field(default=None, pattern=_ID)
-    agent_profile_id: str | None = Field(default=None, pattern=_ID)
-    project_id: str | None = Field(default=None, pattern=_ID)
+    trigger_id: str | None = Field(default=None, pattern=_REF)
+    agent_profile_id: str | None = Field(default=None, pattern=_REF)
+    project_id: str | None = Field(default=None, pattern=_REF)
     # The work (0014): text or ACP content blocks (checked by runs.prompt_blocks), how the
     # agent's permission requests are answered, and whether the session waits for more.
     prompt: str | list[Any]
@@ -66,7 +70,8 @@ class TaskRecord(workspaces.DemandAudit):
     """A task as stored and as the API shows it (owner, agent and workspace are null on
     rows from before migration 0006)."""
 
-    task_id: str
+    task_id: str  # the owner's own id (`taskId`), unique per owner
+    key: str = Field(exclude=True)  # tasks.task_id: the dispatcher's key, unique overall
     owner: str | None
     agent: str | None
     workspace_id: str | None
@@ -85,6 +90,14 @@ class TaskError(ValueError):
 
 class TaskExistsError(ValueError):
     pass
+
+
+class QuotaError(ValueError):
+    """A quota the submission would exceed (HTTP 429): `refusal` names it."""
+
+    def __init__(self, refusal: quotas.QuotaRefusal) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
 
 
 def plan_size(
@@ -113,43 +126,63 @@ class Placing:
     node_stale_after_s: float
     max_nodes: int
     now: float
+    limits: quotas.Limits
+    admin: bool = False  # the submitter is an admin (may use anyone's layers)
 
 
-def _stored_layers(conn: Connection, sub: TaskSubmission, owner: str) -> tuple[list[Layer], Layer]:
+def _stored_layers(
+    conn: Connection, sub: TaskSubmission, owner: str, admin: bool
+) -> tuple[list[Layer], Layer, tuple[str, str] | None]:
+    """The stored layers the task runs under, the platform's, and its project (whose, id)."""
     named = [
         (LayerKind.TRIGGER, sub.trigger_id),
         (LayerKind.AGENT_PROFILE, sub.agent_profile_id),
         (LayerKind.PROJECT, sub.project_id),
     ]
     out: list[Layer] = []
-    for kind, layer_id in named:
-        if layer_id is None:
+    project: tuple[str, str] | None = None
+    for kind, ref in named:
+        if ref is None:
             continue
-        stored = layers.current(conn, kind, layer_id)
-        if stored is None:
-            raise TaskError(f"no stored defaults for {kind.value} {layer_id!r}", layer=kind.value)
-        out.append(stored.layer())
-    user = layers.current(conn, LayerKind.USER, owner)
+        layer_owner, _, layer_id = ref.rpartition("/")
+        layer_owner = layer_owner or owner
+        stored = layers.readable(conn, kind, layer_owner, layer_id, actor=owner, admin=admin)
+        if stored is None:  # absent, or not the owner's to use: the same answer
+            raise TaskError(f"no stored defaults for {kind.value} {ref!r}", layer=kind.value)
+        out.append(stored.layer(ref))
+        if kind is LayerKind.PROJECT:
+            project = (layer_owner, layer_id)
+    user = layers.current(conn, LayerKind.USER, owner, owner)
     if user is not None:
         out.append(user.layer())
-    platform = layers.current(conn, LayerKind.PLATFORM, PLATFORM_LAYER_ID)
+    platform = layers.current(conn, LayerKind.PLATFORM, layers.PLATFORM_OWNER, PLATFORM_LAYER_ID)
     if platform is None:
         raise RuntimeError("the platform layer is missing (migration 0005 stores it)")
-    return out, platform.layer()
+    return out, platform.layer(), project
+
+
+def _check_quotas(
+    conn: Connection, ctx: Placing, owner: str, node_id: str, project: tuple[str, str] | None
+) -> None:
+    held = workspaces.user_holding(conn, owner)
+    by_project = None if project is None else workspaces.project_holding(conn, *project)
+    if refused := quotas.refusal(ctx.limits, held, quotas.Ask(node_id), by_project):
+        raise QuotaError(refused)
 
 
 def submit_task(engine: Engine, sub: TaskSubmission, owner: str, ctx: Placing) -> TaskRecord:
     """Resolve, place and store a task for `owner` (RequirementsError, TaskError with the
     placement explanation when it fits nowhere, TaskExistsError)."""
     task_id = sub.task_id or uuid.uuid4().hex
+    key = new_task_key()
     own = Layer(LayerKind.TASK, task_id, parse_requirements(LayerKind.TASK, sub.requirements))
     provider = sub.provider or ctx.default_provider
     workspace_id = f"ws-{uuid.uuid4().hex}"
     with engine.begin() as conn:
         workspaces.take_placement_lock(conn)
-        if conn.execute(select(tasks.c.task_id).where(tasks.c.task_id == task_id)).first():
+        if task_key(conn, owner, task_id) is not None:
             raise TaskExistsError(f"task {task_id!r} exists")
-        stored, platform = _stored_layers(conn, sub, owner)
+        stored, platform, project = _stored_layers(conn, sub, owner, ctx.admin)
         resolution = resolve([own, *stored], platform)
         res = resolution.reservation
         size, size_source = plan_size(provider, sub.vm_size, res)
@@ -165,6 +198,7 @@ def submit_task(engine: Engine, sub: TaskSubmission, owner: str, ctx: Placing) -
             )
         except placement.PlacementError as exc:
             raise TaskError(str(exc), placement=exc.explanation) from exc
+        _check_quotas(conn, ctx, owner, placed.node_id, project)
         if placed.new_node is not None:
             workspaces.insert_node_request(
                 conn, placed.node_id, placed.new_node, workspace_id, ctx.now
@@ -185,6 +219,8 @@ def submit_task(engine: Engine, sub: TaskSubmission, owner: str, ctx: Placing) -
             node_id=placed.node_id,
             state=workspaces.ACTIVE,
             created_at=ctx.now,
+            project_owner=None if project is None else project[0],
+            project_id=None if project is None else project[1],
             **audit,
         )
         workspaces.insert_workspace(conn, ws)
@@ -200,6 +236,7 @@ def submit_task(engine: Engine, sub: TaskSubmission, owner: str, ctx: Placing) -
         sessions.insert_session(conn, session)
         record = TaskRecord(
             task_id=task_id,
+            key=key,
             owner=owner,
             agent=sub.agent,
             workspace_id=workspace_id,
@@ -210,7 +247,7 @@ def submit_task(engine: Engine, sub: TaskSubmission, owner: str, ctx: Placing) -
         _insert_task(conn, record, ctx.now)
         runs.begin(
             conn,
-            task_id,
+            key,
             node_id=placed.node_id,
             blocks=runs.prompt_blocks(sub.prompt),
             policy=sub.permission_policy or "ask",
@@ -223,7 +260,8 @@ def submit_task(engine: Engine, sub: TaskSubmission, owner: str, ctx: Placing) -
 def _insert_task(conn: Connection, record: TaskRecord, now: float) -> None:
     conn.execute(
         insert(tasks).values(
-            task_id=record.task_id,
+            task_id=record.key,
+            client_task_id=record.task_id,
             owner=record.owner,
             agent=record.agent,
             workspace_id=record.workspace_id,
@@ -235,8 +273,9 @@ def _insert_task(conn: Connection, record: TaskRecord, now: float) -> None:
 
 def _task_record(row: RowMapping, node_id: str | None, session_id: str | None) -> TaskRecord:
     return TaskRecord(
-        task_id=row["task_id"],
-        owner=row["owner"],
+        task_id=row["client_task_id"],
+        key=row["task_id"],
+        owner=row["owner"] or None,  # "": a row from before owners (0006)
         agent=row["agent"],
         workspace_id=row["workspace_id"],
         node_id=node_id,
@@ -246,9 +285,24 @@ def _task_record(row: RowMapping, node_id: str | None, session_id: str | None) -
     )
 
 
-def load_task(engine: Engine, task_id: str) -> TaskRecord | None:
+def new_task_key() -> str:
+    """A task's key in `tasks.task_id` (what the dispatcher and its tables use): made here,
+    opaque, unique overall; the owner's `taskId` is `client_task_id`, unique per owner."""
+    return f"task-{uuid.uuid4().hex}"
+
+
+def task_key(conn: Connection, owner: str, task_id: str) -> str | None:
+    """The key of `owner`'s task `task_id` ("" owns the rows from before 0006), if any."""
+    query = select(tasks.c.task_id).where(tasks.c.owner == owner, tasks.c.client_task_id == task_id)
+    found = conn.execute(query).scalar_one_or_none()
+    return None if found is None else str(found)
+
+
+def load_task(engine: Engine, owner: str, task_id: str) -> TaskRecord | None:
+    """`owner`'s task `task_id` (ids are unique per owner; "" for rows from before 0006)."""
     with engine.connect() as conn:
-        row = conn.execute(select(tasks).where(tasks.c.task_id == task_id)).mappings().first()
+        query = select(tasks).where(tasks.c.owner == owner, tasks.c.client_task_id == task_id)
+        row = conn.execute(query).mappings().first()
         if row is None:
             return None
         node_id = session_id = None

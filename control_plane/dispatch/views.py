@@ -36,8 +36,19 @@ def placement_of(conn: Connection, workspace_id: str | None) -> tuple[str | None
     return node_id, session_id
 
 
+def owned_task_view(engine: Engine, owner: str, task_id: str) -> tuple[str, dict[str, Any]] | None:
+    """`owner`'s task `task_id` (the owner's `taskId`): its key and its view, if any."""
+    with engine.connect() as conn:
+        key = conn.execute(
+            select(tasks.c.task_id).where(tasks.c.owner == owner, tasks.c.client_task_id == task_id)
+        ).scalar_one_or_none()
+    view = None if key is None else task_view(engine, key)
+    return None if key is None or view is None else (key, view)
+
+
 def task_view(engine: Engine, task_id: str) -> dict[str, Any] | None:
-    """The task's run as `GET /api/tasks/{id}` shows it, with `owner` (for the access check)."""
+    """The run of the task keyed `task_id` as `GET /api/tasks/{id}` shows it (`taskId`:
+    the owner's own id), with `owner` (for the access check)."""
     with engine.connect() as conn:
         row = conn.execute(select(tasks).where(tasks.c.task_id == task_id)).mappings().first()
         if row is None:
@@ -66,7 +77,7 @@ def task_view(engine: Engine, task_id: str) -> dict[str, Any] | None:
                 )
             ).scalar_one_or_none()
     return {
-        "taskId": row["task_id"],
+        "taskId": row["client_task_id"],
         "owner": row["owner"],
         "status": row["status"],
         "outcome": None if row["outcome_json"] is None else json.loads(row["outcome_json"]),

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
-from sqlalchemy import Connection, Engine, RowMapping, insert, select, update
+from sqlalchemy import Connection, Engine, RowMapping, func, insert, select, update
 
 from control_plane.demand.placement import (
     Candidate,
@@ -23,9 +23,17 @@ from control_plane.demand.placement import (
     new_node_option,
     node_capacity,
 )
+from control_plane.demand.quotas import Holding, Limits
 from control_plane.demand.reservations import ResolvedResourceReservation
 from control_plane.dispatch.sessions import end_workspace_sessions
-from control_plane.storage.db import node_requests, nodes, placement_lock, workspaces
+from control_plane.settings import ControlPlaneSettings
+from control_plane.storage.db import (
+    agent_sessions,
+    node_requests,
+    nodes,
+    placement_lock,
+    workspaces,
+)
 from control_plane.storage.machines import retired_node_ids
 
 ACTIVE = "active"
@@ -85,6 +93,9 @@ class WorkspaceRecord(DemandAudit):
     state: str
     created_at: float
     released_at: float | None = None
+    # The project the task named: whose, and its id (for the project quotas).
+    project_owner: str | None = None
+    project_id: str | None = None
 
 
 def take_placement_lock(conn: Connection) -> None:
@@ -105,10 +116,11 @@ def _last_seen(row: RowMapping) -> float | None:
 def load_candidates(conn: Connection) -> list[Candidate]:
     """Every node known or asked for, with its tenants (the active workspaces there)."""
     tenants: dict[str, list[Tenant]] = defaultdict(list)
-    query = select(workspaces.c.workspace_id, workspaces.c.node_id, workspaces.c.reservation_json)
-    for ws_id, node_id, reservation in conn.execute(query.where(workspaces.c.state == ACTIVE)):
+    w = workspaces.c
+    query = select(w.workspace_id, w.node_id, w.reservation_json, w.owner)
+    for ws_id, node_id, reservation, owner in conn.execute(query.where(w.state == ACTIVE)):
         res = ResolvedResourceReservation.model_validate(json.loads(reservation))
-        tenants[node_id].append(Tenant(ws_id, Demand.of(res)))
+        tenants[node_id].append(Tenant(ws_id, Demand.of(res), owner))
     out: list[Candidate] = []
     reported: set[str] = set()
     retired = retired_node_ids(conn)  # draining or going away: no new tasks there
@@ -140,6 +152,50 @@ def load_candidates(conn: Connection) -> list[Candidate]:
     return out
 
 
+def quota_limits(settings: ControlPlaneSettings) -> Limits:
+    return Limits(
+        user_nodes=settings.user_max_nodes,
+        user_tasks=settings.user_max_tasks,
+        user_sessions=settings.user_max_sessions,
+        project_nodes=settings.project_max_nodes,
+        project_tasks=settings.project_max_tasks,
+    )
+
+
+def _holding(conn: Connection, *where: Any) -> tuple[frozenset[str], int]:
+    """The nodes and the count of the active workspaces matching `where`, with the nodes
+    asked for on their behalf that have not reported yet (released or not: a request
+    made stays counted until its node reports)."""
+    w = workspaces.c
+    active = conn.execute(select(w.node_id).where(w.state == ACTIVE, *where)).scalars().all()
+    pending = conn.execute(
+        select(node_requests.c.node_id)
+        .join(workspaces, w.workspace_id == node_requests.c.workspace_id)
+        .where(
+            node_requests.c.state == PENDING,
+            node_requests.c.node_id.not_in(select(nodes.c.node_id)),
+            *where,
+        )
+    ).scalars()
+    return frozenset(active) | frozenset(pending), len(active)
+
+
+def user_holding(conn: Connection, owner: str) -> Holding:
+    """What `owner` holds now (read under the placement lock: quotas count on it)."""
+    held, tasks = _holding(conn, workspaces.c.owner == owner)
+    s = agent_sessions.c
+    open_sessions = conn.execute(
+        select(func.count()).where(s.owner == owner, s.ended_at.is_(None))
+    ).scalar_one()
+    return Holding(held, tasks, int(open_sessions))
+
+
+def project_holding(conn: Connection, project_owner: str, project_id: str) -> Holding:
+    w = workspaces.c
+    held, tasks = _holding(conn, w.project_owner == project_owner, w.project_id == project_id)
+    return Holding(held, tasks)
+
+
 def insert_node_request(
     conn: Connection, node_id: str, new_node: NewNode, workspace_id: str, now: float
 ) -> None:
@@ -165,6 +221,8 @@ def insert_workspace(conn: Connection, ws: WorkspaceRecord) -> None:
             state=ws.state,
             created_at=ws.created_at,
             released_at=ws.released_at,
+            project_owner=ws.project_owner,
+            project_id=ws.project_id,
             **ws.audit_columns(),
         )
     )
@@ -179,6 +237,8 @@ def _record(row: RowMapping) -> WorkspaceRecord:
         state=row["state"],
         created_at=row["created_at"],
         released_at=row["released_at"],
+        project_owner=row["project_owner"],
+        project_id=row["project_id"],
         **DemandAudit.audit_of(row),
     )
 

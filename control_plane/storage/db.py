@@ -135,11 +135,14 @@ node_events = Table(
     UniqueConstraint("node_id", "session_id", "seq", name="uq_node_events_node_session_seq"),
 )
 
+# `task_id`: the dispatcher's key, unique overall; `client_task_id`: the owner's `taskId`,
+# unique per owner (0010). Rows from before 0006 have owner "" (no user's).
 tasks = Table(
     "tasks",
     metadata,
     Column("task_id", String(128), primary_key=True),
-    Column("owner", String(128), nullable=True),  # null on rows from before 0006
+    Column("owner", String(128), nullable=False),
+    Column("client_task_id", String(128), nullable=False),
     Column("agent", String(128), nullable=True),
     Column("workspace_id", String(64), nullable=True),
     Column("provider", String(64), nullable=True),
@@ -170,6 +173,7 @@ tasks = Table(
     Column("lease_until", Float, nullable=True),
     Column("row_version", Integer, nullable=False, server_default="0"),
     Index("ix_tasks_status_lease", "status", "lease_until"),
+    UniqueConstraint("owner", "client_task_id", name="uq_tasks_owner_client_task"),
 )
 
 # Every status change of a task, with its time and cause (0014).
@@ -267,26 +271,27 @@ control_plane_meta = Table(
     Column("value", Text, nullable=False),
 )
 
-# Stored defaults of each layer, one row per version; the newest version is the current
-# one (0005). `owner` is who made version 1: only they (or an admin) may change it.
+# Stored defaults of each layer, one row per version, the newest current (0005); names per
+# owner (0010): a user's own layer is that user's, the platform layer "platform"'s.
 layer_defaults = Table(
     "layer_defaults",
     metadata,
     Column("kind", String(32), primary_key=True),
+    Column("owner", String(128), primary_key=True),
     Column("layer_id", String(128), primary_key=True),
     Column("version", Integer, primary_key=True),
     Column("requirements_json", Text, nullable=False),
-    Column("owner", String(128), nullable=False),
     Column("updated_by", String(128), nullable=False),
     Column("updated_at", Float, nullable=False),
 )
 
-# Where a task runs: a workspace on a node, with the audit of its demand and placement (0006).
+# Where a task runs: a workspace on a node, with the audit of its demand and placement
+# (0006); `task_id` is the owner's `taskId` (tasks.client_task_id), unique per owner (0010).
 workspaces = Table(
     "workspaces",
     metadata,
     Column("workspace_id", String(64), primary_key=True),
-    Column("task_id", String(128), nullable=False, unique=True),
+    Column("task_id", String(128), nullable=False),
     Column("owner", String(128), nullable=False),
     Column("node_id", String(128), nullable=False),
     Column("state", String(16), nullable=False),
@@ -299,7 +304,25 @@ workspaces = Table(
     Column("placement_explanation_json", Text, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("released_at", Float, nullable=True),
+    # The project the task named (its owner and id), for the project quotas (0010).
+    Column("project_owner", String(128), nullable=True),
+    Column("project_id", String(128), nullable=True),
     Index("ix_workspaces_node_state", "node_id", "state"),
+    Index("ix_workspaces_owner_state", "owner", "state"),
+    Index("ix_workspaces_project", "project_owner", "project_id"),
+    UniqueConstraint("owner", "task_id", name="uq_workspaces_owner_task"),
+)
+
+# Who else may read and use a project, agent profile or trigger: an admin's list (0010).
+layer_shares = Table(
+    "layer_shares",
+    metadata,
+    Column("kind", String(32), primary_key=True),
+    Column("owner", String(128), primary_key=True),
+    Column("layer_id", String(128), primary_key=True),
+    Column("user_id", String(128), primary_key=True),
+    Column("granted_by", String(128), nullable=False),
+    Column("granted_at", Float, nullable=False),
 )
 
 # A node that placement asked for (its id chosen here), until it reports `ready` (0006).
@@ -328,6 +351,7 @@ agent_sessions = Table(
     Column("created_at", Float, nullable=False),
     Column("ended_at", Float, nullable=True),
     Index("ix_agent_sessions_workspace_id", "workspace_id"),
+    Index("ix_agent_sessions_owner", "owner", "ended_at"),
 )
 
 # One row; placement updates it first, so placements (of every replica) take turns (0006).

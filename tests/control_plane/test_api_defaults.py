@@ -31,17 +31,17 @@ async def test_each_change_is_a_new_version_and_old_ones_stay_readable(
             path, json={"requirements": {"minDiskGb": 60}}, headers=cp.user("alice")
         )
         assert (r.status_code, r.json()["version"]) == (200, 2)
-        assert (await cp.client.get(path, headers=cp.user("bob"))).json()["requirements"] == {
+        assert (await cp.client.get(path, headers=cp.user("alice"))).json()["requirements"] == {
             "minDiskGb": 60.0
         }
-        old = await cp.client.get(path, params={"version": 1}, headers=cp.user("bob"))
+        old = await cp.client.get(path, params={"version": 1}, headers=cp.user("alice"))
         assert old.json()["requirements"] == {"minVcpu": 3.0}
-        r = await cp.client.get(path, params={"version": 9}, headers=cp.user("bob"))
+        r = await cp.client.get(path, params={"version": 9}, headers=cp.user("alice"))
         assert (r.status_code, r.json()["error"]) == (
             404,
             "no stored defaults for project 'proj-1' version 9",
         )
-        r = await cp.client.get(path, params={"version": "x"}, headers=cp.user("bob"))
+        r = await cp.client.get(path, params={"version": "x"}, headers=cp.user("alice"))
         assert r.status_code == 422
         # Optimistic concurrency: a change made against an older version is refused.
         r = await cp.client.put(
@@ -64,15 +64,20 @@ async def test_each_change_is_a_new_version_and_old_ones_stay_readable(
 WHO_MAY_CHANGE = [
     ("/api/defaults/platform/platform", "alice", 403, "only an admin"),
     ("/api/defaults/users/bob", "alice", 403, "a user's defaults are that user's"),
-    ("/api/defaults/projects/owned-by-bob", "alice", 403, "belongs to another user"),
-    ("/api/defaults/agent-profiles/owned-by-bob", "alice", 403, "belongs to another user"),
-    ("/api/defaults/triggers/owned-by-bob", "alice", 403, "belongs to another user"),
+    # Names are per owner: alice writes only under her own name, whatever bob stored.
+    ("/api/defaults/projects/owned-by-bob?owner=bob", "alice", 403, "under their own name"),
+    ("/api/defaults/agent-profiles/owned-by-bob?owner=bob", "alice", 403, "their own name"),
+    ("/api/defaults/triggers/owned-by-bob?owner=bob", "alice", 403, "their own name"),
+    ("/api/defaults/triggers/nobody-has-it?owner=bob", "alice", 403, "their own name"),
+    ("/api/defaults/projects/owned-by-bob", "alice", 201, None),  # alice's own, another layer
+    ("/api/defaults/users/alice?owner=bob", "alice", 422, "owner applies to projects"),
+    ("/api/defaults/projects/p?owner=bad%20name", "alice", 422, "owner must be"),
     ("/api/defaults/teams/x", "alice", 404, "no such layer kind 'teams'"),
     ("/api/defaults/platform/other", "admin", 404, "the platform layer's id is 'platform'"),
     ("/api/defaults/projects/bad%20id", "alice", 422, "id must be"),
     ("/api/defaults/users/alice", "alice", 200, None),
     ("/api/defaults/users/bob", "admin", 200, None),
-    ("/api/defaults/projects/owned-by-bob", "admin", 200, None),
+    ("/api/defaults/projects/owned-by-bob?owner=bob", "admin", 200, None),
     ("/api/defaults/projects/new-one", "alice", 201, None),
 ]
 

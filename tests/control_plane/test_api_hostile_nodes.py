@@ -101,6 +101,11 @@ async def test_a_poisoned_row_from_before_the_check_breaks_no_one(
         }
         r = await cp.client.post("/api/tasks", json=task, headers=cp.user("alice"))
         assert r.status_code == 201, r.text
+        r = await cp.client.get(  # the full explanation (the user's copy names no other node)
+            f"/api/tasks/{r.json()['taskId']}",
+            params={"owner": "alice", "explain": "full"},
+            headers=cp.admin(),
+        )
         placed = r.json()["placementExplanation"]
         (bad,) = [c for c in placed["candidates"] if c["nodeId"] == "bad"]
         assert bad["taken"] is False and "capacity unknown" in bad["reasons"][0]

@@ -143,7 +143,8 @@ async def test_who_may_make_a_session(settings: ControlPlaneSettings) -> None:
         assert (made["owner"], made["workspaceId"], made["createdBy"]) == ("alice", ws, "alice")
         cases: list[tuple[str, dict[str, Any], str, int, str]] = [
             (node, {"agent": "claude"}, "alice", 422, "workspaceId is required"),
-            (node, {"agent": "claude", "workspaceId": ws}, "bob", 403, "another user's"),
+            # Another user's workspace answers as one that does not exist.
+            (node, {"agent": "claude", "workspaceId": ws}, "bob", 404, f"no such workspace {ws!r}"),
             (
                 node,
                 {"agent": "claude", "workspaceId": "ws-nope"},

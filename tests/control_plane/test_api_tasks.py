@@ -30,16 +30,28 @@ TASK: dict[str, Any] = {
 
 async def store_layers(cp: Running) -> None:
     await cp.put_defaults("triggers", "trig-9", {}, user="alice")
-    await cp.put_defaults("agent-profiles", "prof-2", {"minMemoryGb": 6, "minVcpu": 1})
+    await cp.put_defaults("agent-profiles", "prof-2", {"minMemoryGb": 6, "minVcpu": 1}, "alice")
     await cp.put_defaults("projects", "proj-1", {"minDiskGb": 50}, user="alice")
     await cp.put_defaults("projects", "proj-1", {"minDiskGb": 60}, user="alice")  # version 2
     await cp.put_defaults("users", "alice", {"maxCoTenants": 1}, user="alice")
     await cp.put_defaults("users", "bob", {"maxCoTenants": 3, "minMemoryGb": 1}, user="bob")
 
 
-def candidate(task: dict[str, Any], node_id: str) -> dict[str, Any]:
-    """The entry for `node_id` in a task's placement explanation."""
-    (entry,) = [c for c in task["placementExplanation"]["candidates"] if c["nodeId"] == node_id]
+def full_explanation(cp: Running, task: dict[str, Any]) -> dict[str, Any]:
+    """The full explanation stored for a task (the user's answer has only their copy)."""
+    with cp.plane.engine.connect() as conn:
+        doc = conn.execute(
+            select(tasks.c.placement_explanation_json).where(
+                tasks.c.owner == task["owner"], tasks.c.client_task_id == task["taskId"]
+            )
+        ).scalar_one()
+    found: dict[str, Any] = json.loads(doc)
+    return found
+
+
+def candidate(cp: Running, task: dict[str, Any], node_id: str) -> dict[str, Any]:
+    """The entry for `node_id` in a task's (full) placement explanation."""
+    (entry,) = [c for c in full_explanation(cp, task)["candidates"] if c["nodeId"] == node_id]
     found: dict[str, Any] = entry
     return found
 
@@ -80,7 +92,23 @@ async def test_a_task_resolves_the_stored_layers_and_is_placed_on_a_node(
         }
         assert (made["requestedVmSize"], made["vmSizeSource"]) == ("medium", "reservation")
         assert (made["owner"], made["agent"], made["nodeId"]) == ("alice", "claude", "n1")
-        explanation = made["placementExplanation"]
+        # The user's copy: the decision and their own workspace on the node taken.
+        assert made["placementExplanation"] == {
+            "version": 1,
+            "copy": "user",
+            "demand": full_explanation(cp, made)["demand"],
+            "candidates": [
+                {
+                    "nodeId": "n1",
+                    "status": "reported",
+                    "taken": True,
+                    "tenants": [],  # placed before its own workspace existed
+                }
+            ],
+            "decision": {"kind": "existing_node", "nodeId": "n1"},
+            "summary": "placed on n1",
+        }
+        explanation = full_explanation(cp, made)
         assert explanation["decision"] == {"kind": "existing_node", "nodeId": "n1"}
         assert [c["nodeId"] for c in explanation["candidates"]] == ["n1"]
         assert explanation["summary"].startswith("placed on n1: fits")
@@ -109,8 +137,16 @@ async def test_a_task_resolves_the_stored_layers_and_is_placed_on_a_node(
         again = await cp.client.get("/api/tasks/task-1", headers=cp.user("alice"))
         # the record as submitted, and its run (status, timings, transitions: tests/dispatch)
         assert {k: v for k, v in again.json().items() if k in made} == made
-        ws = await cp.client.get(f"/api/workspaces/{made['workspaceId']}", headers=cp.admin())
+        ws = await cp.client.get(
+            f"/api/workspaces/{made['workspaceId']}",
+            params={"explain": "full"},
+            headers=cp.admin(),
+        )
         assert ws.json()["placementExplanation"] == explanation
+        full = await cp.client.get(
+            "/api/tasks/task-1", params={"explain": "full", "owner": "alice"}, headers=cp.admin()
+        )
+        assert full.json()["placementExplanation"] == explanation
         # Another user does not see it.
         assert (await cp.client.get("/api/tasks/task-1", headers=cp.user("bob"))).status_code == 404
 
@@ -172,7 +208,7 @@ async def test_no_room_asks_for_a_new_node_and_the_next_task_packs_into_it(
             "reservation",
         )
         assert first["nodeId"] == decision["nodeId"] != "tiny"
-        (tiny,) = first["placementExplanation"]["candidates"]
+        (tiny,) = full_explanation(cp, first)["candidates"]
         assert "memory: 1024 MB free < 2048 MB asked" in tiny["reasons"]
         (asked,) = rows(cp, node_requests)
         assert (asked["node_id"], asked["size"], asked["state"]) == (
@@ -186,7 +222,7 @@ async def test_no_room_asks_for_a_new_node_and_the_next_task_packs_into_it(
         r = await cp.client.post("/api/tasks", json=half, headers=cp.user("bob"))
         second = r.json()
         assert second["nodeId"] == first["nodeId"]
-        entry = candidate(second, first["nodeId"])
+        entry = candidate(cp, second, first["nodeId"])
         assert (entry["status"], entry["taken"]) == ("requested", True)
         assert entry["tenants"] == [first["workspaceId"]]
         assert len(rows(cp, node_requests)) == 1
@@ -195,10 +231,10 @@ async def test_no_room_asks_for_a_new_node_and_the_next_task_packs_into_it(
         await cp.ready(first["nodeId"], cpus=2, mem_gb=4, disk_gb=40)
         r = await cp.client.post("/api/tasks", json=half, headers=cp.user("carol"))
         third = r.json()
-        entry = candidate(third, first["nodeId"])
+        entry = candidate(cp, third, first["nodeId"])
         assert entry["status"] == "reported"
         assert "cpu: 0m free < 1000m asked" in entry["reasons"]
-        assert third["placementExplanation"]["decision"]["kind"] == "new_node"
+        assert full_explanation(cp, third)["decision"]["kind"] == "new_node"
         assert len(rows(cp, node_requests)) == 2
 
 
@@ -214,7 +250,7 @@ async def test_exclusive_and_co_tenant_limits_and_release(settings: ControlPlane
         )
         other = r.json()
         assert other["nodeId"] != "big"
-        big = candidate(other, "big")
+        big = candidate(cp, other, "big")
         assert any("has the node to itself" in reason for reason in big["reasons"])
 
         # Released, the node is free again; the released workspace's session has ended.
@@ -234,7 +270,7 @@ async def test_exclusive_and_co_tenant_limits_and_release(settings: ControlPlane
         r = await cp.client.post(
             "/api/tasks", json={"agent": "fake", "prompt": "hi"}, headers=cp.user("fay")
         )
-        big = candidate(r.json(), "big")
+        big = candidate(cp, r.json(), "big")
         assert any("allows at most 1 co-tenants" in reason for reason in big["reasons"])
 
 
@@ -246,9 +282,15 @@ async def test_refusals_name_why(settings: ControlPlaneSettings) -> None:
         big = {"agent": "fake", "prompt": "hi", "requirements": {"minVcpu": 4}}
         r = await cp.client.post("/api/tasks", json=big, headers=h)
         assert r.status_code == 422
-        body = r.json()
-        assert "node limit (1) is reached" in body["error"]
+        body = r.json()  # the user's copy: nothing of the fleet
+        assert body["error"].startswith("cannot place the task: no node may take it")
         assert body["placement"]["decision"] == {"kind": "unplaceable"}
+        assert body["placement"]["candidates"] == []
+        r = await cp.client.post(
+            "/api/tasks", json=big, params={"explain": "full"}, headers=cp.admin()
+        )
+        body = r.json()  # an admin's full copy says why
+        assert "node limit (1) is reached" in body["error"]
         (n1,) = body["placement"]["candidates"]
         assert "cpu: 2000m free < 4000m asked" in n1["reasons"]
         assert rows(cp, tasks) == [] and rows(cp, workspaces) == []  # nothing half-stored

@@ -31,11 +31,11 @@ LAYER_CHANGES: list[tuple[LayerKind, str, str | None, str, bool, str | None]] = 
     (U, "alice", "alice", "alice", False, None),
     (U, "bob", None, "alice", False, "that user's"),
     (U, "bob", "bob", "ops", True, None),
-    (P, "p", None, "alice", False, None),  # first version: alice will own it
+    (P, "p", None, "alice", False, None),  # no owner named: alice's own `p`
     (P, "p", "alice", "alice", False, None),
-    (P, "p", "bob", "alice", False, "belongs to another user"),
-    (A, "a", "bob", "alice", False, "belongs to another user"),
-    (T, "t", "bob", "alice", False, "belongs to another user"),
+    (P, "p", "bob", "alice", False, "under their own name only"),
+    (A, "a", "bob", "alice", False, "under their own name only"),
+    (T, "t", "bob", "alice", False, "under their own name only"),
     (T, "t", "bob", "ops", True, None),
 ]
 
@@ -88,7 +88,18 @@ SESSION_MAKING: list[
 ] = [
     ("alice", False, "n1", True, "ws-1", WS, None, None),
     ("alice", False, "n1", True, None, None, 422, "workspaceId is required"),
-    ("bob", False, "n1", True, "ws-1", WS, 403, "another user's"),
+    # Another user's workspace: the same answer as one that does not exist.
+    ("bob", False, "n1", True, "ws-1", WS, 404, "no such workspace 'ws-1'"),
+    (
+        "bob",
+        False,
+        "n2",
+        True,
+        "ws-1",
+        WorkspaceFacts("ws-1", "alice", "n1", False),
+        404,
+        "no such workspace 'ws-1'",
+    ),
     ("alice", False, "n1", True, "ws-9", None, 404, "no such workspace"),
     ("alice", False, "n2", True, "ws-1", WS, 422, "runs on node 'n1', not 'n2'"),
     (

@@ -16,6 +16,7 @@ from control_plane.demand.placement import (
     new_node_option,
     node_capacity,
     place,
+    user_copy,
 )
 
 NOW = 10_000.0
@@ -219,6 +220,86 @@ def test_the_explanation_shows_free_room_and_tenants() -> None:
     assert entry["tenants"] == ["w1", "w2"]
     assert entry["status"] == "reported"
     assert "left after placing: cpu 1000m, memory 3072 MB, disk 51200 MB" in entry["reasons"]
+
+
+def _placed(candidates: list[Candidate], d: Demand, max_nodes: int = 10) -> dict[str, Any]:
+    try:
+        got = place(
+            d,
+            candidates,
+            now=NOW,
+            stale_after_s=STALE,
+            new_node=new_node_option("hetzner", "small", "reservation"),
+            new_node_id="node-new",
+            max_nodes=max_nodes,
+        )
+    except PlacementError as exc:
+        return exc.explanation
+    return got.explanation
+
+
+def _mine(ws: str, owner: str, **kw: Any) -> Tenant:
+    return Tenant(ws, demand(1, 1, 10, **kw), owner)
+
+
+FLEET = [
+    node("n1", (8, 16, 160), tenants=(_mine("w-a1", "alice"), _mine("w-b1", "bob"))),
+    node("n2", (8, 16, 160), tenants=(_mine("w-b2", "bob", excl=True),)),
+    node("n3", (0.5, 1, 10)),  # too small for any of these
+]
+# what is placed, the fleet, alice's copy: the candidates shown, the summary
+USER_COPIES: list[tuple[str, Demand, list[Candidate], int, list[dict[str, Any]], str]] = [
+    (
+        "placed beside her own and bob's workspaces: only hers is named",
+        demand(1, 1, 10),
+        FLEET,
+        10,
+        [{"nodeId": "n1", "status": "reported", "taken": True, "tenants": ["w-a1"]}],
+        "placed on n1",
+    ),
+    (
+        "a new node: nothing of the nodes passed over",
+        demand(1, 1, 10, excl=True),
+        FLEET,
+        10,
+        [],
+        "asked for a new hetzner small node node-new",
+    ),
+    (
+        "unplaceable: not the node limit nor the count of nodes",
+        demand(1, 1, 10, excl=True),
+        FLEET,
+        3,
+        [],
+        "cannot place the task: no node may take it, and no new node may be asked for now",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", USER_COPIES, ids=[c[0] for c in USER_COPIES])
+def test_the_users_copy_names_only_what_is_theirs(
+    case: tuple[str, Demand, list[Candidate], int, list[dict[str, Any]], str],
+) -> None:
+    _, d, fleet, max_nodes, shown, summary = case
+    full = _placed(fleet, d, max_nodes)
+    mine = user_copy(full, "alice")
+    assert mine["candidates"] == shown
+    assert mine["summary"] == summary
+    assert mine["decision"] == full["decision"]
+    assert mine["demand"] == full["demand"]
+    text = repr(mine)
+    for leak in ("w-b1", "w-b2", "bob", "free", "n2", "n3", "reasons", "node limit"):
+        assert leak not in text, leak
+    # The full copy (the admins') has all of it.
+    assert {"w-b1", "w-b2"} <= {w for c in full["candidates"] for w in c["tenants"]}
+    assert all("free" in c and c["reasons"] for c in full["candidates"])
+
+
+def test_a_copy_of_an_explanation_stored_before_owners_shows_no_tenant() -> None:
+    full = _placed(FLEET, demand(1, 1, 10))
+    for c in full["candidates"]:
+        del c["tenantOwners"]
+    assert user_copy(full, "alice")["candidates"][0]["tenants"] == []
 
 
 def test_no_room_and_the_node_limit_reached_is_unplaceable() -> None:

@@ -142,12 +142,14 @@ class Stack:
         found: dict[str, Any] = r.json()
         return found
 
-    async def until(self, task_id: str, *statuses: str, within_s: float = WAIT_S) -> dict[str, Any]:
+    async def until(
+        self, task_id: str, *statuses: str, within_s: float = WAIT_S, user: str = "alice"
+    ) -> dict[str, Any]:
         """The task once its status is one of `statuses` (each change is polled, not slept)."""
         found: dict[str, Any] = {}
         with anyio.move_on_after(within_s):
             while True:
-                found = await self.task(task_id)
+                found = await self.task(task_id, user)
                 if found["status"] in statuses:
                     return found
                 await anyio.sleep(0.05)
@@ -164,20 +166,24 @@ class Stack:
         raise AssertionError(f"task {task_id} never passed the check: {found}")
 
     async def events_until(
-        self, task_id: str, event_type: str, within_s: float = WAIT_S
+        self, task_id: str, event_type: str, within_s: float = WAIT_S, user: str = "alice"
     ) -> list[dict[str, Any]]:
         """The task's events once one of `event_type` is among them (the outbox is async)."""
         events: list[dict[str, Any]] = []
         with anyio.move_on_after(within_s):
             while True:
-                events = await self.events(task_id)
+                events = await self.events(task_id, user=user)
                 if any(e["type"] == event_type for e in events):
                     return events
                 await anyio.sleep(0.05)
         raise AssertionError(f"no {event_type} among {events}")
 
-    async def events(self, task_id: str, after: int = 0) -> list[dict[str, Any]]:
-        r = await self.client.get(f"/api/tasks/{task_id}/events?after={after}", headers=self.user())
+    async def events(
+        self, task_id: str, after: int = 0, user: str = "alice"
+    ) -> list[dict[str, Any]]:
+        r = await self.client.get(
+            f"/api/tasks/{task_id}/events?after={after}", headers=self.user(user)
+        )
         assert r.status_code == 200, r.text
         events: list[dict[str, Any]] = r.json()["events"]
         return events

@@ -17,6 +17,8 @@ def add_task(engine: Engine, task_id: str, status: str = "starting", **values: o
         conn.execute(
             insert(tasks).values(
                 task_id=task_id,
+                owner="alice",
+                client_task_id=task_id,
                 requirements_json="{}",
                 reservation_json="{}",
                 reservation_provenance_json="{}",

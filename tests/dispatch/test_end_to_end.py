@@ -12,7 +12,7 @@ import anyio
 import pytest
 from sqlalchemy import select
 
-from control_plane.storage.db import workspaces
+from control_plane.storage.db import tasks, workspaces
 from tests.dispatch.harness import Stack, stack
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -29,19 +29,24 @@ async def shared(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stac
         yield s
 
 
-@pytest.fixture
-async def s(shared: Stack) -> AsyncIterator[Stack]:
-    yield shared
-    # The next test's task needs the node's room: each task frees it once it ended.
+async def room_freed(s: Stack) -> None:
+    """Once no workspace is active: the next task needs the node's room, and each task
+    frees it once it ended."""
     with anyio.fail_after(60):
         while True:
-            with shared.plane.engine.connect() as conn:
+            with s.plane.engine.connect() as conn:
                 active = conn.execute(
                     select(workspaces.c.workspace_id).where(workspaces.c.state == "active")
                 ).all()
             if not active:
                 return
             await anyio.sleep(0.05)
+
+
+@pytest.fixture
+async def s(shared: Stack) -> AsyncIterator[Stack]:
+    yield shared
+    await room_freed(shared)
 
 
 async def test_a_task_runs_to_completed_and_its_events_read_back(s: Stack) -> None:
@@ -159,3 +164,40 @@ async def test_an_ended_task_frees_its_room_on_the_node(s: Stack) -> None:
         with anyio.fail_after(30):
             while (await s.client.get(ws, headers=s.user())).json()["state"] != "released":
                 await anyio.sleep(0.05)
+
+
+async def test_bobs_t1_and_alices_t1_are_two_tasks_run_by_the_dispatcher(s: Stack) -> None:
+    """Task ids are per owner (issue 28): the same `taskId` from two users is two tasks,
+    each dispatched, followed and answered under its owner's id; neither sees the other."""
+    ends = ("completed", "failed", "crashed", "timed_out", "cancelled")
+    alices = await s.submit("alice", taskId="t1", agent="fake", prompt="alice's work")
+    assert (await s.until("t1", *ends, user="alice"))["status"] == "completed"
+    await room_freed(s)  # the node holds one task at a time
+    bobs = await s.submit("bob", taskId="t1", agent="fake", prompt="bob's work")  # no 409
+    assert (bobs["taskId"], bobs["owner"]) == ("t1", "bob")
+    assert bobs["workspaceId"] != alices["workspaceId"]
+    assert bobs["sessionId"] != alices["sessionId"]
+    assert (await s.until("t1", *ends, user="bob"))["status"] == "completed"
+    for user, text in (("alice", "alice's work"), ("bob", "bob's work")):
+        got = await s.task("t1", user)
+        assert (got["taskId"], got["owner"]) == ("t1", user)
+        events = await s.events_until("t1", "prompt.finished", user=user)
+        (started,) = [e for e in events if e["type"] == "prompt.started"]
+        assert started["data"]["prompt"] == [{"type": "text", "text": text}]
+    # Each one's asks reach their own task: bob's cancel is of his (ended: 409), not alice's.
+    r = await s.client.post("/api/tasks/t1/cancel", headers=s.user("bob"))
+    assert r.status_code == 409
+    # A user's `?owner=` names nothing; an admin's names whose.
+    r = await s.client.get("/api/tasks/t1", params={"owner": "alice"}, headers=s.user("bob"))
+    assert r.json()["owner"] == "bob"
+    r = await s.client.get("/api/tasks/t1", headers=s.user("carol"))
+    assert r.status_code == 404
+    admin = {"Authorization": f"Bearer {s.plane.tokens.mint_user_token('root', admin=True)}"}
+    r = await s.client.get("/api/tasks/t1", params={"owner": "bob"}, headers=admin)
+    assert (r.status_code, r.json()["sessionId"]) == (200, bobs["sessionId"])
+    with s.plane.engine.connect() as conn:  # two rows, two keys, neither the user's id
+        keys = conn.execute(
+            select(tasks.c.task_id, tasks.c.owner).where(tasks.c.client_task_id == "t1")
+        ).all()
+    assert sorted(owner for _, owner in keys) == ["alice", "bob"]
+    assert all(key.startswith("task-") for key, _ in keys) and keys[0][0] != keys[1][0]

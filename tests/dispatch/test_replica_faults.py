@@ -149,7 +149,7 @@ async def until_stopped(
             task = (await client.get("/api/tasks/t1", headers=user)).json()
             with plane.engine.connect() as conn:
                 stopped = conn.execute(
-                    select(tasks.c.session_stopped_at).where(tasks.c.task_id == "t1")
+                    select(tasks.c.session_stopped_at).where(tasks.c.client_task_id == "t1")
                 ).scalar_one()
             if task["timings"]["endedAt"] is not None and stopped is not None:
                 return task
@@ -178,9 +178,9 @@ def check_once(plane: ControlPlane, session_id: str) -> None:
     with plane.engine.connect() as conn:
         ends = list(
             conn.execute(
-                select(task_transitions.c.status).where(
-                    task_transitions.c.task_id == "t1", task_transitions.c.status == "completed"
-                )
+                select(task_transitions.c.status)
+                .join(tasks, tasks.c.task_id == task_transitions.c.task_id)
+                .where(tasks.c.client_task_id == "t1", task_transitions.c.status == "completed")
             ).scalars()
         )
     assert ends == ["completed"]  # ended once

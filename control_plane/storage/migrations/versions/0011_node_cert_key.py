@@ -4,7 +4,7 @@ Rows bootstrapped before this revision have no key on record: their next renewal
 the key it is for (control_plane/identity/node_certs.py says why that is accepted once).
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0009"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
