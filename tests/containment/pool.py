@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import grp
+import itertools
 import os
 import pwd
 import re
@@ -27,7 +28,7 @@ from vm_agent.containment.ensure import ensure_pool, remove_pool
 from vm_agent.containment.users import AgentUser, PoolSpec
 
 REPO = Path(__file__).resolve().parents[2]
-_PREFIX = re.compile(r"vmat(\d+)-u\d+")
+_PREFIX = re.compile(r"vmat(\d+)(?:x\d+)?-u\d+")
 
 
 def require_root() -> None:
@@ -78,7 +79,8 @@ def _remove_stale_pools() -> None:
             with contextlib.suppress(KeyError):
                 grp.getgrnam(entry.pw_name)
                 subprocess.run(["groupdel", entry.pw_name], capture_output=True, check=False)
-        shutil.rmtree(f"/tmp/vmat-{pid}", ignore_errors=True)
+        for base in Path("/tmp").glob(f"vmat-{pid}*"):
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def _taken(uid: int) -> bool:
@@ -102,12 +104,18 @@ def _free_uid_base(pid: int, count: int) -> int:
     return 62000 + (pid % 29) * 100
 
 
-def pool_spec_for(pid: int, count: int = 4) -> tuple[PoolSpec, Path]:
-    base = Path(f"/tmp/vmat-{pid}")  # below /tmp on purpose: ancestors agent users can enter
+_pools_made = itertools.count()
+
+
+def pool_spec_for(pid: int, count: int = 4, serial: int = 0) -> tuple[PoolSpec, Path]:
+    # `serial`: a second pool of the same run (one test's, beside the session's) gets names
+    # and ids of its own, never the first one's names with other ids
+    tag = f"{pid}x{serial}" if serial else str(pid)
+    base = Path(f"/tmp/vmat-{tag}")  # below /tmp on purpose: ancestors agent users can enter
     spec = PoolSpec(
         count=count,
         uid_base=_free_uid_base(pid, count),
-        prefix=f"vmat{pid}-u",
+        prefix=f"vmat{tag}-u",
         homes_dir=PurePosixPath(base / "homes"),
     )
     return spec, base
@@ -192,7 +200,7 @@ def check_users_can_run_us(spec: PoolSpec, base: Path) -> None:
 def made_pool(count: int = 4) -> Iterator[TestPool]:
     require_root()
     _remove_stale_pools()
-    spec, base = pool_spec_for(os.getpid(), count)
+    spec, base = pool_spec_for(os.getpid(), count, next(_pools_made))
     base.mkdir(mode=0o755, exist_ok=True)
     base.chmod(0o755)
     workspaces = base / "ws"
