@@ -14,6 +14,7 @@ from benchmarks import (
     relay_throughput,
     resume,
     task_dispatch,
+    task_throughput,
     terminal_flood,
 )
 from benchmarks.harness import Context
@@ -32,4 +33,5 @@ BENCHMARKS: dict[str, Benchmark] = {
     pg_ingest.NAME: pg_ingest.run,
     terminal_flood.NAME: terminal_flood.run,
     task_dispatch.NAME: task_dispatch.run,
+    task_throughput.NAME: task_throughput.run,
 }
