@@ -230,6 +230,7 @@ class Viewer:
         self.ids = itertools.count(1)
         self.events: list[dict[str, Any]] = []
         self.answers: dict[int, dict[str, Any]] = {}
+        self.notifications: list[dict[str, Any]] = []  # other than session/event (port/*)
 
     @classmethod
     @asynccontextmanager
@@ -254,6 +255,8 @@ class Viewer:
             self.answers[msg["id"]] = msg
         elif msg.get("method") == "session/event":
             self.events.append(msg["params"])
+        elif "method" in msg:
+            self.notifications.append(msg)
 
     async def answer(self, msg_id: int, timeout: float = 60) -> Any:
         with anyio.fail_after(timeout):
