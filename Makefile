@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: dev test test-quick lint typecheck bench lock artifacts clean vm-image vm-test
+.PHONY: dev test test-slow test-quick lint typecheck bench lock artifacts clean vm-image vm-test
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The slow cases (end to end through real processes: dev, the dispatcher's replicas, the
+# gateway, terminals...) are a stage of their own, so `make test` stays within its budget.
 test: lint typecheck
-	$(BIN)/pytest -m "not real_agents and not vm"
+	$(BIN)/pytest -m "not slow and not real_agents and not vm"
+
+test-slow: $(STAMP)
+	$(BIN)/pytest -m "slow and not real_agents and not vm"
 
 test-quick: $(STAMP)
 	$(BIN)/pytest -m "not slow and not real_agents and not vm" -x -q
