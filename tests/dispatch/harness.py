@@ -59,26 +59,27 @@ AGENTS: dict[str, tuple[str, ...]] = {
 TlsFor = Callable[[ControlPlane, Path], tuple[Path, Path]]
 
 
-def node_ca_tls(plane: ControlPlane, directory: Path) -> tuple[Path, Path]:
-    """A certificate the control plane's node CA signed for the node, as the bootstrap
-    gives a VM."""
+def _signed_by_the_node_ca(
+    plane: ControlPlane, directory: Path, *, on_record: bool
+) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     now = time.time()
     signed = plane.node_ca.sign(key.public_key(), NODE, now, 3600)
-    # on record, as the bootstrap leaves it: the dispatcher accepts only that certificate
-    provisioning_store.create_node(
-        plane.engine,
-        provisioning_store.NewNode(
-            node_id=NODE, hostname=NODE, dns_name=plane.node_ca.dns_name(NODE),
-            created_at=now, created_by="test", params={},
-            bootstrap_token_sha256="0" * 64, bootstrap_expires_at=now + 600,
-        ),
-    )  # fmt: skip
-    issued = provisioning_store.IssuedCertificate(
-        signed.serial, signed.sha256, signed.not_after, signed.public_key_sha256
-    )
-    assert provisioning_store.spend_bootstrap_token(plane.engine, NODE, "0" * 64, now, issued)
+    if on_record:
+        # as the bootstrap leaves it: the dispatcher accepts only that certificate
+        provisioning_store.create_node(
+            plane.engine,
+            provisioning_store.NewNode(
+                node_id=NODE, hostname=NODE, dns_name=plane.node_ca.dns_name(NODE),
+                created_at=now, created_by="test", params={},
+                bootstrap_token_sha256="0" * 64, bootstrap_expires_at=now + 600,
+            ),
+        )  # fmt: skip
+        issued = provisioning_store.IssuedCertificate(
+            signed.serial, signed.sha256, signed.not_after, signed.public_key_sha256
+        )
+        assert provisioning_store.spend_bootstrap_token(plane.engine, NODE, "0" * 64, now, issued)
     cert_file, key_file = directory / "node.pem", directory / "node.key"
     cert_file.write_text(signed.pem)
     fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -91,26 +92,18 @@ def node_ca_tls(plane: ControlPlane, directory: Path) -> tuple[Path, Path]:
             )
         )
     return cert_file, key_file
+
+
+def node_ca_tls(plane: ControlPlane, directory: Path) -> tuple[Path, Path]:
+    """A certificate the control plane's node CA signed for the node, as the bootstrap
+    gives a VM (and records it)."""
+    return _signed_by_the_node_ca(plane, directory, on_record=True)
 
 
 def unrecorded_tls(plane: ControlPlane, directory: Path) -> tuple[Path, Path]:
     """A certificate the node CA signed but that is not the one on record (an earlier or a
     stolen one): TLS verifies it, the record check refuses it."""
-    directory.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    signed = plane.node_ca.sign(key.public_key(), NODE, time.time(), 3600)
-    cert_file, key_file = directory / "node.pem", directory / "node.key"
-    cert_file.write_text(signed.pem)
-    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    return cert_file, key_file
+    return _signed_by_the_node_ca(plane, directory, on_record=False)
 
 
 def foreign_tls(_plane: ControlPlane, directory: Path) -> tuple[Path, Path]:
