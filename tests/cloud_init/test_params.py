@@ -109,7 +109,7 @@ def test_injection_is_refused_in_the_artifacts(payload: str, build: Any, field: 
         ({"control_plane_url": "https://"}, "control_plane_url"),
         ({"control_plane_url": "https://cp.example.com:99999"}, "control_plane_url"),
         ({"control_plane_url": "https://cp.example.com/" + "a" * 2048}, "control_plane_url"),
-        ({"jwks_url": "http://10.0.0.1/jwks.json"}, "jwks_url"),
+        ({"jwks_url": "http://jwks.example.com/jwks.json"}, "jwks_url"),
         ({"bootstrap_token": "short"}, "bootstrap_token"),
         ({"bootstrap_token": "a" * 257}, "bootstrap_token"),
         ({"bootstrap_token": "a.b.c" + "d" * 40}, "bootstrap_token"),

@@ -20,9 +20,9 @@ D = "nodes.example.test"
             Address("wss://n1.nodes.example.test:8443/v1/ws", "/srv/workspaces", "n1." + D),
         ),
         (
-            ("wss://10.0.0.5:8080/v1/ws", "/data/ws"),
+            ("wss://n1.else.test:8080/v1/ws", "/data/ws"),
             ("n1.nodes.example.test", 8443),
-            Address("wss://10.0.0.5:8080/v1/ws", "/data/ws", "n1." + D),  # recorded wins
+            Address("wss://n1.else.test:8080/v1/ws", "/data/ws", "n1." + D),  # recorded wins
         ),
         (
             ("ws://127.0.0.1:8080/v1/ws", "/tmp/ws"),
@@ -44,7 +44,7 @@ def test_resolve(
         ("ws://127.0.0.1:8080/v1/ws", None),
         ("ws://[::1]:8080/v1/ws", None),
         ("ws://localhost:8080/v1/ws", None),
-        ("ws://10.0.0.5:8080/v1/ws", "plain ws:// only for a node on loopback"),
+        ("ws://0.0.0.0:8080/v1/ws", "plain ws:// only for a node on loopback"),
         ("ws://node.example.test/v1/ws", "plain ws:// only for a node on loopback"),
         ("https://node.example.test/v1/ws", "must be ws:// or wss://"),
         ("wss://node.example.test/other", "must end in /v1/ws"),

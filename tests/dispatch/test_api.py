@@ -241,19 +241,22 @@ async def test_stored_events_page_in_seq_order(settings: ControlPlaneSettings) -
 async def test_a_node_address_is_recorded_by_an_admin(settings: ControlPlaneSettings) -> None:
     async with running(settings) as cp:
         url = "/api/nodes/n1/address"
-        good = {"viewerUrl": "wss://10.0.0.5:8080/v1/ws", "workspaceRoot": "/srv/workspaces"}
+        good = {
+            "viewerUrl": "wss://n1.else.test:8080/v1/ws",
+            "workspaceRoot": "/srv/workspaces",
+        }
         r = await cp.client.put(url, json=good, headers=cp.user("alice"))
         assert r.status_code == 403
         r = await cp.client.get(url, headers=cp.admin())
         assert r.status_code == 404
-        bad = {**good, "viewerUrl": "ws://10.0.0.5:8080/v1/ws"}
+        bad = {**good, "viewerUrl": "ws://n1.else.test:8080/v1/ws"}
         r = await cp.client.put(url, json=bad, headers=cp.admin())
         assert r.status_code == 422 and "loopback" in r.json()["error"]
         r = await cp.client.put(url, json={**good, "workspaceRoot": "rel"}, headers=cp.admin())
         assert r.status_code == 422
         r = await cp.client.put(url, json=good, headers=cp.admin())
         assert r.json() == {
-            "viewerUrl": "wss://10.0.0.5:8080/v1/ws",
+            "viewerUrl": "wss://n1.else.test:8080/v1/ws",
             "workspaceRoot": "/srv/workspaces",
             "tlsName": "n1.nodes.vm-agent.internal",
         }
