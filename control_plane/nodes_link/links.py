@@ -16,12 +16,11 @@ from typing import Any, Protocol
 
 import anyio
 from anyio.abc import TaskGroup
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.client import connect
 
 from vm_agent.jsonrpc.connection import Connection, PeerClosed, router
 from vm_agent.jsonrpc.errors import JsonRpcError
-from vm_agent.jsonrpc.transport import TransportClosed
+from vm_agent.jsonrpc.ws_client import WebSocketClientTransport
 
 log = logging.getLogger("control_plane.nodes_link")
 
@@ -55,26 +54,6 @@ def _key(target: Target) -> tuple[str, str, str | None]:
 PeerCheck = Callable[[str, bytes], str | None]
 TokenFor = Callable[[str], str]
 OnOutcome = Callable[[str, str, dict[str, Any] | None, JsonRpcError | None], Awaitable[None]]
-
-
-class _Transport:
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-
-    async def receive(self) -> bytes | str:
-        try:
-            return await self.ws.recv()
-        except ConnectionClosed as exc:
-            raise TransportClosed(str(exc)) from exc
-
-    async def send(self, message: bytes) -> None:
-        try:
-            await self.ws.send(message.decode())
-        except ConnectionClosed as exc:
-            raise TransportClosed(str(exc)) from exc
-
-    async def aclose(self) -> None:
-        await self.ws.close()
 
 
 @dataclass
@@ -134,7 +113,7 @@ class NodeLinks:
             if why is not None:
                 await ws.close()
                 raise NodeUnreachable(f"{target.node_id}: certificate refused: {why}")
-        conn = Connection(_Transport(ws), router(), name=f"node {target.node_id}")
+        conn = Connection(WebSocketClientTransport(ws), router(), name=f"node {target.node_id}")
         link = _Link(target, conn, anyio.Event())
         await self._tg.start(self._serve, link)
         self.connections_opened += 1

@@ -9,10 +9,16 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
+from vm_agent.jsonrpc.ws_client import WebSocketClientTransport as ClientTransport
 
-from vm_agent.jsonrpc.transport import TransportClosed
+__all__ = [
+    "CLOSE_UNAUTHORIZED",
+    "MAX_FRAME",
+    "TOKEN_ENV",
+    "ClientTransport",
+    "Unauthorized",
+    "tls_context",
+]
 
 TOKEN_ENV = "VM_AGENT_TOKEN"  # noqa: S105 - the variable's name, not a secret
 CLOSE_UNAUTHORIZED = 4001
@@ -21,35 +27,6 @@ MAX_FRAME = 64 * 1024 * 1024
 
 class Unauthorized(Exception):
     pass
-
-
-class ClientTransport:
-    """One JSON-RPC message a text frame; remembers the close code the daemon gave."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.close_code: int | None = None
-        self.close_reason = ""
-
-    def _closed(self, exc: ConnectionClosed) -> TransportClosed:
-        if exc.rcvd is not None:
-            self.close_code, self.close_reason = exc.rcvd.code, exc.rcvd.reason
-        return TransportClosed(str(exc))
-
-    async def receive(self) -> bytes | str:
-        try:
-            return await self.ws.recv()
-        except ConnectionClosed as exc:
-            raise self._closed(exc) from exc
-
-    async def send(self, message: bytes) -> None:
-        try:
-            await self.ws.send(message.decode())
-        except ConnectionClosed as exc:
-            raise self._closed(exc) from exc
-
-    async def aclose(self) -> None:
-        await self.ws.close()
 
 
 def tls_context(ca_file: Path | None) -> ssl.SSLContext:

@@ -18,12 +18,12 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from vm_agent.jsonrpc.connection import Connection, NotificationHandler, PeerClosed, router
 from vm_agent.jsonrpc.errors import INTERNAL_ERROR, JsonRpcError
-from vm_agent.jsonrpc.transport import TransportClosed
+from vm_agent.jsonrpc.ws_client import WebSocketClientTransport
 
 log = logging.getLogger(__name__)
 
@@ -37,28 +37,6 @@ _RETRYABLE = (OSError, InvalidHandshake, ConnectionClosed, TimeoutError, PeerClo
 
 class LinkFailed(Exception):
     """The daemon refused us for good (a bad token), or stayed out of reach too long."""
-
-
-class _WsTransport:
-    """One JSON-RPC message a text frame."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-
-    async def receive(self) -> bytes | str:
-        try:
-            return await self.ws.recv()
-        except ConnectionClosed as exc:
-            raise TransportClosed(str(exc)) from exc
-
-    async def send(self, message: bytes) -> None:
-        try:
-            await self.ws.send(message.decode())
-        except ConnectionClosed as exc:
-            raise TransportClosed(str(exc)) from exc
-
-    async def aclose(self) -> None:
-        await self.ws.close()
 
 
 class DaemonLink:
@@ -157,7 +135,9 @@ class DaemonLink:
             raise
         self.connections += 1
         return Connection(
-            _WsTransport(ws), router(notifications={"session/event": self._on_event}), name="daemon"
+            WebSocketClientTransport(ws),
+            router(notifications={"session/event": self._on_event}),
+            name="daemon",
         )
 
     async def _resubscribe(self, conn: Connection) -> None:
