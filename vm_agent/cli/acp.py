@@ -12,8 +12,8 @@ from pathlib import Path
 import anyio
 
 from vm_agent import __version__
+from vm_agent.cli.viewer_client import TOKEN_ENV, tls_context
 
-TOKEN_ENV = "VM_AGENT_TOKEN"  # noqa: S105 - the variable's name, not a secret
 EXIT_USAGE = 2
 
 
@@ -53,12 +53,9 @@ def run(args: argparse.Namespace) -> int:
     tls = None
     if args.url.startswith("wss://"):
         try:
-            tls = ssl.create_default_context(
-                cafile=None if args.ca_file is None else str(args.ca_file)
-            )
+            tls = tls_context(args.ca_file)
         except (OSError, ssl.SSLError) as exc:
             return _usage(f"--ca-file {args.ca_file}: {exc}")
-        tls.minimum_version = ssl.TLSVersion.TLSv1_2
     from vm_agent.gateway.agent import Options
     from vm_agent.gateway.serve import serve
 
