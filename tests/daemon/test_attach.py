@@ -6,7 +6,6 @@ The connection runs through a TCP proxy of the test that can cut every live conn
 
 from __future__ import annotations
 
-import contextlib
 import json
 import tempfile
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
-from anyio.abc import ByteStream, SocketAttribute, TaskStatus
+from anyio.abc import SocketAttribute, TaskStatus
 from anyio.streams.text import TextReceiveStream
 
 from tests.daemon.harness import (
@@ -25,51 +24,20 @@ from tests.daemon.harness import (
     sigterm_and_wait,
     vm_agent,
 )
+from tests.relays import CuttingRelay
 from tests.token_files import write_token
 from vm_agent.process.catalog import fake_agent_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.anyio]
 
-_GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
 
-
-class CuttingProxy:
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.scopes: set[anyio.CancelScope] = set()
-        self.connections = 0
+class CuttingProxy(CuttingRelay):
+    """On a TCP port of loopback (the viewer's side)."""
 
     async def serve(self, *, task_status: TaskStatus[int]) -> None:
         listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-        async with listener:
-            task_status.started(listener.extra(SocketAttribute.local_port))
-            await listener.serve(self._handle)
-
-    def cut(self) -> None:
-        for scope in list(self.scopes):
-            scope.cancel()
-
-    async def _handle(self, client: ByteStream) -> None:
-        self.connections += 1
-        with anyio.CancelScope() as scope, contextlib.suppress(*_GONE):
-            self.scopes.add(scope)
-            try:
-                async with (
-                    client,
-                    await anyio.connect_tcp("127.0.0.1", self.target_port) as upstream,
-                    anyio.create_task_group() as tg,
-                ):
-                    tg.start_soon(_pipe, client, upstream, tg.cancel_scope)
-                    tg.start_soon(_pipe, upstream, client, tg.cancel_scope)
-            finally:
-                self.scopes.discard(scope)
-
-
-async def _pipe(src: ByteStream, dst: ByteStream, done: anyio.CancelScope) -> None:
-    with contextlib.suppress(*_GONE):
-        async for chunk in src:
-            await dst.send(chunk)
-    done.cancel()
+        task_status.started(listener.extra(SocketAttribute.local_port))
+        await self.relay(listener)
 
 
 async def test_attach_resumes_after_a_dropped_connection(tmp_path: Path) -> None:

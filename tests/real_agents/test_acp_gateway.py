@@ -27,14 +27,16 @@ from typing import Any
 
 import anyio
 import pytest
-from anyio.abc import ByteStream, TaskStatus
+from anyio.abc import TaskStatus
 
+from tests.capabilities import missing
 from tests.gateway.harness import INIT, Daemon, allow, daemon, gateway
 from tests.processes import command_line, with_variable
 from tests.real_agents.agents import BIN, JAIL, KITS, SYSTEM_PATH, require_real_agents
 from tests.real_agents.harness import WAIT_S, rig
 from tests.real_agents.harness import daemon as real_daemon
 from tests.real_agents.model_api import Reply
+from tests.relays import CuttingRelay
 from vm_agent.fake_agent.tools import FILE_CONTENT, OUTPUT_FILE
 
 pytestmark = [pytest.mark.real_agents, pytest.mark.anyio, pytest.mark.timeout(600)]
@@ -42,7 +44,6 @@ pytestmark = [pytest.mark.real_agents, pytest.mark.anyio, pytest.mark.timeout(60
 ACPX = BIN / "acpx"
 # The daemon's port as the gateway sees it, on the namespace's own loopback.
 DAEMON_PORT = 18766
-_GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
 
 
 @pytest.fixture(autouse=True)
@@ -53,49 +54,21 @@ def _acpx() -> None:
     elif shutil.which("unshare") is None:
         reason = "unshare (util-linux) is missing"
     if reason is not None:
-        # As require_real_agents: a CI run that cannot run it fails rather than skips.
-        (pytest.fail if os.environ.get("CI") else pytest.skip)(reason)
+        missing(reason)  # a CI run that cannot run it fails rather than skips
 
 
-class DaemonPipe:
-    """A Unix socket piped to the daemon's TCP port; ``cut`` drops every live connection
-    abruptly (no close frame), like a network failure between the gateway and the VM."""
+class DaemonPipe(CuttingRelay):
+    """A Unix socket piped to the daemon's TCP port (the gateway's side, through the
+    namespace's forward); ``cut`` is a network failure between the gateway and the VM."""
 
     def __init__(self, path: Path, port: int) -> None:
-        self.path, self.port = path, port
-        self.scopes: set[anyio.CancelScope] = set()
-        self.connections = 0
+        super().__init__(port)
+        self.path = path
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        async with await anyio.create_unix_listener(self.path) as listener:
-            task_status.started()
-            await listener.serve(self._handle)
-
-    def cut(self) -> None:
-        for scope in list(self.scopes):
-            scope.cancel()
-
-    async def _handle(self, client: ByteStream) -> None:
-        self.connections += 1
-        with anyio.CancelScope() as scope, contextlib.suppress(*_GONE):
-            self.scopes.add(scope)
-            try:
-                async with (
-                    client,
-                    await anyio.connect_tcp("127.0.0.1", self.port) as upstream,
-                    anyio.create_task_group() as tg,
-                ):
-                    tg.start_soon(_copy, client, upstream, tg.cancel_scope)
-                    tg.start_soon(_copy, upstream, client, tg.cancel_scope)
-            finally:
-                self.scopes.discard(scope)
-
-
-async def _copy(src: ByteStream, dst: ByteStream, done: anyio.CancelScope) -> None:
-    with contextlib.suppress(*_GONE):
-        async for chunk in src:
-            await dst.send(chunk)
-    done.cancel()
+        listener = await anyio.create_unix_listener(self.path)
+        task_status.started()
+        await self.relay(listener)
 
 
 @dataclass
