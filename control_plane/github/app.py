@@ -12,7 +12,6 @@ key; `repr` of what holds them shows neither.
 
 from __future__ import annotations
 
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,6 +38,7 @@ from control_plane.github.rules import (
     reusable,
 )
 from control_plane.settings import ControlPlaneSettings
+from vm_agent.common.private_files import FileUnusable, NotPrivate, read_private
 
 Clock = Callable[[], float]
 ACCEPT = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
@@ -82,15 +82,13 @@ def load_app_key(settings: ControlPlaneSettings) -> AppKey | None:
     path = settings.github_app_private_key_file
     if path is not None:
         try:
-            mode = path.stat().st_mode
-            pem = path.read_bytes()
-        except OSError as exc:
-            raise AppKeyError(f"GitHub App key file {path}: {exc.strerror}") from exc
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            pem = read_private(path, "GitHub App key file")
+        except NotPrivate as exc:
             raise AppKeyError(
-                f"GitHub App key file {path} is open to group or others "
-                f"(mode {stat.S_IMODE(mode):o}): make it 0600"
-            )
+                f"GitHub App key file {path} is open to group or others ({exc}): make it 0600"
+            ) from None
+        except FileUnusable as exc:
+            raise AppKeyError(str(exc)) from None
     elif settings.github_app_private_key is not None:
         pem = settings.github_app_private_key.get_secret_value().encode()
     else:

@@ -20,6 +20,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from vm_agent.common.private_files import FileUnusable, NotPrivate, read_private
+
 _VERSION = b"s1"
 _NONCE = 12
 _KID = 8
@@ -102,15 +104,13 @@ def load_key_file(path: Path, *, create: bool) -> bytes:
         finally:
             tmp.unlink()
     try:
-        info = path.stat()
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise KeyFileError(f"secrets key {path}: {exc.strerror}") from exc
-    if stat.S_IMODE(info.st_mode) & 0o077:
+        raw = read_private(path, "secrets key")
+    except NotPrivate:
         raise KeyFileError(
-            f"secrets key {path} is readable by others (mode "
-            f"{stat.S_IMODE(info.st_mode):04o}): chmod 600 it"
-        )
+            f"secrets key {path} is readable by others (mode {_mode(path)}): chmod 600 it"
+        ) from None
+    except FileUnusable as exc:
+        raise KeyFileError(str(exc)) from None
     try:
         key = base64.b64decode(raw.strip(), validate=True)
     except ValueError:
@@ -118,3 +118,10 @@ def load_key_file(path: Path, *, create: bool) -> bytes:
     if len(key) != KEY_BYTES:
         raise KeyFileError(f"secrets key {path} is not base64 of {KEY_BYTES} bytes")
     return key
+
+
+def _mode(path: Path) -> str:
+    try:
+        return f"{stat.S_IMODE(path.stat().st_mode):04o}"
+    except OSError:
+        return "?"

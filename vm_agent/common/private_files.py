@@ -44,3 +44,10 @@ def open_private(path: Path, what: str) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def read_private(path: Path, what: str) -> bytes:
+    """The whole of ``path``, opened as ``open_private`` does (its errors, its checks)."""
+    fd = open_private(path, what)
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
