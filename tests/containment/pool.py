@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from tests import capabilities
 from tests.capabilities import missing
+from vm_agent.cli.dev_agents import AgentPython, copy_agent_code
 from vm_agent.containment.cgroups import CgroupTree, CgroupUnavailable
 from vm_agent.containment.ensure import ensure_pool, remove_pool
 from vm_agent.containment.users import AgentUser, PoolSpec
@@ -121,40 +122,20 @@ def pool_spec_for(pid: int, count: int = 4, serial: int = 0) -> tuple[PoolSpec, 
     return spec, base
 
 
-_BOOT = (
-    "import sys; sys.path[:0] = {paths!r}; "
-    "from vm_agent.fake_agent import main; sys.exit(main(sys.argv[1:]))"
-)
-# What the fake agent imports from outside the standard library.
-_AGENT_PACKAGES = ("anyio", "sniffio", "idna", "typing_extensions.py")
-_AGENT_PYTHON: list[tuple[str, list[str]]] = []
-
-
-def _boot_argv(python: str, paths: list[str]) -> list[str]:
-    return [python, "-I", "-c", _BOOT.format(paths=paths)]
+# How the fake agent is started as a pool user: the same way `vm-agent dev` does it.
+_AGENT_PYTHON: list[AgentPython] = []
 
 
 def _copy_for_agents(base: Path) -> list[str]:
     """This checkout's vm_agent and the agent's packages, where agent users can read them."""
-    target = base / "py"
-    shutil.copytree(REPO / "vm_agent", target / "vm_agent", dirs_exist_ok=True)
-    site = Path(sysconfig.get_paths()["purelib"])
-    for name in _AGENT_PACKAGES:
-        source = site / name
-        if source.is_dir():
-            shutil.copytree(source, target / name, dirs_exist_ok=True)
-        elif source.exists():
-            shutil.copy(source, target / name)
-    for path in [target, *target.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    return [str(target)]
+    copy_agent_code(base / "py")
+    return [str(base / "py")]
 
 
 def fake_agent_argv(*args: str) -> tuple[str, ...]:
     """The fake agent as a pool user can start it (after ``check_users_can_run_us``)."""
     assert _AGENT_PYTHON, "check_users_can_run_us first"
-    python, paths = _AGENT_PYTHON[0]
-    return (*_boot_argv(python, paths), *args)
+    return tuple(_AGENT_PYTHON[0].argv(*args))
 
 
 def _runs_as(user: AgentUser, argv: list[str]) -> str | None:
@@ -188,9 +169,9 @@ def check_users_can_run_us(spec: PoolSpec, base: Path) -> None:
     for python in dict.fromkeys([sys.executable, "/usr/bin/python3"]):
         for copied in (False, True):
             paths = _copy_for_agents(base) if copied else here
-            why = _runs_as(user, [*_boot_argv(python, paths), "--help"])
+            why = _runs_as(user, AgentPython(python, tuple(paths)).argv("--help"))
             if why is None:
-                _AGENT_PYTHON[:] = [(python, paths)]
+                _AGENT_PYTHON[:] = [AgentPython(python, tuple(paths))]
                 return
             errors.append(f"{python} with {paths}: {why}")
     missing(f"agent users cannot run the fake agent: {'; '.join(errors)}")

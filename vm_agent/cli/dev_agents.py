@@ -78,7 +78,7 @@ def _same_python(python: str) -> bool:
     return done.stdout.strip() == "{}.{}".format(*sys.version_info[:2])
 
 
-def _copy_code(target: Path) -> None:
+def copy_agent_code(target: Path) -> None:
     """vm_agent and the fake agent's packages into ``target`` (replaced whole), 0755/0644."""
     import vm_agent
 
@@ -132,7 +132,7 @@ def agent_python(dev_dir: Path) -> AgentPython:
         )
     target = shared_code_dir(dev_dir)
     try:
-        _copy_code(target)
+        copy_agent_code(target)
     except OSError as exc:
         raise DevAgentsError(f"cannot copy the fake agent's code to {target}: {exc}") from exc
     return AgentPython(python=python, paths=(str(target),))
