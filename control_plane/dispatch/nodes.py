@@ -208,11 +208,16 @@ class NodeLifecycle:
             decision = decide(facts, self.settings.timings)
         if decision.step is not Step.WAIT:
             log.info("node %s: %s (%s)", m.node_id, decision.step.value, decision.reason)
-        await self._take(m, decision, driver, found)
+        await self._take(m, decision, driver, found, facts.ready_at)
         return decision
 
     async def _take(
-        self, m: Machine, d: Decision, driver: Provider | None, found: list[Vm]
+        self,
+        m: Machine,
+        d: Decision,
+        driver: Provider | None,
+        found: list[Vm],
+        ready_at: float | None,
     ) -> None:
         now = self.clock()
         match d.step:
@@ -222,7 +227,9 @@ class NodeLifecycle:
             case Step.ADOPT:
                 await self._record(m, provider_id=found[0].provider_id, phase=NodePhase.BOOTING)
             case Step.MARK_READY:
-                await self._record(m, phase=NodePhase.READY, ready_at=self._facts_ready(m))
+                await self._record(
+                    m, phase=NodePhase.READY, ready_at=ready_at
+                )  # what the node said
             case Step.DRAIN:
                 await self._record(m, phase=NodePhase.DRAINING, reason=d.reason)
             case Step.DELETE:
@@ -237,9 +244,6 @@ class NodeLifecycle:
                 await self._record(m, phase=NodePhase.GONE)
             case Step.WAIT | Step.OBSERVE:
                 pass
-
-    def _facts_ready(self, m: Machine) -> float:
-        return m.ready_at if m.ready_at is not None else self.clock()
 
     async def _create(self, m: Machine, driver: Provider) -> None:
         # the create is on record before it is sent: a replica killed during the call

@@ -148,7 +148,12 @@ async def test_ask_create_boot_ready_warm_reap(engine: Engine, api: tuple[StandI
     clock.now += 30
     assert (await nl.pass_once())["n-1"].step is Step.WAIT
     report(engine, "n-1", clock.now)
+    reported_at = clock.now
+    clock.now += 5
     assert (await nl.pass_once())["n-1"].step is Step.MARK_READY
+    with engine.connect() as conn:
+        recorded = conn.execute(select(node_machines.c.ready_at)).scalar_one()
+    assert recorded == reported_at  # the node's own time, not this pass's
     # a task on it, for longer than any warm window: kept
     for _ in range(4):
         clock.now += 400
