@@ -26,9 +26,6 @@ from vm_agent.cli.sse import SseDecoder
 TOKEN_ENV = "VM_AGENT_USER_TOKEN"  # noqa: S105 - the variable's name, not a secret
 URL_ENV = "VM_AGENT_CONTROL_PLANE_URL"
 EXIT_OK, EXIT_OUTCOME, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
-# Statuses after which the stream has nothing more to say about this prompt.
-SETTLED = {"completed", "failed", "crashed", "cancelled", "timed_out", "auth_required"}
-SETTLED_FOR_NOW = SETTLED | {"awaiting_follow_up"}
 _RECONNECTS = 20  # a stream that keeps dropping: give up after this many in a row
 
 
