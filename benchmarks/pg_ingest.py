@@ -18,23 +18,20 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
 import httpx
 import orjson
 import psycopg
-from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from benchmarks import harness as h
 from benchmarks import procstat
-from benchmarks.pg_server import postgres_url
+from benchmarks.pg_server import postgres_url, schema_of_its_own
 from benchmarks.stats import Figure, Summary
 from control_plane.plane import ControlPlane
 from control_plane.settings import ControlPlaneSettings
@@ -64,28 +61,6 @@ SCALES = {
     "quick": Params(nodes=8, batches=8, batch=500, repeats=2),
     "full": Params(nodes=16, batches=16, batch=500, repeats=3),
 }
-
-
-def _in_schema(url: str, schema: str) -> str:
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "options"]
-    return urlunsplit(
-        parts._replace(query=urlencode([*query, ("options", f"-csearch_path={schema}")]))
-    )
-
-
-@contextlib.contextmanager
-def _schema(url: str) -> Iterator[str]:
-    """A schema of the benchmark's own for this run, dropped after; yields its URL."""
-    name = f"bench_{uuid.uuid4().hex[:12]}"
-    ident = sql.Identifier(name)
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(ident))
-    try:
-        yield _in_schema(url, name)
-    finally:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(ident))
 
 
 def _events(first_seq: int, count: int) -> list[dict[str, object]]:
@@ -198,7 +173,7 @@ async def run(ctx: h.Context) -> list[Figure]:
     cpu: list[float] = []
     with (
         postgres_url() as server,
-        _schema(server) as url,
+        schema_of_its_own(server) as url,
         _control_plane(url, ctx.scratch("cp")) as (base, pid),
     ):
         minter_settings = ControlPlaneSettings(

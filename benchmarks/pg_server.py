@@ -14,8 +14,13 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
 
 URL_ENV = "VM_AGENT_TEST_POSTGRES_URL"
 REPO = Path(__file__).resolve().parents[1]
@@ -93,3 +98,25 @@ def postgres_url() -> Iterator[str]:
     else:
         with _throwaway() as url:
             yield url
+
+
+def _in_schema(url: str, schema: str) -> str:
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "options"]
+    return urlunsplit(
+        parts._replace(query=urlencode([*query, ("options", f"-csearch_path={schema}")]))
+    )
+
+
+@contextlib.contextmanager
+def schema_of_its_own(url: str) -> Iterator[str]:
+    """A schema of the benchmark's own for this run, dropped after; yields its URL."""
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    ident = sql.Identifier(name)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(ident))
+    try:
+        yield _in_schema(url, name)
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(ident))

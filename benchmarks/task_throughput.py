@@ -21,8 +21,7 @@ import anyio
 import httpx
 
 from benchmarks import harness as h
-from benchmarks.pg_ingest import _schema
-from benchmarks.pg_server import postgres_url
+from benchmarks.pg_server import postgres_url, schema_of_its_own
 from benchmarks.stats import Figure, Summary
 from control_plane.app import create_app, plane_of_app, serve_control_plane
 from control_plane.settings import ControlPlaneSettings
@@ -88,7 +87,7 @@ def _p99(values: list[float]) -> float:
 
 async def run(ctx: h.Context) -> list[Figure]:
     p = SCALES[ctx.scale]
-    with postgres_url() as server, _schema(server) as database_url:
+    with postgres_url() as server, schema_of_its_own(server) as database_url:
         async with _replicas(database_url, ctx.root) as (urls, cp):
             return await _measure(ctx, p, urls, cp)
 
