@@ -14,6 +14,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
 import httpx
@@ -33,39 +34,69 @@ class Params:
 SCALES = {"smoke": Params(repeats=2), "quick": Params(repeats=6), "full": Params(repeats=15)}
 
 
-async def _first_update(http: httpx.AsyncClient, task_id: str, user: dict[str, str]) -> float:
-    """Reads the task's event stream; when its first agent update arrived (perf_counter)."""
+async def follow(http: httpx.AsyncClient, task_id: str, user: dict[str, str]) -> tuple[float, str]:
+    """Reads the task's event stream to its end: when its first agent update arrived
+    (perf_counter, 0 if none) and the status it ended in."""
     first = 0.0
+    event = ""
     async with http.stream(
         "GET", f"/api/tasks/{task_id}/events/stream", headers=user, timeout=None
     ) as answer:
-        event = ""
         async for line in answer.aiter_lines():
             if line.startswith("event: "):
                 event = line[len("event: ") :]
             elif line.startswith("data: ") and event == "acp.update" and not first:
                 first = time.perf_counter()
             elif line.startswith("data: ") and event == "end":
-                status = json.loads(line[len("data: ") :]).get("status")
-                if status != "completed":
-                    raise RuntimeError(f"task {task_id} ended {status}")
-                break
+                return first, str(json.loads(line[len("data: ") :]).get("status"))
+    return first, "stream closed"
+
+
+async def _first_update(http: httpx.AsyncClient, task_id: str, user: dict[str, str]) -> float:
+    first, status = await follow(http, task_id, user)
+    if status != "completed":
+        raise RuntimeError(f"task {task_id} ended {status}")
     if not first:
         raise RuntimeError(f"task {task_id}: no agent update in its stream")
     return first
 
 
+def node_env(
+    cp: h.ControlPlane, root: Path, node_id: str, control_plane_url: str
+) -> dict[str, str]:
+    """A daemon's settings for its control link: a callback token (0600) and where to call."""
+    token_file = root / f"callback-token-{node_id}"
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(cp.issuer.mint_callback_token(node_id))
+    return {
+        "VM_AGENT_NODE_ID": node_id,
+        "VM_AGENT_CONTROL_PLANE_URL": control_plane_url,
+        "VM_AGENT_CALLBACK_TOKEN_FILE": str(token_file),
+    }
+
+
+async def place_node(
+    http: httpx.AsyncClient, admin: dict[str, str], node_id: str, d: h.Daemon, root: Path
+) -> None:
+    """Where the dispatcher reaches the daemon; returns once the node reported ready."""
+    placed = await http.put(
+        f"/api/nodes/{node_id}/address",
+        json={"viewerUrl": d.url, "workspaceRoot": str(root)},
+        headers=admin,
+    )
+    placed.raise_for_status()
+    with anyio.fail_after(60):
+        while (  # noqa: ASYNC110 - polling the control plane's record of the node
+            not (await http.get(f"/api/nodes/{node_id}", headers=admin)).json().get("ready_at")
+        ):
+            await anyio.sleep(0.05)
+
+
 async def run(ctx: h.Context) -> list[Figure]:
     p = SCALES[ctx.scale]
     root = ctx.scratch("daemon")
-    token_file = ctx.root / "callback-token"
-    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(ctx.cp.issuer.mint_callback_token(h.NODE_ID))
-    env = {
-        "VM_AGENT_CONTROL_PLANE_URL": ctx.cp.url,
-        "VM_AGENT_CALLBACK_TOKEN_FILE": str(token_file),
-    }
+    env = node_env(ctx.cp, ctx.root, h.NODE_ID, ctx.cp.url)
     admin = {"Authorization": f"Bearer {ctx.cp.issuer.mint_user_token('bench', admin=True)}"}
     user = {"Authorization": f"Bearer {ctx.cp.issuer.mint_user_token('bench-user')}"}
     dispatched: list[float] = []
@@ -75,19 +106,7 @@ async def run(ctx: h.Context) -> list[Figure]:
         httpx.AsyncClient(base_url=ctx.cp.url, timeout=30) as http,
         anyio.create_task_group() as tg,
     ):
-        placed = await http.put(
-            f"/api/nodes/{h.NODE_ID}/address",
-            json={"viewerUrl": d.url, "workspaceRoot": str(ctx.root)},
-            headers=admin,
-        )
-        placed.raise_for_status()
-        with anyio.fail_after(60):
-            while (  # noqa: ASYNC110 - polling the control plane's record of the node
-                not (await http.get(f"/api/nodes/{h.NODE_ID}", headers=admin))
-                .json()
-                .get("ready_at")
-            ):
-                await anyio.sleep(0.05)
+        await place_node(http, admin, h.NODE_ID, d, ctx.root)
         for i in range(p.repeats + 1):  # the first warms the dispatcher's connection
             body = {"taskId": f"bench-{i}", "agent": "fake", "prompt": "hello",
                     "requirements": SMALL}  # fmt: skip

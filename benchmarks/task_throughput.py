@@ -10,8 +10,6 @@ ends. A throughput has no same-run baseline here; task_dispatch holds the one-ta
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ import httpx
 from benchmarks import harness as h
 from benchmarks.pg_server import postgres_url, schema_of_its_own
 from benchmarks.stats import Figure, Summary
+from benchmarks.task_dispatch import follow, node_env, place_node
 from control_plane.app import create_app, plane_of_app, serve_control_plane
 from control_plane.settings import ControlPlaneSettings
 
@@ -65,21 +64,6 @@ async def _replicas(
         yield urls, h.ControlPlane(urls[0], planes[0].tokens)
 
 
-async def _follow(http: httpx.AsyncClient, task: str, user: dict[str, str]) -> tuple[float, str]:
-    """(when the first agent update came, the task's end status)."""
-    first = 0.0
-    event = ""
-    async with http.stream("GET", f"/api/tasks/{task}/events/stream", headers=user) as answer:
-        async for line in answer.aiter_lines():
-            if line.startswith("event: "):
-                event = line[len("event: ") :]
-            elif line.startswith("data: ") and event == "acp.update" and not first:
-                first = time.perf_counter()
-            elif line.startswith("data: ") and event == "end":
-                return first, str(json.loads(line[len("data: ") :]).get("status"))
-    return first, "stream closed"
-
-
 def _p99(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
@@ -102,32 +86,11 @@ async def _measure(ctx: h.Context, p: Params, urls: list[str], cp: h.ControlPlan
         ]
         for i in range(p.nodes):
             node = f"bench-node-{i}"
-            token_file = ctx.root / f"callback-token-{i}"
-            fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(cp.issuer.mint_callback_token(node))
-            env = {
-                "VM_AGENT_NODE_ID": node,
-                "VM_AGENT_CONTROL_PLANE_URL": urls[i % 2],
-                "VM_AGENT_CALLBACK_TOKEN_FILE": str(token_file),
-            }
+            env = node_env(cp, ctx.root, node, urls[i % 2])
             d = await stack.enter_async_context(
                 h.daemon(cp, ctx.scratch(f"daemon-{i}"), {"fake": ["--scenario", "echo"]}, env)
             )
-            placed = await clients[0].put(
-                f"/api/nodes/{node}/address",
-                json={"viewerUrl": d.url, "workspaceRoot": str(ctx.root)},
-                headers=admin,
-            )
-            placed.raise_for_status()
-        with anyio.fail_after(60):
-            for i in range(p.nodes):
-                while (  # noqa: ASYNC110 - polling the control plane's record of the node
-                    not (await clients[0].get(f"/api/nodes/bench-node-{i}", headers=admin))
-                    .json()
-                    .get("ready_at")
-                ):
-                    await anyio.sleep(0.05)
+            await place_node(clients[0], admin, node, d, ctx.root)
         latency: list[float] = []
         ended: list[str] = []
 
@@ -136,7 +99,7 @@ async def _measure(ctx: h.Context, p: Params, urls: list[str], cp: h.ControlPlan
             body = {"taskId": f"tp-{i}", "agent": "fake", "prompt": "hello", "requirements": SMALL}
             start = time.perf_counter()
             (await http.post("/api/tasks", json=body, headers=user)).raise_for_status()
-            first, status = await _follow(http, f"tp-{i}", user)
+            first, status = await follow(http, f"tp-{i}", user)
             ended.append(status)
             if first:
                 latency.append((first - start) * 1000)
