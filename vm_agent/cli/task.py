@@ -143,12 +143,16 @@ def exit_code_for(status: str | None) -> int:
 class Follower:
     """Prints a task's stream, and asks the person about permissions when it may."""
 
-    def __init__(self, client: TaskClient, task_id: str, as_json: bool) -> None:
+    def __init__(
+        self, client: TaskClient, task_id: str, as_json: bool, policy: str | None = "ask"
+    ) -> None:
         self.client = client
         self.task_id = task_id
         self.as_json = as_json
         self.render = HumanRenderer()
         self.interactive = sys.stdin.isatty() and not as_json
+        # only a task whose policy is to ask waits for a person's answer
+        self.asks = policy in (None, "ask")
 
     def follow(self, after: int = 0) -> int:
         final: dict[str, Any] = {}
@@ -159,7 +163,7 @@ class Follower:
                 self.render.line(f"-- task {data.get('status')}", to_err=True)
             elif name != "end":
                 self.render.event(data)
-            if name == "permission" or data.get("type") == "permission.requested":
+            if self.asks and data.get("type") == "permission.requested":
                 self._permission(data)
             if name == "end":
                 final = data
@@ -231,23 +235,28 @@ def _verb(client: TaskClient, args: argparse.Namespace) -> int:
               file=sys.stdout if args.json else sys.stderr, flush=True)  # fmt: skip
         if args.detach:
             return EXIT_OK
-        return Follower(client, task_id, args.json).follow()
+        policy = args.permission or record.get("permissionPolicy")  # what was asked for
+        return Follower(client, task_id, args.json, policy).follow()
     task = args.task_id
     if args.verb == "show":
         print(json.dumps(client.call("GET", f"/api/tasks/{task}"), indent=None if args.json else 2))
         return EXIT_OK
     if args.verb == "follow":
-        return Follower(client, task, args.json).follow(args.after)
+        policy = client.call("GET", f"/api/tasks/{task}").get("permissionPolicy")
+        return Follower(client, task, args.json, policy).follow(args.after)
     if args.verb == "answer":
-        client.call(
+        answered = client.call(
             "POST", f"/api/tasks/{task}/permissions/{args.request_id}", {"optionId": args.option_id}
         )
+        print(json.dumps(answered) if args.json else f"task {task}: {args.request_id} answered "
+              f"{args.option_id}")  # fmt: skip
         return EXIT_OK
     if args.verb == "prompt":
         # The cursor first: nothing the follow-up makes happens before it.
         current = client.call("GET", f"/api/tasks/{task}/events")
         client.call("POST", f"/api/tasks/{task}/prompts", {"prompt": args.prompt})
-        return Follower(client, task, args.json).follow(int(current.get("next", 0)))
+        policy = client.call("GET", f"/api/tasks/{task}").get("permissionPolicy")
+        return Follower(client, task, args.json, policy).follow(int(current.get("next", 0)))
     if args.verb in ("cancel", "close"):
         record = client.call("POST", f"/api/tasks/{task}/{args.verb}")
         print(json.dumps(record) if args.json else f"task {task}: {record.get('status', 'ok')}")
