@@ -15,8 +15,8 @@ OURS = (
     "task_prompts",
     "task_permission_answers",
     "node_addresses",
-    "tasks",
     "workspace_repositories",
+    "tasks",  # last: downgraded to 0008, the rest are gone and it stays
 )
 
 
