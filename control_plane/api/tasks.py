@@ -59,6 +59,8 @@ async def _repository(
         return None
     if sub.base_branch is not None and (why := rules.branch_refusal(sub.base_branch)):
         raise ApiError(422, f"baseBranch: {why}")
+    if sub.task_id is not None and sub.base_branch == rules.task_branch(sub.task_id):
+        raise ApiError(422, f"baseBranch may not be the task's own branch ({sub.base_branch})")
     plane = plane_of(request)
     if plane.settings.github_app_id is None:
         raise ApiError(
