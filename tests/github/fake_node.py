@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 import httpx
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 
 from tests.github.conftest import git
 
@@ -120,15 +121,18 @@ class FakeNode:
         }
 
     async def serve_one(self, ws: ServerConnection) -> None:
-        async for frame in ws:
-            msg = json.loads(frame)
-            answer: dict[str, Any] = {"jsonrpc": "2.0", "id": msg.get("id")}
-            try:
-                answer["result"] = await self.handle(msg["method"], msg.get("params") or {})
-            except RpcError as exc:
-                answer["error"] = {"code": exc.code, "message": exc.message}
-            if "id" in msg:
-                await ws.send(json.dumps(answer))
+        try:
+            async for frame in ws:
+                msg = json.loads(frame)
+                answer: dict[str, Any] = {"jsonrpc": "2.0", "id": msg.get("id")}
+                try:
+                    answer["result"] = await self.handle(msg["method"], msg.get("params") or {})
+                except RpcError as exc:
+                    answer["error"] = {"code": exc.code, "message": exc.message}
+                if "id" in msg:
+                    await ws.send(json.dumps(answer))
+        except ConnectionClosed:
+            pass  # a control plane killed mid-call: its successor connects again
 
 
 @asynccontextmanager
