@@ -6,17 +6,21 @@ a cancelled one pushes nothing. SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from sqlalchemy import select
 
 from control_plane.settings import ControlPlaneSettings
 from control_plane.storage.db import task_transitions, tasks
+from tests.daemon.harness import base_env, vm_agent
 from tests.github.conftest import APP_ID, Hub
 from tests.github.delivery_harness import delivering, with_git
 from tests.github.fake_node import RpcError
+from vm_agent.cli.task import repository_lines
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -198,3 +202,44 @@ async def test_closed_by_the_user_the_work_comes_back_cancelled_it_does_not(
             assert "delivering" not in list(causes)
     repo = hub.state.repository("acme/widgets")
     assert set(hub.state.branches(repo)) == {"main", "vm-agent/kept"}
+
+
+async def test_the_task_command_submits_a_repository_and_shows_what_came_back(
+    cp_settings: ControlPlaneSettings, hub: Hub, tmp_path: Path
+) -> None:
+    async with delivering(with_git(cp_settings, hub.url), tmp_path) as d:
+        token = d.cp.plane.tokens.mint_user_token("alice")
+        cli = ("task", "--url", d.cp.url, "--token", token)
+        run = vm_agent(
+            *cli, "run", "--agent", "fake", "--task-id", "cli1", "--detach",
+            "--repository", "acme/widgets", "--base-branch", "main", "--pull-request", "fix it",
+        )  # fmt: skip
+        done = await anyio.run_process(run, env=base_env(), check=False)
+        assert done.returncode == 0, done.stderr.decode()[-2000:]
+        task = await d.ended("cli1")
+        assert task["status"] == "completed" and task["baseBranch"] == "main"
+        show = await anyio.run_process(vm_agent(*cli, "show", "cli1"), env=base_env())
+        said = show.stderr.decode()
+        assert f"pushed, head commit {task['headCommit']}" in said
+        assert f"pull request: {task['pullRequestUrl']}" in said
+        assert "acme/widgets: branch vm-agent/cli1 (from main)" in said
+        assert json.loads(show.stdout)["pullRequestUrl"] == task["pullRequestUrl"]
+        usage = vm_agent(*cli, "run", "--agent", "fake", "--pull-request", "x")
+        refused = await anyio.run_process(usage, env=base_env(), check=False)
+        assert refused.returncode == 2 and b"need --repository" in refused.stderr
+
+
+def test_repository_lines() -> None:
+    assert repository_lines({"repository": None}) == []
+    view = {
+        "repository": "acme/widgets",
+        "branch": "vm-agent/t1",
+        "baseBranch": None,
+        "pushed": False,
+        "pushReason": "no commits on the task branch",
+        "pullRequestUrl": None,
+    }
+    assert repository_lines(view) == [
+        "   acme/widgets: branch vm-agent/t1",
+        "   nothing pushed: no commits on the task branch",
+    ]
