@@ -375,9 +375,8 @@ provider_credentials = Table(
     Column("updated_at", Float, nullable=False),
 )
 
-
 # A node's life at its provider, kept by the lifecycle loop (control_plane/dispatch/nodes.py;
-# decisions in control_plane/providers/lifecycle.py) (0019).
+# decisions in control_plane/providers/lifecycle.py) (0019; drain_started_at 0021).
 node_machines = Table(
     "node_machines",
     metadata,
@@ -393,6 +392,7 @@ node_machines = Table(
     Column("delete_sent_at", Float, nullable=True),
     Column("ready_at", Float, nullable=True),
     Column("retry_not_before", Float, nullable=True),
+    Column("drain_started_at", Float, nullable=True),
     Column("failures", Integer, nullable=False, server_default="0"),
     Column("lease_owner", String(128), nullable=True),
     Column("lease_until", Float, nullable=True),

@@ -88,6 +88,9 @@ class Supervisor:
         self.permission_policy = permission_policy
         self.sessions: dict[str, AgentSession] = {}
         self._tg: TaskGroup | None = None
+        # Set once the control plane says this node drains (never unset): no new session
+        # starts; the running ones finish.
+        self.draining = False
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Owns the sessions' tasks until cancelled (call ``shutdown`` first for a clean stop)."""
@@ -163,12 +166,19 @@ class Supervisor:
         if session.state not in AT_REST or self.gate.claimed(session.id):
             await session.recover()  # the session's machine refuses what does not fit
             return
+        self._check_not_draining()  # a session at rest coming back is a new live one
         self.gate.check_cap(self._states(), session.owner, node_scope=node_scope)
         with self.gate.claim(session.id, session.owner):
             await session.recover()
 
     def _states(self) -> list[tuple[str, SessionState, str | None]]:
         return [(s.id, s.state, s.owner) for s in self.sessions.values()]
+
+    def _check_not_draining(self) -> None:
+        if self.draining:
+            raise SessionRefused(
+                "this node is draining: it takes no new sessions (start it on another node)"
+            )
 
     def _check_free(self, sid: str) -> None:
         if sid in self.sessions or self.gate.claimed(sid):
