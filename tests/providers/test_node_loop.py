@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -53,7 +53,7 @@ async def api() -> AsyncIterator[tuple[StandIn, str]]:
         yield standin, endpoint
 
 
-def loop(engine: Engine, endpoint: str, clock: Clock, **kw: Any) -> NodeLifecycle:
+def loop(engine: Engine, endpoint: str, clock: Callable[[], float], **kw: Any) -> NodeLifecycle:
     hetzner = HetznerSettings(
         token=SecretStr(TOKEN), endpoint=endpoint, timeout_s=kw.pop("timeout_s", 10)
     )

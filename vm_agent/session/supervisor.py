@@ -124,6 +124,7 @@ class Supervisor:
 
         ``node_scope``: the control plane's own connection asks (held to the node's cap
         only, and it may start a session it made without naming the owner)."""
+        self._check_not_draining()
         spec = self.catalog.get(agent)
         path = Path(cwd)
         sid = session_id or f"s-{uuid.uuid4().hex[:16]}"
@@ -139,6 +140,7 @@ class Supervisor:
                 )
             self._check_free(sid)  # again: another start may have taken it meanwhile
         # No await between the cap's check and the claim: concurrent starts count.
+        self._check_not_draining()  # again: the drain may have come meanwhile
         self.gate.check_cap(self._states(), owner, node_scope=node_scope)
         reservation = effective_reservation(reservation, recorded, self.policy)
         with self.gate.claim(sid, owner):
