@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Engine
 
 from cloud_init import render
+from control_plane.dispatch.replace import place_again
 from control_plane.identity.sealing import Sealer
 from control_plane.providers.base import (
     Provider,
@@ -241,6 +242,8 @@ class NodeLifecycle:
                 )
             case Step.DELETE:
                 assert driver is not None
+                if d.replace_tasks:  # before the delete is recorded: taken again if cut short
+                    await to_thread.run_sync(place_again, self.engine, m.node_id, d.reason, now)
                 await self._record(m, phase=NodePhase.DELETING, delete_sent_at=now, reason=d.reason)
                 if m.provider_id is not None:
                     try:

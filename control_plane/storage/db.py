@@ -335,6 +335,7 @@ node_requests = Table(
     Column("state", String(16), nullable=False),
     Column("workspace_id", String(64), nullable=False),
     Column("created_at", Float, nullable=False),
+    Column("replaces", String(128), nullable=True),  # a node never ready, whose tasks (0021)
 )
 
 # Agent sessions the control plane made (placing a task, or a user's explicit call): the
@@ -363,8 +364,7 @@ placement_lock = Table(
 )
 
 
-# Credentials for a provider's API, per user (bring your own cloud), sealed
-# (control_plane/identity/sealing.py): the value column never holds plaintext (0017).
+# A provider's API credentials per user (bring your own cloud), sealed: never plaintext (0017).
 provider_credentials = Table(
     "provider_credentials",
     metadata,
