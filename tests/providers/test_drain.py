@@ -120,6 +120,7 @@ async def _scenario(
             await link.heartbeat_once()
             assert await step() is Step.WAIT  # the turn goes on
             assert len(standin.live()) == 1 and not link.drained_reported
+            assert not h.supervisor.drained  # prompts are still taken while a turn runs
             assert isinstance(s.permissions, AskPolicy)
             s.permissions.respond(pending.request_id, "allow")
         assert s.outcomes["p1"].outcome == "completed"  # finished, not cut short
@@ -127,7 +128,7 @@ async def _scenario(
         assert await step() is Step.WAIT  # no heartbeat since: not drained yet
         clock.offset += 60
         await link.heartbeat_once()
-        assert link.drained_reported
+        assert link.drained_reported and h.supervisor.drained
         assert await step() is Step.DELETE
         assert standin.live() == []
         assert [x.id for x in h.supervisor.sessions.values()] == [s.id]

@@ -33,3 +33,16 @@ async def test_a_draining_node_refuses_new_sessions_and_finishes_running_ones(
         assert sorted(s["session_id"] for s in listed["sessions"]) == ["s-rested", "s-running"]
         prompt = {"session_id": "s-running", "prompt": text("still served"), "prompt_id": "p"}
         assert (await v.call("session/prompt", prompt))["outcome"] == "completed"
+
+
+async def test_once_drained_is_said_no_new_prompt_starts(tmp_path: Path) -> None:
+    # the control plane may delete the node any moment after `drained: true`
+    async with daemon(tmp_path) as d, d.viewer() as v:
+        await d.start(v, "echo", session_id="s1")
+        first = {"session_id": "s1", "prompt": text("before"), "prompt_id": "p1"}
+        done = await v.call("session/prompt", first)
+        d.supervisor.draining = d.supervisor.drained = True  # what the control link sets
+        with pytest.raises(RpcError) as err:
+            await v.call("session/prompt", {**first, "prompt_id": "p2"})
+        assert err.value.code == REFUSED and "drained" in err.value.message
+        assert await v.call("session/prompt", first) == done  # a finished one still answers

@@ -237,7 +237,13 @@ class ControlLink:
         running = list(self.supervisor.sessions.values()) if self.supervisor else []
         # Reads the sessions' cgroup.procs files: in a worker thread.
         activity = await anyio.to_thread.run_sync(session_activity, running, self.terminals)
-        is_drained = self.draining and drained(running, activity)
+        if self.supervisor is not None and self.supervisor.draining:
+            # Set before it is said, and checked again with no await since the reading: no
+            # prompt may start between the report and the delete.
+            self.supervisor.drained = True
+            now_running = list(self.supervisor.sessions.values())
+            self.supervisor.drained = drained(now_running, activity)
+        is_drained = self.supervisor is not None and self.supervisor.drained
         try:
             answer = await self.client.heartbeat(
                 sessions, usage, activity.report(), drained=is_drained

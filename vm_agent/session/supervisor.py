@@ -89,8 +89,10 @@ class Supervisor:
         self.sessions: dict[str, AgentSession] = {}
         self._tg: TaskGroup | None = None
         # Set once the control plane says this node drains (never unset): no new session
-        # starts; the running ones finish.
+        # starts; the running ones finish. `drained`: the daemon told the control plane
+        # nothing runs (the node may be deleted any moment): no new prompt either.
         self.draining = False
+        self.drained = False
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Owns the sessions' tasks until cancelled (call ``shutdown`` first for a clean stop)."""
