@@ -150,6 +150,13 @@ class NodeSilent:
     silent_s: float
 
 
+@dataclass(frozen=True)
+class NoNodeReady:
+    """Its node never reported ready, nor did the one asked for in its place."""
+
+    reason: str
+
+
 Fact = (
     Placed
     | NodeReady
@@ -166,6 +173,7 @@ Fact = (
     | FollowUpAsked
     | CloseAsked
     | NodeSilent
+    | NoNodeReady
 )
 
 
@@ -293,6 +301,10 @@ def advance(state: TaskState, fact: Fact) -> Transition:
                 reason = f"node {node_id} sent nothing for {silent_s:.0f} s"
                 outcome = {"kind": "node_silent", "reason": reason}
                 return _end(state, Status.TIMED_OUT, reason, outcome, on_node=on_node)
+        case NoNodeReady(reason):
+            if s in (Status.QUEUED, Status.WAITING_FOR_NODE):
+                outcome = {"kind": "no_node", "reason": f"no node became ready: {reason}"}
+                return _end(state, Status.FAILED, outcome["reason"], outcome, on_node=False)
     return _same(state, f"{type(fact).__name__} does not apply while {s}")
 
 

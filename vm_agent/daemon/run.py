@@ -54,6 +54,7 @@ from vm_agent.runtime.metrics import Metrics
 from vm_agent.runtime.sdnotify import SdNotifier
 from vm_agent.runtime.settings import Settings
 from vm_agent.server import ViewerServer
+from vm_agent.server.terminal_methods import registry_of
 from vm_agent.session.supervisor import Supervisor
 from vm_agent.terminals.orphans import close_orphans
 
@@ -260,6 +261,8 @@ class _Parts:
                 metrics=metrics,
                 verify=self.verify,
                 tls_context=self.tls,
+                # people's terminals are the viewer server's: counted in the heartbeat
+                terminals=lambda sid: len(registry_of(supervisor).of(sid)),
             )
             # Set before any session exists: a session keeps the provider it was made with.
             supervisor.credentials = link.credentials_provider

@@ -139,6 +139,8 @@ class ViewerMethods:
     async def prompt(self, raw: Any) -> dict[str, Any]:
         args = p.parse(p.PromptParams, "session/prompt", raw)
         session = self._session(args.session_id)
+        if self.ctx.supervisor.drained and args.prompt_id not in session.outcomes:
+            raise errors.refused("this node is drained and about to be deleted: no new prompts")
         try:
             outcome = await self.ctx.prompts.run(
                 self.ctx.server_tg, session, args.prompt_id, args.prompt

@@ -88,6 +88,11 @@ class Supervisor:
         self.permission_policy = permission_policy
         self.sessions: dict[str, AgentSession] = {}
         self._tg: TaskGroup | None = None
+        # Set once the control plane says this node drains (never unset): no new session
+        # starts; the running ones finish. `drained`: the daemon told the control plane
+        # nothing runs (the node may be deleted any moment): no new prompt either.
+        self.draining = False
+        self.drained = False
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Owns the sessions' tasks until cancelled (call ``shutdown`` first for a clean stop)."""
@@ -121,6 +126,7 @@ class Supervisor:
 
         ``node_scope``: the control plane's own connection asks (held to the node's cap
         only, and it may start a session it made without naming the owner)."""
+        self._check_not_draining()
         spec = self.catalog.get(agent)
         path = Path(cwd)
         sid = session_id or f"s-{uuid.uuid4().hex[:16]}"
@@ -136,6 +142,7 @@ class Supervisor:
                 )
             self._check_free(sid)  # again: another start may have taken it meanwhile
         # No await between the cap's check and the claim: concurrent starts count.
+        self._check_not_draining()  # again: the drain may have come meanwhile
         self.gate.check_cap(self._states(), owner, node_scope=node_scope)
         reservation = effective_reservation(reservation, recorded, self.policy)
         with self.gate.claim(sid, owner):
@@ -163,12 +170,19 @@ class Supervisor:
         if session.state not in AT_REST or self.gate.claimed(session.id):
             await session.recover()  # the session's machine refuses what does not fit
             return
+        self._check_not_draining()  # a session at rest coming back is a new live one
         self.gate.check_cap(self._states(), session.owner, node_scope=node_scope)
         with self.gate.claim(session.id, session.owner):
             await session.recover()
 
     def _states(self) -> list[tuple[str, SessionState, str | None]]:
         return [(s.id, s.state, s.owner) for s in self.sessions.values()]
+
+    def _check_not_draining(self) -> None:
+        if self.draining:
+            raise SessionRefused(
+                "this node is draining: it takes no new sessions (start it on another node)"
+            )
 
     def _check_free(self, sid: str) -> None:
         if sid in self.sessions or self.gate.claimed(sid):
