@@ -125,3 +125,25 @@ async def test_an_agent_without_modes_answers_with_its_own_error(tmp_path: Path)
             change = {"sessionId": sid, "configId": "x", "type": "boolean", "value": True}
             error = await error_of(client, "session/set_config_option", change)
             assert error["code"] == -32601
+
+
+async def test_a_recovery_sets_the_last_mode_and_option_again(tmp_path: Path) -> None:
+    state = tmp_path / "agent-state"
+    flags = ("--scenario", "crash-mid-prompt", "--once", "--state-dir", str(state), "--modes")
+    async with daemon(tmp_path, {"crashy": (*flags, "--chunks", "4", "--after-chunks", "2")}) as d:
+        args = ("--agent", "crashy", "--cwd", str(d.work))
+        async with gateway(tmp_path, d.url, d.plane.viewer_token(), *args) as client:
+            await client.call("initialize", INIT)
+            sid = (await client.call("session/new", {"cwd": "/x", "mcpServers": []}))["sessionId"]
+            await client.call("session/set_mode", {"sessionId": sid, "modeId": "code"})
+            change = {"sessionId": sid, "configId": "model", "value": "smart"}
+            await client.call("session/set_config_option", change)
+            prompt = {"sessionId": sid, "prompt": [{"type": "text", "text": "abcdefgh"}]}
+            answer = await client.call("session/prompt", prompt)
+            assert answer["_meta"]["vm-agent"]["outcome"] == "recovered"
+        async with Viewer.connect(d.url, d.plane.viewer_token()) as viewer:
+            settings = await viewer.call("session/settings", {"session_id": sid})
+            # The new process started in "ask" (its load answered so) and was set again:
+            # the daemon keeps what the agent's answers said.
+            assert settings["modes"]["currentModeId"] == "code"
+            assert settings["configOptions"][0]["currentValue"] == "smart"

@@ -5,8 +5,9 @@ the agent process serving the session now and recorded, once the agent took them
 what). The agent's refusal (a mode it does not offer, a method it does not have) is its
 own JSON-RPC error, passed on as it is.
 
-A recovery starts a new agent process in the agent's default mode: what was set before
-is in the log but is not applied again (docs/viewer-api.md says so).
+A recovery starts a new agent process in the agent's defaults: the last mode and each
+option's last value set through here are set again before it takes prompts
+(``run_reports``). After a daemon restart they are not (they are in the log only).
 """
 
 from __future__ import annotations
@@ -47,5 +48,7 @@ async def change(
             answer = await client.set_config_option(acp_id, change)
     except PeerClosed:
         raise SessionRefused("the agent process went away before it answered") from None
+    what = "mode" if method == "session/set_mode" else str(change.get("configId"))
+    session._reports.changes[(method, what)] = change  # re-applied by a recovery
     await session.log.append(session.id, EVENT, {"method": method, "params": change, "by": by})
     return answer if isinstance(answer, dict) else {}
