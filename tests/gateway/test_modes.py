@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.daemon.harness import Viewer
+from tests.daemon.harness import NODE, Viewer
 from tests.gateway.harness import INIT, AcpClient, daemon, gateway
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.anyio]
@@ -99,7 +99,22 @@ async def test_modes_and_config_options_reach_the_remote_agent(tmp_path: Path) -
             assert settings["modes"]["currentModeId"] == "code"
             with pytest.raises(RuntimeError, match="-32003"):
                 await viewer.call("session/set_mode", {"session_id": sid, "mode_id": "ask"})
+        # Another user's session: the same -32003 as for every method, nothing changed.
+        mallory = d.plane.plane.tokens.mint_viewer_token(NODE, ["read", "write"], subject="m")
+        async with Viewer.connect(d.url, mallory) as other_user:
+            for method, params in [
+                ("session/set_mode", {"session_id": sid, "mode_id": "ask"}),
+                (
+                    "session/set_config_option",
+                    {"session_id": sid, "config_id": "model", "value": "fast"},
+                ),
+                ("session/settings", {"session_id": sid}),
+            ]:
+                with pytest.raises(RuntimeError, match="-32003"):
+                    await other_user.call(method, params)
         async with Viewer.connect(d.url, token) as writer:
+            settings = await writer.call("session/settings", {"session_id": sid})
+            assert settings["modes"]["currentModeId"] == "code"
             for bad_params in [
                 {"session_id": sid, "mode_id": ""},
                 {"session_id": sid, "mode_id": "code", "extra": 1},
