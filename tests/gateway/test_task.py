@@ -149,3 +149,25 @@ async def test_an_expired_token_is_renewed_through_the_control_plane_mid_prompt(
             ]
             assert "".join(chunks) == text  # none lost, none twice, in order
         assert "renewed the viewer token" in (tmp_path / "gateway.err").read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--task", "t1", "--token", "u"), "--task needs --control-plane"),
+        (("--task", "t1", "--control-plane", "ftp://h", "--token", "u"), "http:// or https://"),
+        (("--task", "t1", "--control-plane", "http://h"), "--task needs a user token"),
+        (("--task", "t1", "--control-plane", "http://h", "--token", "u", "--url", "ws://h/v1/ws"),
+         "no --url/--ca-file/--cwd"),
+        (("--task", "t1", "--agent", "a"), "not allowed with argument"),
+        (("--task", "t1", "--session", "s"), "not allowed with argument"),
+        (("--token", "t"), "give --url"),
+    ],
+)  # fmt: skip
+async def test_task_usage_errors_exit_2(args: tuple[str, ...], message: str) -> None:
+    env = {k: v for k, v in base_env().items() if not k.startswith("VM_AGENT_")}
+    with anyio.fail_after(60):
+        done = await anyio.run_process(vm_agent("acp", *args), env=env, check=False, input=b"")
+    assert done.returncode == 2
+    assert done.stdout == b""
+    assert message in done.stderr.decode()

@@ -184,6 +184,8 @@ def parse_set_config_option(raw: Any) -> tuple[str, dict[str, Any]]:
     method = "session/set_config_option"
     args: schema.SetSessionConfigOptionSelectRequest | schema.SetSessionConfigOptionBooleanRequest
     if params.get("type") == "boolean":
+        if not isinstance(params.get("value"), bool):  # the model would take "yes" as true
+            raise JsonRpcError(INVALID_PARAMS, f"invalid {method} params: value must be a boolean")
         args = parse_params(schema.SetSessionConfigOptionBooleanRequest, params, method)
     else:
         args = parse_params(schema.SetSessionConfigOptionSelectRequest, params, method)
