@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vm_agent.server import port_forward, terminal_methods, workspace_methods
+from vm_agent.server import port_forward, settings_methods, terminal_methods, workspace_methods
 from vm_agent.server.access import READ_METHODS, WRITE_METHODS, Grant, check_method
 
 
@@ -28,6 +28,7 @@ def test_every_added_method_needs_a_scope() -> None:
         set(workspace_methods.handlers(_lookup))
         | set(terminal_methods.handlers(_lookup, ctx))
         | set(port_forward.PortForwards(ctx, _lookup).handlers())
+        | set(settings_methods.handlers(_lookup, lambda: "x"))
     )
     assert names <= READ_METHODS | WRITE_METHODS, names - (READ_METHODS | WRITE_METHODS)
     nothing = Grant(subject="x", read=False, write=False, node=False)
@@ -39,4 +40,5 @@ def test_every_added_method_needs_a_scope() -> None:
         raise AssertionError(f"{name} is open to a token without scopes")
     writes = {"workspace/write", "terminal/open", "terminal/input", "terminal/resize"}
     writes |= {"terminal/close", "port/open", "port/send", "port/close"}
+    writes |= {"session/set_mode", "session/set_config_option"}
     assert {n for n in names if n in WRITE_METHODS} == writes

@@ -29,7 +29,15 @@ TERMINAL_READ = frozenset({"terminal/list", "terminal/snapshot"})
 TERMINAL_WRITE = frozenset({"terminal/open", "terminal/input", "terminal/resize", "terminal/close"})
 # Streams to a port the session listens on (``port_forward``): they reach its servers.
 PORT_WRITE = frozenset({"port/open", "port/send", "port/close"})
-READ_METHODS = frozenset({"session/list", "session/subscribe"}) | WORKSPACE_READ | TERMINAL_READ
+# A session's modes and config options (``settings_methods``): reading, and changing.
+SETTINGS_READ = frozenset({"session/settings"})
+SETTINGS_WRITE = frozenset({"session/set_mode", "session/set_config_option"})
+READ_METHODS = (
+    frozenset({"session/list", "session/subscribe"})
+    | WORKSPACE_READ
+    | TERMINAL_READ
+    | SETTINGS_READ
+)
 WRITE_METHODS = (
     frozenset(
         {
@@ -44,6 +52,7 @@ WRITE_METHODS = (
     )
     | TERMINAL_WRITE
     | PORT_WRITE
+    | SETTINGS_WRITE
 )
 
 

@@ -21,6 +21,7 @@ from vm_agent.server.access import Grant
 from vm_agent.server.fanout import FanOut, Subscription
 from vm_agent.server.prompts import PromptRuns
 from vm_agent.server.protocols import Identity
+from vm_agent.server.settings_methods import handlers as settings_handlers
 from vm_agent.server.transport import WebSocketTransport
 from vm_agent.session.session import AgentSession, SessionRefused
 from vm_agent.session.start_policy import CapReached, NotYours
@@ -65,6 +66,7 @@ class ViewerMethods:
             **workspace_methods.handlers(self._session),
             **terminal_methods.handlers(self._session, self.ctx),
             **port_forward.PortForwards(self.ctx, self._session).handlers(),
+            **settings_handlers(self._session, lambda: self.ctx.identity.subject),
         }
         requests = {name: self._guard(name, fn) for name, fn in table.items()}
         requests["auth"] = self._second_auth
