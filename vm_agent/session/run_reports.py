@@ -15,7 +15,7 @@ from vm_agent.common.redact import Redactor
 from vm_agent.core import events as ev
 from vm_agent.core.classifier import ExitFacts
 from vm_agent.core.machine import SessionMachine
-from vm_agent.core.vocabulary import SessionState
+from vm_agent.core.vocabulary import OutcomeKind, SessionState
 from vm_agent.session.agent_run import AgentRun, StartFailure
 from vm_agent.session.journal import SessionJournal
 from vm_agent.session.traffic import Clock
@@ -39,6 +39,16 @@ class RunReports:
         self._clock = clock
         self._feed = feed
         self.auth_methods: tuple[dict[str, Any], ...] = ()  # as the last agent advertised
+
+    def auth_fields(self) -> dict[str, Any]:
+        """What the agent advertised, while the session is in error for want of it."""
+        machine = self._machine
+        if (
+            machine.state is SessionState.ERROR
+            and machine.error_outcome is OutcomeKind.AUTH_REQUIRED
+        ):
+            return {"auth_methods": list(self.auth_methods)}
+        return {}
 
     async def opened(
         self, run: AgentRun, info: AgentInfo, acp_session_id: str, loaded: bool

@@ -23,6 +23,9 @@ from vm_agent.containment.host import Containment, machine_memory_mb
 from vm_agent.containment.session import SessionContainment
 from vm_agent.core.vocabulary import SessionState
 from vm_agent.eventlog import EventLog, EventsDropped
+from vm_agent.gitwork.push import Pusher
+from vm_agent.gitwork.run import GitSetup
+from vm_agent.gitwork.spec import RepositorySpec
 from vm_agent.process.catalog import AgentSpec, Catalog
 from vm_agent.session.config import CredentialsProvider, SessionConfig
 from vm_agent.session.outcome import Outcome
@@ -73,11 +76,16 @@ class Supervisor:
         containment: Containment | None = None,
         policy: StartPolicy | None = None,
         session_details: SessionDetailsProvider | None = None,
+        git: GitSetup | None = None,
+        pusher: Pusher | None = None,
     ) -> None:
         """``containment``: run agents confined (the daemon always gives one); without it
         they run as this process's user, in process groups, in any existing directory.
         ``policy``: caps and reservation bounds; ``session_details``: what the control
-        plane recorded for a session id it made (None: no control plane to ask)."""
+        plane recorded for a session id it made (None: no control plane to ask). ``git``
+        and ``pusher``: a task's repository (clone, credentials, ``workspace/push``)."""
+        self.git = git
+        self.pusher = pusher
         self.containment = containment
         self.gate = StartGate(policy or machine_policy(), session_details)
         self.log = log
@@ -116,6 +124,7 @@ class Supervisor:
         reservation: str | dict[str, Any] | None = None,
         owner: str | None = None,
         node_scope: bool = False,
+        repository: RepositorySpec | None = None,
     ) -> AgentSession:
         """Starts a session (see ``start_policy`` for what is refused and how).
 
@@ -155,6 +164,7 @@ class Supervisor:
                 permissions=permissions,
                 reservation=reservation,
                 owner=owner,
+                repository=repository,
             )
 
     async def recover_session(self, session: AgentSession, *, node_scope: bool = False) -> None:
@@ -197,6 +207,7 @@ class Supervisor:
         permissions: PermissionPolicy | None,
         reservation: str | dict[str, Any] | None,
         owner: str | None,
+        repository: RepositorySpec | None = None,
     ) -> AgentSession:
         contained: SessionContainment | None = None
         if self.containment is not None:
@@ -224,6 +235,8 @@ class Supervisor:
             reservation=reservation,
             owner=owner,
             containment=contained,
+            repository=repository,
+            git=self.git,
         )
         self.sessions[sid] = session
         try:
@@ -299,6 +312,7 @@ class Supervisor:
                 credentials=self.credentials,
                 restored=record,
                 containment=contained,
+                git=self.git,
             )
             await self._load_outcomes(session)
             self.sessions[record.session_id] = session
