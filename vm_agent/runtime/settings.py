@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     agents_as_root: bool = False
     # Session cgroups (v2); off: process groups only.
     cgroups: bool = True
+    # The socket the workspaces' git credential helper asks (issue 23); any local process
+    # may connect, the answer depends on whose session it is.
+    git_credential_socket: Path = Path("/run/vm-agent/git-credential.sock")
     # Limits when a session's reservation does not say (memory: default 3/4 of the machine).
     session_memory_mb: int | None = Field(default=None, gt=0)
     session_cpu_millis: int | None = Field(default=None, gt=0)
