@@ -21,7 +21,9 @@ from tests.gitwork.harness import git_node, root_git
 from vm_agent.jsonrpc.errors import JsonRpcError
 from vm_agent.server.errors import REFUSED
 
-pytestmark = [pytest.mark.anyio, pytest.mark.integration, pytest.mark.slow]
+# Each case runs real git, agents and a control plane (2-3 s); the main path and the
+# credential attacks stay in `make test`, the push refusals are `slow`.
+pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
 
 async def test_the_task_branch_comes_back_through_the_daemon_s_push(
@@ -111,6 +113,7 @@ async def test_credentials_only_for_the_asking_session_s_repository(
         assert n.wiring.broker.refusals == refusals + 4
 
 
+@pytest.mark.slow
 async def test_refusals_of_the_push(
     agent_pool: TestPool, tmp_path: Path, hub: Hub, cp_settings: ControlPlaneSettings
 ) -> None:
