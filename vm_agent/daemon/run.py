@@ -267,7 +267,7 @@ class _Parts:
             supervisor.credentials = link.credentials_provider
             supervisor.session_details = link.session_details
             git = wire_git(
-                socket_path=s.git_credential_socket,
+                socket_path=s.git_credential_socket_path,
                 state_dir=s.state_dir,
                 supervisor=supervisor,
                 client=link.client,

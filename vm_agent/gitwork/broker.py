@@ -121,6 +121,17 @@ def peer_of(stream: SocketStream, cgroup_dir: Callable[[PurePosixPath], Path | N
     return Peer(pid, uid, cgroup)
 
 
+def _answered(path: Path) -> bool:
+    """Whether a process listens on the unix socket ``path`` now."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
 class CredentialBroker:
     def __init__(
         self,
@@ -138,6 +149,11 @@ class CredentialBroker:
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         self.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        if await anyio.to_thread.run_sync(_answered, self.path):
+            # Never take another live daemon's socket: its sessions would ask this one.
+            log.error("git credentials: %s is served by another process; not serving", self.path)
+            task_status.started()
+            return
         self.path.unlink(missing_ok=True)
         listener = await anyio.create_unix_listener(self.path)
         # Any local process may ask; the answer depends on who it is.
