@@ -156,11 +156,14 @@ class CredentialBroker:
             return
         self.path.unlink(missing_ok=True)
         listener = await anyio.create_unix_listener(self.path)
-        # Any local process may ask; the answer depends on who it is.
-        os.chmod(self.path, 0o666)  # noqa: S103
-        async with listener:
-            task_status.started()
-            await listener.serve(self._handle)
+        try:
+            # Any local process may ask; the answer depends on who it is.
+            os.chmod(self.path, 0o666)  # noqa: S103
+            async with listener:
+                task_status.started()
+                await listener.serve(self._handle)
+        finally:
+            self.path.unlink(missing_ok=True)
 
     async def _handle(self, stream: SocketStream) -> None:
         async with stream:
