@@ -3,6 +3,7 @@ command line, the mirrors for ``workspace/push``, and tokens through the control
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from vm_agent.containment.cgroupfs import Cgroup2Mount, parse_cgroup2_mount
 from vm_agent.containment.host import Containment
 from vm_agent.control_link.client import ControlPlaneClient
 from vm_agent.gitwork.broker import Candidate, CredentialBroker, TokenCache
-from vm_agent.gitwork.push import Pusher
+from vm_agent.gitwork.push import GitWork, Pusher
 from vm_agent.gitwork.run import GitSetup
 from vm_agent.session.supervisor import Supervisor
 
@@ -97,6 +98,6 @@ def wire_git(
         tokens=TokenCache(read_token, redactor),
         cgroup_dir=cgroup_resolver(containment is not None and containment.tree is not None),
     )
-    supervisor.git = setup
-    supervisor.pusher = pusher
+    # Before any session exists: each session keeps the configuration it was made with.
+    supervisor.config = dataclasses.replace(supervisor.config, git=GitWork(setup, pusher))
     return GitWiring(setup, pusher, broker)

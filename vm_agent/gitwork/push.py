@@ -97,6 +97,8 @@ def _root_git_args() -> list[str]:
 
 
 class Pusher:
+    """``workspace/push`` for every session of the daemon (one push per session at a time)."""
+
     def __init__(self, setup: GitSetup, mint: Mint, redactor: Redactor) -> None:
         self.setup = setup
         self._mint = mint
@@ -228,3 +230,11 @@ class Pusher:
         if head.returncode != 0:
             raise GitFailed(f"the task branch {task!r} has no commit")
         return head.stdout.decode().strip()
+
+
+@dataclass(frozen=True, slots=True)
+class GitWork:
+    """The daemon's git for task repositories: how it is wired, and its pusher."""
+
+    setup: GitSetup
+    pusher: Pusher

@@ -33,12 +33,13 @@ def handlers(lookup: Callable[[str], AgentSession], supervisor: Supervisor) -> d
             raise JsonRpcError.invalid_params(
                 f"workspace/push: session {args.session_id!r} has no repository"
             )
-        if supervisor.pusher is None:
+        git = supervisor.config.git
+        if git is None:
             raise errors.refused("this daemon has no git set up")
         launcher, env = agent_launch(session)
         try:
             with anyio.CancelScope(shield=True):  # a push is not left half done
-                answer = await supervisor.pusher.push(
+                answer = await git.pusher.push(
                     session.id, spec, session.cwd, launcher=launcher, env=env
                 )
         except PushRefused as exc:

@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from vm_agent.gitwork.clone import prepare_clone
-from vm_agent.gitwork.run import GitFailed, GitSetup
+from vm_agent.gitwork.push import GitWork
+from vm_agent.gitwork.run import GitFailed
 from vm_agent.gitwork.spec import RepositorySpec
 from vm_agent.process.launch import Launcher, PlainLauncher
 
@@ -44,7 +45,7 @@ def agent_launch(session: AgentSession) -> tuple[Launcher, dict[str, str]]:
 
 
 async def clone_before_start(
-    session: AgentSession, spec: RepositorySpec | None, git: GitSetup | None
+    session: AgentSession, spec: RepositorySpec | None, git: GitWork | None
 ) -> bool:
     """The task's repository in the workdir; False when that failed (the session is then
     in error with a reason naming the repository and what git said)."""
@@ -54,7 +55,7 @@ async def clone_before_start(
         if git is None:
             raise GitFailed(f"repository {spec.url}: this daemon has no git set up")
         launcher, env = agent_launch(session)
-        await prepare_clone(spec, session.cwd, setup=git, launcher=launcher, env=env)
+        await prepare_clone(spec, session.cwd, setup=git.setup, launcher=launcher, env=env)
     except (GitFailed, OSError) as exc:
         log.warning("session %s: %s", session.id, session.redactor.redact(str(exc)))
         await session.abandon(str(exc))

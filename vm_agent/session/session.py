@@ -23,7 +23,6 @@ from vm_agent.core import events as ev
 from vm_agent.core.machine import SessionMachine
 from vm_agent.core.vocabulary import SessionState
 from vm_agent.eventlog import EventLog, SessionRecord
-from vm_agent.gitwork.run import GitSetup
 from vm_agent.gitwork.spec import RepositorySpec
 from vm_agent.jsonrpc.errors import INTERNAL_ERROR
 from vm_agent.process.catalog import AgentSpec
@@ -67,12 +66,10 @@ class AgentSession:
         owner: str | None = None,
         containment: SessionContainment | None = None,
         repository: RepositorySpec | None = None,
-        git: GitSetup | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         self.id = session_id
         self.repository = repository  # cloned before the first agent starts (issue 23)
-        self.git = git
         self.containment = containment
         self.spec = spec
         self.cwd = cwd
@@ -184,7 +181,7 @@ class AgentSession:
             tg.start_soon(self._deadline_loop)
             if self._restored is None:
                 await self._emit_state(SessionState.STARTING, "starting the agent")
-                if await clone_before_start(self, self.repository, self.git):
+                if await clone_before_start(self, self.repository, self.config.git):
                     self._start_run(0.0, self._load_first)
             else:
                 recoverable = self.machine.load_session and self.acp_session_id is not None

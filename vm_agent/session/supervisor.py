@@ -23,8 +23,6 @@ from vm_agent.containment.host import Containment, machine_memory_mb
 from vm_agent.containment.session import SessionContainment
 from vm_agent.core.vocabulary import SessionState
 from vm_agent.eventlog import EventLog, EventsDropped
-from vm_agent.gitwork.push import Pusher
-from vm_agent.gitwork.run import GitSetup
 from vm_agent.gitwork.spec import RepositorySpec
 from vm_agent.process.catalog import AgentSpec, Catalog
 from vm_agent.session.config import CredentialsProvider, SessionConfig
@@ -76,16 +74,11 @@ class Supervisor:
         containment: Containment | None = None,
         policy: StartPolicy | None = None,
         session_details: SessionDetailsProvider | None = None,
-        git: GitSetup | None = None,
-        pusher: Pusher | None = None,
     ) -> None:
         """``containment``: run agents confined (the daemon always gives one); without it
         they run as this process's user, in process groups, in any existing directory.
         ``policy``: caps and reservation bounds; ``session_details``: what the control
-        plane recorded for a session id it made (None: no control plane to ask). ``git``
-        and ``pusher``: a task's repository (clone, credentials, ``workspace/push``)."""
-        self.git = git
-        self.pusher = pusher
+        plane recorded for a session id it made (None: no control plane to ask)."""
         self.containment = containment
         self.gate = StartGate(policy or machine_policy(), session_details)
         self.log = log
@@ -236,7 +229,6 @@ class Supervisor:
             owner=owner,
             containment=contained,
             repository=repository,
-            git=self.git,
         )
         self.sessions[sid] = session
         try:
@@ -312,7 +304,6 @@ class Supervisor:
                 credentials=self.credentials,
                 restored=record,
                 containment=contained,
-                git=self.git,
             )
             await self._load_outcomes(session)
             self.sessions[record.session_id] = session
