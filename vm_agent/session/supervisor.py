@@ -204,17 +204,15 @@ class Supervisor:
     ) -> AgentSession:
         contained: SessionContainment | None = None
         if self.containment is not None:
-            # Refusals (cwd outside the workspace roots, a bad reservation, no free
-            # agent user) are ValueErrors with a message for a person.
+            # Refusals (a cwd outside the roots, no free agent user) are ValueErrors.
             contained = await self.containment.prepare(
                 sid, owner=owner, reservation=reservation, cwd=str(path)
             )
             path = contained.workdir
-        else:
-            if not path.is_absolute():
-                raise ValueError(f"cwd must be an absolute path, not {str(path)!r}")
-            if not await anyio.Path(path).is_dir():
-                raise ValueError(f"cwd {str(path)!r} is not a directory")
+        elif not path.is_absolute():
+            raise ValueError(f"cwd must be an absolute path, not {str(path)!r}")
+        elif not await anyio.Path(path).is_dir():
+            raise ValueError(f"cwd {str(path)!r} is not a directory")
         session = AgentSession(
             session_id=sid,
             spec=spec,
