@@ -195,6 +195,17 @@ class ControlPlaneClient:
             raise CallbackProtocolError("session details: reservation is not an object")
         return answer
 
+    async def git_token(self, workspace_id: str, access: str) -> tuple[str, float]:
+        """A GitHub installation token for the workspace's repository, and when it expires
+        (epoch seconds); ``access`` is ``read`` (the agent's git) or ``write`` (the push)."""
+        answer = await self._post(f"workspaces/{workspace_id}/git-token", _json({"access": access}))
+        token, expires_at = answer.get("token"), answer.get("expiresAt")
+        if not isinstance(token, str) or not token or "\n" in token:
+            raise CallbackProtocolError("git-token answer: token is not a one-line string")
+        if not isinstance(expires_at, int | float) or isinstance(expires_at, bool):
+            raise CallbackProtocolError("git-token answer: expiresAt is not a number")
+        return token, float(expires_at)
+
     async def renew_certificate(self, csr: str) -> str:
         """The node's new certificate (PEM) for a request signed by its key."""
         answer = await self._post("certificate", _json({"csr": csr}))

@@ -33,6 +33,7 @@ SCENARIOS: tuple[str, ...] = (
     "env",
     "prompt-error",
     "hostile",
+    "commit",
 )
 
 # Scenarios that stream with a pause by default; every other one streams at full speed.

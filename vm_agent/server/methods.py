@@ -15,7 +15,14 @@ from vm_agent.eventlog import EventsDropped
 from vm_agent.jsonrpc.connection import Router
 from vm_agent.jsonrpc.errors import INVALID_REQUEST, JsonRpcError
 from vm_agent.process.catalog import CatalogError
-from vm_agent.server import access, errors, port_forward, terminal_methods, workspace_methods
+from vm_agent.server import (
+    access,
+    errors,
+    port_forward,
+    push_method,
+    terminal_methods,
+    workspace_methods,
+)
 from vm_agent.server import params as p
 from vm_agent.server.access import Grant
 from vm_agent.server.fanout import FanOut, Subscription
@@ -67,6 +74,7 @@ class ViewerMethods:
             **terminal_methods.handlers(self._session, self.ctx),
             **port_forward.PortForwards(self.ctx, self._session).handlers(),
             **settings_handlers(self._session, lambda: self.ctx.identity.subject),
+            **push_method.handlers(self._session, self.ctx.supervisor),
         }
         requests = {name: self._guard(name, fn) for name, fn in table.items()}
         requests["auth"] = self._second_auth
@@ -105,6 +113,7 @@ class ViewerMethods:
         args = p.parse(p.StartParams, "session/start", raw)
         try:
             owner = access.owner_at_start(self.ctx.grant, args.owner)
+            access.check_repository_at_start(self.ctx.grant, args.repository)
         except access.Denied as exc:
             raise errors.forbidden(str(exc)) from None
         log.info(
@@ -126,6 +135,7 @@ class ViewerMethods:
                     reservation=args.reservation,
                     owner=owner,
                     node_scope=self.ctx.grant.node,
+                    repository=args.repository,
                 )
         except NotYours as exc:
             raise errors.forbidden(str(exc)) from None

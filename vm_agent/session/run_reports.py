@@ -18,7 +18,7 @@ from vm_agent.common.redact import Redactor
 from vm_agent.core import events as ev
 from vm_agent.core.classifier import ExitFacts
 from vm_agent.core.machine import SessionMachine
-from vm_agent.core.vocabulary import SessionState
+from vm_agent.core.vocabulary import OutcomeKind, SessionState
 from vm_agent.jsonrpc.connection import PeerClosed
 from vm_agent.jsonrpc.errors import JsonRpcError
 from vm_agent.session.agent_run import AgentRun, StartFailure
@@ -52,6 +52,16 @@ class RunReports:
         # by (method, what): a process that takes the session up again starts in the
         # agent's defaults, so a recovery sets them again before the session takes prompts.
         self.changes: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def auth_fields(self) -> dict[str, Any]:
+        """What the agent advertised, while the session is in error for want of it."""
+        machine = self._machine
+        if (
+            machine.state is SessionState.ERROR
+            and machine.error_outcome is OutcomeKind.AUTH_REQUIRED
+        ):
+            return {"auth_methods": list(self.auth_methods)}
+        return {}
 
     async def opened(
         self, run: AgentRun, info: AgentInfo, acp_session_id: str, loaded: bool

@@ -23,6 +23,7 @@ from vm_agent.containment.host import Containment, machine_memory_mb
 from vm_agent.containment.session import SessionContainment
 from vm_agent.core.vocabulary import SessionState
 from vm_agent.eventlog import EventLog, EventsDropped
+from vm_agent.gitwork.spec import RepositorySpec
 from vm_agent.process.catalog import AgentSpec, Catalog
 from vm_agent.session.config import CredentialsProvider, SessionConfig
 from vm_agent.session.outcome import Outcome
@@ -121,6 +122,7 @@ class Supervisor:
         reservation: str | dict[str, Any] | None = None,
         owner: str | None = None,
         node_scope: bool = False,
+        repository: RepositorySpec | None = None,
     ) -> AgentSession:
         """Starts a session (see ``start_policy`` for what is refused and how).
 
@@ -162,6 +164,7 @@ class Supervisor:
                 permissions=permissions,
                 reservation=reservation,
                 owner=owner,
+                repository=repository,
             )
 
     async def recover_session(self, session: AgentSession, *, node_scope: bool = False) -> None:
@@ -211,20 +214,19 @@ class Supervisor:
         permissions: PermissionPolicy | None,
         reservation: str | dict[str, Any] | None,
         owner: str | None,
+        repository: RepositorySpec | None = None,
     ) -> AgentSession:
         contained: SessionContainment | None = None
         if self.containment is not None:
-            # Refusals (cwd outside the workspace roots, a bad reservation, no free
-            # agent user) are ValueErrors with a message for a person.
+            # Refusals (a cwd outside the roots, no free agent user) are ValueErrors.
             contained = await self.containment.prepare(
                 sid, owner=owner, reservation=reservation, cwd=str(path)
             )
             path = contained.workdir
-        else:
-            if not path.is_absolute():
-                raise ValueError(f"cwd must be an absolute path, not {str(path)!r}")
-            if not await anyio.Path(path).is_dir():
-                raise ValueError(f"cwd {str(path)!r} is not a directory")
+        elif not path.is_absolute():
+            raise ValueError(f"cwd must be an absolute path, not {str(path)!r}")
+        elif not await anyio.Path(path).is_dir():
+            raise ValueError(f"cwd {str(path)!r} is not a directory")
         session = AgentSession(
             session_id=sid,
             spec=spec,
@@ -238,6 +240,7 @@ class Supervisor:
             reservation=reservation,
             owner=owner,
             containment=contained,
+            repository=repository,
         )
         self.sessions[sid] = session
         try:
