@@ -103,6 +103,27 @@ systemctl daemon-reload
 systemctl enable --now "$firewall_unit"
 """
 
+# The commands a node needs that a plain cloud image may lack (git: a task's repository is
+# cloned, committed to and pushed on the node). Installed from the image's own Debian mirror
+# only when missing, so an image that has them (the node image, the VM test's) boots offline.
+NODE_COMMANDS = ("git",)
+
+_PACKAGES_BODY = r"""
+missing=""
+for command in $commands; do
+  command -v "$command" >/dev/null 2>&1 || missing="$missing $command"
+done
+if [ -z "$missing" ]; then
+  echo "vm-agent: already installed: $commands"
+  exit 0
+fi
+echo "vm-agent: installing from the image's Debian mirror:$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+# shellcheck disable=SC2086 # one word per package
+apt-get install -y -q --no-install-recommends $missing
+"""
+
 _WORKSPACES_BODY = r"""
 install -d -m 0755 -o root -g root "$workspaces"
 """
@@ -154,6 +175,12 @@ def agent_users_script(users: AgentUsers) -> str:
     values = {"venv": VENV_DIR, "firewall_unit": FIREWALL_UNIT}
     comment = f"# uids {users.uid_base}-{users.last_uid}, from the env file\n"
     return header("the agents' users and their firewall", values) + comment + _AGENT_USERS_BODY
+
+
+def packages_script() -> str:
+    """The node's commands (``NODE_COMMANDS``: a Debian package of the same name each)."""
+    values = {"commands": " ".join(NODE_COMMANDS)}
+    return header("the commands a node needs", values) + _PACKAGES_BODY
 
 
 def workspaces_script() -> str:

@@ -3,7 +3,7 @@
 Order on the VM: ``write_files`` (settings, the bootstrap token, the control plane's CA
 when it is private, the units, the catalog, the step scripts) runs in cloud-init's init
 stage; ``runcmd`` runs in the final stage and holds only the runner, which runs the steps
-in order: swap, vm-agent, agents, agent-users, workspaces, bootstrap-token, start. A step
+in order: swap, packages, vm-agent, agents, agent-users, workspaces, bootstrap-token, start. A step
 that fails stops the run, so the unit never starts after a refused or broken install.
 """
 
@@ -92,6 +92,7 @@ def steps(params: UserDataParams) -> dict[str, str]:
     found: dict[str, str] = {}
     if params.swap.enabled:
         found["swap"] = scripts.swap_script(params.swap)
+    found["packages"] = install.packages_script()
     ca_file = install.CONTROL_PLANE_CA_FILE if params.ca_certificate is not None else None
     found["vm-agent"] = install.wheelhouse_script(params.wheelhouse, ca_file)
     if params.agents is not None:

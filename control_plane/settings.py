@@ -49,6 +49,10 @@ class ControlPlaneSettings(BaseSettings):
     callback_token_ttl_s: int = Field(default=24 * 3600, gt=0)
     viewer_token_ttl_s: int = Field(default=3600, gt=0)
     user_token_ttl_s: int = Field(default=3600, gt=0)
+    # The viewer token `POST /api/tasks/{id}/connection` gives a task's owner (the ACP
+    # gateway's `--task`): short, since the gateway asks again when the daemon closes it
+    # (4001); capped at the longest of the TTLs above (how long keys stay published).
+    task_connection_token_ttl_s: int = Field(default=900, gt=0)
     heartbeat_interval_s: int = Field(default=30, gt=0)
     # A rotated key is published this long before it starts signing, so verifiers
     # that cache the JWKS see it first.

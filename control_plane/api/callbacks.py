@@ -25,7 +25,7 @@ from control_plane.api.common import (
 from control_plane.demand.placement import MAX_NODE_BYTES, MAX_NODE_CPUS
 from control_plane.dispatch import sessions, workspaces
 from control_plane.identity.secrets import SecretStoreError
-from control_plane.storage import node_store
+from control_plane.storage import machines, node_store
 
 # No control characters (PostgreSQL's text refuses NUL), no longer than their columns
 # (node_events: session_id 128, type 64).
@@ -64,10 +64,27 @@ class SessionReport(BaseModel):
     agent: str | None = None
 
 
+# Far above any real count (sessions and terminals are capped per node), low enough that
+# no report overflows a column or a sum.
+MAX_ACTIVITY = 1_000_000
+
+
+class Activity(BaseModel):
+    """What runs on the node besides its sessions' states: the lifecycle's `busy` fact."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+    turns: int = Field(default=0, ge=0, le=MAX_ACTIVITY)  # prompts in flight
+    permissions: int = Field(default=0, ge=0, le=MAX_ACTIVITY)  # waiting for a person
+    terminals: int = Field(default=0, ge=0, le=MAX_ACTIVITY)  # people's terminals open
+    background: int = Field(default=0, ge=0, le=MAX_ACTIVITY)  # other processes in sessions
+
+
 class HeartbeatBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
     sessions: list[SessionReport] = Field(default_factory=list)
     usage: Totals = Field(default_factory=Totals)
+    activity: Activity = Field(default_factory=Activity)
+    drained: bool = Field(default=False, strict=True)  # draining, and nothing runs
 
 
 class EventIn(BaseModel):
@@ -111,18 +128,21 @@ async def heartbeat(request: Request) -> JSONResponse:
     body = await parse_body(request, HeartbeatBody, relayed=True)  # viewers' session ids
     plane = plane_of(request)
     sessions = [s.model_dump() for s in body.sessions]
+    # Stored with the usage (a JSON column): what the node lifecycle reads of its work.
+    usage = {
+        **body.usage.stored(),
+        "activity": body.activity.model_dump(),
+        "drained": body.drained,
+    }
     await to_thread.run_sync(
-        node_store.record_heartbeat,
-        plane.engine,
-        node_id,
-        sessions,
-        body.usage.stored(),
-        plane.clock(),
+        node_store.record_heartbeat, plane.engine, node_id, sessions, usage, plane.clock()
     )
+    drain = await to_thread.run_sync(machines.told_to_drain, plane.engine, node_id)
     token = None
     if plane.tokens.needs_refresh(claims):
         token = await to_thread.run_sync(plane.tokens.refresh_callback_token, claims)
-    return JSONResponse({"interval_s": plane.settings.heartbeat_interval_s, "token": token})
+    answer = {"interval_s": plane.settings.heartbeat_interval_s, "token": token, "drain": drain}
+    return JSONResponse(answer)
 
 
 async def events(request: Request) -> JSONResponse:

@@ -67,7 +67,7 @@ class DispatchSettings(BaseSettings):
     concurrency: int = 16
     start_limit_s: float = 90.0  # session/start: the daemon bounds an agent's start at 60 s
     call_limit_s: float = 30.0
-    push_limit_s: float = 300.0  # workspace/push: a large repository's push takes a while
+    push_limit_s: float = 660.0  # workspace/push: the daemon bounds a push at 10 minutes
     prompt_limit_s: float = 24 * 3600.0
     node_silent_after_s: float = 300.0
     node_wait_s: float = 1800.0

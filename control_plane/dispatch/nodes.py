@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Engine
 
 from cloud_init import render
+from control_plane.dispatch.replace import place_again
 from control_plane.identity.sealing import Sealer
 from control_plane.providers.base import (
     Provider,
@@ -67,6 +68,7 @@ class NodeSettings(BaseSettings):
     lost_after_s: float = 900.0
     create_grace_s: float = 120.0
     delete_grace_s: float = 120.0
+    drain_deadline_s: float = 3600.0
     backoff_first_s: float = 5.0
     backoff_max_s: float = 300.0
 
@@ -80,6 +82,7 @@ class NodeSettings(BaseSettings):
             lost_after_s=self.lost_after_s,
             create_grace_s=self.create_grace_s,
             delete_grace_s=self.delete_grace_s,
+            drain_deadline_s=self.drain_deadline_s,
         )
 
 
@@ -164,6 +167,8 @@ class NodeLifecycle:
             ready_at=m.ready_at if m.ready_at is not None else seen.ready_at,
             last_heard_at=seen.last_heard_at,
             reported_busy=seen.busy,
+            reported_drained=seen.drained,
+            drain_started_at=m.drain_started_at,
             open_tasks=seen.open_workspaces,
             idle_since=seen.last_released_at,
             retry_not_before=m.retry_not_before,
@@ -231,9 +236,14 @@ class NodeLifecycle:
                     m, phase=NodePhase.READY, ready_at=ready_at
                 )  # what the node said
             case Step.DRAIN:
-                await self._record(m, phase=NodePhase.DRAINING, reason=d.reason)
+                # the next heartbeat's answer tells the daemon (callbacks.heartbeat)
+                await self._record(
+                    m, phase=NodePhase.DRAINING, reason=d.reason, drain_started_at=now
+                )
             case Step.DELETE:
                 assert driver is not None
+                if d.replace_tasks:  # before the delete is recorded: taken again if cut short
+                    await to_thread.run_sync(place_again, self.engine, m.node_id, d.reason, now)
                 await self._record(m, phase=NodePhase.DELETING, delete_sent_at=now, reason=d.reason)
                 if m.provider_id is not None:
                     try:

@@ -171,6 +171,13 @@ class NodeSilent:
     silent_s: float
 
 
+@dataclass(frozen=True)
+class NoNodeReady:
+    """Its node never reported ready, nor did the one asked for in its place."""
+
+    reason: str
+
+
 Fact = (
     Placed
     | NodeReady
@@ -189,6 +196,7 @@ Fact = (
     | NodeSilent
     | Delivered
     | DeliveryFailed
+    | NoNodeReady
 )
 
 
@@ -333,6 +341,10 @@ def advance(state: TaskState, fact: Fact) -> Transition:
                 return _end(
                     state, Status.FAILED, "the work did not come back", outcome, on_node=True
                 )
+        case NoNodeReady(reason):
+            if s in (Status.QUEUED, Status.WAITING_FOR_NODE):
+                outcome = {"kind": "no_node", "reason": f"no node became ready: {reason}"}
+                return _end(state, Status.FAILED, outcome["reason"], outcome, on_node=False)
     return _same(state, f"{type(fact).__name__} does not apply while {s}")
 
 

@@ -12,6 +12,10 @@ Two rules carry the weight:
   background process (its heartbeat's activity), or a task placed on it that has not
   ended, is never drained for idleness; a node merely silent for less than the stale
   deadline keeps what its last heartbeat said.
+
+Draining is a conversation with the daemon: the heartbeat's answer tells it to drain, it
+refuses new sessions and says ``drained`` once nothing runs on it; a DRAINING node is
+deleted only then, or when its drain deadline passes, or when it is lost.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class Timings:
     lost_after_s: float = 900.0  # silence longer than this: the node is lost
     create_grace_s: float = 120.0  # a create unanswered this long, not listed: send again
     delete_grace_s: float = 120.0  # a delete unconfirmed this long: send again
+    drain_deadline_s: float = 3600.0  # a drain the daemon never finishes: deleted after this
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,8 @@ class NodeFacts:
     ready_at: float | None = None
     last_heard_at: float | None = None
     reported_busy: bool = False  # the last heartbeat's activity (turn, permission, terminal)
+    reported_drained: bool = False  # the last heartbeat said: draining, nothing runs
+    drain_started_at: float | None = None  # when DRAIN was decided
     open_tasks: int = 0  # tasks placed on this node that have not ended
     idle_since: float | None = None  # when the last task on it ended (or it became ready)
     retry_not_before: float | None = None  # a provider's backoff (429 reset, 5xx)
@@ -107,10 +114,7 @@ def next_step(f: NodeFacts, t: Timings) -> Decision:
         case NodePhase.READY:
             return _ready(f, t)
         case NodePhase.DRAINING:
-            busy = _busy(f, t)
-            if busy:
-                return Decision(Step.WAIT, f"draining: {busy}")
-            return Decision(Step.DELETE, "drained")
+            return _draining(f, t)
         case NodePhase.DELETING:
             return _deleting(f, t)
         case NodePhase.GONE:
@@ -164,6 +168,22 @@ def _ready(f: NodeFacts, t: Timings) -> Decision:
     if f.now - idle_since >= t.warm_window_s:
         return Decision(Step.DRAIN, f"idle past the warm window ({t.warm_window_s:.0f} s)")
     return Decision(Step.WAIT, "warm: waiting for the next task")
+
+
+def _draining(f: NodeFacts, t: Timings) -> Decision:
+    started = f.drain_started_at if f.drain_started_at is not None else f.requested_at
+    heard = f.last_heard_at
+    if heard is not None and f.now - heard >= t.lost_after_s:
+        return Decision(Step.DELETE, f"draining, silent for {f.now - heard:.0f} s: lost")
+    # Only a report made after the drain began counts (the daemon learns of it from the
+    # answer to a heartbeat); a task still open waits for its end like any work.
+    drained = f.reported_drained and heard is not None and heard >= started
+    if drained and not f.open_tasks:
+        return Decision(Step.DELETE, "the daemon reported it is drained")
+    if f.now - started >= t.drain_deadline_s:
+        return Decision(Step.DELETE, f"the drain did not finish within {t.drain_deadline_s:.0f} s")
+    busy = _busy(f, t)
+    return Decision(Step.WAIT, f"draining: {busy or 'waiting for the daemon to say drained'}")
 
 
 def _deleting(f: NodeFacts, t: Timings) -> Decision:

@@ -292,6 +292,7 @@ node_requests = Table(
     Column("state", String(16), nullable=False),
     Column("workspace_id", String(64), nullable=False),
     Column("created_at", Float, nullable=False),
+    Column("replaces", String(128), nullable=True),  # a node never ready, whose tasks (0021)
 )
 
 # Agent sessions the control plane made (placing a task, or a user's explicit call): the
@@ -320,8 +321,7 @@ placement_lock = Table(
 )
 
 
-# Credentials for a provider's API, per user (bring your own cloud), sealed
-# (control_plane/identity/sealing.py): the value column never holds plaintext (0017).
+# A provider's API credentials per user (bring your own cloud), sealed: never plaintext (0017).
 provider_credentials = Table(
     "provider_credentials",
     metadata,
@@ -332,9 +332,8 @@ provider_credentials = Table(
     Column("updated_at", Float, nullable=False),
 )
 
-
 # A node's life at its provider, kept by the lifecycle loop (control_plane/dispatch/nodes.py;
-# decisions in control_plane/providers/lifecycle.py) (0019).
+# decisions in control_plane/providers/lifecycle.py) (0019; drain_started_at 0021).
 node_machines = Table(
     "node_machines",
     metadata,
@@ -350,6 +349,7 @@ node_machines = Table(
     Column("delete_sent_at", Float, nullable=True),
     Column("ready_at", Float, nullable=True),
     Column("retry_not_before", Float, nullable=True),
+    Column("drain_started_at", Float, nullable=True),
     Column("failures", Integer, nullable=False, server_default="0"),
     Column("lease_owner", String(128), nullable=True),
     Column("lease_until", Float, nullable=True),

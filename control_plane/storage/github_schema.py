@@ -59,7 +59,7 @@ workspace_repositories = Table(
     Column("head_commit", String(64), nullable=True),
     Column("pull_request_number", Integer, nullable=True),
     Column("pull_request_url", String(1024), nullable=True),
-    # 0020: asked at submission (the task branch is `branch`, the asked base `base_branch`),
+    # 0022: asked at submission (the task branch is `branch`, the asked base `base_branch`),
     # and the push at the task's end (pushed: NULL until recorded).
     Column("pull_request_wanted", Boolean, nullable=False, server_default=false()),
     Column("pushed", Boolean, nullable=True),

@@ -26,6 +26,9 @@ GONE = "gone"
 PENDING = "pending"  # node_requests.state while placement may still put tasks there
 RETIRED = "retired"  # node_requests.state once its node drains, is deleted or failed
 BUSY_STATES = {"starting", "prompting", "cancelling", "recovering"}
+# The heartbeat's activity counts (docs/callback-api.md); any above 0 is work on the node.
+ACTIVITY_KEYS = ("turns", "permissions", "terminals", "background")
+DRAINING_PHASES = ("draining", "deleting", GONE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,7 @@ class Machine:
     requested_at: float
     create_sent_at: float | None
     delete_sent_at: float | None
+    drain_started_at: float | None
     ready_at: float | None
     retry_not_before: float | None
     failures: int
@@ -56,9 +60,25 @@ class Reported:
 
     ready_at: float | None
     last_heard_at: float | None
-    busy: bool  # a session starting, prompting, cancelling or recovering
+    busy: bool  # a session starting, prompting, cancelling or recovering; or any activity
     open_workspaces: int
     last_released_at: float | None
+    drained: bool = False  # the last heartbeat said: draining, nothing runs
+
+
+def reported_work(sessions: Any, usage: Any) -> bool:
+    """Whether a heartbeat (its sessions and the activity stored with its usage) says
+    anything runs on the node. Unknown shapes count as nothing (a daemon from before
+    activity reports sends none; the lifecycle still has the node's open tasks)."""
+    if any(isinstance(s, dict) and s.get("state") in BUSY_STATES for s in sessions or []):
+        return True
+    activity = usage.get("activity") if isinstance(usage, dict) else None
+    if not isinstance(activity, dict):
+        return False
+    return any(
+        isinstance(n, int) and not isinstance(n, bool) and n > 0
+        for n in (activity.get(k) for k in ACTIVITY_KEYS)
+    )
 
 
 def adopt_requests(engine: Engine, now: float) -> int:
@@ -137,7 +157,7 @@ def record(engine: Engine, machine: Machine, holder: str, **values: Any) -> bool
             .where(node_machines.c.lease_owner == holder)
             .values(**values, version=node_machines.c.version + 1)
         )
-        if values.get("phase") in ("draining", "deleting", GONE):
+        if values.get("phase") in DRAINING_PHASES:
             _retire(conn, machine.node_id)
     return done.rowcount == 1
 
@@ -168,11 +188,19 @@ def live_node_ids(engine: Engine) -> set[str]:
 def retired_node_ids(conn: Connection) -> set[str]:
     """Nodes placement passes over: draining, deleting or gone."""
     found = conn.execute(
-        select(node_machines.c.node_id).where(
-            node_machines.c.phase.in_(("draining", "deleting", GONE))
-        )
+        select(node_machines.c.node_id).where(node_machines.c.phase.in_(DRAINING_PHASES))
     )
     return {str(n) for n in found.scalars()}
+
+
+def told_to_drain(engine: Engine, node_id: str) -> bool:
+    """Whether the node is to drain (the heartbeat's answer says so): its lifecycle row
+    drains or goes away. A node without a row (a dev node, one made by hand) never is."""
+    with engine.connect() as conn:
+        phase = conn.execute(
+            select(node_machines.c.phase).where(node_machines.c.node_id == node_id)
+        ).scalar()
+    return phase in DRAINING_PHASES
 
 
 def reported(engine: Engine, node_ids: Iterable[str]) -> dict[str, Reported]:
@@ -203,13 +231,14 @@ def reported(engine: Engine, node_ids: Iterable[str]) -> dict[str, Reported]:
     for node_id in ids:
         row = seen.get(node_id)
         sessions = (row["sessions"] if row is not None else None) or []
-        busy = any(isinstance(s, dict) and s.get("state") in BUSY_STATES for s in sessions)
+        usage = row["usage"] if row is not None else None
         out[node_id] = Reported(
             ready_at=None if row is None else row["ready_at"],
             last_heard_at=None if row is None else (row["last_heartbeat_at"] or row["ready_at"]),
-            busy=busy,
+            busy=reported_work(sessions, usage),
             open_workspaces=int(open_counts.get(node_id, 0)),
             last_released_at=released.get(node_id),
+            drained=isinstance(usage, dict) and usage.get("drained") is True,
         )
     return out
 

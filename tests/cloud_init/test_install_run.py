@@ -114,9 +114,13 @@ async def test_the_runner_stops_at_the_first_failing_step(tmp_path: Path) -> Non
     assert (
         "step agents failed; the steps after it did not run and vm-agent was not started" in output
     )
-    assert (tmp_path / "ran").read_text().split("\n")[:-1] == ["ran swap", "ran vm-agent"]
+    assert (tmp_path / "ran").read_text().split("\n")[:-1] == [
+        "ran swap",
+        "ran packages",
+        "ran vm-agent",
+    ]
     timings = (tmp_path / "timings").read_text().splitlines()
-    assert [line.split()[0] for line in timings] == ["swap", "vm-agent", "agents"]
+    assert [line.split()[0] for line in timings] == ["swap", "packages", "vm-agent", "agents"]
     assert timings[-1] == "agents failed"
     assert all(line.split()[1].isdigit() for line in timings[:-1])
 
@@ -157,3 +161,37 @@ async def test_users_firewall_workspaces_token_and_start(tmp_path: Path) -> None
         "systemctl enable vm-agent.service",
         "systemctl start --no-block vm-agent.service",
     ]
+
+
+def _apt_stub(tmp: Path) -> Path:
+    """A PATH with only bash's basics and an apt-get that logs what it was asked."""
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir()
+    apt = bin_dir / "apt-get"
+    apt.write_text('#!/bin/sh\necho "apt-get $*" >> "$LOG"\n')
+    apt.chmod(0o755)
+    return bin_dir
+
+
+@pytest.mark.parametrize("has_git", [True, False])
+async def test_the_packages_step_installs_git_only_when_the_image_lacks_it(
+    tmp_path: Path, has_git: bool
+) -> None:
+    script = step_scripts(render(validate_params(valid_inputs())))["packages"]
+    bin_dir = _apt_stub(tmp_path)
+    if has_git:
+        (bin_dir / "git").write_text("#!/bin/sh\n")
+        (bin_dir / "git").chmod(0o755)
+    env = {"PATH": str(bin_dir), "LOG": str(tmp_path / "log")}
+    result = await anyio.run_process(["/bin/bash", "-c", script, "packages"], env=env, check=False)
+    output = (result.stdout + result.stderr).decode()
+    assert result.returncode == 0, output
+    log = (tmp_path / "log").read_text() if (tmp_path / "log").exists() else ""
+    if has_git:
+        assert "already installed: git" in output
+        assert log == ""  # offline images boot without asking a mirror
+    else:
+        assert log.splitlines() == [
+            "apt-get update -q",
+            "apt-get install -y -q --no-install-recommends git",
+        ]

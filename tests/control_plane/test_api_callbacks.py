@@ -44,7 +44,7 @@ async def test_heartbeat_refreshes_token_past_half_life(settings: ControlPlaneSe
             "/api/nodes/n1/heartbeat", json=HEARTBEAT, headers=cp.bearer(token)
         )
         assert r.status_code == 200
-        assert r.json() == {"interval_s": 30, "token": None}
+        assert r.json() == {"interval_s": 30, "token": None, "drain": False}
 
         clock.advance(settings.callback_token_ttl_s / 2 + 1)
         r = await cp.client.post(
@@ -255,3 +255,49 @@ async def test_concurrent_overlapping_batches_store_each_event_once(
         assert [e["seq"] for e in stored["events"]] == list(range(1, 46))
         assert sum(r["stored"] for r in results) == 45
         assert sum(r["stored"] + r["duplicates"] for r in results) == 80
+
+
+async def test_heartbeat_stores_activity_and_answers_drain_once_the_node_drains(
+    settings: ControlPlaneSettings,
+) -> None:
+    from sqlalchemy import insert, update
+
+    from control_plane.storage import machines
+    from control_plane.storage.db import node_machines
+
+    async with running(settings) as cp:
+        body = {
+            **HEARTBEAT,
+            "activity": {"turns": 1, "permissions": 0, "terminals": 2, "background": 3},
+            "usage": {"activity": {"turns": 0}, "drained": True},  # not where it is read
+        }
+        r = await cp.client.post("/api/nodes/n1/heartbeat", json=body, headers=cp.callback("n1"))
+        assert (r.status_code, r.json()["drain"]) == (200, False)  # no lifecycle row: never
+        seen = machines.reported(cp.plane.engine, ["n1"])["n1"]
+        assert (seen.busy, seen.drained) == (True, False)
+        node = (await cp.client.get("/api/nodes/n1", headers=cp.admin())).json()
+        assert node["usage"]["activity"] == body["activity"]
+
+        with cp.plane.engine.begin() as conn:
+            conn.execute(
+                insert(node_machines).values(
+                    node_id="n1", provider="hetzner", size="small", owner="alice",
+                    phase="ready", requested_at=1.0, failures=0, version=0,
+                )
+            )  # fmt: skip
+        r = await cp.client.post(
+            "/api/nodes/n1/heartbeat", json=HEARTBEAT, headers=cp.callback("n1")
+        )
+        assert r.json()["drain"] is False
+        seen = machines.reported(cp.plane.engine, ["n1"])["n1"]
+        assert (seen.busy, seen.drained) == (False, False)  # an old daemon: no activity
+
+        with cp.plane.engine.begin() as conn:
+            conn.execute(update(node_machines).values(phase="draining"))
+        drained = {**HEARTBEAT, "drained": True}
+        r = await cp.client.post("/api/nodes/n1/heartbeat", json=drained, headers=cp.callback("n1"))
+        assert r.json()["drain"] is True
+        assert machines.reported(cp.plane.engine, ["n1"])["n1"].drained is True
+        # another node's token cannot report for it
+        r = await cp.client.post("/api/nodes/n1/heartbeat", json=drained, headers=cp.callback("n2"))
+        assert r.status_code == 403

@@ -51,6 +51,17 @@ async def post_raw(cp: Running, path: str, body: str, headers: dict[str, str]) -
         ("heartbeat", '{"usage": {"mem_total_bytes": Infinity}}', 400),
         ("heartbeat", '{"usage": {"cpus": NaN}}', 400),
         ("heartbeat", '{"usage": {"disk_total_bytes": 1e300}}', 422),
+        # the activity a node reports keeps it from being reaped: only counts are stored
+        ("heartbeat", '{"activity": {"turns": -1}}', 422),
+        ("heartbeat", '{"activity": {"terminals": 1e300}}', 422),
+        ("heartbeat", '{"activity": {"background": 10000000000}}', 422),
+        ("heartbeat", '{"activity": {"turns": "1"}}', 422),
+        ("heartbeat", '{"activity": {"permissions": 1.5}}', 422),
+        ("heartbeat", '{"activity": {"turns": true}}', 422),
+        ("heartbeat", '{"activity": [1, 2]}', 422),
+        ("heartbeat", '{"activity": {"turns": NaN}}', 400),
+        ("heartbeat", '{"drained": "yes"}', 422),
+        ("heartbeat", '{"drained": 1}', 422),
     ],
 )
 async def test_non_finite_or_absurd_totals_are_refused_and_not_stored(

@@ -162,7 +162,16 @@ async def gateway(
     tmp: Path, url: str, token: str, *args: str, on_request: RequestHandler | None = None
 ) -> AsyncIterator[AcpClient]:
     """`vm-agent acp` with these flags, driven by an ``AcpClient``; stderr goes to a file."""
-    argv = vm_agent("acp", "--url", url, "--token", token, *args)
+    async with acp_gateway(tmp, "--url", url, "--token", token, *args, on_request=on_request) as c:
+        yield c
+
+
+@asynccontextmanager
+async def acp_gateway(
+    tmp: Path, *args: str, on_request: RequestHandler | None = None
+) -> AsyncIterator[AcpClient]:
+    """`vm-agent acp` with exactly these flags (``gateway`` adds --url and --token)."""
+    argv = vm_agent("acp", *args)
     log = tmp / "gateway.err"
     with log.open("ab") as err:
         process = await anyio.open_process(argv, env=base_env(), stderr=err)

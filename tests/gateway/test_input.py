@@ -20,7 +20,9 @@ async def test_bad_input_gets_acp_errors_and_stdin_closed_exits_zero(tmp_path: P
         async with gateway(tmp_path, d.url, d.plane.viewer_token(), *args) as client:
             await client.call("initialize", INIT)
             cases = [
-                ("session/set_mode", {"sessionId": "x", "modeId": "y"}, -32601),
+                ("session/set_mode", {"sessionId": "x", "modeId": "y"}, -32002),
+                ("session/set_config_option", {"sessionId": "x", "configId": "y"}, -32602),
+                ("authenticate", {"methodId": "x"}, -32601),  # the token is the authentication
                 ("no/such_method", {}, -32601),
                 ("session/new", {"cwd": "/x"}, -32602),  # mcpServers missing
                 ("session/new", [1, 2], -32602),

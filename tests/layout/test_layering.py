@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "vm_agent.edge": 1,
     "vm_agent.containment": 2,
     "vm_agent.acp": 3,
+    "vm_agent.gitwork": 3,
     "vm_agent.runtime": 3,
     "vm_agent.session": 4,
     "vm_agent.workspace": 4,

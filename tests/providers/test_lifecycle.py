@@ -16,6 +16,7 @@ from control_plane.providers.lifecycle import (
     next_step,
     orphans,
 )
+from control_plane.storage.machines import reported_work
 
 T = Timings(
     ready_deadline_s=900, warm_window_s=300, lifetime_cap_s=86400,
@@ -30,6 +31,7 @@ def facts(**kw: object) -> NodeFacts:
 
 
 READY = dict(phase=P.READY, requested_at=1000.0, ready_at=2000.0, last_heard_at=9990.0)
+DRAINING = {**READY, "phase": P.DRAINING, "drain_started_at": 9900.0}
 
 CASES: list[tuple[str, NodeFacts, Step, bool]] = [
     ("requested: create", facts(), Step.CREATE, False),
@@ -52,8 +54,14 @@ CASES: list[tuple[str, NodeFacts, Step, bool]] = [
     ("ready, idle, not heard lately: kept (its heartbeat is old)", facts(**{**READY, "last_heard_at": 9800.0}, idle_since=1.0), Step.WAIT, False),
     ("ready, silent past lost: delete, tasks placed again", facts(**{**READY, "last_heard_at": 9000.0}, open_tasks=2), Step.DELETE, True),
     ("ready, past the lifetime cap: drain even if busy", facts(**{**READY, "ready_at": 10_000.0 - 86400}, open_tasks=1), Step.DRAIN, False),
-    ("draining, busy: wait", facts(**{**READY, "phase": P.DRAINING}, reported_busy=True), Step.WAIT, False),
-    ("draining, done: delete", facts(**{**READY, "phase": P.DRAINING}), Step.DELETE, False),
+    ("draining, busy: wait", facts(**DRAINING, reported_busy=True), Step.WAIT, False),
+    ("draining, idle but not said drained: wait for the daemon", facts(**DRAINING), Step.WAIT, False),
+    ("draining, the daemon said drained: delete", facts(**DRAINING, reported_drained=True), Step.DELETE, False),
+    ("draining, drained said before the drain began: wait", facts(**{**DRAINING, "drain_started_at": 9995.0}, reported_drained=True), Step.WAIT, False),
+    ("draining, drained but a task still open: wait", facts(**DRAINING, reported_drained=True, open_tasks=1), Step.WAIT, False),
+    ("draining, busy past the drain deadline: delete", facts(**{**DRAINING, "drain_started_at": 10_000.0 - 3600}, reported_busy=True), Step.DELETE, False),
+    ("draining, silent past lost: delete", facts(**{**DRAINING, "last_heard_at": 9000.0}, reported_busy=True), Step.DELETE, False),
+    ("draining, an old row (no drain start): its deadline counts from the request", facts(**{**DRAINING, "drain_started_at": None}), Step.DELETE, False),
     ("deleting: observe", facts(phase=P.DELETING, provider_id="7", delete_sent_at=9990.0), Step.OBSERVE, False),
     ("deleting, still there, in flight: wait", facts(phase=P.DELETING, provider_id="7", delete_sent_at=9990.0, listed=True, vm_found=True), Step.WAIT, False),
     ("deleting, still there past the grace: again", facts(phase=P.DELETING, provider_id="7", delete_sent_at=9000.0, listed=True, vm_found=True), Step.DELETE, False),
@@ -81,6 +89,54 @@ def test_a_long_turn_spanning_many_warm_windows_is_never_drained() -> None:
         heard = now - (90 if minute % 7 == 0 else 20)  # some heartbeats lost
         d = next_step(replace(f, now=now, last_heard_at=heard), replace(T, lifetime_cap_s=1e9))
         assert d.step is Step.WAIT, (minute, d.reason)
+
+
+def test_a_terminal_or_background_work_keeps_the_node_through_many_windows() -> None:
+    # what the heartbeat's activity says (a terminal left open, a dev server) is `busy`;
+    # heartbeats lost for less than the stale deadline keep what the last one said
+    for activity in ({"terminals": 1}, {"background": 2}, {"permissions": 1}, {"turns": 1}):
+        busy = reported_work([], {"activity": activity})
+        f = facts(**READY, idle_since=2000.0, reported_busy=busy)
+        for minute in range(0, 120):
+            now = 10_000.0 + minute * 60
+            heard = now - (110 if minute % 5 == 0 else 15)
+            d = next_step(replace(f, now=now, last_heard_at=heard), T)
+            assert d.step is Step.WAIT, (activity, minute, d.reason)
+
+
+def test_a_drain_waits_for_the_long_turn_then_deletes_once_drained() -> None:
+    # the lifetime cap drains a node with a turn in flight: never deleted while it runs
+    # (within the drain deadline), deleted on the first heartbeat saying drained
+    f = facts(**DRAINING, reported_busy=True)
+    for minute in range(0, 50):
+        now = 10_000.0 + minute * 60
+        d = next_step(replace(f, now=now, last_heard_at=now - 20), T)
+        assert d.step is Step.WAIT, (minute, d.reason)
+    done = replace(f, now=13_000.0, last_heard_at=12_990.0, reported_busy=False)
+    assert next_step(done, T).step is Step.WAIT
+    assert next_step(replace(done, reported_drained=True), T).step is Step.DELETE
+
+
+BUSY_REPORTS: list[tuple[str, list[object], object, bool]] = [
+    ("nothing", [], None, False),
+    ("an idle session", [{"session_id": "s", "state": "ready"}], {"activity": {}}, False),
+    ("a session prompting (an old daemon: no activity)", [{"session_id": "s", "state": "prompting"}], {}, True),
+    ("a turn", [], {"activity": {"turns": 1}}, True),
+    ("a pending permission", [], {"activity": {"permissions": 1}}, True),
+    ("a terminal", [], {"activity": {"terminals": 1}}, True),
+    ("a background process", [], {"activity": {"background": 3}}, True),
+    ("all zero", [], {"activity": {"turns": 0, "permissions": 0, "terminals": 0, "background": 0}}, False),
+    ("junk activity counts as nothing", [], {"activity": {"turns": "1", "terminals": True}}, False),
+    ("activity not a map", [], {"activity": [1]}, False),
+    ("usage not a map", ["junk"], "x", False),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "sessions", "usage", "busy"), BUSY_REPORTS, ids=[c[0] for c in BUSY_REPORTS]
+)
+def test_reported_work(name: str, sessions: list[object], usage: object, busy: bool) -> None:
+    assert reported_work(sessions, usage) is busy
 
 
 def test_the_same_facts_give_the_same_step() -> None:

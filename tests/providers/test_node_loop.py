@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -53,7 +53,7 @@ async def api() -> AsyncIterator[tuple[StandIn, str]]:
         yield standin, endpoint
 
 
-def loop(engine: Engine, endpoint: str, clock: Clock, **kw: Any) -> NodeLifecycle:
+def loop(engine: Engine, endpoint: str, clock: Callable[[], float], **kw: Any) -> NodeLifecycle:
     hetzner = HetznerSettings(
         token=SecretStr(TOKEN), endpoint=endpoint, timeout_s=kw.pop("timeout_s", 10)
     )
@@ -112,16 +112,25 @@ def phase(engine: Engine, node_id: str) -> str:
         )
 
 
-def report(engine: Engine, node_id: str, now: float, states: list[str] | None = None) -> None:
-    """What the node's ready and heartbeats leave in `nodes`."""
+def report(
+    engine: Engine,
+    node_id: str,
+    now: float,
+    states: list[str] | None = None,
+    *,
+    activity: dict[str, int] | None = None,
+    drained: bool = False,
+) -> None:
+    """What the node's ready and heartbeats leave in `nodes` (callbacks.heartbeat)."""
     sessions = [
         {"session_id": f"s{i}", "state": s, "agent": "fake"} for i, s in enumerate(states or [])
     ]
+    usage = {"activity": activity or {}, "drained": drained}
     with engine.begin() as conn:
         conn.execute(
             update(nodes)
             .where(nodes.c.node_id == node_id)
-            .values(ready_at=now, last_heartbeat_at=now, sessions=sessions)
+            .values(ready_at=now, last_heartbeat_at=now, sessions=sessions, usage=usage)
         )
 
 
@@ -169,6 +178,14 @@ async def test_ask_create_boot_ready_warm_reap(engine: Engine, api: tuple[StandI
     with engine.connect() as conn:
         state = conn.execute(select(node_requests.c.state)).scalar_one()
     assert state == "retired"  # placement no longer puts tasks there
+    # deleted only once the daemon says it is drained (it learns of the drain from the
+    # answer to its next heartbeat), never before: a terminal opened meanwhile keeps it
+    clock.now += 30
+    report(engine, "n-1", clock.now, ["ready"], activity={"terminals": 1})
+    assert (await nl.pass_once())["n-1"].step is Step.WAIT
+    assert len(standin.live()) == 1
+    clock.now += 30
+    report(engine, "n-1", clock.now, ["ready"], drained=True)
     assert (await nl.pass_once())["n-1"].step is Step.DELETE
     assert standin.live() == []
     assert (await nl.pass_once())["n-1"].step is Step.FORGET

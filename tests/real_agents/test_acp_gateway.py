@@ -30,6 +30,7 @@ import pytest
 from anyio.abc import TaskStatus
 
 from tests.capabilities import missing
+from tests.daemon.harness import Viewer
 from tests.gateway.harness import INIT, Daemon, allow, daemon, gateway
 from tests.processes import command_line, with_variable
 from tests.real_agents.agents import BIN, JAIL, KITS, SYSTEM_PATH, require_real_agents
@@ -250,6 +251,41 @@ async def test_acpx_persistent_sessions_load_the_session_and_list_it(tmp_path: P
         listed = await a.run("sessions", "list")
         assert listed.code == 0, listed.err
         assert session_id in listed.out and "echo (ready)" in listed.out
+
+
+async def test_acpx_sets_the_remote_agent_s_mode_and_config_option(tmp_path: Path) -> None:
+    async with acpx(tmp_path, "modes", "--scenario", "echo", "--modes") as a:
+        created = await a.run("sessions", "new")
+        assert created.code == 0, created.err
+        session_id = created.out.strip()
+        # acpx prints what it did (not the wire) for these commands.
+        run = await a.run("--ttl", "1", "--format", "json", "set-mode", "code")
+        assert run.code == 0, run.err
+        assert json.loads(run.out)["modeId"] == "code"
+        run = await a.run("--ttl", "1", "--format", "json", "set", "model", "smart")
+        assert run.code == 0, run.err
+        # A mode the agent does not offer: its own error, as acpx was told it.
+        run = await a.run("--ttl", "1", "--format", "json", "set-mode", "nope")
+        assert run.code != 0
+        error = json.loads(run.out)["error"]
+        assert (error["code"], error["message"]) == (-32602, "Invalid params: no mode 'nope'")
+        # The remote agent took both changes, recorded in the session's log with who.
+        async with Viewer.connect(a.d.url, a.d.plane.viewer_token()) as viewer:
+            settings = await viewer.call("session/settings", {"session_id": session_id})
+            assert settings["modes"]["currentModeId"] == "code"
+            assert settings["configOptions"][0]["currentValue"] == "smart"
+            await viewer.call("session/subscribe", {"session_id": session_id})
+            await viewer.until(lambda e: e["data"].get("method") == "session/set_config_option")
+            changed = [e["data"] for e in viewer.events if e["type"] == "agent.settings_changed"]
+            assert [c["params"] for c in changed] == [
+                {"modeId": "code"},
+                {"configId": "model", "value": "smart"},
+            ]  # the refused one is not recorded
+        # The gateway that loads the session for the next prompt tells acpx the modes.
+        run = await a.run("--ttl", "1", "--format", "json", "after the changes")
+        assert run.code == 0, run.err
+        assert _answer(run.wire, "session/load")["result"]["modes"]["currentModeId"] == "code"
+        assert _text(run.wire) == "after the changes"
 
 
 async def test_claude_code_through_the_gateway_asks_the_client_and_runs_the_command(

@@ -35,6 +35,8 @@ PACKAGES: tuple[str, ...] = (
     "sudo",
     "curl",
     "xz-utils",
+    # what the cloud-config's packages step would otherwise install (the guest is offline)
+    "git",
 )
 
 # The root is the whole virtio disk (no partition table), found by name at boot.

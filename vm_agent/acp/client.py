@@ -114,6 +114,9 @@ class AcpClient:
             transport, self._router(), name=name, on_protocol_error=on_protocol_error
         )
         self.info: AgentInfo | None = None
+        # The session's modes and config options, as the agent's session/new (load,
+        # resume) answer offered them (``modes``, ``configOptions``; absent: none offered).
+        self.offered: dict[str, Any] = {}
 
     def _router(self) -> Router:
         s = self.services
@@ -192,17 +195,25 @@ class AcpClient:
 
     async def new_session(self, cwd: str) -> str:
         raw = await self.conn.request("session/new", {"cwd": cwd, "mcpServers": []})
-        return _validated(schema.NewSessionResponse, raw, "session/new").session_id
+        session_id = _validated(schema.NewSessionResponse, raw, "session/new").session_id
+        self._keep_offered(raw)
+        return session_id
 
     async def load_session(self, session_id: str, cwd: str) -> None:
-        await self.conn.request(
+        raw = await self.conn.request(
             "session/load", {"sessionId": session_id, "cwd": cwd, "mcpServers": []}
         )
+        self._keep_offered(raw)
 
     async def resume_session(self, session_id: str, cwd: str) -> None:
-        await self.conn.request(
+        raw = await self.conn.request(
             "session/resume", {"sessionId": session_id, "cwd": cwd, "mcpServers": []}
         )
+        self._keep_offered(raw)
+
+    def _keep_offered(self, raw: Any) -> None:
+        if isinstance(raw, dict):
+            self.offered = {k: raw[k] for k in ("modes", "configOptions") if raw.get(k)}
 
     async def prompt(
         self, session_id: str, prompt: list[dict[str, Any]], *, sent: anyio.Event | None = None
@@ -222,6 +233,20 @@ class AcpClient:
 
     async def set_mode(self, session_id: str, mode_id: str) -> None:
         await self.conn.request("session/set_mode", {"sessionId": session_id, "modeId": mode_id})
+        modes = self.offered.get("modes")
+        if isinstance(modes, dict):
+            self.offered["modes"] = {**modes, "currentModeId": mode_id}
+
+    async def set_config_option(self, session_id: str, change: dict[str, Any]) -> Any:
+        """``change``: ``configId`` and ``value`` (and ``type`` for a boolean option), as
+        the viewer gave them; the agent's answer (``configOptions``, all of them now)."""
+        raw = await self.conn.request(
+            "session/set_config_option", {**change, "sessionId": session_id}
+        )
+        options = raw.get("configOptions") if isinstance(raw, dict) else None
+        if isinstance(options, list):
+            self.offered["configOptions"] = options
+        return raw
 
 
 _MAX_AUTH_METHODS = 16

@@ -4,7 +4,10 @@
 - `client`: `ControlPlaneClient` (httpx + tenacity retries; 401/403 as exceptions);
 - `outbox`: `OutboxSender` (the event log past a delivery cursor, acknowledged batches);
 - `usage`: `node_usage()` for heartbeats;
-- `link`: `ControlLink` (ready, heartbeats, token refresh, agent credentials, status).
+- `activity`: what runs on the node (turns, pending permissions, terminals, processes in
+  the sessions' cgroups) for heartbeats, and whether a draining daemon is drained;
+- `link`: `ControlLink` (ready, heartbeats, token refresh, agent credentials, status, the
+  drain the control plane asks for in a heartbeat's answer).
 
 May import the session and what is below it; never server or daemon.
 """

@@ -76,6 +76,7 @@ class Credentials(NamedTuple):
 class HeartbeatAnswer(NamedTuple):
     interval_s: float | None
     token: str | None
+    drain: bool = False  # the control plane drains this node: no new sessions
 
 
 class _Retryable(Exception):
@@ -130,19 +131,30 @@ class ControlPlaneClient:
         await self._post("ready", _json({"version": version, "capacity": dict(capacity)}))
 
     async def heartbeat(
-        self, sessions: Sequence[Mapping[str, Any]], usage: Mapping[str, Any]
+        self,
+        sessions: Sequence[Mapping[str, Any]],
+        usage: Mapping[str, Any],
+        activity: Mapping[str, int] | None = None,
+        drained: bool = False,
     ) -> HeartbeatAnswer:
-        body = _json({"sessions": [dict(s) for s in sessions], "usage": dict(usage)})
-        answer = await self._post("heartbeat", body)
+        fields: dict[str, Any] = {"sessions": [dict(s) for s in sessions], "usage": dict(usage)}
+        if activity is not None:
+            fields["activity"] = dict(activity)
+        if drained:
+            fields["drained"] = True
+        answer = await self._post("heartbeat", _json(fields))
         interval = answer.get("interval_s")
         token = answer.get("token")
+        drain = answer.get("drain", False)
+        if not isinstance(drain, bool):
+            raise CallbackProtocolError("heartbeat answer: drain is not a boolean")
         if interval is not None and (
             not isinstance(interval, int | float) or isinstance(interval, bool) or interval <= 0
         ):
             raise CallbackProtocolError("heartbeat answer: interval_s is not a positive number")
         if token is not None and (not isinstance(token, str) or not token.strip()):
             raise CallbackProtocolError("heartbeat answer: token is not a non-empty string")
-        return HeartbeatAnswer(None if interval is None else float(interval), token)
+        return HeartbeatAnswer(None if interval is None else float(interval), token, drain)
 
     async def post_events(self, events: Sequence[Event]) -> tuple[int, int]:
         """Post stored events as they are (each payload is already `{session_id, seq, ...}`)."""
@@ -182,6 +194,17 @@ class ControlPlaneClient:
         if reservation is not None and not isinstance(reservation, dict):
             raise CallbackProtocolError("session details: reservation is not an object")
         return answer
+
+    async def git_token(self, workspace_id: str, access: str) -> tuple[str, float]:
+        """A GitHub installation token for the workspace's repository, and when it expires
+        (epoch seconds); ``access`` is ``read`` (the agent's git) or ``write`` (the push)."""
+        answer = await self._post(f"workspaces/{workspace_id}/git-token", _json({"access": access}))
+        token, expires_at = answer.get("token"), answer.get("expiresAt")
+        if not isinstance(token, str) or not token or "\n" in token:
+            raise CallbackProtocolError("git-token answer: token is not a one-line string")
+        if not isinstance(expires_at, int | float) or isinstance(expires_at, bool):
+            raise CallbackProtocolError("git-token answer: expiresAt is not a number")
+        return token, float(expires_at)
 
     async def renew_certificate(self, csr: str) -> str:
         """The node's new certificate (PEM) for a request signed by its key."""

@@ -20,7 +20,7 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,7 @@ from anyio.abc import TaskStatus
 
 from vm_agent import __version__
 from vm_agent.common.redact import Redactor
+from vm_agent.control_link.activity import drained, session_activity
 from vm_agent.control_link.client import (
     CallbackError,
     CallbackForbidden,
@@ -84,7 +85,10 @@ class ControlLink:
         version: str = __version__,
         capacity: Mapping[str, Any] | None = None,
         tls_context: ssl.SSLContext | None = None,
+        terminals: Callable[[str], int] | None = None,
     ) -> None:
+        """``terminals``: how many people's terminals a session has open (the viewer
+        server's registry, wired by the daemon)."""
         if not settings.control_plane_url:
             raise ValueError("ControlLink needs settings.control_plane_url")
         self.settings = settings
@@ -93,6 +97,8 @@ class ControlLink:
         self.redactor = redactor
         self.timings = timings or LinkTimings()
         self.version = version
+        self.terminals = terminals or (lambda _sid: 0)
+        self.drained_reported = False
         self.capacity = dict(capacity) if capacity is not None else None
         self.interval_s = float(settings.heartbeat_interval_s)
         self.health = LinkHealth(metrics)
@@ -221,14 +227,27 @@ class ControlLink:
             "token_expires_in_s": None if expires is None else round(expires),
             "certificate_expires_in_s": (None if cert_left is None else round(cert_left)),
             "certificate_renewals": None if self.renewer is None else self.renewer.renewals,
+            "draining": self.draining,
         }
 
     async def heartbeat_once(self) -> None:
         """One heartbeat; failures are recorded in `health` (and logged once), not raised."""
         sessions = self._sessions()
         usage = await anyio.to_thread.run_sync(node_usage, self.settings.state_dir)
+        running = list(self.supervisor.sessions.values()) if self.supervisor else []
+        # Reads the sessions' cgroup.procs files: in a worker thread.
+        activity = await anyio.to_thread.run_sync(session_activity, running, self.terminals)
+        if self.supervisor is not None and self.supervisor.draining:
+            # Set before it is said, and checked again with no await since the reading: no
+            # prompt may start between the report and the delete.
+            self.supervisor.drained = True
+            now_running = list(self.supervisor.sessions.values())
+            self.supervisor.drained = drained(now_running, activity)
+        is_drained = self.supervisor is not None and self.supervisor.drained
         try:
-            answer = await self.client.heartbeat(sessions, usage)
+            answer = await self.client.heartbeat(
+                sessions, usage, activity.report(), drained=is_drained
+            )
         except (CallbackUnauthorized, CallbackForbidden):
             await self._reload_token()
             return
@@ -237,11 +256,22 @@ class ControlLink:
             return
         self.last_heartbeat = time.monotonic()
         self.heartbeats += 1
+        if is_drained and not self.drained_reported:
+            self.drained_reported = True
+            log.info("control plane: reported drained (no session runs)")
+        if answer.drain and self.supervisor is not None and not self.supervisor.draining:
+            # One way: the control plane never takes a drain back (the node is deleted).
+            self.supervisor.draining = True
+            log.warning("control plane: this node drains; new sessions are refused")
         if answer.interval_s is not None:
             t = self.timings
             self.interval_s = min(max(answer.interval_s, t.min_interval_s), t.max_interval_s)
         if answer.token is not None and answer.token != self.tokens.value:
             await self._store_refreshed(answer.token)
+
+    @property
+    def draining(self) -> bool:
+        return self.supervisor is not None and self.supervisor.draining
 
     # Internals.
 

@@ -43,6 +43,7 @@ from vm_agent.daemon.assembly import (
     session_config,
     start_policy,
 )
+from vm_agent.daemon.git_wiring import GitWiring, wire_git
 from vm_agent.daemon.stopper import Stopper
 from vm_agent.edge.auth import JwksVerifier
 from vm_agent.eventlog import EventLog
@@ -54,6 +55,7 @@ from vm_agent.runtime.metrics import Metrics
 from vm_agent.runtime.sdnotify import SdNotifier
 from vm_agent.runtime.settings import Settings
 from vm_agent.server import ViewerServer
+from vm_agent.server.terminal_methods import registry_of
 from vm_agent.session.supervisor import Supervisor
 from vm_agent.terminals.orphans import close_orphans
 
@@ -250,6 +252,7 @@ class _Parts:
             lambda: Counter(x.state.value for x in supervisor.sessions.values())
         )
         link: ControlLink | None = None
+        git: GitWiring | None = None  # a task's repository needs the control plane's tokens
         if self.tokens is not None:
             link = ControlLink(
                 s,
@@ -260,10 +263,20 @@ class _Parts:
                 metrics=metrics,
                 verify=self.verify,
                 tls_context=self.tls,
+                # people's terminals are the viewer server's: counted in the heartbeat
+                terminals=lambda sid: len(registry_of(supervisor).of(sid)),
             )
             # Set before any session exists: a session keeps the provider it was made with.
             supervisor.credentials = link.credentials_provider
             supervisor.session_details = link.session_details
+            git = wire_git(
+                socket_path=s.git_credential_socket_path,
+                state_dir=s.state_dir,
+                supervisor=supervisor,
+                client=link.client,
+                redactor=self.redactor,
+                containment=containment,
+            )
         server = ViewerServer(
             settings=s,
             supervisor=supervisor,
@@ -289,6 +302,8 @@ class _Parts:
                 tg.start_soon(port_watch.run)
                 if link is not None:
                     await tg.start(link.run)
+                if git is not None:
+                    await tg.start(git.broker.serve)
                 port = await tg.start(partial(server.serve, s.listen_host, s.listen_port))
                 ready = DaemonReady(
                     s.listen_host,

@@ -17,6 +17,8 @@ EVENT_TYPES: frozenset[str] = frozenset(
         "permission.requested",
         "permission.resolved",
         "agent.crash_report",
+        # a viewer changed the session's mode or a config option (vm_agent/session/agent_settings)
+        "agent.settings_changed",
         # people's terminals (vm_agent/terminals)
         "terminal.opened",
         "terminal.output",

@@ -9,6 +9,7 @@ import anyio
 
 from vm_agent import __version__
 from vm_agent.fake_agent.config import Config
+from vm_agent.fake_agent.modes import Modes
 from vm_agent.fake_agent.scenarios import behaviours
 from vm_agent.fake_agent.transcript import USER, TranscriptStore, first_time
 from vm_agent.fake_agent.turn import Session, Turn, prompt_text, text_chunk
@@ -60,6 +61,10 @@ class FakeAgent:
         }
         if config.resume:
             self._methods["session/resume"] = self._resume_session
+        self.modes = Modes(peer) if config.modes else None
+        if self.modes is not None:
+            self._methods["session/set_mode"] = self.modes.set_mode
+            self._methods["session/set_config_option"] = self.modes.set_config_option
 
     @property
     def load_session(self) -> bool:
@@ -135,7 +140,10 @@ class FakeAgent:
         session_id = "fake-" + os.urandom(16).hex()
         self.sessions[session_id] = Session(session_id, cwd)
         self.store.open(session_id)
-        return {"sessionId": session_id}
+        return {"sessionId": session_id, **self._offered(session_id)}
+
+    def _offered(self, session_id: str) -> dict[str, Any]:
+        return {} if self.modes is None else self.modes.open(session_id)
 
     async def _load_session(self, params: dict[str, Any]) -> dict[str, Any]:
         session_id = _string(params, "sessionId")
@@ -156,7 +164,7 @@ class FakeAgent:
             )
         self.sessions[session_id] = Session(session_id, cwd)
         self.store.open(session_id)
-        return {}
+        return self._offered(session_id)
 
     async def _resume_session(self, params: dict[str, Any]) -> dict[str, Any]:
         session_id = _string(params, "sessionId")
@@ -165,7 +173,7 @@ class FakeAgent:
             raise RpcError(-32002, f"Resource not found: session {session_id}")
         self.sessions[session_id] = Session(session_id, cwd)
         self.store.open(session_id)
-        return {}
+        return self._offered(session_id)
 
     async def _prompt(self, params: dict[str, Any]) -> dict[str, Any]:
         session_id = _string(params, "sessionId")

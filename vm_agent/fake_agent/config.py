@@ -33,6 +33,7 @@ SCENARIOS: tuple[str, ...] = (
     "env",
     "prompt-error",
     "hostile",
+    "commit",
 )
 
 # Scenarios that stream with a pause by default; every other one streams at full speed.
@@ -67,6 +68,7 @@ class Config:
     state_dir: str | None = None
     once: bool = False
     resume: bool = False  # advertise and serve session/resume (a load without replay)
+    modes: bool = False  # offer session modes and a config option, and take changes of them
     timestamps: bool = False  # put the send time in each update's _meta (latency benchmarks)
     auth_on: str | None = None  # refuse this method with -32000 (as codex-acp without a key)
     hang_on: str | None = None  # never answer this method (a start that hangs)
@@ -137,6 +139,7 @@ _OPTIONS: tuple[_Option, ...] = (
 _SWITCHES: tuple[tuple[str, str], ...] = (
     ("--resume", "advertise sessionCapabilities.resume and answer session/resume"),
     ("--once", "crash scenarios crash only the first time per --state-dir"),
+    ("--modes", "offer modes (ask, code) and a config option (model), answer set_mode/_config"),
     ("--timestamps", "put time.time() of each update's send in its _meta (vm_agent/sent_at)"),
 )
 

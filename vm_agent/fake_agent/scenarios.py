@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
+from vm_agent.fake_agent.commit import commit
 from vm_agent.fake_agent.hostile import hostile
 from vm_agent.fake_agent.tools import tools
 from vm_agent.fake_agent.transcript import AGENT
@@ -189,4 +190,5 @@ def behaviours() -> dict[str, PromptBehaviour]:
         "env": env,
         "prompt-error": prompt_error,
         "hostile": hostile,
+        "commit": commit,
     }

@@ -4,7 +4,9 @@ remote session as if it were a local agent.
 
 `mapping.py` and `feed.py` are the pure core (what a client's call becomes, what an event of
 the durable log becomes for the client); `link.py` (the websocket to the daemon, resumed
-from the last seq), `stdio.py` and `agent.py` are the I/O shell.
+from the last seq, its token renewed when one is given), `control_plane.py` (`--task`:
+where a task's session is, asked of the control plane), `stdio.py` and `agent.py` are the
+I/O shell.
 
 May import: `vm_agent.jsonrpc`, `vm_agent.common` and the `acp` package's models; it is a
 client of the daemon (like `vm-agent attach`), never a part of it.

@@ -68,6 +68,8 @@ class Gateway:
                 "session/load": self.load_session,
                 "session/list": self.list_sessions,
                 "session/prompt": self.prompt,
+                "session/set_mode": self.set_mode,
+                "session/set_config_option": self.set_config_option,
             },
             {"session/cancel": self.cancel},
         )
@@ -143,8 +145,9 @@ class Gateway:
             described = await self._ready(described)
             head = int(described.get("head_seq") or 0)
             await self._follow(self.options.session, after_seq=head, replay_until=head)
+            settings = await self._offered(self.options.session)
             self._opened(self.options.session)
-            return {"sessionId": self.options.session}
+            return {"sessionId": self.options.session, **settings}
         if self.options.agent is None:
             raise JsonRpcError(
                 INVALID_REQUEST,
@@ -164,8 +167,9 @@ class Gateway:
             raise failure
         head = int(described.get("head_seq") or 0)
         await self._follow(session_id, after_seq=0, replay_until=head)
+        settings = await self._offered(session_id)
         self._opened(session_id)
-        return {"sessionId": session_id}
+        return {"sessionId": session_id, **settings}
 
     async def _start(self, params: dict[str, Any]) -> dict[str, Any]:
         assert self.link is not None
@@ -226,8 +230,9 @@ class Gateway:
         head = int(described.get("head_seq") or 0)
         # The history is the daemon's log from the first event: replayed before the answer.
         await self._follow(args.session_id, after_seq=0, replay_until=head)
+        settings = await self._offered(args.session_id)
         self._opened(args.session_id)
-        return {}
+        return settings
 
     async def list_sessions(self, raw: Any) -> dict[str, Any]:
         assert self.link is not None
@@ -256,6 +261,30 @@ class Gateway:
             self._waiters.pop(prompt_id, None)
         assert waiter.finished is not None
         return m.prompt_answer(outcome, waiter.finished.crash_report)
+
+    async def _offered(self, session_id: str) -> dict[str, Any]:
+        """The modes and config options the remote agent offered for the session."""
+        assert self.link is not None
+        return m.offered(await self.link.call("session/settings", {"session_id": session_id}))
+
+    async def set_mode(self, raw: Any) -> dict[str, Any]:
+        session_id, params = m.parse_set_mode(raw)
+        await self._change(session_id, "session/set_mode", params)
+        return {}
+
+    async def set_config_option(self, raw: Any) -> dict[str, Any]:
+        session_id, params = m.parse_set_config_option(raw)
+        answer = await self._change(session_id, "session/set_config_option", params)
+        options = answer.get("configOptions") if isinstance(answer, dict) else None
+        return {"configOptions": options if isinstance(options, list) else []}
+
+    async def _change(self, session_id: str, method: str, params: dict[str, Any]) -> Any:
+        """Relayed by the daemon to the agent; its refusal is the client's error as is.
+        Repeating one after a drop is harmless: setting a mode twice sets it once."""
+        assert self.link is not None
+        if session_id not in self.sessions:
+            raise m.unknown_session(session_id)
+        return await self.link.call(method, params)
 
     def cancel(self, raw: Any) -> None:
         try:

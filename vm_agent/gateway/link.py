@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -32,6 +32,7 @@ _BACKOFF_FIRST_S, _BACKOFF_MAX_S = 0.2, 5.0
 # How long a call waits for the daemon to come back before the client is told it cannot.
 DOWN_LIMIT_S = 120.0
 EVENTS_DROPPED = -32004  # the viewer API's code: retention dropped events asked for
+CLOSE_UNAUTHORIZED = 4001  # the daemon closes a viewer whose token expired with this
 _RETRYABLE = (OSError, InvalidHandshake, ConnectionClosed, TimeoutError, PeerClosed)
 
 
@@ -47,11 +48,23 @@ class DaemonLink:
         tls: ssl.SSLContext | None,
         on_event: NotificationHandler,
         resume_points: Callable[[], dict[str, int]],
+        *,
+        renew: Callable[[], Awaitable[str]] | None = None,
+        server_hostname: str | None = None,
     ) -> None:
-        """``resume_points``: the open sessions with the last seq seen of each."""
+        """``resume_points``: the open sessions with the last seq seen of each. ``renew``:
+        a fresh token, asked when the daemon closes the connection because the token
+        expired (4001) or refuses it (401) at a reconnect (``--task``: the control plane
+        mints it); without it, either ends the link. ``server_hostname``: the name the
+        daemon's certificate must carry when it is not the URL's host."""
         self.url = url
         self._token = token
         self._tls = tls
+        self._renew = renew
+        self._server_hostname = server_hostname
+        self._stale = False  # the token expired: renew it before the next handshake
+        self._transport: WebSocketClientTransport | None = None
+        self.renewals = 0  # tokens renewed (tests and logs)
         self._on_event = on_event
         self._resume_points = resume_points
         self._conn: Connection | None = None
@@ -81,6 +94,9 @@ class DaemonLink:
                             started = True
                         await conn.closed.wait()
                         tg.cancel_scope.cancel()
+                    if self._closed_for_expiry():
+                        log.info("the daemon closed the connection: the token expired")
+                        self._stale = True
                     log.warning("the connection to the daemon dropped; resuming")
             except (LinkFailed, *_RETRYABLE) as exc:
                 if not started:
@@ -118,8 +134,19 @@ class DaemonLink:
             with anyio.CancelScope(shield=True), anyio.move_on_after(2):
                 await conn.aclose()
 
+    def _closed_for_expiry(self) -> bool:
+        return self._transport is not None and self._transport.close_code == CLOSE_UNAUTHORIZED
+
     async def _open(self) -> Connection:
+        renewed = False
+        if self._stale and self._renew is not None:
+            self._token = await self._renew()  # OSError when it cannot: retried
+            self._stale, renewed = False, True
+            self.renewals += 1
+            log.warning("renewed the viewer token (the last one expired)")
         tls: dict[str, Any] = {} if self._tls is None else {"ssl": self._tls}
+        if self._tls is not None and self._server_hostname is not None:
+            tls["server_hostname"] = self._server_hostname
         try:
             ws = await connect(
                 self.url,
@@ -130,12 +157,16 @@ class DaemonLink:
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
+            if status == 401 and self._renew is not None and not renewed:
+                self._stale = True  # expired while we were away: once more, renewed
+                return await self._open()
             if status in (401, 403):
                 raise LinkFailed(f"the daemon refused the token (HTTP {status})") from exc
             raise
         self.connections += 1
+        self._transport = WebSocketClientTransport(ws)
         return Connection(
-            WebSocketClientTransport(ws),
+            self._transport,
             router(notifications={"session/event": self._on_event}),
             name="daemon",
         )

@@ -170,6 +170,38 @@ def parse_cancel(raw: Any) -> str:
     return parse_params(schema.CancelNotification, params, "session/cancel").session_id
 
 
+def parse_set_mode(raw: Any) -> tuple[str, dict[str, Any]]:
+    """The session and the viewer API's ``session/set_mode`` params."""
+    params = _object(raw, "session/set_mode")
+    args = parse_params(schema.SetSessionModeRequest, params, "session/set_mode")
+    return args.session_id, {"session_id": args.session_id, "mode_id": args.mode_id}
+
+
+def parse_set_config_option(raw: Any) -> tuple[str, dict[str, Any]]:
+    """The session and the viewer API's ``session/set_config_option`` params (a boolean
+    option's request says ``type: boolean``; a select option's value is an id)."""
+    params = _object(raw, "session/set_config_option")
+    method = "session/set_config_option"
+    args: schema.SetSessionConfigOptionSelectRequest | schema.SetSessionConfigOptionBooleanRequest
+    if params.get("type") == "boolean":
+        if not isinstance(params.get("value"), bool):  # the model would take "yes" as true
+            raise JsonRpcError(INVALID_PARAMS, f"invalid {method} params: value must be a boolean")
+        args = parse_params(schema.SetSessionConfigOptionBooleanRequest, params, method)
+    else:
+        args = parse_params(schema.SetSessionConfigOptionSelectRequest, params, method)
+    change = {"session_id": args.session_id, "config_id": args.config_id, "value": args.value}
+    return args.session_id, change
+
+
+def offered(settings: Any) -> dict[str, Any]:
+    """What the remote agent offered for a session (``modes``, ``configOptions``, from the
+    viewer API's ``session/settings``), for the client's session/new or session/load
+    answer; nothing when it offered none."""
+    if not isinstance(settings, dict):
+        return {}
+    return {k: settings[k] for k in ("modes", "configOptions") if settings.get(k)}
+
+
 def prompt_answer(outcome: dict[str, Any], crash_report: dict[str, Any] | None) -> dict[str, Any]:
     """The ``session/prompt`` answer for the daemon's outcome (docs/outcomes.md), or the ACP
     error it raises. ``crash_report``: the last ``agent.crash_report`` of this prompt."""

@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     agents_as_root: bool = False
     # Session cgroups (v2); off: process groups only.
     cgroups: bool = True
+    # The socket the workspaces' git credential helper asks (issue 23); any local process
+    # may connect, the answer depends on whose session it is. None: in the first workspace
+    # root (the daemon's, 0755: agents reach it, only root writes it; one per daemon).
+    git_credential_socket: Path | None = None
     # Limits when a session's reservation does not say (memory: default 3/4 of the machine).
     session_memory_mb: int | None = Field(default=None, gt=0)
     session_cpu_millis: int | None = Field(default=None, gt=0)
@@ -195,6 +199,12 @@ class Settings(BaseSettings):
     @property
     def workspace_root_paths(self) -> tuple[PurePosixPath, ...]:
         return parse_roots(self.workspace_roots)
+
+    @property
+    def git_credential_socket_path(self) -> Path:
+        if self.git_credential_socket is not None:
+            return self.git_credential_socket
+        return Path(str(self.workspace_root_paths[0])) / ".vm-agent-git-credential.sock"
 
 
 M = TypeVar("M", bound=BaseSettings)

@@ -3,7 +3,8 @@
 Scopes (docs/viewer-api.md): ``read`` may list and subscribe; ``write`` may also start,
 prompt, cancel, stop, recover and answer permissions; both only for the sessions the token's
 user (``sub``) owns. ``node`` is the control plane's own connection: every method on every
-session of the node, and it may name the ``owner`` of a session it starts. A session with no
+session of the node, and it may name the ``owner`` of a session it starts, give it a
+``repository``, and call ``workspace/push``. A session with no
 owner (started by the node scope without one, or kept from before owners existed) is the
 node's alone.
 """
@@ -29,7 +30,17 @@ TERMINAL_READ = frozenset({"terminal/list", "terminal/snapshot"})
 TERMINAL_WRITE = frozenset({"terminal/open", "terminal/input", "terminal/resize", "terminal/close"})
 # Streams to a port the session listens on (``port_forward``): they reach its servers.
 PORT_WRITE = frozenset({"port/open", "port/send", "port/close"})
-READ_METHODS = frozenset({"session/list", "session/subscribe"}) | WORKSPACE_READ | TERMINAL_READ
+# A session's modes and config options (``settings_methods``): reading, and changing.
+SETTINGS_READ = frozenset({"session/settings"})
+SETTINGS_WRITE = frozenset({"session/set_mode", "session/set_config_option"})
+READ_METHODS = (
+    frozenset({"session/list", "session/subscribe"})
+    | WORKSPACE_READ
+    | TERMINAL_READ
+    | SETTINGS_READ
+)
+# What only the control plane's own connection may call (issue 23: the task branch's push).
+NODE_METHODS = frozenset({"workspace/push"})
 WRITE_METHODS = (
     frozenset(
         {
@@ -44,6 +55,7 @@ WRITE_METHODS = (
     )
     | TERMINAL_WRITE
     | PORT_WRITE
+    | SETTINGS_WRITE
 )
 
 
@@ -65,6 +77,8 @@ def check_method(method: str, grant: Grant) -> None:
     """Raises ``Denied`` when the token's scopes do not cover ``method``."""
     if grant.node:
         return
+    if method in NODE_METHODS:
+        raise Denied(f"forbidden: {method} is the control plane's (the 'node' scope)")
     if method in WRITE_METHODS and not grant.write:
         raise Denied(f"forbidden: {method} needs the 'write' scope")
     if method in READ_METHODS and not (grant.read or grant.write):
@@ -79,6 +93,13 @@ def may_reach(grant: Grant, owner: str | None) -> bool:
 def check_reach(grant: Grant, owner: str | None, session_id: str) -> None:
     if not may_reach(grant, owner):
         raise Denied(f"forbidden: session {session_id!r} belongs to another user")
+
+
+def check_repository_at_start(grant: Grant, repository: object | None) -> None:
+    """Only the node scope may have a session clone a repository (it names the workspace
+    whose git token the daemon then asks for)."""
+    if repository is not None and not grant.node:
+        raise Denied("forbidden: only the 'node' scope may start a session with a repository")
 
 
 def owner_at_start(grant: Grant, requested: str | None) -> str | None:

@@ -15,12 +15,20 @@ from vm_agent.eventlog import EventsDropped
 from vm_agent.jsonrpc.connection import Router
 from vm_agent.jsonrpc.errors import INVALID_REQUEST, JsonRpcError
 from vm_agent.process.catalog import CatalogError
-from vm_agent.server import access, errors, port_forward, terminal_methods, workspace_methods
+from vm_agent.server import (
+    access,
+    errors,
+    port_forward,
+    push_method,
+    terminal_methods,
+    workspace_methods,
+)
 from vm_agent.server import params as p
 from vm_agent.server.access import Grant
 from vm_agent.server.fanout import FanOut, Subscription
 from vm_agent.server.prompts import PromptRuns
 from vm_agent.server.protocols import Identity
+from vm_agent.server.settings_methods import handlers as settings_handlers
 from vm_agent.server.transport import WebSocketTransport
 from vm_agent.session.session import AgentSession, SessionRefused
 from vm_agent.session.start_policy import CapReached, NotYours
@@ -65,6 +73,8 @@ class ViewerMethods:
             **workspace_methods.handlers(self._session),
             **terminal_methods.handlers(self._session, self.ctx),
             **port_forward.PortForwards(self.ctx, self._session).handlers(),
+            **settings_handlers(self._session, lambda: self.ctx.identity.subject),
+            **push_method.handlers(self._session, self.ctx.supervisor),
         }
         requests = {name: self._guard(name, fn) for name, fn in table.items()}
         requests["auth"] = self._second_auth
@@ -103,6 +113,7 @@ class ViewerMethods:
         args = p.parse(p.StartParams, "session/start", raw)
         try:
             owner = access.owner_at_start(self.ctx.grant, args.owner)
+            access.check_repository_at_start(self.ctx.grant, args.repository)
         except access.Denied as exc:
             raise errors.forbidden(str(exc)) from None
         log.info(
@@ -124,6 +135,7 @@ class ViewerMethods:
                     reservation=args.reservation,
                     owner=owner,
                     node_scope=self.ctx.grant.node,
+                    repository=args.repository,
                 )
         except NotYours as exc:
             raise errors.forbidden(str(exc)) from None
@@ -139,6 +151,8 @@ class ViewerMethods:
     async def prompt(self, raw: Any) -> dict[str, Any]:
         args = p.parse(p.PromptParams, "session/prompt", raw)
         session = self._session(args.session_id)
+        if self.ctx.supervisor.drained and args.prompt_id not in session.outcomes:
+            raise errors.refused("this node is drained and about to be deleted: no new prompts")
         try:
             outcome = await self.ctx.prompts.run(
                 self.ctx.server_tg, session, args.prompt_id, args.prompt

@@ -6,6 +6,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from vm_agent.gitwork.spec import RepositorySpec
 from vm_agent.jsonrpc.errors import JsonRpcError
 from vm_agent.jsonrpc.validation import short_validation_message
 from vm_agent.session.start_policy import StartPolicy, effective_reservation
@@ -25,6 +26,8 @@ class StartParams(_Params):
     acp_session_id: str | None = Field(default=None, min_length=1, max_length=256)
     # The user the session is for: the node scope only (the control plane starting it).
     owner: str | None = Field(default=None, min_length=1, max_length=256)
+    # The task's repository, cloned before the agent starts: the node scope only.
+    repository: RepositorySpec | None = None
 
     @field_validator("reservation")
     @classmethod

@@ -234,6 +234,7 @@ class AgentRun:
                 timed_out=isinstance(exc, TimeoutError),
             )
         else:
+            self.client = client  # before the report: it may re-apply a mode through it
             await report.opened(self, info, acp_id, load is not None)
             return True
         await proc.stop(self.config.stop_timings)

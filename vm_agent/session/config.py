@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from vm_agent.common.redact import Redactor
 from vm_agent.core.machine import SessionPolicy
+from vm_agent.gitwork.push import GitWork
 from vm_agent.jsonrpc.framing import DEFAULT_MAX_LINE_BYTES
 from vm_agent.process.agent_env import DEFAULT_ALLOWED
 from vm_agent.process.agent_process import StopTimings
@@ -43,3 +44,5 @@ class SessionConfig:
     # fs/* and terminal/output requests of one agent handled at once (memory bound).
     max_heavy_requests: int = 4
     terminal_output_limit: int = 1024 * 1024
+    # A task's repository (issue 23): clone, credentials, push; None: no control plane.
+    git: GitWork | None = None

@@ -7,21 +7,30 @@ causes keep the machine's order.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+import anyio
 
 from vm_agent.acp.client import AgentInfo
 from vm_agent.common.redact import Redactor
 from vm_agent.core import events as ev
 from vm_agent.core.classifier import ExitFacts
 from vm_agent.core.machine import SessionMachine
-from vm_agent.core.vocabulary import SessionState
+from vm_agent.core.vocabulary import OutcomeKind, SessionState
+from vm_agent.jsonrpc.connection import PeerClosed
+from vm_agent.jsonrpc.errors import JsonRpcError
 from vm_agent.session.agent_run import AgentRun, StartFailure
 from vm_agent.session.journal import SessionJournal
 from vm_agent.session.traffic import Clock
 
+log = logging.getLogger(__name__)
+
 # The session's feed: an event, and facts for the `session.state` event it may cause.
 Feed = Callable[..., Awaitable[object]]
+# How long a recovered process may take over each mode or config change it is given again.
+REAPPLY_TIMEOUT_S = 10.0
 
 
 class RunReports:
@@ -39,16 +48,47 @@ class RunReports:
         self._clock = clock
         self._feed = feed
         self.auth_methods: tuple[dict[str, Any], ...] = ()  # as the last agent advertised
+        # The last mode and each config option's last value viewers set (agent_settings),
+        # by (method, what): a process that takes the session up again starts in the
+        # agent's defaults, so a recovery sets them again before the session takes prompts.
+        self.changes: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def auth_fields(self) -> dict[str, Any]:
+        """What the agent advertised, while the session is in error for want of it."""
+        machine = self._machine
+        if (
+            machine.state is SessionState.ERROR
+            and machine.error_outcome is OutcomeKind.AUTH_REQUIRED
+        ):
+            return {"auth_methods": list(self.auth_methods)}
+        return {}
 
     async def opened(
         self, run: AgentRun, info: AgentInfo, acp_session_id: str, loaded: bool
     ) -> None:
         self.auth_methods = info.auth_methods
-        now = self._clock()
         if self._machine.state is SessionState.RECOVERING:
+            await self._reapply(run, acp_session_id)
+            now = self._clock()
             await self._feed(ev.RecoverySucceeded(now, acp_session_id, loaded=loaded))
         else:
+            now = self._clock()
             await self._feed(ev.AgentReady(now, acp_session_id, info.load_session, loaded=loaded))
+
+    async def _reapply(self, run: AgentRun, acp_session_id: str) -> None:
+        client = run.client
+        if client is None:
+            return
+        for (method, _), change in list(self.changes.items()):
+            try:
+                with anyio.fail_after(REAPPLY_TIMEOUT_S):
+                    if method == "session/set_mode":
+                        await client.set_mode(acp_session_id, str(change["modeId"]))
+                    else:
+                        await client.set_config_option(acp_session_id, change)
+            except (JsonRpcError, PeerClosed, TimeoutError) as exc:
+                # The session goes on in the agent's default; viewers can set it again.
+                log.warning("session %s: %s not re-applied: %s", run.session_id, method, exc)
 
     async def failed(self, failure: StartFailure) -> None:
         message = self._redactor.redact(failure.message)

@@ -21,8 +21,9 @@ from vm_agent.containment.session import SessionContainment
 from vm_agent.core import actions as a
 from vm_agent.core import events as ev
 from vm_agent.core.machine import SessionMachine
-from vm_agent.core.vocabulary import OutcomeKind, SessionState
+from vm_agent.core.vocabulary import SessionState
 from vm_agent.eventlog import EventLog, SessionRecord
+from vm_agent.gitwork.spec import RepositorySpec
 from vm_agent.jsonrpc.errors import INTERNAL_ERROR
 from vm_agent.process.catalog import AgentSpec
 from vm_agent.session.agent_run import AgentRun
@@ -31,6 +32,7 @@ from vm_agent.session.crash_report import CrashReport
 from vm_agent.session.journal import SessionJournal
 from vm_agent.session.outcome import Outcome
 from vm_agent.session.prompt_book import PromptBook, SessionRefused
+from vm_agent.session.repository import clone_before_start, kept_metadata, repository_fields
 from vm_agent.session.run_reports import RunReports
 from vm_agent.session.traffic import (
     Clock,
@@ -63,9 +65,11 @@ class AgentSession:
         reservation: str | dict[str, Any] | None = None,
         owner: str | None = None,
         containment: SessionContainment | None = None,
+        repository: RepositorySpec | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         self.id = session_id
+        self.repository = repository  # cloned before the first agent starts (issue 23)
         self.containment = containment
         self.spec = spec
         self.cwd = cwd
@@ -87,9 +91,7 @@ class AgentSession:
             self.machine.state = SessionState.STOPPED
             self.machine.acp_session_id = restored.acp_session_id
             self.machine.load_session = bool(restored.metadata.get("load_session"))
-            self.reservation = restored.metadata.get("reservation")
-            owner_kept = restored.metadata.get("owner")
-            self.owner = owner_kept if isinstance(owner_kept, str) else None
+            self.reservation, self.owner, self.repository = kept_metadata(restored.metadata)
         self._load_first = load_acp_session
         self._clock = clock
         self._run: AgentRun | None = None
@@ -150,17 +152,9 @@ class AgentSession:
             "error": self.machine.error,
             "reservation": self.reservation,
             "owner": self.owner,
-            **self._auth_fields(),
+            **self._reports.auth_fields(),
+            **repository_fields(self.repository),
         }
-
-    def _auth_fields(self) -> dict[str, Any]:
-        """What the agent advertised, while the session is in error for want of it."""
-        if (
-            self.state is SessionState.ERROR
-            and self.machine.error_outcome is OutcomeKind.AUTH_REQUIRED
-        ):
-            return {"auth_methods": list(self._reports.auth_methods)}
-        return {}
 
     def start_outcome(self, prompt_id: str) -> Outcome | None:
         """What a prompt meets in a session whose agent could not be started (else None)."""
@@ -187,7 +181,8 @@ class AgentSession:
             tg.start_soon(self._deadline_loop)
             if self._restored is None:
                 await self._emit_state(SessionState.STARTING, "starting the agent")
-                self._start_run(0.0, self._load_first)
+                if await clone_before_start(self, self.repository, self.config.git):
+                    self._start_run(0.0, self._load_first)
             else:
                 recoverable = self.machine.load_session and self.acp_session_id is not None
                 was = self._restored.state
@@ -333,8 +328,9 @@ class AgentSession:
                 "error": self.machine.error,
                 "reservation": self.reservation,
                 "owner": self.owner,
+                "repository": self.repository and self.repository.model_dump(mode="json"),
             },
-            extra={**self._auth_fields(), **extra},
+            extra={**self._reports.auth_fields(), **extra},
         )
         self._state_changed.set()
         self._state_changed = anyio.Event()

@@ -23,6 +23,7 @@ from vm_agent.containment.host import Containment, machine_memory_mb
 from vm_agent.containment.session import SessionContainment
 from vm_agent.core.vocabulary import SessionState
 from vm_agent.eventlog import EventLog, EventsDropped
+from vm_agent.gitwork.spec import RepositorySpec
 from vm_agent.process.catalog import AgentSpec, Catalog
 from vm_agent.session.config import CredentialsProvider, SessionConfig
 from vm_agent.session.outcome import Outcome
@@ -88,6 +89,11 @@ class Supervisor:
         self.permission_policy = permission_policy
         self.sessions: dict[str, AgentSession] = {}
         self._tg: TaskGroup | None = None
+        # Set once the control plane says this node drains (never unset): no new session
+        # starts; the running ones finish. `drained`: the daemon told the control plane
+        # nothing runs (the node may be deleted any moment): no new prompt either.
+        self.draining = False
+        self.drained = False
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Owns the sessions' tasks until cancelled (call ``shutdown`` first for a clean stop)."""
@@ -116,11 +122,13 @@ class Supervisor:
         reservation: str | dict[str, Any] | None = None,
         owner: str | None = None,
         node_scope: bool = False,
+        repository: RepositorySpec | None = None,
     ) -> AgentSession:
         """Starts a session (see ``start_policy`` for what is refused and how).
 
         ``node_scope``: the control plane's own connection asks (held to the node's cap
         only, and it may start a session it made without naming the owner)."""
+        self._check_not_draining()
         spec = self.catalog.get(agent)
         path = Path(cwd)
         sid = session_id or f"s-{uuid.uuid4().hex[:16]}"
@@ -136,6 +144,7 @@ class Supervisor:
                 )
             self._check_free(sid)  # again: another start may have taken it meanwhile
         # No await between the cap's check and the claim: concurrent starts count.
+        self._check_not_draining()  # again: the drain may have come meanwhile
         self.gate.check_cap(self._states(), owner, node_scope=node_scope)
         reservation = effective_reservation(reservation, recorded, self.policy)
         with self.gate.claim(sid, owner):
@@ -155,6 +164,7 @@ class Supervisor:
                 permissions=permissions,
                 reservation=reservation,
                 owner=owner,
+                repository=repository,
             )
 
     async def recover_session(self, session: AgentSession, *, node_scope: bool = False) -> None:
@@ -163,12 +173,19 @@ class Supervisor:
         if session.state not in AT_REST or self.gate.claimed(session.id):
             await session.recover()  # the session's machine refuses what does not fit
             return
+        self._check_not_draining()  # a session at rest coming back is a new live one
         self.gate.check_cap(self._states(), session.owner, node_scope=node_scope)
         with self.gate.claim(session.id, session.owner):
             await session.recover()
 
     def _states(self) -> list[tuple[str, SessionState, str | None]]:
         return [(s.id, s.state, s.owner) for s in self.sessions.values()]
+
+    def _check_not_draining(self) -> None:
+        if self.draining:
+            raise SessionRefused(
+                "this node is draining: it takes no new sessions (start it on another node)"
+            )
 
     def _check_free(self, sid: str) -> None:
         if sid in self.sessions or self.gate.claimed(sid):
@@ -197,20 +214,19 @@ class Supervisor:
         permissions: PermissionPolicy | None,
         reservation: str | dict[str, Any] | None,
         owner: str | None,
+        repository: RepositorySpec | None = None,
     ) -> AgentSession:
         contained: SessionContainment | None = None
         if self.containment is not None:
-            # Refusals (cwd outside the workspace roots, a bad reservation, no free
-            # agent user) are ValueErrors with a message for a person.
+            # Refusals (a cwd outside the roots, no free agent user) are ValueErrors.
             contained = await self.containment.prepare(
                 sid, owner=owner, reservation=reservation, cwd=str(path)
             )
             path = contained.workdir
-        else:
-            if not path.is_absolute():
-                raise ValueError(f"cwd must be an absolute path, not {str(path)!r}")
-            if not await anyio.Path(path).is_dir():
-                raise ValueError(f"cwd {str(path)!r} is not a directory")
+        elif not path.is_absolute():
+            raise ValueError(f"cwd must be an absolute path, not {str(path)!r}")
+        elif not await anyio.Path(path).is_dir():
+            raise ValueError(f"cwd {str(path)!r} is not a directory")
         session = AgentSession(
             session_id=sid,
             spec=spec,
@@ -224,6 +240,7 @@ class Supervisor:
             reservation=reservation,
             owner=owner,
             containment=contained,
+            repository=repository,
         )
         self.sessions[sid] = session
         try:

@@ -23,7 +23,16 @@ from tests.vm.node.conftest import SWAP_MB, SWAPPINESS
 
 pytestmark = pytest.mark.vm
 
-STEPS = ["swap", "vm-agent", "agents", "agent-users", "workspaces", "bootstrap-token", "start"]
+STEPS = [
+    "swap",
+    "packages",
+    "vm-agent",
+    "agents",
+    "agent-users",
+    "workspaces",
+    "bootstrap-token",
+    "start",
+]
 ETC = "/etc/vm-agent"
 VENV = "/opt/vm-agent"
 PAGE = 4096

@@ -7,8 +7,8 @@ pull request. At the task's end the dispatcher records the node's push: `pushed`
 until the push is recorded), when, the head commit and the base the node pushed against,
 and why nothing was pushed (`push_reason`).
 
-Revision ID: 0020
-Revises: 0019
+Revision ID: 0022
+Revises: 0021
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0020"
-down_revision = "0019"
+revision = "0022"
+down_revision = "0021"
 branch_labels = None
 depends_on = None
 
