@@ -1,9 +1,9 @@
 """Issue 22's faults: control-plane replicas (real processes, one PostgreSQL) share the
 Hetzner stand-in (a process too); a task asks for a new node, and the first lifecycle
-replica SIGKILLs itself at one provider step (dispatch/node_faults.py); a second one,
-started after, finishes the work. From what the stand-in was sent and what it holds:
-exactly one VM per node ever made, none left without a row once the node deadlines and
-the sweep have passed, one delete per VM (or a second that found it gone)."""
+replica SIGKILLs itself at one provider step (dispatch/node_faults.py); two more, started
+after it died and racing each other, finish the work. From what the stand-in was sent and
+what it holds: exactly one VM per node ever made, none left without a row once the node
+deadlines and the sweep have passed, one delete per VM (or a second that found it gone)."""
 
 from __future__ import annotations
 
@@ -138,7 +138,11 @@ async def test_a_replica_killed_at_a_provider_step_leaves_one_vm_per_node(
                 with replica(tmp_path, "first", db, nodes_kill_at=point, **shared) as first:
                     assert await wait_dead(first.proc, WAIT_S) == -signal.SIGKILL
                 assert f"killed at {point}" in (tmp_path / "first.log").read_text()
-                with replica(tmp_path, "second", db, **shared):
+                # two replicas race for what is left (leases: SKIP LOCKED)
+                with (
+                    replica(tmp_path, "second", db, **shared),
+                    replica(tmp_path, "third", db, **shared),
+                ):
                     await settled(client, user, plane, endpoint)
         check_one_vm_per_node(plane, stand_in_state(endpoint))
 
