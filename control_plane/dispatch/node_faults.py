@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from typing import Literal, get_args
 
 log = logging.getLogger("control_plane.nodes")
 
@@ -17,19 +18,18 @@ log = logging.getLogger("control_plane.nodes")
 # before its VM is recorded; after DELETING is recorded, before the delete is sent; after
 # the delete answered, before it is confirmed; in the sweep, after listing (before any
 # delete) and after an orphan's delete.
-POINTS = frozenset(
-    {
-        "create_recorded",
-        "create_sent",
-        "delete_recorded",
-        "delete_sent",
-        "sweep_listed",
-        "sweep_deleted",
-    }
-)
+FaultPoint = Literal[
+    "create_recorded",
+    "create_sent",
+    "delete_recorded",
+    "delete_sent",
+    "sweep_listed",
+    "sweep_deleted",
+]
+POINTS: frozenset[str] = frozenset(get_args(FaultPoint))
 
 
-def fault(kill_at: str | None, point: str) -> None:
+def fault(kill_at: str | None, point: FaultPoint) -> None:
     if kill_at is not None and kill_at == point:
         log.error("fault injection: killed at %s", point)
         os.kill(os.getpid(), signal.SIGKILL)

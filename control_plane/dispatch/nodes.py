@@ -24,7 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Engine
 
 from cloud_init import render
-from control_plane.dispatch.node_faults import fault
+from control_plane.dispatch.node_faults import FaultPoint, fault
 from control_plane.dispatch.replace import place_again
 from control_plane.identity.sealing import Sealer
 from control_plane.providers.base import (
@@ -72,7 +72,7 @@ class NodeSettings(BaseSettings):
     drain_deadline_s: float = 3600.0
     backoff_first_s: float = 5.0
     backoff_max_s: float = 300.0
-    kill_at: str | None = None  # FAULT INJECTION, tests only (dispatch/node_faults.py)
+    kill_at: FaultPoint | None = None  # FAULT INJECTION, tests only (node_faults.py)
 
     @property
     def timings(self) -> Timings:
