@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import socket
 import time
 from collections.abc import AsyncIterator
 from functools import partial
+from pathlib import Path
 
 import anyio
 import uvicorn
@@ -49,10 +51,19 @@ from control_plane.identity.node_certs import certificate_on_record_refusal
 from control_plane.identity.tokens import jwks_url
 from control_plane.nodes_link.links import NodeLinks
 from control_plane.plane import ControlPlane
-from control_plane.providers.registry import HetznerSettings, default_drivers, plane_id
+from control_plane.providers import dev
+from control_plane.providers.base import node_labels
+from control_plane.providers.registry import (
+    DriverFactory,
+    HetznerSettings,
+    default_drivers,
+    plane_id,
+    with_dev_node,
+)
 from control_plane.provisioning.artifacts.manifest import Manifest, load_manifest
 from control_plane.serving import guarded_h11, uvicorn_log_config, uvicorn_serving
 from control_plane.settings import ControlPlaneSettings
+from control_plane.storage import machines
 from control_plane.storage.db import make_engine, sqlite_url
 
 
@@ -74,6 +85,7 @@ def create_app(
     clock: Clock = time.time,
     dispatch: DispatchSettings | None = None,
     node_settings: NodeSettings | None = None,
+    drivers: DriverFactory | None = None,
 ) -> Starlette:
     """The app; opens the control plane (migrations, keys) unless one is given.
 
@@ -108,6 +120,7 @@ def create_app(
     app.state.plane = plane
     app.state.dispatch_settings = dispatch or DispatchSettings()
     app.state.node_settings = node_settings or NodeSettings()
+    app.state.drivers = drivers  # None: the providers' own drivers (registry)
     app.state.node_lifecycle = None
     app.state.dispatcher = None
     return app
@@ -182,7 +195,7 @@ async def node_lifecycle(app: Starlette) -> AsyncIterator[NodeLifecycle | None]:
         plane.sealer,
         kit,
         plane_id(s.public_url),
-        default_drivers(hetzner),
+        app.state.drivers or default_drivers(hetzner),
         settings=settings,
         hetzner=hetzner,
         clock=plane.clock,
@@ -279,6 +292,28 @@ def record_node_address(
     engine = make_engine(settings.database_url or sqlite_url(settings.state_dir))
     try:
         addresses.record_address(engine, node_id, viewer_url, workspace_root, time.time())
+    finally:
+        engine.dispose()
+
+
+def dev_app(settings: ControlPlaneSettings, state_file: Path) -> Starlette:
+    """`vm-agent dev`'s control plane: the lifecycle knows the ``dev`` provider (its daemon,
+    recorded in ``state_file``) and reaps that node by no timer unless one is set
+    (CONTROL_PLANE_NODES_*): a dev daemon idle over lunch is still there after it."""
+    nodes = NodeSettings()
+    timers = ("ready_deadline_s", "warm_window_s", "lifetime_cap_s", "lost_after_s")
+    never = {name: math.inf for name in timers if name not in nodes.model_fields_set}
+    drivers = with_dev_node(default_drivers(HetznerSettings()), state_file)
+    return create_app(settings, node_settings=nodes.model_copy(update=never), drivers=drivers)
+
+
+def adopt_dev_node(settings: ControlPlaneSettings, node_id: str, state_file: Path) -> None:
+    """The dev daemon, started: its labels recorded (the create, as the dev provider has
+    it), then its lifecycle row, which finds it by those labels and adopts it."""
+    dev.record(state_file, node_id, node_labels(plane_id(settings.public_url), node_id))
+    engine = make_engine(settings.database_url or sqlite_url(settings.state_dir))
+    try:
+        machines.adopt_existing(engine, node_id, dev.NAME, "", time.time())
     finally:
         engine.dispose()
 

@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Engine
 
 from cloud_init import render
+from control_plane.dispatch.node_faults import FaultPoint, fault
 from control_plane.dispatch.replace import place_again
 from control_plane.identity.sealing import Sealer
 from control_plane.providers.base import (
@@ -71,6 +72,7 @@ class NodeSettings(BaseSettings):
     drain_deadline_s: float = 3600.0
     backoff_first_s: float = 5.0
     backoff_max_s: float = 300.0
+    kill_at: FaultPoint | None = None  # FAULT INJECTION, tests only (node_faults.py)
 
     @property
     def timings(self) -> Timings:
@@ -245,11 +247,13 @@ class NodeLifecycle:
                 if d.replace_tasks:  # before the delete is recorded: taken again if cut short
                     await to_thread.run_sync(place_again, self.engine, m.node_id, d.reason, now)
                 await self._record(m, phase=NodePhase.DELETING, delete_sent_at=now, reason=d.reason)
+                fault(self.settings.kill_at, "delete_recorded")
                 if m.provider_id is not None:
                     try:
                         await to_thread.run_sync(driver.delete, m.provider_id)
                     except ProviderError as exc:
                         await self._backoff(m, exc)
+                    fault(self.settings.kill_at, "delete_sent")
             case Step.FORGET:
                 await self._record(m, phase=NodePhase.GONE)
             case Step.WAIT | Step.OBSERVE:
@@ -269,6 +273,7 @@ class NodeLifecycle:
             )
             return
         await self._record(m, phase=NodePhase.CREATING, create_sent_at=self.clock())
+        fault(self.settings.kill_at, "create_recorded")
         spec = VmSpec(
             name=f"vm-agent-{m.node_id}",
             size=m.size,
@@ -289,6 +294,7 @@ class NodeLifecycle:
                 return
             await self._backoff(m, exc)
             return
+        fault(self.settings.kill_at, "create_sent")
         await self._record(m, provider_id=vm.provider_id, phase=NodePhase.BOOTING, failures=0)
 
     def _user_data(self, m: Machine) -> str:
@@ -355,7 +361,6 @@ class NodeLifecycle:
 
     async def sweep(self) -> list[str]:
         """Deletes VMs carrying this plane's labels that no live row owns; their ids."""
-        live = await to_thread.run_sync(machines.live_node_ids, self.engine)
         deleted: list[str] = []
         for provider, cred in await to_thread.run_sync(self._accounts):
             driver = self.drivers(provider, cred)
@@ -363,10 +368,16 @@ class NodeLifecycle:
                 continue
             try:
                 vms = await to_thread.run_sync(driver.list, plane_labels(self.plane))
+                fault(self.settings.kill_at, "sweep_listed")
+                # the rows are read after the listing: a row is made before its VM, so a
+                # VM another replica made meanwhile has its row by now (read first, it
+                # would look orphaned)
+                live = await to_thread.run_sync(machines.live_node_ids, self.engine)
                 for pid in find_orphans({v.provider_id: v.node_id for v in vms}, live):
                     log.warning("sweep: deleting VM %s at %s: no node owns it", pid, provider)
                     await to_thread.run_sync(driver.delete, pid)
                     deleted.append(pid)
+                    fault(self.settings.kill_at, "sweep_deleted")
             except ProviderError as exc:
                 log.warning("sweep of %s skipped: %s", provider, exc)
         return deleted

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from pathlib import Path
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Engine
 
 from control_plane.identity.sealing import Sealer
-from control_plane.providers import credentials
+from control_plane.providers import credentials, dev
 from control_plane.providers.base import Provider
 from control_plane.providers.hetzner import API_ENDPOINT, DEFAULT_IMAGE, HetznerProvider
 
@@ -51,7 +52,21 @@ def default_drivers(hetzner: HetznerSettings) -> DriverFactory:
     return make
 
 
+def with_dev_node(drivers: DriverFactory, state_file: Path) -> DriverFactory:
+    """``drivers`` and the ``dev`` provider (the daemon of `vm-agent dev`, recorded in
+    ``state_file``): what `vm-agent dev` runs its control plane with."""
+
+    def make(provider: str, credential: str) -> Provider | None:
+        if provider == dev.NAME:
+            return dev.DevProvider(state_file)
+        return drivers(provider, credential)
+
+    return make
+
+
 def platform_credential(provider: str, hetzner: HetznerSettings) -> str | None:
+    if provider == dev.NAME:
+        return "local"  # it needs none; a plane without the dev driver makes no dev node
     if provider == "hetzner" and hetzner.token is not None:
         return hetzner.token.get_secret_value()
     return None

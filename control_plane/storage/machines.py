@@ -116,6 +116,27 @@ def adopt_requests(engine: Engine, now: float) -> int:
     return len(missing)
 
 
+def adopt_existing(engine: Engine, node_id: str, provider: str, owner: str, now: float) -> None:
+    """A row for a node that exists already (``vm-agent dev``'s daemon), as if its create
+    had been sent just now: the lifecycle looks for it by its labels and adopts it. Made
+    afresh each time (a dev command started again starts its daemon again)."""
+    with engine.begin() as conn:
+        conn.execute(node_machines.delete().where(node_machines.c.node_id == node_id))
+        conn.execute(
+            insert(node_machines).values(
+                node_id=node_id,
+                provider=provider,
+                size="existing",
+                owner=owner,
+                phase="creating",
+                requested_at=now,
+                create_sent_at=now,
+                failures=0,
+                version=0,
+            )
+        )
+
+
 def claim(engine: Engine, holder: str, now: float, lease_s: float, limit: int) -> list[Machine]:
     """Rows whose lease is free, now leased to ``holder`` until ``now + lease_s``."""
     free = or_(node_machines.c.lease_until.is_(None), node_machines.c.lease_until < now)

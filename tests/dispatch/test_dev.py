@@ -1,5 +1,6 @@
 """`vm-agent dev` (a subprocess): a task submitted to its control plane is dispatched to its
-daemon (the dev node) and reaches `completed` with the fake agent; its events read back."""
+daemon (the dev node) and reaches `completed` with the fake agent; its events read back.
+The node lifecycle runs with the `dev` provider: it adopted the daemon as its node."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import anyio
 import httpx
 import pytest
 from anyio.streams.text import TextReceiveStream
+from sqlalchemy import select
 
+from control_plane.storage.db import make_engine, node_machines, sqlite_url
 from tests.daemon.harness import base_env, vm_agent
 from tests.processes import child_process, stopped_by
 
@@ -56,6 +59,7 @@ async def test_a_task_on_dev_s_control_plane_completes_on_its_daemon(tmp_path: P
                     ):
                         await anyio.sleep(0.1)
                 await run_a_task(client, await mint("user", "alice"))
+            await adopted_by_the_lifecycle(dev_dir)
             assert await stopped_by(process, signal.SIGINT) == 0
 
 
@@ -81,3 +85,27 @@ async def run_a_task(client: httpx.AsyncClient, user: dict[str, str]) -> None:
         e["data"]["update"]["content"].get("text", "") for e in events if e["type"] == "acp.update"
     )
     assert "hello dev" in text
+
+
+async def adopted_by_the_lifecycle(dev_dir: Path) -> None:
+    """The dev node's lifecycle row: the `dev` provider's, adopted (its provider id is the
+    daemon's node id) and ready."""
+    engine = make_engine(sqlite_url(dev_dir / "control-plane"))
+    row: Any = None
+    try:
+        with anyio.fail_after(30):
+            while True:
+                with engine.connect() as conn:
+                    row = (
+                        conn.execute(
+                            select(node_machines).where(node_machines.c.node_id == "dev-node")
+                        )
+                        .mappings()
+                        .first()
+                    )
+                if row is not None and row["phase"] == "ready":
+                    break
+                await anyio.sleep(0.1)
+    finally:
+        engine.dispose()
+    assert (row["provider"], row["provider_id"]) == ("dev", "dev-node"), row

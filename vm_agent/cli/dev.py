@@ -28,6 +28,9 @@ from vm_agent.cli.dev_agents import (
 from vm_agent.runtime.settings import ENV_PREFIX, Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+    from control_plane.settings import ControlPlaneSettings
     from vm_agent.daemon.run import DaemonReady
     from vm_agent.daemon.stopper import Stopper
 
@@ -199,12 +202,8 @@ async def _run(args: argparse.Namespace, dev_dir: Path, sock: socket.socket) -> 
 async def _dev(
     args: argparse.Namespace, dev_dir: Path, sock: socket.socket, stopper: Stopper
 ) -> int:
-    from control_plane.app import record_node_address, serve_control_plane
-    from control_plane.identity.tokens import mint_dev_tokens
+    from control_plane.app import dev_app, plane_of_app
     from control_plane.settings import ControlPlaneSettings
-    from vm_agent.cli.dev_agents import DevAgentsError, agent_python
-    from vm_agent.control_link.token import write_token_file
-    from vm_agent.daemon.run import run_daemon
 
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     cp_settings = ControlPlaneSettings(
@@ -212,7 +211,35 @@ async def _dev(
         public_url=url,
         viewer_token_ttl_s=_VIEWER_TOKEN_TTL_S,
     )
-    async with serve_control_plane(cp_settings, sock=sock) as base_url:
+    # The lifecycle sees the daemon as a node of the `dev` provider (control_plane/
+    # providers/dev.py): adopted once it runs, forgotten (never stopped) if deleted.
+    provider_state = dev_dir / "dev-provider.json"
+    app = dev_app(cp_settings, provider_state)
+    try:
+        return await _serve(
+            args, dev_dir, sock, stopper, cp_settings, app=app, state=provider_state
+        )
+    finally:
+        plane_of_app(app).close()
+
+
+async def _serve(
+    args: argparse.Namespace,
+    dev_dir: Path,
+    sock: socket.socket,
+    stopper: Stopper,
+    cp_settings: ControlPlaneSettings,
+    *,
+    app: Starlette,
+    state: Path,
+) -> int:
+    from control_plane.app import adopt_dev_node, record_node_address, serve_control_plane
+    from control_plane.identity.tokens import mint_dev_tokens
+    from vm_agent.cli.dev_agents import DevAgentsError, agent_python
+    from vm_agent.control_link.token import write_token_file
+    from vm_agent.daemon.run import run_daemon
+
+    async with serve_control_plane(cp_settings, app=app, sock=sock) as base_url:
         if stopper.requested.is_set():
             return 0
         tokens = mint_dev_tokens(cp_settings, DEV_NODE_ID)
@@ -229,6 +256,7 @@ async def _dev(
         def show(ready: DaemonReady) -> None:
             # The control plane dispatches tasks to this daemon, the dev node.
             record_node_address(cp_settings, DEV_NODE_ID, ready.viewer_url, str(workspace.parent))
+            adopt_dev_node(cp_settings, DEV_NODE_ID, state)
             print(
                 banner(ready, base_url, tokens.viewer_token, workspace, tokens.user_token),
                 flush=True,
