@@ -45,6 +45,7 @@ from control_plane.api.common import (
 from control_plane.dispatch import addresses
 from control_plane.dispatch.loop import Dispatcher, DispatchSettings
 from control_plane.dispatch.nodes import BootKit, NodeLifecycle, NodeSettings
+from control_plane.github.delivery import delivery_from_settings
 from control_plane.identity.keys import Clock
 from control_plane.identity.node_certs import certificate_on_record_refusal
 from control_plane.identity.tokens import jwks_url
@@ -149,7 +150,12 @@ async def dispatching(app: Starlette) -> AsyncIterator[Dispatcher | None]:
             peer_check=partial(certificate_on_record_refusal, plane.engine),
         )
         dispatcher = Dispatcher(
-            plane.engine, links, plane.clock, settings, node_domain=plane.settings.node_domain
+            plane.engine,
+            links,
+            plane.clock,
+            settings,
+            node_domain=plane.settings.node_domain,
+            github=delivery_from_settings(plane.settings, plane.clock),
         )
         tg.start_soon(dispatcher.run)
         app.state.dispatcher = dispatcher

@@ -127,8 +127,15 @@ class ControlPlaneSettings(BaseSettings):
     # Calls to GitHub: attempts on 5xx, 429 and network errors, and the longest wait between.
     github_attempts: int = Field(default=4, ge=1, le=10)
     github_max_wait_s: float = Field(default=8.0, ge=0)
+    # A task's repository: nodes clone `{github_git_url}/owner/name.git`; its commits carry
+    # this author, by default the App's bot (`<slug>[bot]`, `<app id>+<slug>[bot]@users.
+    # noreply.github.com`: set the App's slug, or the name and email outright).
+    github_git_url: str = "https://github.com"
+    github_app_slug: str = Field(default="vm-agent", pattern=r"^[a-z0-9][a-z0-9-]{0,33}$")
+    github_commit_author_name: str | None = Field(default=None, min_length=1, max_length=255)
+    github_commit_author_email: str | None = Field(default=None, pattern=r"^[^\s<>@]+@[^\s<>@]+$")
 
-    @field_validator("github_api_url")
+    @field_validator("github_api_url", "github_git_url")
     @classmethod
     def _github_url(cls, value: str) -> str:
         return check_github_url(value)

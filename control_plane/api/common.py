@@ -159,11 +159,15 @@ def loads_strict(
     return doc
 
 
-async def parse_body(request: Request, model: type[M], *, relayed: bool = False) -> M:
+async def parse_body(
+    request: Request, model: type[M], *, relayed: bool = False, optional: bool = False
+) -> M:
     """The body as `model`: 413 past the size bound, 400 if not strict JSON (see
-    `loads_strict`), 422 if the model refuses it."""
+    `loads_strict`), 422 if the model refuses it. `optional`: no body is `model()`."""
     settings = plane_of(request).settings
     body = await _read_body(request, settings.max_body_bytes, settings.body_timeout_s)
+    if optional and not body.strip():
+        return model()
     try:
         raw = loads_strict(body, relayed=relayed)
     except JsonInputError as exc:

@@ -1,12 +1,15 @@
 """A node's GitHub calls for its workspaces (callback token; docs/callback-api.md):
 
 - `git-token`: a short-lived installation token for the repository of one workspace placed
-  on that node, and for nothing else;
+  on that node, and for nothing else: `read` (contents) for the agent's git, `write`
+  (contents, pull requests) for the node's own push;
 - `pull-request`: the task's branch, pushed, becomes a pull request into the repository's
   default branch (never from it); recorded with the workspace.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from anyio import to_thread
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,12 +23,14 @@ from control_plane.api.github import github_app_of, github_failure
 from control_plane.dispatch import workspaces
 from control_plane.github import access, rules
 from control_plane.github.app import GitHubApp, GitHubError, InstallationToken
-from control_plane.github.pulls import (
-    PullRequest,
-    default_branch,
-    find_open_pull_request,
-    open_pull_request,
-)
+from control_plane.github.pulls import PullRequest, default_branch, open_or_find_pull_request
+
+
+class GitTokenBody(BaseModel):
+    """`read` for the agent's git (the credential helper), `write` for the node's own push."""
+
+    model_config = ConfigDict(extra="forbid")
+    access: Literal["read", "write"] = "write"
 
 
 class PullRequestBody(BaseModel):
@@ -63,15 +68,16 @@ async def _grant(request: Request) -> access.RepositoryGrant:
 
 
 async def _token(
-    request: Request, grant: access.RepositoryGrant
+    request: Request, grant: access.RepositoryGrant, level: str = "write"
 ) -> tuple[GitHubApp, InstallationToken]:
-    """A fresh installation token for the grant's repository alone."""
+    """A fresh installation token for the grant's repository alone, at `level`."""
     app = github_app_of(request)
     try:
         token = await app.workspace_token(
             request.path_params["workspace_id"],
             grant.installation_id,
             rules.parse_repository(grant.repository),
+            rules.ACCESS_PERMISSIONS[level],
         )
     except GitHubError as exc:
         raise github_failure(exc, "an installation token") from exc
@@ -80,7 +86,8 @@ async def _token(
 
 async def git_token(request: Request) -> JSONResponse:
     grant = await _grant(request)
-    _app, token = await _token(request, grant)
+    body = await parse_body(request, GitTokenBody, optional=True)
+    _app, token = await _token(request, grant, body.access)
     answer = {
         "token": token.token,
         "expiresAt": token.expires_at,
@@ -120,9 +127,7 @@ async def pull_request(request: Request) -> JSONResponse:
         raise ApiError(422, refusal)
     try:
         # A retry after a lost answer finds the one GitHub made (it allows one open per head).
-        pull = await find_open_pull_request(
-            app.api, token, repo, head=body.head, base=base
-        ) or await open_pull_request(
+        pull = await open_or_find_pull_request(
             app.api, token, repo, head=body.head, base=base, title=body.title, body=body.body
         )
     except GitHubError as exc:

@@ -1,4 +1,5 @@
-"""Tasks and workspaces (user tokens): submit a task (placed into a workspace on a node),
+"""Tasks and workspaces (user tokens): submit a task (placed into a workspace on a node,
+with its repository when it names one: the user's GitHub link checked first),
 read a task or workspace, release a workspace. A user sees their own, with the user's
 copy of the placement explanation (nothing of other users or of the fleet); an admin all,
 and the full explanation with `?explain=full`. Task ids are the owner's: an admin names
@@ -14,10 +15,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from control_plane.api.common import ApiError, parse_body, plane_of, require_user
+from control_plane.api.github import github_app_of
 from control_plane.api.task_events import task_owner, wake_dispatcher
 from control_plane.demand.placement import user_copy
 from control_plane.demand.resolver import RequirementsError
 from control_plane.dispatch import catalog, runs, tasks, views, workspaces
+from control_plane.github import access, rules
 from control_plane.identity.tokens import ADMIN_SCOPE, Claims
 
 
@@ -44,6 +47,33 @@ def _may_see(claims: Claims, owner: str | None) -> bool:
     return ADMIN_SCOPE in claims.scopes or (owner is not None and owner == claims.sub)
 
 
+async def _repository(
+    request: Request, sub: tasks.TaskSubmission, user: str
+) -> tasks.RepositoryAsk | None:
+    """The task's repository, its grant checked before anything is placed or a node asked
+    for: 422 (malformed, no App), 403 (no proven link of the user's to the installation
+    that holds it), 502/503 (GitHub failed)."""
+    if sub.repository is None:
+        if sub.base_branch is not None or sub.pull_request:
+            raise ApiError(422, "baseBranch and pullRequest are only for a task with a repository")
+        return None
+    if sub.base_branch is not None and (why := rules.branch_refusal(sub.base_branch)):
+        raise ApiError(422, f"baseBranch: {why}")
+    if sub.task_id is not None and sub.base_branch == rules.task_branch(sub.task_id):
+        raise ApiError(422, f"baseBranch may not be the task's own branch ({sub.base_branch})")
+    plane = plane_of(request)
+    if plane.settings.github_app_id is None:
+        raise ApiError(
+            422, "a task with a repository needs a GitHub App, and this control plane has none"
+        )
+    app = github_app_of(request)
+    try:
+        grant = await access.repository_access(plane.engine, app, user, sub.repository)
+    except access.RepositoryRefusedError as exc:
+        raise ApiError(exc.status, exc.reason) from exc
+    return tasks.RepositoryAsk(grant, sub.base_branch, sub.pull_request)
+
+
 async def submit_task(request: Request) -> JSONResponse:
     claims = require_user(request)
     assert claims.sub is not None
@@ -58,6 +88,7 @@ async def submit_task(request: Request) -> JSONResponse:
         raise ApiError(422, f"unknown agent {sub.agent!r}", knownAgents=sorted(known))
     s = plane.settings
     full = _full(request, claims)
+    repository = await _repository(request, sub, str(claims.sub))
     admin = ADMIN_SCOPE in claims.scopes
     limits = workspaces.quota_limits(s)
     ctx = tasks.Placing(
@@ -65,7 +96,7 @@ async def submit_task(request: Request) -> JSONResponse:
     )
     try:
         record = await to_thread.run_sync(
-            tasks.submit_task, plane.engine, sub, str(claims.sub), ctx
+            tasks.submit_task, plane.engine, sub, str(claims.sub), ctx, repository
         )
     except RequirementsError as exc:
         raise ApiError(422, str(exc), layer=exc.layer.value, field=exc.field) from exc

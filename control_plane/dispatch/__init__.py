@@ -2,7 +2,9 @@
 transaction), the sessions the control plane made (`sessions`), and carrying a task to its
 outcome: its status (`status`, pure), the run's rows (`runs`), what users read and ask
 (`views`, `asks`), where nodes are (`addresses`), the agents a task may name (`catalog`),
-and the reconcile loop (`reconcile`, pure; `observe`, `leases`, `loop`: the shell, which
-reaches nodes through the `NodeCalls` protocol that control_plane.nodes_link implements).
+a task's work brought back from its repository (`deliver`: the node's push answer
+checked, the pull request), and the reconcile loop (`reconcile`, pure; `observe`,
+`leases`, `loop`: the shell, which reaches nodes through the `NodeCalls` protocol that
+control_plane.nodes_link implements).
 May import provisioning, providers, github, identity, storage, demand, cloud_init and the
 daemon's JSON-RPC errors (vm_agent.jsonrpc) and catalog (vm_agent.process.catalog)."""

@@ -22,7 +22,7 @@ from anyio import to_thread
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Engine, update
 
-from control_plane.dispatch import runs, workspaces
+from control_plane.dispatch import deliver, runs, workspaces
 from control_plane.dispatch import status as st
 from control_plane.dispatch.leases import claim, release
 from control_plane.dispatch.observe import Snapshot, observe
@@ -30,6 +30,8 @@ from control_plane.dispatch.reconcile import (
     AnswerPermission,
     CancelPrompt,
     ForgetSession,
+    OpenPullRequest,
+    PushWorkspace,
     Record,
     ReleaseWorkspace,
     SendPrompt,
@@ -41,6 +43,8 @@ from control_plane.dispatch.reconcile import (
     finished,
     next_step,
 )
+from control_plane.github import access
+from control_plane.github.delivery import GitHubDelivery
 from control_plane.storage.db import task_permission_answers
 from vm_agent.jsonrpc.errors import JsonRpcError
 
@@ -63,13 +67,15 @@ class DispatchSettings(BaseSettings):
     concurrency: int = 16
     start_limit_s: float = 90.0  # session/start: the daemon bounds an agent's start at 60 s
     call_limit_s: float = 30.0
+    push_limit_s: float = 660.0  # workspace/push: the daemon bounds a push at 10 minutes
     prompt_limit_s: float = 24 * 3600.0
     node_silent_after_s: float = 300.0
     node_wait_s: float = 1800.0
     resend_after_s: float = 10.0
     # FAULT INJECTION, for the tests only (tests/dispatch/test_replica_faults.py): the
     # replica SIGKILLs itself at this point of a step (claimed, session_started,
-    # prompt_sent, outcome_seen), holding its lease, as a crash would.
+    # prompt_sent, outcome_seen, pushed, pull_request_opened), holding its lease, as a
+    # crash would.
     kill_at: str | None = None
 
     @property
@@ -120,8 +126,10 @@ class Dispatcher:
         settings: DispatchSettings | None = None,
         *,
         node_domain: str,
+        github: GitHubDelivery | None = None,
     ) -> None:
         self.engine = engine
+        self.github = github
         self.node_domain = node_domain
         self.nodes = nodes
         self.clock = clock
@@ -190,8 +198,11 @@ class Dispatcher:
 
     async def _observe(self, task_id: str) -> Snapshot | None:
         in_flight = frozenset(self.nodes.in_flight)
+        git = None if self.github is None else self.github.identity
         return await to_thread.run_sync(
-            observe, self.engine, task_id, self.clock(), in_flight, self.node_domain
+            lambda: observe(
+                self.engine, task_id, self.clock(), in_flight, self.node_domain, git=git
+            )
         )
 
     async def step(self, task_id: str) -> Step | None:
@@ -221,6 +232,9 @@ class Dispatcher:
                 workspaces.release_workspace, self.engine, snap.workspace_id, self.clock()
             )
             return True
+        if isinstance(step, OpenPullRequest):
+            await self._open_pull(task_id, snap)
+            return True
         if isinstance(step, ForgetSession):
             log.warning("task %s: node %s is silent; its session is left", task_id, snap.node_id)
             await self._apply(task_id, [], session_stopped_at=self.clock())
@@ -248,6 +262,8 @@ class Dispatcher:
         match step:
             case StartSession():
                 await self._start(task_id, snap)
+            case PushWorkspace():
+                await self._push(task_id, snap)
             case SendPrompt(prompt_id):
                 await self._prompt(task_id, snap, prompt_id)
             case AnswerPermission(request_id, option_id):
@@ -309,6 +325,49 @@ class Dispatcher:
         _fault(self.settings, "session_started")  # on the node, not yet recorded
         # Started (even in error): the session exists on the node and is stopped at the end.
         await self._apply(task_id, [st.SessionStarted(), fact], session_started_at=now)
+
+    async def _push(self, task_id: str, snap: Snapshot) -> None:
+        """The node pushes the task branch; its answer is recorded (a refusal ends the task
+        failed: the work did not come back). Pushed again after a crash: the same answer."""
+        assert snap.delivery is not None
+        params = {"session_id": snap.session_id}
+        try:
+            answer = await self.nodes.call(
+                snap.target, "workspace/push", params, limit_s=self.settings.push_limit_s
+            )
+        except JsonRpcError as exc:
+            await self._apply(task_id, [st.DeliveryFailed(f"the push failed: {exc.message}")])
+            return
+        _fault(self.settings, "pushed")  # on the remote, not yet recorded
+        pushed = deliver.push_answer(answer, snap.delivery.branch)
+        if isinstance(pushed, str):
+            await self._apply(task_id, [st.DeliveryFailed(pushed)])
+            return
+        await to_thread.run_sync(
+            lambda: access.record_push(
+                self.engine,
+                snap.workspace_id,
+                base_branch=pushed.base_branch,
+                head_commit=pushed.head_commit,
+                pushed=pushed.pushed,
+                reason=pushed.reason,
+                now=self.clock(),
+            )
+        )
+
+    async def _open_pull(self, task_id: str, snap: Snapshot) -> None:
+        assert snap.delivery is not None
+        prompt = next(iter(snap.prompt_blocks.values()), None)  # in seq order: the first
+        failed = await deliver.open_pull_request(
+            self.engine,
+            self.github,
+            snap.workspace_id,
+            snap.delivery,
+            prompt=prompt,
+            before_record=lambda: _fault(self.settings, "pull_request_opened"),
+        )
+        if failed is not None:
+            await self._apply(task_id, [failed])
 
     async def _prompt(self, task_id: str, snap: Snapshot, prompt_id: str) -> None:
         blocks = snap.prompt_blocks[prompt_id]

@@ -1,6 +1,7 @@
 """What one dispatch pass reads of a task, in one go: its row, its node (reports and
 address), the session's new events as facts, its prompts, the permission answers to
-deliver. Read only; the pass records and acts on it (loop.py)."""
+deliver, its repository (for `session/start` and the delivery at its end). Read only;
+the pass records and acts on it (loop.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from control_plane.dispatch import addresses, reconcile, runs
 from control_plane.dispatch import status as st
 from control_plane.dispatch.views import placement_of
 from control_plane.dispatch.workspaces import ACTIVE
+from control_plane.github import access
+from control_plane.github.delivery import GitIdentity, repository_params
 from control_plane.storage.db import node_events, nodes, tasks, workspaces
 
 EVENTS_PER_PASS = 500
@@ -37,10 +40,17 @@ class Snapshot:
     new_seq: int | None = None  # the events cursor after `facts` (None: no new events)
     start_params: dict[str, Any] = field(default_factory=dict)
     prompt_blocks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    delivery: access.Delivery | None = None  # the task's repository, if it has one
 
 
 def observe(
-    engine: Any, task_id: str, now: float, in_flight: frozenset[str], domain: str
+    engine: Any,
+    task_id: str,
+    now: float,
+    in_flight: frozenset[str],
+    domain: str,
+    *,
+    git: GitIdentity | None = None,
 ) -> Snapshot | None:
     with engine.connect() as conn:
         row = conn.execute(select(tasks).where(tasks.c.task_id == task_id)).mappings().first()
@@ -75,6 +85,7 @@ def observe(
         prompts = runs.prompts(conn, task_id)
         requests = runs.permission_requests(conn, node_id, session_id)
         given = runs.answers(conn, task_id)
+        delivery = access.delivery_of(conn, row["workspace_id"])
     answers: list[tuple[str, str]] = []
     for r in requests.values():
         if r.resolved:
@@ -105,6 +116,11 @@ def observe(
         answers=tuple(answers),
         in_flight=in_flight,
         workspace_active=ws_state == ACTIVE,
+        delivery=None
+        if delivery is None
+        else reconcile.DeliveryView(
+            delivery.pushed, delivery.pull_request_wanted, delivery.pull_request_url is not None
+        ),
     )
     target = None
     start: dict[str, Any] = {}
@@ -117,6 +133,10 @@ def observe(
             "owner": row["owner"],
             "reservation": json.loads(row["reservation_json"]),
         }
+        if delivery is not None:
+            if git is None:
+                raise RuntimeError(f"task {task_id} has a repository and the dispatcher no git")
+            start["repository"] = repository_params(git, row["workspace_id"], delivery)
     return Snapshot(
         node_id=node_id,
         session_id=session_id,
@@ -127,4 +147,5 @@ def observe(
         new_seq=new[-1][0] if new else None,
         start_params=start,
         prompt_blocks={p["prompt_id"]: json.loads(p["prompt_json"]) for p in prompts},
+        delivery=delivery,
     )

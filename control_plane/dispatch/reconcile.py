@@ -33,6 +33,15 @@ class PromptView:
 
 
 @dataclass(frozen=True)
+class DeliveryView:
+    """A task's repository, as far as the next step goes."""
+
+    pushed: bool | None = None  # the node's push as recorded (None: not yet)
+    pull_request_wanted: bool = False
+    pull_request_recorded: bool = False
+
+
+@dataclass(frozen=True)
 class Observed:
     status: Status
     now: float
@@ -47,6 +56,7 @@ class Observed:
     answers: tuple[tuple[str, str], ...] = ()  # (request_id, option_id) to deliver
     in_flight: frozenset[str] = frozenset()  # prompt ids this replica has a call out for
     workspace_active: bool = False  # the task's room on its node is still taken
+    delivery: DeliveryView | None = None  # None: the task has no repository
 
 
 # -- steps ---------------------------------------------------------------------------------
@@ -91,6 +101,17 @@ class StopSession:
 
 
 @dataclass(frozen=True)
+class PushWorkspace:
+    """The node pushes the task's branch (`workspace/push`: idempotent, a second call for
+    the same head answers the same); the answer is recorded on the repository's row."""
+
+
+@dataclass(frozen=True)
+class OpenPullRequest:
+    """The pushed branch becomes a pull request through the App (found before made)."""
+
+
+@dataclass(frozen=True)
 class ReleaseWorkspace:
     """The task ended and its session is gone: its room on the node is free again."""
 
@@ -111,6 +132,8 @@ Step = (
     | StopSession
     | ForgetSession
     | ReleaseWorkspace
+    | PushWorkspace
+    | OpenPullRequest
 )
 
 
@@ -145,6 +168,8 @@ def next_step(o: Observed, node_id: str, t: Timing) -> Step:
         return AnswerPermission(request_id, option_id)
     if s is Status.AWAITING_FOLLOW_UP:
         return Wait("awaiting a follow-up")
+    if s is Status.DELIVERING:
+        return _deliver(o.delivery)
     for p in o.prompts:
         if p.state == "pending":
             return SendPrompt(p.prompt_id)
@@ -154,6 +179,18 @@ def next_step(o: Observed, node_id: str, t: Timing) -> Step:
         if p.state == "sent" and not p.seen and p.prompt_id not in o.in_flight and stale:
             return SendPrompt(p.prompt_id)
     return Wait("the prompt runs")
+
+
+def _deliver(d: DeliveryView | None) -> Step:
+    """The work is done: push, then the pull request (when asked for and something was
+    pushed), then record that the work came back. A failure is recorded by the shell."""
+    if d is None:  # a repository's row cannot go away; should it, nothing is left to push
+        return Record(st.Delivered(pushed=False))
+    if d.pushed is None:
+        return PushWorkspace()
+    if d.pushed and d.pull_request_wanted and not d.pull_request_recorded:
+        return OpenPullRequest()
+    return Record(st.Delivered(pushed=d.pushed))
 
 
 # -- events as facts -----------------------------------------------------------------------

@@ -23,6 +23,7 @@ from control_plane.storage.db import (
     task_prompts,
     task_transitions,
     tasks,
+    workspace_repositories,
 )
 
 PROMPT_MAX_BYTES = 256 * 1024  # a prompt's content blocks, as JSON
@@ -140,9 +141,17 @@ class Applied:
 Then = Callable[[Connection, Applied], None]
 
 
-def _state(row: Any) -> st.TaskState:
+def _state(conn: Connection, row: Any) -> st.TaskState:
+    delivers = conn.execute(
+        select(workspace_repositories.c.workspace_id).where(
+            workspace_repositories.c.workspace_id == row.workspace_id
+        )
+    ).first()
     return st.TaskState(
-        st.Status(row.status), bool(row.follow_ups), row.cancel_asked_at is not None
+        st.Status(row.status),
+        bool(row.follow_ups),
+        row.cancel_asked_at is not None,
+        delivers is not None,
     )
 
 
@@ -164,7 +173,7 @@ def apply(
             row = conn.execute(select(tasks).where(tasks.c.task_id == task_id)).first()
             if row is None:
                 return None
-            state = _state(row)
+            state = _state(conn, row)
             done = _finished_prompts(conn, task_id)
             out: dict[str, Any] = dict(values or {})
             results: list[st.Transition] = []

@@ -3,7 +3,10 @@ with every fact (tests/dispatch/test_status.py), as vm_agent/core/machine.py is 
 
 A task is `queued` until placed, `waiting_for_node` until its node is ready, `starting`
 while its session starts on the node, `running` while a prompt is out, and
-`awaiting_follow_up` (only with follow-ups) between prompts. It ends once: `completed`,
+`awaiting_follow_up` (only with follow-ups) between prompts. A task with a repository whose
+work is done (its last prompt completed, or the user closed it) is `delivering` while its
+branch is pushed (and its pull request opened): `completed` once that is recorded, `failed`
+if the push was refused. It ends once: `completed`,
 `failed`, `crashed`, `cancelled`, `timed_out` or `auth_required`, with an outcome (what
 ended it: the prompt's outcome with its stop reason, or a `kind` of our own) and a reason.
 A fact that does not apply to the status changes nothing (`changed` is False); a fact a
@@ -23,6 +26,7 @@ class Status(StrEnum):
     STARTING = "starting"
     RUNNING = "running"
     AWAITING_FOLLOW_UP = "awaiting_follow_up"
+    DELIVERING = "delivering"
     COMPLETED = "completed"
     FAILED = "failed"
     CRASHED = "crashed"
@@ -42,7 +46,9 @@ ENDS: frozenset[Status] = frozenset(
     }
 )
 # Where the task has (or is getting) a session on its node.
-ON_NODE: frozenset[Status] = frozenset({Status.STARTING, Status.RUNNING, Status.AWAITING_FOLLOW_UP})
+ON_NODE: frozenset[Status] = frozenset(
+    {Status.STARTING, Status.RUNNING, Status.AWAITING_FOLLOW_UP, Status.DELIVERING}
+)
 # A prompt's outcome (docs/outcomes.md) as the status it ends a task in.
 _PROMPT_ENDS: dict[str, Status] = {
     "completed": Status.COMPLETED,
@@ -143,6 +149,21 @@ class CloseAsked:
 
 
 @dataclass(frozen=True)
+class Delivered:
+    """The task's branch was pushed (`pushed`), or had nothing to push, and its pull
+    request opened when it asked for one: the work came back."""
+
+    pushed: bool
+
+
+@dataclass(frozen=True)
+class DeliveryFailed:
+    """The push was refused or failed (or the pull request could not be opened)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class NodeSilent:
     """The node sent nothing (ready, heartbeat, events) for `silent_s`, past the deadline."""
 
@@ -173,6 +194,8 @@ Fact = (
     | FollowUpAsked
     | CloseAsked
     | NodeSilent
+    | Delivered
+    | DeliveryFailed
     | NoNodeReady
 )
 
@@ -184,6 +207,7 @@ class TaskState:
     status: Status = Status.QUEUED
     follow_ups: bool = False
     cancel_asked: bool = False
+    delivers: bool = False  # the task has a repository: its work is pushed at its end
 
 
 @dataclass(frozen=True)
@@ -267,7 +291,8 @@ def advance(state: TaskState, fact: Fact) -> Transition:
             if s is Status.RUNNING:
                 return _same(state, f"permission {request_id} answered")
         case Crashed(reason, report):
-            if on_node:
+            # delivering: the turn is done; the daemon's push (not the agent) decides
+            if on_node and s is not Status.DELIVERING:
                 outcome = {"kind": "crashed", "reason": reason, "crashReport": report}
                 return _end(state, Status.CRASHED, "the agent crashed", outcome, on_node=True)
         case AuthRequired(methods, reason):
@@ -290,6 +315,8 @@ def advance(state: TaskState, fact: Fact) -> Transition:
         case CloseAsked():
             if s is Status.AWAITING_FOLLOW_UP:
                 outcome = {"kind": "closed", "reason": "closed by the user"}
+                if state.delivers:
+                    return _to(state, Status.DELIVERING, "closed by the user", outcome=outcome)
                 return _end(state, Status.COMPLETED, "closed by the user", outcome, on_node=True)
             return _same(
                 state,
@@ -301,6 +328,19 @@ def advance(state: TaskState, fact: Fact) -> Transition:
                 reason = f"node {node_id} sent nothing for {silent_s:.0f} s"
                 outcome = {"kind": "node_silent", "reason": reason}
                 return _end(state, Status.TIMED_OUT, reason, outcome, on_node=on_node)
+        case Delivered(pushed):
+            if s is Status.DELIVERING:
+                cause = "the task branch was pushed" if pushed else "nothing to push"
+                # the outcome stays the one of the turn (or the close) that did the work
+                return Transition(
+                    replace(state, status=Status.COMPLETED), True, cause, stop_session=True
+                )
+        case DeliveryFailed(reason):
+            if s is Status.DELIVERING:
+                outcome = {"kind": "push_failed", "reason": reason}
+                return _end(
+                    state, Status.FAILED, "the work did not come back", outcome, on_node=True
+                )
         case NoNodeReady(reason):
             if s in (Status.QUEUED, Status.WAITING_FOR_NODE):
                 outcome = {"kind": "no_node", "reason": f"no node became ready: {reason}"}
@@ -322,6 +362,8 @@ def _finished(state: TaskState, f: PromptFinished) -> Transition:
             replace(state, status=Status.AWAITING_FOLLOW_UP), True, cause, outcome=outcome
         )
     status = _PROMPT_ENDS.get(f.outcome, Status.FAILED)
+    if status is Status.COMPLETED and state.delivers:
+        return _to(state, Status.DELIVERING, cause, outcome=outcome)
     return _end(state, status, cause, outcome, on_node=True)
 
 

@@ -34,6 +34,7 @@ from control_plane.demand.reservations import (
 )
 from control_plane.demand.resolver import Layer, parse_requirements, resolve
 from control_plane.dispatch import runs, sessions, workspaces
+from control_plane.github import access, rules
 from control_plane.storage import layers
 from control_plane.storage.db import agent_sessions, tasks
 from control_plane.storage.db import workspaces as ws_table
@@ -64,6 +65,12 @@ class TaskSubmission(BaseModel):
     prompt: str | list[Any]
     permission_policy: Literal["ask", "allow", "reject"] | None = None
     follow_ups: bool = False
+    # The repository the task works in (issue 23): `owner/name` (checked against the
+    # user's GitHub links by the API), the branch it starts from (None: the remote's
+    # default), and whether its pushed branch becomes a pull request.
+    repository: str | None = Field(default=None, max_length=141)
+    base_branch: str | None = Field(default=None, min_length=1, max_length=200)
+    pull_request: bool = False
 
 
 class TaskRecord(workspaces.DemandAudit):
@@ -78,6 +85,20 @@ class TaskRecord(workspaces.DemandAudit):
     node_id: str | None
     session_id: str | None
     status: str | None = None
+    repository: str | None = None
+    branch: str | None = None  # the task branch the node pushes
+    base_branch: str | None = None
+    pull_request: bool = False
+
+
+@dataclass(frozen=True)
+class RepositoryAsk:
+    """A task's repository, its grant checked (control_plane.github.access) before
+    submission: what the workspace's repository row records."""
+
+    grant: access.RepositoryGrant
+    base_branch: str | None
+    pull_request: bool
 
 
 class TaskError(ValueError):
@@ -170,10 +191,20 @@ def _check_quotas(
         raise QuotaError(refused)
 
 
-def submit_task(engine: Engine, sub: TaskSubmission, owner: str, ctx: Placing) -> TaskRecord:
+def submit_task(
+    engine: Engine,
+    sub: TaskSubmission,
+    owner: str,
+    ctx: Placing,
+    repository: RepositoryAsk | None = None,
+) -> TaskRecord:
     """Resolve, place and store a task for `owner` (RequirementsError, TaskError with the
-    placement explanation when it fits nowhere, TaskExistsError)."""
+    placement explanation when it fits nowhere, TaskExistsError), with its repository's
+    grant and task branch when it has one."""
     task_id = sub.task_id or uuid.uuid4().hex
+    branch = None if repository is None else rules.task_branch(task_id)
+    if repository is not None and repository.base_branch == branch:
+        raise TaskError(f"baseBranch may not be the task's own branch ({branch})")
     key = new_task_key()
     own = Layer(LayerKind.TASK, task_id, parse_requirements(LayerKind.TASK, sub.requirements))
     provider = sub.provider or ctx.default_provider
@@ -182,6 +213,12 @@ def submit_task(engine: Engine, sub: TaskSubmission, owner: str, ctx: Placing) -
         workspaces.take_placement_lock(conn)
         if task_key(conn, owner, task_id) is not None:
             raise TaskExistsError(f"task {task_id!r} exists")
+        if repository is not None and branch is not None:
+            full_name = repository.grant.repository
+            if access.branch_taken(conn, full_name, branch):
+                raise TaskExistsError(
+                    f"branch {branch} of {full_name} belongs to another task: choose another taskId"
+                )
         stored, platform, project = _stored_layers(conn, sub, owner, ctx.admin)
         resolution = resolve([own, *stored], platform)
         res = resolution.reservation
@@ -224,6 +261,16 @@ def submit_task(engine: Engine, sub: TaskSubmission, owner: str, ctx: Placing) -
             **audit,
         )
         workspaces.insert_workspace(conn, ws)
+        if repository is not None:
+            access.record_workspace_repository(
+                conn,
+                workspace_id,
+                repository.grant,
+                ctx.now,
+                branch=branch,
+                base_branch=repository.base_branch,
+                pull_request=repository.pull_request,
+            )
         session = sessions.AgentSession(
             session_id=sessions.new_session_id(),
             node_id=placed.node_id,
@@ -242,6 +289,10 @@ def submit_task(engine: Engine, sub: TaskSubmission, owner: str, ctx: Placing) -
             workspace_id=workspace_id,
             node_id=placed.node_id,
             session_id=session.session_id,
+            repository=None if repository is None else repository.grant.repository,
+            branch=branch,
+            base_branch=None if repository is None else repository.base_branch,
+            pull_request=repository is not None and repository.pull_request,
             **audit,
         )
         _insert_task(conn, record, ctx.now)

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Engine, func, select
 
 from control_plane.dispatch import runs
 from control_plane.dispatch import status as st
+from control_plane.github import access
 from control_plane.storage.db import agent_sessions, node_events, tasks, workspaces
 
 EVENTS_PAGE_MAX = 1000
@@ -64,6 +65,7 @@ def task_view(engine: Engine, task_id: str) -> dict[str, Any] | None:
                 if not r.resolved and r.request_id not in answered
             ]
         history = runs.transitions(conn, task_id)
+        delivery = access.delivery_of(conn, row["workspace_id"])
         first_update = row["first_update_at"]
         if first_update is None and node_id is not None and session_id is not None:
             # The dispatcher records it as it reads the events; one that came through the
@@ -94,10 +96,25 @@ def task_view(engine: Engine, task_id: str) -> dict[str, Any] | None:
             "firstUpdateAt": iso(first_update),
             "endedAt": iso(row["ended_at"]),
         },
+        **repository_view(delivery),
         "pendingPermissions": pending,
         "transitions": [
             {"status": t["status"], "at": iso(t["at"]), "cause": t["cause"]} for t in history
         ],
+    }
+
+
+def repository_view(d: access.Delivery | None) -> dict[str, Any]:
+    """A task's repository and what came back of it (all null for a task without one)."""
+    return {
+        "repository": None if d is None else d.repository,
+        "branch": None if d is None else d.branch,
+        "baseBranch": None if d is None else d.base_branch,
+        "pullRequest": d is not None and d.pull_request_wanted,
+        "headCommit": None if d is None else d.head_commit,
+        "pushed": None if d is None else d.pushed,
+        "pushReason": None if d is None else d.push_reason,
+        "pullRequestUrl": None if d is None else d.pull_request_url,
     }
 
 

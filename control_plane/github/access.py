@@ -74,9 +74,17 @@ async def repository_access(
 
 
 def record_workspace_repository(
-    conn: Connection, workspace_id: str, grant: RepositoryGrant, now: float
+    conn: Connection,
+    workspace_id: str,
+    grant: RepositoryGrant,
+    now: float,
+    *,
+    branch: str | None = None,
+    base_branch: str | None = None,
+    pull_request: bool = False,
 ) -> None:
-    """Store the grant with its workspace, in the caller's transaction."""
+    """Store the grant with its workspace, in the caller's transaction, with what the
+    task asked: its branch, the base (None: the remote's default), a pull request."""
     conn.execute(
         insert(wr).values(
             workspace_id=workspace_id,
@@ -85,8 +93,80 @@ def record_workspace_repository(
             link_storage_id=grant.link_storage_id,
             user_id=grant.user_id,
             created_at=now,
+            branch=branch,
+            base_branch=base_branch,
+            pull_request_wanted=pull_request,
         )
     )
+
+
+def branch_taken(conn: Connection, repository: str, branch: str) -> bool:
+    """Another task's branch of the same name in the same repository (two owners may each
+    have a task `fix-1`): the second would push over the first's."""
+    found = conn.execute(
+        select(wr.c.workspace_id).where(wr.c.repository == repository, wr.c.branch == branch)
+    ).first()
+    return found is not None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A task's repository as asked at submission and delivered at its end."""
+
+    repository: str
+    installation_id: str
+    branch: str | None
+    base_branch: str | None
+    pull_request_wanted: bool
+    pushed: bool | None  # None: no push recorded yet
+    head_commit: str | None
+    push_reason: str | None
+    pull_request_url: str | None
+
+
+def delivery_of(conn: Connection, workspace_id: str | None) -> Delivery | None:
+    if workspace_id is None:
+        return None
+    row = conn.execute(select(wr).where(wr.c.workspace_id == workspace_id)).mappings().first()
+    if row is None:
+        return None
+    return Delivery(
+        row["repository"],
+        row["installation_id"],
+        row["branch"],
+        row["base_branch"],
+        bool(row["pull_request_wanted"]),
+        row["pushed"],
+        row["head_commit"],
+        row["push_reason"],
+        row["pull_request_url"],
+    )
+
+
+def record_push(
+    engine: Engine,
+    workspace_id: str,
+    *,
+    base_branch: str | None,
+    head_commit: str | None,
+    pushed: bool,
+    reason: str | None,
+    now: float,
+) -> None:
+    """The node's answer to `workspace/push`, once (a second record of the same push, by a
+    replica that pushed again, changes nothing)."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(wr)
+            .where(wr.c.workspace_id == workspace_id, wr.c.pushed.is_(None))
+            .values(
+                base_branch=base_branch,
+                head_commit=head_commit,
+                pushed=pushed,
+                push_reason=reason,
+                pushed_at=now,
+            )
+        )
 
 
 def workspace_repository(engine: Engine, workspace_id: str) -> RepositoryGrant | None:

@@ -187,8 +187,8 @@ class GitHubApp:
         self._key = key
         self.api = api
         self.clock = clock
-        # workspace id -> its token: one token per workspace, never shared between two
-        self._workspace_tokens: dict[str, InstallationToken] = {}
+        # (workspace id, permissions) -> its token: never shared between two workspaces
+        self._workspace_tokens: dict[tuple[str, str], InstallationToken] = {}
 
     def __repr__(self) -> str:
         return f"GitHubApp(app_id={self.app_id}, api={self.api.base_url!r})"
@@ -248,24 +248,32 @@ class GitHubApp:
         return InstallationToken(token, expires, gid, names, wanted)
 
     async def workspace_token(
-        self, workspace_id: str, installation_id: str, repo: RepositoryName
+        self,
+        workspace_id: str,
+        installation_id: str,
+        repo: RepositoryName,
+        permissions: dict[str, str] | None = None,
     ) -> InstallationToken:
-        """The workspace's token for `repo`: the one handed out before while it has
-        TOKEN_REUSE_MARGIN_S to live (git asks on every fetch and push), else a new one.
-        Each workspace has its own: a token is never shared between two."""
-        held = self._workspace_tokens.get(workspace_id)
+        """The workspace's token for `repo` with `permissions` (WORKSPACE_PERMISSIONS by
+        default): the one handed out before while it has TOKEN_REUSE_MARGIN_S to live (git
+        asks on every fetch and push), else a new one. Each workspace has its own, and a
+        read token is never a write one: a token is never shared between two."""
+        wanted = dict(permissions or WORKSPACE_PERMISSIONS)
+        key = (workspace_id, ",".join(f"{k}={v}" for k, v in sorted(wanted.items())))
+        held = self._workspace_tokens.get(key)
         if (
             held is not None
             and held.installation_id == installation_id
             and [n.lower() for n in held.repositories] == [repo.full_name.lower()]
+            and held.permissions == wanted
             and reusable(held.expires_at, self.clock())
         ):
             return held
-        token = await self.installation_token(installation_id, repo)
-        self._workspace_tokens.pop(workspace_id, None)
+        token = await self.installation_token(installation_id, repo, wanted)
+        self._workspace_tokens.pop(key, None)
         while len(self._workspace_tokens) >= TOKEN_CACHE_SIZE:
             self._workspace_tokens.pop(next(iter(self._workspace_tokens)))  # the oldest
-        self._workspace_tokens[workspace_id] = token
+        self._workspace_tokens[key] = token
         return token
 
 

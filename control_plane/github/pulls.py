@@ -89,3 +89,22 @@ async def find_open_pull_request(
         if pull.head == head and pull.base == base:
             return pull
     return None
+
+
+async def open_or_find_pull_request(
+    api: GitHubApi,
+    token: InstallationToken,
+    repo: RepositoryName,
+    *,
+    head: str,
+    base: str,
+    title: str,
+    body: str | None,
+) -> PullRequest:
+    """The open pull request from `head` into `base`: the one GitHub has, else a new one.
+    Found before made, so a retry after a lost answer (or a replica that died before
+    recording it) never opens a second."""
+    found = await find_open_pull_request(api, token, repo, head=head, base=base)
+    if found is not None:
+        return found
+    return await open_pull_request(api, token, repo, head=head, base=base, title=title, body=body)

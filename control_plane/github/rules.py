@@ -19,6 +19,14 @@ TOKEN_CACHE_SIZE = 10_000
 
 # What a workspace's installation token may do: push its branch, open its pull request.
 WORKSPACE_PERMISSIONS: dict[str, str] = {"contents": "write", "pull_requests": "write"}
+# What a node's git-token call may ask for (docs/callback-api.md): `read` for the agent's
+# git (the credential helper), `write` for the daemon's own push of the task branch.
+ACCESS_PERMISSIONS: dict[str, dict[str, str]] = {
+    "read": {"contents": "read"},
+    "write": WORKSPACE_PERMISSIONS,
+}
+# A task's branch: this prefix and the owner's task id, made a valid ref.
+TASK_BRANCH_PREFIX = "vm-agent/"
 
 # GitHub's rules: an owner is 1-39 of [A-Za-z0-9-], not starting with '-'; a repository
 # name is 1-100 of [A-Za-z0-9._-], and neither '.' nor '..'.
@@ -142,18 +150,47 @@ def git_token_refusal(asking_node: str, facts: GitTokenFacts) -> tuple[int, str]
     return None
 
 
+def branch_refusal(name: str) -> str | None:
+    """Why `name` is not a plain branch name git and GitHub both take, or None."""
+    if (
+        not _BRANCH.fullmatch(name)
+        or ".." in name
+        or "//" in name
+        or name.endswith(("/", ".", ".lock"))
+        or "/." in name
+    ):
+        return f"not a branch name: {name!r}"
+    return None
+
+
+def task_branch(task_id: str) -> str:
+    """The branch of the owner's task `task_id`: `vm-agent/` and the id, made a valid ref
+    (the id's `:` and `@` become `-`, no `..`, no leading `.`, no trailing `.lock`)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", task_id)
+    name = re.sub(r"\.{2,}", ".", name).lstrip(".")
+    while name.endswith((".", ".lock")):
+        name = name.removesuffix(".lock").rstrip(".")
+    branch = TASK_BRANCH_PREFIX + (name or "task")
+    assert branch_refusal(branch) is None, branch
+    return branch
+
+
+def clone_url(git_url: str, repo: RepositoryName) -> str:
+    """Where the node clones `repo` from: the git host's base URL and `/owner/name.git`."""
+    return f"{git_url.rstrip('/')}/{repo.owner}/{repo.name}.git"
+
+
+def bot_author(app_id: int, slug: str) -> tuple[str, str]:
+    """The App's bot as a commit author (name, email), as GitHub shows its commits."""
+    return f"{slug}[bot]", f"{app_id}+{slug}[bot]@users.noreply.github.com"
+
+
 def pull_request_refusal(head: str, default_branch: str) -> str | None:
     """Why a task's pull request from `head` may not be opened, or None: the head must be
     a plain branch name, and never the repository's default branch (work comes back on a
     task branch, into the default one)."""
-    if (
-        not _BRANCH.fullmatch(head)
-        or ".." in head
-        or "//" in head
-        or head.endswith(("/", ".", ".lock"))
-        or "/." in head
-    ):
-        return f"not a branch name: {head!r}"
+    if (why := branch_refusal(head)) is not None:
+        return why
     if head == default_branch:
         return f"the head may not be the repository's default branch ({default_branch})"
     return None

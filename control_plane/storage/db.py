@@ -17,17 +17,14 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
-    DateTime,
     Float,
     Index,
     Integer,
-    MetaData,
     String,
     Table,
     Text,
     UniqueConstraint,
     false,
-    func,
 )
 
 from control_plane.storage.engine import (
@@ -41,6 +38,8 @@ from control_plane.storage.engine import (
     make_private_sqlite,
     sqlite_url,
 )
+from control_plane.storage.github_schema import github_installations, workspace_repositories
+from control_plane.storage.meta import metadata
 
 __all__ = [
     "DB_FILENAME",
@@ -48,56 +47,14 @@ __all__ = [
     "SQLITE_SIDE_FILES",
     "DatabaseFileError",
     "engine_url",
+    "github_installations",
     "is_postgres",
     "make_engine",
     "make_private_sqlite",
     "metadata",
     "sqlite_url",
-]
-
-metadata = MetaData()
-
-# Legacy rows hold the GitHub id in `installation_id`; new rows hold "{user_id}:{github_id}"
-# there (the storage key other rows reference) and the GitHub id in `external_installation_id`.
-github_installations = Table(
-    "github_installations",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("installation_id", String(255), nullable=False, unique=True),
-    Column("external_installation_id", String(64), nullable=True),
-    Column("user_id", String(128), nullable=False),
-    Column("account_login", String(255), nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    # How the link was proven ("github-user", "admin"), by whom, when; NULL: not proven (0016)
-    Column("proof", String(16), nullable=True),
-    Column("proven_by", String(255), nullable=True),
-    Column("proven_at", Float, nullable=True),
-    Index("ix_github_installations_external_installation_id", "external_installation_id"),
-    Index(
-        "uq_github_installations_user_external",
-        "user_id",
-        "external_installation_id",
-        unique=True,
-    ),
-)
-
-# The repository a workspace was made for, and the user's proven link that grants it (0016).
-workspace_repositories = Table(
     "workspace_repositories",
-    metadata,
-    Column("workspace_id", String(64), primary_key=True),
-    Column("repository", String(141), nullable=False),
-    Column("installation_id", String(64), nullable=False),  # GitHub's (external) id
-    Column("link_storage_id", String(255), nullable=False),
-    Column("user_id", String(128), nullable=False),
-    Column("created_at", Float, nullable=False),
-    # The task's pull request, once opened: its branch, head commit, number and page.
-    Column("branch", String(255), nullable=True),
-    Column("base_branch", String(255), nullable=True),
-    Column("head_commit", String(64), nullable=True),
-    Column("pull_request_number", Integer, nullable=True),
-    Column("pull_request_url", String(1024), nullable=True),
-)
+]
 
 nodes = Table(
     "nodes",

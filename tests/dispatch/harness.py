@@ -48,6 +48,7 @@ def write_agents(path: Path, state: Path, **agents: tuple[str, ...]) -> Path:
 AGENTS: dict[str, tuple[str, ...]] = {
     "fake": ("--scenario", "echo"),
     "fake_tools": ("--scenario", "tools"),
+    "fake_commit": ("--scenario", "commit"),  # writes a file, commits it with git
     "fake_slow": ("--scenario", "slow", "--chunks", "200", "--delay-ms", "50"),
     "fake_auth": ("--scenario", "echo", "--auth-on", "session/new"),
     # crashes mid-prompt and cannot load sessions: not recoverable
@@ -188,6 +189,7 @@ async def stack(
     database_url: str | None = None,
     dispatch: DispatchSettings = FAST,
     tls: TlsFor | None = None,
+    plane_settings: dict[str, Any] | None = None,
     **daemon_env: str,
 ) -> AsyncIterator[Stack]:
     sock = bind_socket()
@@ -198,6 +200,7 @@ async def stack(
         database_url=database_url,
         key_activation_delay_s=0,
         heartbeat_interval_s=1,
+        **(plane_settings or {}),
     )
     app = create_app(settings, dispatch=dispatch)
     plane: ControlPlane = app.state.plane

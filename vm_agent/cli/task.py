@@ -48,6 +48,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--follow-ups", action="store_true", help="keep the session for more")
     run.add_argument("--task-id", default=None, help="idempotency key (default: a new one)")
     run.add_argument("--detach", action="store_true", help="submit, print the id, exit")
+    run.add_argument("--repository", default=None, help="owner/name: the task works in it")
+    run.add_argument("--base-branch", default=None, help="start from it (default: the default)")
+    run.add_argument(
+        "--pull-request", action="store_true", help="open a pull request of the pushed branch"
+    )
     for name, text in [
         ("show", "print a task's record"),
         ("follow", "stream a task's events until it ends"),
@@ -136,6 +141,23 @@ def _error_text(answer: httpx.Response) -> str:
     return json.dumps(body)[:500]
 
 
+def repository_lines(view: dict[str, Any]) -> list[str]:
+    """What came back of a task's repository, for people (nothing without one)."""
+    if not view.get("repository"):
+        return []
+    where = f"   {view['repository']}: branch {view.get('branch')}"
+    if view.get("baseBranch"):
+        where += f" (from {view['baseBranch']})"
+    lines = [where]
+    if view.get("pushed") is True:
+        lines.append(f"   pushed, head commit {view.get('headCommit')}")
+    elif view.get("pushed") is False:
+        lines.append(f"   nothing pushed: {view.get('pushReason') or 'no commits'}")
+    if view.get("pullRequestUrl"):
+        lines.append(f"   pull request: {view['pullRequestUrl']}")
+    return lines
+
+
 def exit_code_for(status: str | None) -> int:
     return EXIT_OK if status in ("completed", "awaiting_follow_up") else EXIT_OUTCOME
 
@@ -174,6 +196,8 @@ class Follower:
             self.render.line(
                 f"== task {self.task_id}: {status}" + (f"; {reason}" if reason else "")
             )
+            for line in repository_lines(final):
+                self.render.line(line)
             if status == "awaiting_follow_up":
                 self.render.line(
                     f"   follow up: vm-agent task prompt {self.task_id} '...';"
@@ -228,6 +252,13 @@ def _verb(client: TaskClient, args: argparse.Namespace) -> int:
         }
         if args.permission:
             body["permissionPolicy"] = args.permission
+        if args.repository:
+            body["repository"] = args.repository
+            body["pullRequest"] = args.pull_request
+            if args.base_branch:
+                body["baseBranch"] = args.base_branch
+        elif args.base_branch or args.pull_request:
+            raise TaskCommandError("--base-branch and --pull-request need --repository")
         record = client.call("POST", "/api/tasks", body)
         task_id = str(record["taskId"])
         print(json.dumps(record) if args.json else f"task {task_id}: {record.get('status')}"
@@ -239,7 +270,11 @@ def _verb(client: TaskClient, args: argparse.Namespace) -> int:
         return Follower(client, task_id, args.json, policy).follow()
     task = args.task_id
     if args.verb == "show":
-        print(json.dumps(client.call("GET", f"/api/tasks/{task}"), indent=None if args.json else 2))
+        view = client.call("GET", f"/api/tasks/{task}")
+        print(json.dumps(view, indent=None if args.json else 2))
+        if not args.json:  # what came back of its repository, in words
+            for line in repository_lines(view):
+                print(line.strip(), file=sys.stderr)
         return EXIT_OK
     if args.verb == "follow":
         policy = client.call("GET", f"/api/tasks/{task}").get("permissionPolicy")
