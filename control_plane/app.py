@@ -47,6 +47,7 @@ from control_plane.identity.node_certs import certificate_on_record_refusal
 from control_plane.identity.tokens import jwks_url
 from control_plane.nodes_link.links import NodeLinks
 from control_plane.plane import ControlPlane
+from control_plane.providers.qemu.driver import QemuSettings
 from control_plane.providers.registry import HetznerSettings, default_drivers, plane_id
 from control_plane.provisioning.artifacts.manifest import Manifest, load_manifest
 from control_plane.serving import guarded_h11, uvicorn_log_config, uvicorn_serving
@@ -72,6 +73,7 @@ def create_app(
     clock: Clock = time.time,
     dispatch: DispatchSettings | None = None,
     node_settings: NodeSettings | None = None,
+    qemu: QemuSettings | None = None,
 ) -> Starlette:
     """The app; opens the control plane (migrations, keys) unless one is given.
 
@@ -105,6 +107,7 @@ def create_app(
     app.state.plane = plane
     app.state.dispatch_settings = dispatch or DispatchSettings()
     app.state.node_settings = node_settings or NodeSettings()
+    app.state.qemu_settings = qemu  # None: CONTROL_PLANE_QEMU_* when the loop starts
     app.state.node_lifecycle = None
     app.state.dispatcher = None
     return app
@@ -160,6 +163,7 @@ async def node_lifecycle(app: Starlette) -> AsyncIterator[NodeLifecycle | None]:
         return load_manifest(s.artifacts_path)
 
     hetzner = HetznerSettings()
+    qemu: QemuSettings = app.state.qemu_settings or QemuSettings()
     kit = BootKit(
         public_url=s.public_url,
         jwks_url=jwks_url(s.public_url),
@@ -174,9 +178,10 @@ async def node_lifecycle(app: Starlette) -> AsyncIterator[NodeLifecycle | None]:
         plane.sealer,
         kit,
         plane_id(s.public_url),
-        default_drivers(hetzner),
+        default_drivers(hetzner, qemu),
         settings=settings,
         hetzner=hetzner,
+        qemu=qemu,
         clock=plane.clock,
     )
     async with anyio.create_task_group() as tg:

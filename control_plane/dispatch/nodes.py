@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Engine
 
 from cloud_init import render
+from control_plane.dispatch.addresses import record_vm_address
 from control_plane.dispatch.replace import place_again
 from control_plane.identity.sealing import Sealer
 from control_plane.providers.base import (
@@ -37,11 +38,13 @@ from control_plane.providers.base import (
 from control_plane.providers.lifecycle import Decision, NodeFacts, NodePhase, Step, Timings
 from control_plane.providers.lifecycle import next_step as decide
 from control_plane.providers.lifecycle import orphans as find_orphans
+from control_plane.providers.qemu.driver import QemuSettings
 from control_plane.providers.registry import (
     DriverFactory,
     HetznerSettings,
     credential_for,
-    platform_credential,
+    missing_driver_reason,
+    platform_accounts,
 )
 from control_plane.provisioning import userdata
 from control_plane.provisioning.artifacts.manifest import Manifest
@@ -109,6 +112,7 @@ class NodeLifecycle:
         *,
         settings: NodeSettings | None = None,
         hetzner: HetznerSettings | None = None,
+        qemu: QemuSettings | None = None,
         clock: Callable[[], float],
         holder: str | None = None,
     ) -> None:
@@ -119,6 +123,7 @@ class NodeLifecycle:
         self.drivers = drivers
         self.settings = settings or NodeSettings()
         self.hetzner = hetzner or HetznerSettings()
+        self.qemu = qemu
         self.clock = clock
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._last_sweep = float("-inf")
@@ -175,7 +180,9 @@ class NodeLifecycle:
         )
 
     def _driver(self, m: Machine) -> Provider | None:
-        cred = credential_for(self.engine, self.sealer, m.owner, m.provider, self.hetzner)
+        cred = credential_for(
+            self.engine, self.sealer, m.owner, m.provider, self.hetzner, qemu=self.qemu
+        )
         return None if cred is None else self.drivers(m.provider, cred)
 
     async def _step(self, m: Machine, seen: Reported) -> Decision:
@@ -185,9 +192,7 @@ class NodeLifecycle:
         if decision.step in (Step.OBSERVE, Step.CREATE, Step.DELETE):
             driver = await to_thread.run_sync(self._driver, m)
             if driver is None:
-                why = (
-                    f"no credentials for {m.provider}: PUT /api/providers/{m.provider}/credentials"
-                )
+                why = missing_driver_reason(m.provider)
                 # kept as asked: credentials given later make it (its tasks wait meanwhile,
                 # and the dispatcher ends them after its node deadline, with the reason)
                 if m.reason != why:
@@ -230,6 +235,7 @@ class NodeLifecycle:
                 assert driver is not None
                 await self._create(m, driver)
             case Step.ADOPT:
+                await to_thread.run_sync(record_vm_address, self.engine, m.node_id, found[0], now)
                 await self._record(m, provider_id=found[0].provider_id, phase=NodePhase.BOOTING)
             case Step.MARK_READY:
                 await self._record(
@@ -289,6 +295,8 @@ class NodeLifecycle:
                 return
             await self._backoff(m, exc)
             return
+        # where the dispatcher reaches it: what the provider said (no admin PUT needed)
+        await to_thread.run_sync(record_vm_address, self.engine, m.node_id, vm, self.clock())
         await self._record(m, provider_id=vm.provider_id, phase=NodePhase.BOOTING, failures=0)
 
     def _user_data(self, m: Machine) -> str:
@@ -373,12 +381,11 @@ class NodeLifecycle:
 
     def _accounts(self) -> list[tuple[str, str]]:
         """Every (provider, credential) this plane may have VMs under, each once."""
-        pairs: dict[tuple[str, str], None] = {}
-        platform = platform_credential("hetzner", self.hetzner)
-        if platform is not None:
-            pairs[("hetzner", platform)] = None
+        pairs = dict.fromkeys(platform_accounts(self.hetzner, self.qemu))
         for owner, provider in machines.owners_and_providers(self.engine):
-            cred = credential_for(self.engine, self.sealer, owner, provider, self.hetzner)
+            cred = credential_for(
+                self.engine, self.sealer, owner, provider, self.hetzner, qemu=self.qemu
+            )
             if cred is not None:
                 pairs[(provider, cred)] = None
         return list(pairs)

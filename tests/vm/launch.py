@@ -21,8 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from control_plane.providers.qemu.command import HostForward, QemuSpec, qemu_argv
 from tests.vm import timeline as tl
-from tests.vm.qemu import HostForward, QemuSpec, qemu_argv
 
 REAPER = Path(__file__).with_name("reaper.py")
 # where KVM works, a guest reaches systemd in a few seconds

@@ -26,10 +26,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from control_plane.app import bind_socket, create_app, serve_control_plane
 from control_plane.plane import ControlPlane
+from control_plane.providers.qemu.command import GUEST_FORWARD_ADDRESS, GuestForward
 from control_plane.settings import ControlPlaneSettings
 from tests.cloud_init.helpers import files_by_path
 from tests.tlsca import TlsFiles, make_tls_files
-from tests.vm.qemu import GUEST_FORWARD_ADDRESS, GuestForward
 from tests.vm.relay import Relay
 
 GUEST_PLANE_PORT = 8700
