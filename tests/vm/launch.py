@@ -153,7 +153,8 @@ def _group_exists(pgid: int) -> bool:
 
 def _spawn(spec: QemuSpec, qemu_log: Path) -> Started:
     for stale in (spec.console_log, spec.agent_socket):
-        stale.unlink(missing_ok=True)
+        if stale is not None:
+            stale.unlink(missing_ok=True)
     timeline = tl.Timeline()
     with qemu_log.open("wb") as log:
         origin = time.monotonic()

@@ -294,7 +294,7 @@ def boot_vm(
             guest_forwards=tuple(guest_forwards),
         )
         started = start(spec, guest_ports, run_dir)
-        vm = VM(started, GuestAgent(spec.agent_socket), run_dir, instance_id)
+        vm = VM(started, GuestAgent(run_dir / "qga.sock"), run_dir, instance_id)
         vm.wait_agent(agent_timeout)
         yield vm
     finally:
