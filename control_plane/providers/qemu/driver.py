@@ -276,15 +276,23 @@ class QemuProvider:
         """qemu started and detached: (the accelerator, the viewer's host port)."""
         tried = vmdir.accelerators(self.settings.accel, self._kvm(), self.kvm_failed)
         for accel in tried:
-            port = self._launch(directory, self._spec(directory, vm_id, accel, cpus=cpus, mem=mem))
-            if accel == "kvm" and accel != tried[-1] and not self._kernel_starts(directory):
-                log.warning("qemu: no kernel output under KVM in %.0f s: TCG from now on",
-                            self.settings.kvm_probe_s)  # fmt: skip
-                self.kvm_failed = True
+            fallback = accel == "kvm" and accel != tried[-1]
+            try:
+                port = self._launch(
+                    directory, self._spec(directory, vm_id, accel, cpus=cpus, mem=mem)
+                )
+            except ProviderError as exc:
+                if not fallback:
+                    raise
+                why = str(exc)
+            else:
+                if not fallback or self._kernel_starts(directory):
+                    return accel, port
+                why = f"no kernel output in {self.settings.kvm_probe_s:.0f} s"
                 self._kill(directory)
-                (directory / vmdir.CONSOLE).unlink(missing_ok=True)
-                continue
-            return accel, port
+            log.warning("qemu: KVM does not run guests here (%s): TCG from now on", why)
+            self.kvm_failed = True
+            (directory / vmdir.CONSOLE).unlink(missing_ok=True)
         raise AssertionError("the last accelerator always returns")  # pragma: no cover
 
     def _launch(self, directory: Path, spec: QemuSpec) -> int:
