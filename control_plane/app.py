@@ -53,6 +53,7 @@ from control_plane.nodes_link.links import NodeLinks
 from control_plane.plane import ControlPlane
 from control_plane.providers import dev
 from control_plane.providers.base import node_labels
+from control_plane.providers.qemu.driver import QemuSettings
 from control_plane.providers.registry import (
     DriverFactory,
     HetznerSettings,
@@ -86,6 +87,7 @@ def create_app(
     dispatch: DispatchSettings | None = None,
     node_settings: NodeSettings | None = None,
     drivers: DriverFactory | None = None,
+    qemu: QemuSettings | None = None,
 ) -> Starlette:
     """The app; opens the control plane (migrations, keys) unless one is given.
 
@@ -121,6 +123,7 @@ def create_app(
     app.state.dispatch_settings = dispatch or DispatchSettings()
     app.state.node_settings = node_settings or NodeSettings()
     app.state.drivers = drivers  # None: the providers' own drivers (registry)
+    app.state.qemu_settings = qemu  # None: CONTROL_PLANE_QEMU_* when the loop starts
     app.state.node_lifecycle = None
     app.state.dispatcher = None
     return app
@@ -181,6 +184,7 @@ async def node_lifecycle(app: Starlette) -> AsyncIterator[NodeLifecycle | None]:
         return load_manifest(s.artifacts_path)
 
     hetzner = HetznerSettings()
+    qemu: QemuSettings = app.state.qemu_settings or QemuSettings()
     kit = BootKit(
         public_url=s.public_url,
         jwks_url=jwks_url(s.public_url),
@@ -195,9 +199,10 @@ async def node_lifecycle(app: Starlette) -> AsyncIterator[NodeLifecycle | None]:
         plane.sealer,
         kit,
         plane_id(s.public_url),
-        app.state.drivers or default_drivers(hetzner),
+        app.state.drivers or default_drivers(hetzner, qemu),
         settings=settings,
         hetzner=hetzner,
+        qemu=qemu,
         clock=plane.clock,
     )
     async with anyio.create_task_group() as tg:

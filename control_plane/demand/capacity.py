@@ -40,6 +40,8 @@ PROVIDER_CAPACITY: dict[str, dict[str, SizeCapacity]] = {
     "vultr": _sizes((2, 4, 80), (4, 8, 160), (6, 16, 320)),
     "digitalocean": _sizes((2, 4, 80), (4, 8, 160), (8, 16, 320)),
     "upcloud": _sizes((2, 4, 50), (4, 8, 80), (8, 16, 160)),
+    # the control plane's own machine (the qemu driver): what each VM is given
+    "qemu": _sizes((2, 4, 20), (4, 8, 40), (8, 16, 80)),
 }
 
 

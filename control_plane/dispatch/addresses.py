@@ -1,9 +1,10 @@
 """Where the control plane reaches a node's `/v1/ws`, and the node's workspace root.
 
-An address recorded for the node (`PUT /api/nodes/{node}/address`, or `vm-agent dev` for
-its own daemon) wins; else a node the control plane created is reached at its certificate's
-name and the port its cloud-config gave the daemon. `wss://` is required, except for a
-node on loopback (`vm-agent dev`). Pure apart from the two small queries.
+An address recorded for the node (`PUT /api/nodes/{node}/address`, `vm-agent dev` for its
+own daemon, or the node lifecycle from what the provider said of the VM it made) wins;
+else a node the control plane created is reached at its certificate's name and the port
+its cloud-config gave the daemon. `wss://` is required, except for a node on loopback
+(`vm-agent dev`). Pure apart from the small queries.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from cloud_init.install import WORKSPACES_DIR
 from cloud_init.params import DEFAULT_PORT
 from control_plane.identity.node_ca import node_dns_name
+from control_plane.providers.base import Vm
 from control_plane.storage.db import node_addresses
 from control_plane.storage.provisioning_store import node_provisioning
 
@@ -99,3 +101,20 @@ def record_address(
         ).rowcount
         if not found:
             conn.execute(insert(node_addresses).values(node_id=node_id, **values))
+
+
+def record_vm_address(engine: Engine, node_id: str, vm: Vm, now: float) -> str | None:
+    """Records where the provider says the node's VM is (its daemon's port from the
+    node's provisioning, or the provider's port in front of it); the URL, or None when
+    the provider gave no address (then the provisioned name is used)."""
+    with engine.connect() as conn:
+        prov = conn.execute(
+            select(node_provisioning.c.params).where(node_provisioning.c.node_id == node_id)
+        ).first()
+    params = prov.params if prov is not None and isinstance(prov.params, dict) else {}
+    port = params.get("port")
+    url = vm.viewer_url(port if isinstance(port, int) else DEFAULT_PORT)
+    if url is None or check_viewer_url(url) is not None:
+        return None
+    record_address(engine, node_id, url, WORKSPACES_DIR, now)
+    return url

@@ -1,12 +1,10 @@
 """The node lifecycle loop: placement's asks become VMs at a provider, idle ones are reaped.
 
-A Kubernetes-style controller: each pass makes a row for every node placement asked for,
-claims due rows with a lease, reads what is recorded and what the node reported, asks
-``providers.lifecycle.next_step`` for one step, takes it through the provider's driver
-(in a worker thread: the drivers block) and records it. A create is recorded before it is
-sent and a node whose create got no answer is looked for by its labels first, so a replica
-killed at any point leaves one VM, owned by its row. A periodic sweep deletes VMs with
-this plane's labels that no live row owns.
+A Kubernetes-style controller: each pass rows every node placement asked for, leases due
+rows, asks ``providers.lifecycle.next_step`` for one step from what is recorded and
+reported, takes it through the driver (in a worker thread) and records it. A create is
+recorded before it is sent, and an unanswered one is looked for by labels first: a replica
+killed anywhere leaves one VM, owned by its row. A sweep deletes our VMs no live row owns.
 """
 
 from __future__ import annotations
@@ -24,6 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Engine
 
 from cloud_init import render
+from control_plane.dispatch.addresses import record_vm_address
 from control_plane.dispatch.node_faults import FaultPoint, fault
 from control_plane.dispatch.replace import place_again
 from control_plane.identity.sealing import Sealer
@@ -38,11 +37,13 @@ from control_plane.providers.base import (
 from control_plane.providers.lifecycle import Decision, NodeFacts, NodePhase, Step, Timings
 from control_plane.providers.lifecycle import next_step as decide
 from control_plane.providers.lifecycle import orphans as find_orphans
+from control_plane.providers.qemu.driver import QemuSettings
 from control_plane.providers.registry import (
     DriverFactory,
     HetznerSettings,
     credential_for,
-    platform_credential,
+    missing_driver_reason,
+    platform_accounts,
 )
 from control_plane.provisioning import userdata
 from control_plane.provisioning.artifacts.manifest import Manifest
@@ -111,6 +112,7 @@ class NodeLifecycle:
         *,
         settings: NodeSettings | None = None,
         hetzner: HetznerSettings | None = None,
+        qemu: QemuSettings | None = None,
         clock: Callable[[], float],
         holder: str | None = None,
     ) -> None:
@@ -121,6 +123,7 @@ class NodeLifecycle:
         self.drivers = drivers
         self.settings = settings or NodeSettings()
         self.hetzner = hetzner or HetznerSettings()
+        self.qemu = qemu
         self.clock = clock
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._last_sweep = float("-inf")
@@ -177,7 +180,9 @@ class NodeLifecycle:
         )
 
     def _driver(self, m: Machine) -> Provider | None:
-        cred = credential_for(self.engine, self.sealer, m.owner, m.provider, self.hetzner)
+        cred = credential_for(
+            self.engine, self.sealer, m.owner, m.provider, self.hetzner, qemu=self.qemu
+        )
         return None if cred is None else self.drivers(m.provider, cred)
 
     async def _step(self, m: Machine, seen: Reported) -> Decision:
@@ -187,9 +192,7 @@ class NodeLifecycle:
         if decision.step in (Step.OBSERVE, Step.CREATE, Step.DELETE):
             driver = await to_thread.run_sync(self._driver, m)
             if driver is None:
-                why = (
-                    f"no credentials for {m.provider}: PUT /api/providers/{m.provider}/credentials"
-                )
+                why = missing_driver_reason(m.provider)
                 # kept as asked: credentials given later make it (its tasks wait meanwhile,
                 # and the dispatcher ends them after its node deadline, with the reason)
                 if m.reason != why:
@@ -232,6 +235,7 @@ class NodeLifecycle:
                 assert driver is not None
                 await self._create(m, driver)
             case Step.ADOPT:
+                await to_thread.run_sync(record_vm_address, self.engine, m.node_id, found[0], now)
                 await self._record(m, provider_id=found[0].provider_id, phase=NodePhase.BOOTING)
             case Step.MARK_READY:
                 await self._record(
@@ -295,6 +299,8 @@ class NodeLifecycle:
             await self._backoff(m, exc)
             return
         fault(self.settings.kill_at, "create_sent")
+        # where the dispatcher reaches it: what the provider said (no admin PUT needed)
+        await to_thread.run_sync(record_vm_address, self.engine, m.node_id, vm, self.clock())
         await self._record(m, provider_id=vm.provider_id, phase=NodePhase.BOOTING, failures=0)
 
     def _user_data(self, m: Machine) -> str:
@@ -384,12 +390,11 @@ class NodeLifecycle:
 
     def _accounts(self) -> list[tuple[str, str]]:
         """Every (provider, credential) this plane may have VMs under, each once."""
-        pairs: dict[tuple[str, str], None] = {}
-        platform = platform_credential("hetzner", self.hetzner)
-        if platform is not None:
-            pairs[("hetzner", platform)] = None
+        pairs = dict.fromkeys(platform_accounts(self.hetzner, self.qemu))
         for owner, provider in machines.owners_and_providers(self.engine):
-            cred = credential_for(self.engine, self.sealer, owner, provider, self.hetzner)
+            cred = credential_for(
+                self.engine, self.sealer, owner, provider, self.hetzner, qemu=self.qemu
+            )
             if cred is not None:
                 pairs[(provider, cred)] = None
         return list(pairs)

@@ -49,11 +49,21 @@ class Vm:
     name: str
     status: VmStatus
     labels: Mapping[str, str] = field(default_factory=dict)
-    address: str | None = None
+    address: str | None = None  # where the node is reached: a public IP, or 127.0.0.1 (qemu)
+    viewer_port: int | None = None  # a port in front of the daemon's (qemu's host forward)
 
     @property
     def node_id(self) -> str | None:
         return self.labels.get(NODE_LABEL)
+
+    def viewer_url(self, node_port: int) -> str | None:
+        """The daemon's `/v1/ws` at this VM (TLS: the node's certificate is checked under
+        its own name, whatever host this names), or None while the provider gave no
+        address. ``node_port`` is the daemon's own port, used without a port in front."""
+        if not self.address:
+            return None
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"wss://{host}:{self.viewer_port or node_port}/v1/ws"
 
 
 class ProviderError(Exception):

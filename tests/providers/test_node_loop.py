@@ -71,7 +71,9 @@ def loop(engine: Engine, endpoint: str, clock: Callable[[], float], **kw: Any) -
     )  # fmt: skip
 
 
-def ask_for_node(engine: Engine, node_id: str, owner: str, now: float) -> None:
+def ask_for_node(
+    engine: Engine, node_id: str, owner: str, now: float, provider: str = "hetzner"
+) -> None:
     """What placement writes when no node fits: a workspace on a node it asks for."""
     with engine.begin() as conn:
         conn.execute(
@@ -81,7 +83,7 @@ def ask_for_node(engine: Engine, node_id: str, owner: str, now: float) -> None:
                 owner=owner,
                 node_id=node_id,
                 state="active",
-                provider="hetzner",
+                provider=provider,
                 requested_vm_size="small",
                 vm_size_source="platform",
                 requirements_json="{}",
@@ -94,7 +96,7 @@ def ask_for_node(engine: Engine, node_id: str, owner: str, now: float) -> None:
         conn.execute(
             insert(node_requests).values(
                 node_id=node_id,
-                provider="hetzner",
+                provider=provider,
                 size="small",
                 state="pending",
                 workspace_id=f"ws-{node_id}",

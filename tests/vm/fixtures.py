@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
+from control_plane.providers.qemu.command import GuestForward
 from tests import capabilities
 from tests.vm.image import VMImage, describe, ensure_image, missing_tools
 from tests.vm.machine import VM, boot_vm
-from tests.vm.qemu import GuestForward
 
 _live: list[VM] = []
 # reports of VMs whose `with` block a failure ended, for the failing test's report

@@ -33,6 +33,7 @@ HOST_TOOLS: tuple[tuple[str, str], ...] = (
     ("mke2fs", "e2fsprogs"),
     ("dpkg-query", "dpkg"),
     ("qemu-system-x86_64", "qemu-system-x86"),
+    ("qemu-img", "qemu-utils"),  # the qemu provider's overlays (tests/vm/test_qemu_provider.py)
     ("cloud-localds", "cloud-image-utils"),
     ("socat", "socat"),
 )

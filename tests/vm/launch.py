@@ -21,8 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from control_plane.providers.qemu.command import HostForward, QemuSpec, qemu_argv
 from tests.vm import timeline as tl
-from tests.vm.qemu import HostForward, QemuSpec, qemu_argv
 
 REAPER = Path(__file__).with_name("reaper.py")
 # where KVM works, a guest reaches systemd in a few seconds
@@ -153,7 +153,8 @@ def _group_exists(pgid: int) -> bool:
 
 def _spawn(spec: QemuSpec, qemu_log: Path) -> Started:
     for stale in (spec.console_log, spec.agent_socket):
-        stale.unlink(missing_ok=True)
+        if stale is not None:
+            stale.unlink(missing_ok=True)
     timeline = tl.Timeline()
     with qemu_log.open("wb") as log:
         origin = time.monotonic()

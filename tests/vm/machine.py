@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict, Unpack
 
+from control_plane.providers.qemu.command import GUEST_FORWARD_ADDRESS, GuestForward, QemuSpec
 from tests.vm import timeline as tl
 from tests.vm.image import VMImage
 from tests.vm.launch import Started, VMBootError, boot_failure, make_seed, start, tail
-from tests.vm.qemu import GUEST_FORWARD_ADDRESS, GuestForward, QemuSpec
 from tests.vm.qga import GuestAgent, GuestAgentTimeout
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -294,7 +294,7 @@ def boot_vm(
             guest_forwards=tuple(guest_forwards),
         )
         started = start(spec, guest_ports, run_dir)
-        vm = VM(started, GuestAgent(spec.agent_socket), run_dir, instance_id)
+        vm = VM(started, GuestAgent(run_dir / "qga.sock"), run_dir, instance_id)
         vm.wait_agent(agent_timeout)
         yield vm
     finally:

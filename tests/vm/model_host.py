@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 from anyio.from_thread import BlockingPortal
 
+from control_plane.providers.qemu.command import GUEST_FORWARD_ADDRESS, GuestForward
 from tests.real_agents import anthropic_api
 from tests.real_agents.model_api import Reply, Script, serve
-from tests.vm.qemu import GUEST_FORWARD_ADDRESS, GuestForward
 
 GUEST_MODEL_PORT = 8765
 

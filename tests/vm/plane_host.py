@@ -26,10 +26,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from control_plane.app import bind_socket, create_app, serve_control_plane
 from control_plane.plane import ControlPlane
+from control_plane.providers.qemu.command import GUEST_FORWARD_ADDRESS, GuestForward
 from control_plane.settings import ControlPlaneSettings
 from tests.cloud_init.helpers import files_by_path
 from tests.tlsca import TlsFiles, make_tls_files
-from tests.vm.qemu import GUEST_FORWARD_ADDRESS, GuestForward
 from tests.vm.relay import Relay
 
 GUEST_PLANE_PORT = 8700
@@ -223,14 +223,21 @@ def plane_tls(directory: Path) -> TlsFiles:
 
 @contextlib.contextmanager
 def host_plane(
-    portal: BlockingPortal, state_dir: Path, artifacts_dir: Path, tls: TlsFiles, **extra: Any
+    portal: BlockingPortal,
+    state_dir: Path,
+    artifacts_dir: Path,
+    tls: TlsFiles,
+    app_options: Callable[[int], dict[str, Any]] | None = None,
+    **extra: Any,
 ) -> Iterator[HostPlane]:
+    """``app_options(port)``: more of `create_app`'s options, once the port is known (the
+    qemu provider's guest forward to this control plane)."""
     settings = plane_settings(state_dir, artifacts_dir, tls, **extra)
-    app = create_app(settings)
-    watch = ArtifactsWatch()
-    app.add_middleware(_WatchArtifacts, watch=watch)
     sock = bind_socket()
     port = sock.getsockname()[1]
+    app = create_app(settings, **(app_options(port) if app_options else {}))
+    watch = ArtifactsWatch()
+    app.add_middleware(_WatchArtifacts, watch=watch)
     plane = app.state.plane
     try:
         with portal.wrap_async_context_manager(serve_control_plane(settings, app=app, sock=sock)):

@@ -8,9 +8,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from control_plane.providers.qemu.command import (
+    GuestForward,
+    HostForward,
+    QemuSpec,
+    accel_args,
+    netdev,
+    qemu_argv,
+)
 from tests.vm import timeline as tl
 from tests.vm.launch import accelerators, meta_data
-from tests.vm.qemu import GuestForward, HostForward, QemuSpec, accel_args, netdev, qemu_argv
 from tests.vm.qga import exec_status, next_message
 from tests.vm.recipe import PACKAGES, Recipe, cache_key, debian_stanzas, sources_for
 

@@ -15,10 +15,10 @@ import httpx
 import pytest
 import yaml
 
+from control_plane.providers.qemu.command import GuestForward
 from tests.vm import timeline as tl
 from tests.vm.fixtures import VMLauncher
 from tests.vm.machine import VM, GuestCommandTimeout, GuestResult
-from tests.vm.qemu import GuestForward
 from tests.vm.qga import GuestAgentError
 
 pytestmark = pytest.mark.vm

@@ -1,4 +1,4 @@
-"""qemu's command line for one run, as data (pure: no files touched, no ports bound).
+"""qemu's command line for one VM, as data (pure: no files touched, no ports bound).
 
 The guest sees nothing but what is forwarded: user networking with `restrict=on`,
 `hostfwd` from the host's 127.0.0.1 into the guest, and `guestfwd` from an address inside
@@ -14,6 +14,7 @@ from pathlib import Path
 GUEST_FORWARD_ADDRESS = "10.0.2.100"
 GUEST_AGENT_PORT_NAME = "org.qemu.guest_agent.0"
 KERNEL_COMMAND_LINE = "root=/dev/vda rw console=ttyS0 panic=-1"
+QEMU = "qemu-system-x86_64"
 
 
 @dataclass(frozen=True)
@@ -34,18 +35,27 @@ class GuestForward:
 
 @dataclass(frozen=True)
 class QemuSpec:
-    kernel: Path
-    initrd: Path
+    """One VM. ``kernel`` None: the disk boots itself. ``agent_socket`` None: no guest
+    agent channel. ``snapshot``: writes are thrown away (the harness); the product gives
+    each VM a copy-on-write overlay instead. ``pidfile`` set: qemu detaches
+    (``-daemonize``) once the guest is set up and writes its pid there."""
+
+    kernel: Path | None
+    initrd: Path | None
     rootfs: Path
     seed: Path
     console_log: Path
-    agent_socket: Path
+    agent_socket: Path | None
     accel: str = "tcg"
     cpus: int = 2
     memory_mb: int = 2048
     host_forwards: tuple[HostForward, ...] = ()
     guest_forwards: tuple[GuestForward, ...] = field(default=())
     append: str = KERNEL_COMMAND_LINE
+    rootfs_format: str = "raw"
+    snapshot: bool = True
+    pidfile: Path | None = None
+    name: str | None = None
 
 
 def _escape(value: str) -> str:
@@ -72,9 +82,43 @@ def accel_args(accel: str) -> list[str]:
     raise ValueError(f"unknown accelerator {accel!r} (kvm or tcg)")
 
 
+def _boot(spec: QemuSpec) -> list[str]:
+    if spec.kernel is None:
+        return []
+    argv = ["-kernel", str(spec.kernel)]
+    if spec.initrd is not None:
+        argv += ["-initrd", str(spec.initrd)]
+    return [*argv, "-append", spec.append]
+
+
+def _root_drive(spec: QemuSpec) -> str:
+    drive = f"file={_escape(str(spec.rootfs))},format={spec.rootfs_format},if=virtio"
+    return drive + (",snapshot=on" if spec.snapshot else "")
+
+
+def _guest_agent(spec: QemuSpec) -> list[str]:
+    if spec.agent_socket is None:
+        return []
+    return [
+        "-chardev",
+        f"socket,id=qga0,path={_escape(str(spec.agent_socket))},server=on,wait=off",
+        "-device",
+        "virtio-serial-pci,id=vser0",
+        "-device",
+        f"virtserialport,bus=vser0.0,chardev=qga0,name={GUEST_AGENT_PORT_NAME}",
+    ]
+
+
+def _detach(spec: QemuSpec) -> list[str]:
+    named = [] if spec.name is None else ["-name", _escape(spec.name)]
+    if spec.pidfile is None:
+        return named
+    return [*named, "-daemonize", "-pidfile", str(spec.pidfile)]
+
+
 def qemu_argv(spec: QemuSpec) -> list[str]:
     return [
-        "qemu-system-x86_64",
+        QEMU,
         *accel_args(spec.accel),
         "-smp",
         str(spec.cpus),
@@ -88,15 +132,10 @@ def qemu_argv(spec: QemuSpec) -> list[str]:
         "none",
         # a kernel panic (panic=-1 reboots) ends qemu instead of looping
         "-no-reboot",
-        "-kernel",
-        str(spec.kernel),
-        "-initrd",
-        str(spec.initrd),
-        "-append",
-        spec.append,
-        # root first (vda), the NoCloud seed second (vdb); every run starts from the image
+        *_boot(spec),
+        # root first (vda), the NoCloud seed second (vdb)
         "-drive",
-        f"file={_escape(str(spec.rootfs))},format=raw,if=virtio,snapshot=on",
+        _root_drive(spec),
         "-drive",
         f"file={_escape(str(spec.seed))},format=raw,if=virtio,readonly=on",
         "-netdev",
@@ -107,12 +146,8 @@ def qemu_argv(spec: QemuSpec) -> list[str]:
         f"file,id=console0,path={_escape(str(spec.console_log))}",
         "-serial",
         "chardev:console0",
-        "-chardev",
-        f"socket,id=qga0,path={_escape(str(spec.agent_socket))},server=on,wait=off",
-        "-device",
-        "virtio-serial-pci,id=vser0",
-        "-device",
-        f"virtserialport,bus=vser0.0,chardev=qga0,name={GUEST_AGENT_PORT_NAME}",
+        *_guest_agent(spec),
         "-device",
         "virtio-rng-pci",
+        *_detach(spec),
     ]
