@@ -62,7 +62,6 @@ def default_drivers(hetzner: HetznerSettings, qemu: QemuSettings | None = None) 
     return make
 
 
-<<<<<<< HEAD
 def with_dev_node(drivers: DriverFactory, state_file: Path) -> DriverFactory:
     """``drivers`` and the ``dev`` provider (the daemon of `vm-agent dev`, recorded in
     ``state_file``): what `vm-agent dev` runs its control plane with."""
@@ -75,16 +74,13 @@ def with_dev_node(drivers: DriverFactory, state_file: Path) -> DriverFactory:
     return make
 
 
-def platform_credential(provider: str, hetzner: HetznerSettings) -> str | None:
-    if provider == dev.NAME:
-        return "local"  # it needs none; a plane without the dev driver makes no dev node
-=======
 def platform_credential(
     provider: str, hetzner: HetznerSettings, qemu: QemuSettings | None = None
 ) -> str | None:
+    if provider == dev.NAME:
+        return LOCAL  # it needs none; a plane without the dev driver makes no dev node
     if provider == "qemu":
         return LOCAL if qemu is not None and qemu.configured else None
->>>>>>> qemuprov
     if provider == "hetzner" and hetzner.token is not None:
         return hetzner.token.get_secret_value()
     return None
