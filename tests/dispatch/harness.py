@@ -190,8 +190,11 @@ async def stack(
     dispatch: DispatchSettings = FAST,
     tls: TlsFor | None = None,
     plane_settings: dict[str, Any] | None = None,
+    *,
+    extra_agents: str = "",
     **daemon_env: str,
 ) -> AsyncIterator[Stack]:
+    """``extra_agents``: catalog entries (TOML) added to the fake agents (a real agent's)."""
     sock = bind_socket()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     settings = ControlPlaneSettings(
@@ -212,6 +215,8 @@ async def stack(
             "VM_AGENT_TLS_KEY_FILE": str(key),
         }
     agents = write_agents(tmp_path / "agents.toml", tmp_path / "agent-state", **AGENTS)
+    if extra_agents:
+        agents.write_text(agents.read_text() + "\n" + extra_agents)
     write_token(tmp_path / "callback-token", plane.tokens.mint_callback_token(NODE))
     try:
         with tempfile.TemporaryDirectory(prefix="vmad-") as short:
