@@ -1,6 +1,7 @@
 """The qemu driver's decisions, by tables: its command line (detached, a private overlay,
 the forwards), VM ids, label matching, the pid check that never kills a recycled pid, the
-accelerator, the room per size, and where the dispatcher reaches a VM. No qemu runs here."""
+accelerator (and what serves /dev/kvm: hardware or PVM), the room per size, and where the
+dispatcher reaches a VM. No qemu runs here."""
 
 from __future__ import annotations
 
@@ -12,11 +13,15 @@ import pytest
 from control_plane.providers.base import Vm, VmStatus
 from control_plane.providers.qemu import vmdir
 from control_plane.providers.qemu.command import (
+    KVM_NOT_USED,
     GuestForward,
     HostForward,
     QemuSpec,
+    cpu_flags,
+    kvm_kind,
     qemu_argv,
 )
+from control_plane.providers.qemu.driver import host_kvm
 
 PIDFILE = PurePath("/var/lib/q/vm-agent-n1-ab12cd34/qemu.pid")
 
@@ -236,3 +241,80 @@ def test_where_the_dispatcher_reaches_a_vm(
 ) -> None:
     vm = Vm("1", "n", VmStatus.RUNNING, address=address, viewer_port=port)
     assert vm.viewer_url(8080) == url
+
+
+# this machine's /proc/cpuinfo, cut: no vmx, `hypervisor` (a Firecracker VM), kvm_pvm loaded
+FIRECRACKER_CPUINFO = (
+    "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Processor\n"
+    "flags\t\t: fpu vme de pse tsc msr pae hypervisor avx512f arch_capabilities\n"
+    "bugs\t\t: spectre_v1\n\nprocessor\t: 1\nflags\t\t: fpu vmx\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "flags"),
+    [(FIRECRACKER_CPUINFO, {"fpu", "vme", "de", "pse", "tsc", "msr", "pae", "hypervisor",
+                            "avx512f", "arch_capabilities"}),
+     ("flags: vmx ept\n", {"vmx", "ept"}),
+     ("vmx flags\t: x\nflags : svm\n", {"svm"}),  # only a key named exactly `flags`
+     ("", set()), ("processor: 0\n", set())],
+)  # fmt: skip
+def test_cpu_flags_are_the_first_flags_line(cpuinfo: str, flags: set[str]) -> None:
+    assert cpu_flags(cpuinfo) == flags
+
+
+@pytest.mark.parametrize(
+    ("opens", "flags", "modules", "kind"),
+    [
+        (False, {"vmx"}, {"kvm", "kvm_intel"}, "none"),
+        (False, set(), {"kvm", "kvm_pvm"}, "none"),
+        (True, {"vmx"}, {"kvm", "kvm_intel"}, "hardware"),
+        (True, {"svm"}, {"kvm", "kvm_amd"}, "hardware"),
+        # these machines: PVM serves /dev/kvm, no VMX in sight
+        (True, {"hypervisor", "avx2"}, {"kvm", "kvm_pvm"}, "pvm"),
+        # PVM loaded beside hardware virtualization: the hardware is tried
+        (True, {"vmx"}, {"kvm", "kvm_intel", "kvm_pvm"}, "hardware"),
+        # neither known: tried, and `auto`'s probe falls back if its guest prints nothing
+        (True, set(), {"kvm"}, "hardware"),
+    ],
+)
+def test_what_serves_dev_kvm(opens: bool, flags: set[str], modules: set[str], kind: str) -> None:
+    assert kvm_kind(opens, flags, modules) == kind
+
+
+def test_every_kind_auto_leaves_says_why() -> None:
+    assert set(KVM_NOT_USED) == {"none", "pvm"}
+    assert "kvm_pvm" in KVM_NOT_USED["pvm"]
+
+
+def _host(tmp_path: Path, *, dev: bool, cpuinfo: str, modules: list[str]) -> str:
+    sys_module = tmp_path / "module"
+    sys_module.mkdir()
+    for name in modules:
+        (sys_module / name).mkdir()
+    (tmp_path / "cpuinfo").write_text(cpuinfo)
+    if dev:
+        (tmp_path / "kvm").write_bytes(b"")
+    return host_kvm(tmp_path / "kvm", tmp_path / "cpuinfo", sys_module)
+
+
+def test_host_kvm_reads_pvm_from_the_files(tmp_path: Path) -> None:
+    assert (
+        _host(tmp_path, dev=True, cpuinfo=FIRECRACKER_CPUINFO, modules=["kvm", "kvm_pvm"]) == "pvm"
+    )
+
+
+def test_host_kvm_reads_hardware_from_the_files(tmp_path: Path) -> None:
+    cpuinfo = "flags\t\t: fpu vmx ept\n"
+    assert _host(tmp_path, dev=True, cpuinfo=cpuinfo, modules=["kvm", "kvm_intel", "kvm_pvm"]) == (
+        "hardware"
+    )
+
+
+def test_host_kvm_without_a_device_is_none(tmp_path: Path) -> None:
+    assert _host(tmp_path, dev=False, cpuinfo="flags: vmx\n", modules=["kvm_intel"]) == "none"
+
+
+def test_host_kvm_with_unreadable_cpuinfo_and_modules_still_decides(tmp_path: Path) -> None:
+    (tmp_path / "kvm").write_bytes(b"")
+    assert host_kvm(tmp_path / "kvm", tmp_path / "absent", tmp_path / "absent-dir") == "hardware"

@@ -21,7 +21,14 @@ from pathlib import Path
 
 import yaml
 
-from control_plane.providers.qemu.command import HostForward, QemuSpec, qemu_argv
+from control_plane.providers.qemu.command import (
+    KVM_NOT_USED,
+    HostForward,
+    KvmKind,
+    QemuSpec,
+    qemu_argv,
+)
+from control_plane.providers.qemu.driver import host_kvm
 from tests.vm import timeline as tl
 
 REAPER = Path(__file__).with_name("reaper.py")
@@ -204,6 +211,13 @@ def accelerators(requested: str, kvm_usable: bool) -> list[str]:
     raise ValueError(f"unknown accelerator {requested!r} (auto, kvm or tcg)")
 
 
+def kvm_not_tried(requested: str, kind: KvmKind) -> str | None:
+    """The run report's line when `auto` goes straight to TCG: why KVM was not tried."""
+    if requested != "auto" or kind == "hardware":
+        return None
+    return f"accel auto: TCG, KVM not tried ({KVM_NOT_USED[kind]})"
+
+
 def _start_with(
     spec: QemuSpec, guest_ports: Sequence[int], qemu_log: Path, wanted: str, seconds: float
 ) -> Started:
@@ -221,13 +235,15 @@ def _start_with(
 
 def start(spec: QemuSpec, guest_ports: Sequence[int], run_dir: Path) -> Started:
     """qemu running the guest; host forwards get free ports (retried when one was taken
-    before qemu bound it). accel 'auto' tries KVM and falls back to TCG unless the guest
-    reaches systemd within KVM_PROBE_SECONDS (on these machines qemu aborts at once under
-    KVM, so the fallback costs well under a second)."""
+    before qemu bound it). accel 'auto' tries KVM where hardware serves /dev/kvm (not on
+    these machines: it is PVM there, see command.kvm_kind) and falls back to TCG unless
+    the guest reaches systemd within KVM_PROBE_SECONDS."""
     if not shutil.which("qemu-system-x86_64"):
         raise VMBootError("qemu-system-x86_64 not found (Debian package qemu-system-x86)")
-    tried = accelerators(spec.accel, os.access("/dev/kvm", os.R_OK | os.W_OK))
-    notes = []
+    kind = host_kvm()
+    tried = accelerators(spec.accel, kind == "hardware")
+    note = kvm_not_tried(spec.accel, kind)
+    notes = [] if note is None else [note]
     for accel in tried[:-1]:
         began = time.monotonic()
         log = run_dir / f"qemu-{accel}.log"

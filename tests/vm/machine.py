@@ -275,7 +275,7 @@ def boot_vm(
 
     guest_ports: ports in the guest reached from the host (`vm.host_port(p)`);
     guest_forwards: GUEST_FORWARD_ADDRESS:guest_port in the guest to 127.0.0.1:host_port.
-    accel: 'auto' (KVM if it boots, else TCG), 'tcg' or 'kvm'; default $VM_TEST_ACCEL,
+    accel: 'auto' (hardware KVM if it boots, else TCG), 'tcg' or 'kvm'; default $VM_TEST_ACCEL,
     else 'auto'."""
     run_dir = Path(tempfile.mkdtemp(prefix="vmtest-", dir=_run_root()))
     vm: VM | None = None

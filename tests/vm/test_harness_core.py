@@ -11,13 +11,14 @@ import yaml
 from control_plane.providers.qemu.command import (
     GuestForward,
     HostForward,
+    KvmKind,
     QemuSpec,
     accel_args,
     netdev,
     qemu_argv,
 )
 from tests.vm import timeline as tl
-from tests.vm.launch import accelerators, meta_data
+from tests.vm.launch import accelerators, kvm_not_tried, meta_data
 from tests.vm.qga import exec_status, next_message
 from tests.vm.recipe import PACKAGES, Recipe, cache_key, debian_stanzas, sources_for
 
@@ -116,6 +117,24 @@ def test_accelerator_arguments(accel: str, expected: list[str]) -> None:
 )
 def test_accelerators_tried(requested: str, kvm_usable: bool, expected: list[str]) -> None:
     assert accelerators(requested, kvm_usable) == expected
+
+
+@pytest.mark.parametrize(
+    ("requested", "kind", "says"),
+    [
+        ("auto", "pvm", "kvm_pvm"),
+        ("auto", "none", "does not open"),
+        ("auto", "hardware", None),
+        ("tcg", "pvm", None),  # asked for: nothing to explain
+        ("kvm", "pvm", None),
+    ],
+)
+def test_the_report_says_why_auto_left_kvm(requested: str, kind: KvmKind, says: str | None) -> None:
+    note = kvm_not_tried(requested, kind)
+    if says is None:
+        assert note is None
+    else:
+        assert note is not None and note.startswith("accel auto: TCG") and says in note
 
 
 def test_unknown_accelerator_is_refused() -> None:

@@ -47,7 +47,7 @@ def qemu_settings(vm_image: VMImage, tmp_path_factory: pytest.TempPathFactory) -
         image_format="raw",
         kernel=vm_image.kernel,
         initrd=vm_image.initrd,
-        accel="auto",  # KVM if its guest prints within the probe, else TCG (VM-NOTES)
+        accel="auto",  # hardware KVM if its guest prints within the probe; here PVM: TCG
         kvm_probe_s=20.0,
     )
 

@@ -7,8 +7,10 @@ the guest's network to a port on the host's loopback (one socat per connection).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 # the address inside the guest's user network that guest forwards listen on
 GUEST_FORWARD_ADDRESS = "10.0.2.100"
@@ -80,6 +82,37 @@ def accel_args(accel: str) -> list[str]:
     if accel == "tcg":
         return ["-accel", "tcg,thread=multi", "-cpu", "max"]
     raise ValueError(f"unknown accelerator {accel!r} (kvm or tcg)")
+
+
+# What serves /dev/kvm. `pvm`: the kvm_pvm module (Pagetable-based Virtual Machine), which
+# lets a machine without VMX/SVM (a Firecracker VM, as ours are) offer /dev/kvm. It runs a
+# PVM-enabled guest kernel at speed; a stock kernel (Debian's) runs at CPL 0 and is
+# emulated: measured ~0.1 MB/s through its own decompressor, where TCG is done in 4 s, so
+# it prints nothing for minutes (docs/control-plane.md, "The qemu driver").
+KvmKind = Literal["none", "hardware", "pvm"]
+KVM_NOT_USED: dict[KvmKind, str] = {
+    "none": "/dev/kvm does not open",
+    "pvm": "/dev/kvm is kvm_pvm (no VMX/SVM): a stock guest kernel runs emulated, slower than TCG",
+}
+
+
+def cpu_flags(cpuinfo: str) -> frozenset[str]:
+    """The CPU's feature flags: /proc/cpuinfo's first `flags` line."""
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "flags":
+            return frozenset(value.split())
+    return frozenset()
+
+
+def kvm_kind(dev_kvm_opens: bool, flags: Iterable[str], modules: Iterable[str]) -> KvmKind:
+    """What /dev/kvm is, from whether it opens, the CPU's flags and /sys/module's names.
+    PVM only when no hardware virtualization is there to serve it instead."""
+    if not dev_kvm_opens:
+        return "none"
+    if "kvm_pvm" in set(modules) and not {"vmx", "svm"} & set(flags):
+        return "pvm"
+    return "hardware"
 
 
 def _boot(spec: QemuSpec) -> list[str]:

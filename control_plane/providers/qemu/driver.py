@@ -37,9 +37,13 @@ from control_plane.providers.base import NODE_LABEL, ProviderError, Vm, VmSpec, 
 from control_plane.providers.qemu import vmdir
 from control_plane.providers.qemu.command import (
     KERNEL_COMMAND_LINE,
+    KVM_NOT_USED,
     GuestForward,
     HostForward,
+    KvmKind,
     QemuSpec,
+    cpu_flags,
+    kvm_kind,
     qemu_argv,
 )
 
@@ -80,13 +84,34 @@ def free_port() -> int:
         return port
 
 
-def kvm_usable() -> bool:
+def host_kvm(
+    dev: Path = Path("/dev/kvm"),
+    cpuinfo: Path = Path("/proc/cpuinfo"),
+    sys_module: Path = Path("/sys/module"),
+) -> KvmKind:
+    """What serves /dev/kvm on this host (command.kvm_kind decides; this reads)."""
     try:
-        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(dev, os.O_RDWR | os.O_CLOEXEC)
     except OSError:
-        return False
+        return "none"
     os.close(fd)
-    return True
+    try:
+        flags = cpu_flags(cpuinfo.read_text(errors="replace"))
+    except OSError:
+        flags = frozenset()
+    try:
+        modules = os.listdir(sys_module)
+    except OSError:
+        modules = []
+    return kvm_kind(True, flags, modules)
+
+
+def kvm_usable() -> bool:
+    """`auto` tries KVM only where hardware virtualization serves it (not PVM)."""
+    kind = host_kvm()
+    if kind != "hardware":
+        log.info("qemu: KVM not tried: %s", KVM_NOT_USED[kind])
+    return kind == "hardware"
 
 
 def _tail(path: Path, limit: int = 2000) -> str:
