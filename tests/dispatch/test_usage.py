@@ -32,7 +32,8 @@ async def s(tmp_path: Path, database_url: str) -> AsyncIterator[Stack]:
         "--scenario", "echo", "--usage", "good", "--close", "--state-dir", str(state)
     )
     quoted = ", ".join(f'"{a}"' for a in command)
-    async with stack(tmp_path, extra_agents=f"[agents.fake-usage]\ncommand = [{quoted}]\n") as st:
+    extra = f"[agents.fake-usage]\ncommand = [{quoted}]\n"
+    async with stack(tmp_path, database_url, extra_agents=extra) as st:
         yield st
 
 
