@@ -35,6 +35,7 @@ from control_plane.api import (
     task_events,
     task_nodes,
     tasks,
+    usage,
 )
 from control_plane.api.common import (
     ApiError,
@@ -107,6 +108,7 @@ def create_app(
         *task_connection.routes,
         *task_asks.routes,
         *task_nodes.routes,
+        *usage.routes,
         *sessions.routes,
         *github.routes,
         *git_tokens.routes,

@@ -5,6 +5,8 @@ outcome: its status (`status`, pure), the run's rows (`runs`), what users read a
 a task's work brought back from its repository (`deliver`: the node's push answer
 checked, the pull request), and the reconcile loop (`reconcile`, pure; `observe`,
 `leases`, `loop`: the shell, which reaches nodes through the `NodeCalls` protocol that
-control_plane.nodes_link implements).
+control_plane.nodes_link implements), and token usage summed per task and per user
+(`usage`, from the `prompt.finished` events nodes send).
 May import provisioning, providers, github, identity, storage, demand, cloud_init and the
-daemon's JSON-RPC errors (vm_agent.jsonrpc) and catalog (vm_agent.process.catalog)."""
+daemon's JSON-RPC errors (vm_agent.jsonrpc), catalog (vm_agent.process.catalog) and
+usage arithmetic (vm_agent.core.usage)."""

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
 
-from control_plane.dispatch import runs
+from control_plane.dispatch import runs, usage
 from control_plane.dispatch import status as st
 from control_plane.github import access
 from control_plane.storage.db import agent_sessions, node_events, tasks, workspaces
@@ -65,6 +65,7 @@ def task_view(engine: Engine, task_id: str) -> dict[str, Any] | None:
                 if not r.resolved and r.request_id not in answered
             ]
         history = runs.transitions(conn, task_id)
+        spent = usage.task_usage(conn, task_id)
         delivery = access.delivery_of(conn, row["workspace_id"])
         first_update = row["first_update_at"]
         if first_update is None and node_id is not None and session_id is not None:
@@ -98,6 +99,7 @@ def task_view(engine: Engine, task_id: str) -> dict[str, Any] | None:
         },
         **repository_view(delivery),
         "pendingPermissions": pending,
+        "usage": spent,
         "transitions": [
             {"status": t["status"], "at": iso(t["at"]), "cause": t["cause"]} for t in history
         ],

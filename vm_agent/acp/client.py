@@ -79,6 +79,7 @@ class AgentInfo:
     protocol_version: int
     load_session: bool
     resume_session: bool
+    close_session: bool
     # As advertised (without `_meta`, at most 16): a person reads them to know what to provide.
     auth_methods: tuple[dict[str, Any], ...]
     name: str | None
@@ -183,6 +184,7 @@ class AcpClient:
             protocol_version=answer.protocol_version,
             load_session=bool(caps.load_session),
             resume_session=bool(session_caps and session_caps.resume is not None),
+            close_session=bool(session_caps and session_caps.close is not None),
             auth_methods=advertised_auth_methods(raw),
             name=answer.agent_info.name if answer.agent_info else None,
             version=answer.agent_info.version if answer.agent_info else None,
@@ -216,9 +218,17 @@ class AcpClient:
             self.offered = {k: raw[k] for k in ("modes", "configOptions") if raw.get(k)}
 
     async def prompt(
-        self, session_id: str, prompt: list[dict[str, Any]], *, sent: anyio.Event | None = None
+        self,
+        session_id: str,
+        prompt: list[dict[str, Any]],
+        *,
+        sent: anyio.Event | None = None,
+        on_usage: Callable[[Any], None] | None = None,
     ) -> str:
-        """Runs a prompt turn; returns the agent's stop reason as it said it."""
+        """Runs a prompt turn; returns the agent's stop reason as it said it.
+
+        ``on_usage`` gets the answer's ``usage`` (raw: the caller judges it) when it has one.
+        """
         raw = await self.conn.request(
             "session/prompt", {"sessionId": session_id, "prompt": prompt}, sent=sent
         )
@@ -226,7 +236,18 @@ class AcpClient:
         reason = raw.get("stopReason") if isinstance(raw, dict) else None
         if not isinstance(reason, str):
             raise AgentProtocolError("session/prompt: answer has no stopReason")
+        if on_usage is not None and "usage" in raw:
+            on_usage(raw["usage"])
         return reason
+
+    @property
+    def can_close(self) -> bool:
+        """Whether the agent advertised ``sessionCapabilities.close`` (``session/close``)."""
+        return self.info is not None and self.info.close_session
+
+    async def close_session(self, session_id: str) -> None:
+        """``session/close``: the agent frees the session's state (only if it can_close)."""
+        await self.conn.request("session/close", {"sessionId": session_id})
 
     async def cancel(self, session_id: str) -> None:
         await self.conn.notify("session/cancel", {"sessionId": session_id})

@@ -158,6 +158,24 @@ def repository_lines(view: dict[str, Any]) -> list[str]:
     return lines
 
 
+def usage_line(view: dict[str, Any]) -> str | None:
+    """The task's token usage and cost, for people (None when the agent reported none)."""
+    usage = view.get("usage")
+    if not isinstance(usage, dict) or not usage:
+        return None
+    parts = []
+    if isinstance(usage.get("totalTokens"), int):
+        parts.append(f"{usage['totalTokens']} tokens")
+    words = {"inputTokens": "in", "outputTokens": "out", "cachedReadTokens": "cached"}
+    split = [f"{usage[k]} {w}" for k, w in words.items() if isinstance(usage.get(k), int)]
+    if split:
+        parts.append(f"({', '.join(split)})")
+    cost = usage.get("cost")
+    if isinstance(cost, dict):
+        parts += [f"{amount:.6g} {currency}" for currency, amount in sorted(cost.items())]
+    return "   usage: " + " ".join(parts) if parts else None
+
+
 def exit_code_for(status: str | None) -> int:
     return EXIT_OK if status in ("completed", "awaiting_follow_up") else EXIT_OUTCOME
 
@@ -196,8 +214,9 @@ class Follower:
             self.render.line(
                 f"== task {self.task_id}: {status}" + (f"; {reason}" if reason else "")
             )
-            for line in repository_lines(final):
-                self.render.line(line)
+            for line in [*repository_lines(final), usage_line(final)]:
+                if line:
+                    self.render.line(line)
             if status == "awaiting_follow_up":
                 self.render.line(
                     f"   follow up: vm-agent task prompt {self.task_id} '...';"
@@ -273,8 +292,9 @@ def _verb(client: TaskClient, args: argparse.Namespace) -> int:
         view = client.call("GET", f"/api/tasks/{task}")
         print(json.dumps(view, indent=None if args.json else 2))
         if not args.json:  # what came back of its repository, in words
-            for line in repository_lines(view):
-                print(line.strip(), file=sys.stderr)
+            for line in [*repository_lines(view), usage_line(view)]:
+                if line:
+                    print(line.strip(), file=sys.stderr)
         return EXIT_OK
     if args.verb == "follow":
         policy = client.call("GET", f"/api/tasks/{task}").get("permissionPolicy")

@@ -61,6 +61,9 @@ class FakeAgent:
         }
         if config.resume:
             self._methods["session/resume"] = self._resume_session
+        if config.close:
+            self._methods["session/close"] = self._close_session
+        self.cost = 0.0  # the cumulative cost --usage reports (per process, like Claude Code)
         self.modes = Modes(peer) if config.modes else None
         if self.modes is not None:
             self._methods["session/set_mode"] = self.modes.set_mode
@@ -122,7 +125,10 @@ class FakeAgent:
             "agentCapabilities": {
                 "loadSession": self.load_session,
                 "promptCapabilities": {"image": False, "audio": False, "embeddedContext": True},
-                "sessionCapabilities": {"resume": {}} if self.config.resume else {},
+                "sessionCapabilities": {
+                    **({"resume": {}} if self.config.resume else {}),
+                    **({"close": {}} if self.config.close else {}),
+                },
             },
             "agentInfo": {"name": "fake-agent", "title": "Fake agent", "version": __version__},
             "authMethods": auth_methods,
@@ -190,4 +196,39 @@ class FakeAgent:
         text = prompt_text(blocks)
         self.store.append(session_id, USER, text)
         turn = Turn(self.peer, self.store, session, self.config)
-        return {"stopReason": await self._behaviour(turn, text)}
+        answer: dict[str, Any] = {"stopReason": await self._behaviour(turn, text)}
+        if self.config.usage is not None:
+            answer["usage"] = self._report_usage(turn, text)
+        return answer
+
+    def _report_usage(self, turn: Turn, text: str) -> dict[str, Any]:
+        """As claude-agent-acp does: a ``usage_update`` with the session's cumulative cost
+        (and the context window), then the turn's tokens in the answer. Tokens: the prompt's
+        length in, twice that out, 5 read from cache; each turn costs 0.25 USD."""
+        if self.config.usage == "bad":
+            turn.update(
+                {
+                    "sessionUpdate": "usage_update",
+                    "used": 1,
+                    "size": 2,
+                    "cost": {"amount": -3, "currency": "usd"},
+                }
+            )
+            return {"inputTokens": -5, "outputTokens": "many", "totalTokens": 1e30}
+        self.cost += 0.25
+        cost = {"amount": self.cost, "currency": "USD"}
+        turn.update(
+            {"sessionUpdate": "usage_update", "used": 3 * len(text), "size": 1000, "cost": cost}
+        )
+        tokens = {"inputTokens": len(text), "outputTokens": 2 * len(text), "cachedReadTokens": 5}
+        return {**tokens, "totalTokens": sum(tokens.values())}
+
+    async def _close_session(self, params: dict[str, Any]) -> dict[str, Any]:
+        session_id = _string(params, "sessionId")
+        if self.sessions.pop(session_id, None) is None:
+            raise RpcError(-32002, f"Resource not found: session {session_id}")
+        log(f"fake-agent: session/close {session_id}")
+        if self.config.state_dir:
+            safe = "".join(c for c in session_id if c.isalnum() or c == "-")
+            await anyio.Path(self.config.state_dir, f"closed-{safe}").write_text(session_id)
+        return {}

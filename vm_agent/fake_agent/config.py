@@ -72,6 +72,8 @@ class Config:
     timestamps: bool = False  # put the send time in each update's _meta (latency benchmarks)
     auth_on: str | None = None  # refuse this method with -32000 (as codex-acp without a key)
     hang_on: str | None = None  # never answer this method (a start that hangs)
+    usage: str | None = None  # report usage after each turn: "good" or "bad" (hostile numbers)
+    close: bool = False  # advertise and answer session/close (recorded in --state-dir)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,21 @@ def _start_method(text: str) -> str:
     return text
 
 
+USAGE_KINDS = ("good", "bad")
+
+
+def _hang_method(text: str) -> str:
+    if text not in (*START_METHODS, "session/close"):
+        raise ValueError(f"must be one of {', '.join(START_METHODS)}, session/close")
+    return text
+
+
+def _usage_kind(text: str) -> str:
+    if text not in USAGE_KINDS:
+        raise ValueError(f"must be one of {', '.join(USAGE_KINDS)}")
+    return text
+
+
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0:  # also rejects NaN
@@ -131,7 +148,8 @@ _OPTIONS: tuple[_Option, ...] = (
         "directory keeping session transcripts (a leading ~ is the agent's HOME)",
     ),
     _Option("--auth-on", _start_method, "refuse session/new or session/load with -32000"),
-    _Option("--hang-on", _start_method, "never answer initialize, session/new or session/load"),
+    _Option("--hang-on", _hang_method, "never answer a start method (or session/close)"),
+    _Option("--usage", _usage_kind, "report usage each turn: good, or bad (hostile numbers)"),
 )
 
 
@@ -141,6 +159,10 @@ _SWITCHES: tuple[tuple[str, str], ...] = (
     ("--once", "crash scenarios crash only the first time per --state-dir"),
     ("--modes", "offer modes (ask, code) and a config option (model), answer set_mode/_config"),
     ("--timestamps", "put time.time() of each update's send in its _meta (vm_agent/sent_at)"),
+    (
+        "--close",
+        "advertise sessionCapabilities.close; each session/close leaves a file closed-<id>",
+    ),
 )
 
 

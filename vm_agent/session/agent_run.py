@@ -29,6 +29,8 @@ from vm_agent.session.config import CredentialsProvider, SessionConfig
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# How long an agent may take over `session/close` before its process is stopped anyway.
+CLOSE_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +80,14 @@ class AgentRun:
         self.process: AgentProcess | None = None
         self.current_request: str | None = None
         self._stop = anyio.Event()
+        self._close = False
+        self.acp_session_id: str | None = None
         self.done = anyio.Event()
 
-    def stop(self) -> None:
-        """Ask the run to stop its process (the disconnect is then reported as usual)."""
+    def stop(self, *, close: bool = False) -> None:
+        """Ask the run to stop its process (the disconnect is then reported as usual);
+        ``close``: the session ends, so send ``session/close`` first where the agent can."""
+        self._close = self._close or close
         self._stop.set()
 
     async def request(self, method: str, call: Awaitable[T]) -> T:
@@ -186,6 +192,7 @@ class AgentRun:
                     if opened:
                         self.client = client
                         await self._wait_for_disconnect(proc, client)
+                        await self._close_session(proc, client)
                         exit_facts = await self._exit_facts(proc)
                         await report.disconnected(self, exit_facts)
                     tg.cancel_scope.cancel()
@@ -235,6 +242,7 @@ class AgentRun:
             )
         else:
             self.client = client  # before the report: it may re-apply a mode through it
+            self.acp_session_id = acp_id
             await report.opened(self, info, acp_id, load is not None)
             return True
         await proc.stop(self.config.stop_timings)
@@ -258,6 +266,18 @@ class AgentRun:
             tg.start_soon(first, proc.exited)
             tg.start_soon(first, client.conn.closed)
             tg.start_soon(first, self._stop)
+
+    async def _close_session(self, proc: AgentProcess, client: AcpClient) -> None:
+        """``session/close`` at a session's end, bounded: the agent frees its state."""
+        acp_id = self.acp_session_id
+        if not (self._close and client.can_close and acp_id) or proc.exited.is_set():
+            return
+        try:
+            with anyio.fail_after(CLOSE_TIMEOUT_S):
+                await self.request("session/close", client.close_session(acp_id))
+        except (JsonRpcError, PeerClosed, TimeoutError) as exc:
+            # It is stopped anyway: a refused or slow close costs nothing more.
+            log.info("session %s: session/close: %r", self.session_id, exc)
 
     async def _exit_facts(self, proc: AgentProcess) -> ExitFacts:
         in_flight = self.current_request

@@ -23,6 +23,8 @@ class Outcome(BaseModel):
     error_code: int | None = None
     # auth_required only: the agent's advertised authMethods, so a person knows what to provide
     auth_methods: list[dict[str, Any]] | None = None
+    # Tokens and cost the agent reported for this prompt (vm_agent.core.usage's form)
+    usage: dict[str, Any] | None = None
 
     @classmethod
     def from_action(
@@ -30,6 +32,7 @@ class Outcome(BaseModel):
         session_id: str,
         act: RecordOutcome,
         auth_methods: Sequence[dict[str, Any]] = (),
+        usage: dict[str, Any] | None = None,
     ) -> Outcome:
         return cls(
             session_id=session_id,
@@ -39,6 +42,7 @@ class Outcome(BaseModel):
             reason=act.reason,
             error_code=act.error_code,
             auth_methods=list(auth_methods) if act.outcome is OutcomeKind.AUTH_REQUIRED else None,
+            usage=usage,
         )
 
     @classmethod

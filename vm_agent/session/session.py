@@ -26,6 +26,7 @@ from vm_agent.eventlog import EventLog, SessionRecord
 from vm_agent.gitwork.spec import RepositorySpec
 from vm_agent.jsonrpc.errors import INTERNAL_ERROR
 from vm_agent.process.catalog import AgentSpec
+from vm_agent.session import traffic as t
 from vm_agent.session.agent_run import AgentRun
 from vm_agent.session.config import CredentialsProvider, SessionConfig, redacting
 from vm_agent.session.crash_report import CrashReport
@@ -34,13 +35,7 @@ from vm_agent.session.outcome import Outcome
 from vm_agent.session.prompt_book import PromptBook, SessionRefused
 from vm_agent.session.repository import clone_before_start, kept_metadata, repository_fields
 from vm_agent.session.run_reports import RunReports
-from vm_agent.session.traffic import (
-    Clock,
-    PermissionFlow,
-    UpdateRelay,
-    exchange_prompt,
-    send_cancel,
-)
+from vm_agent.session.usage_meter import UsageMeter, session_total
 
 # SessionRefused lives with the prompt book; callers know it as the session's refusal.
 __all__ = ["AgentSession", "SessionRefused"]
@@ -66,7 +61,7 @@ class AgentSession:
         owner: str | None = None,
         containment: SessionContainment | None = None,
         repository: RepositorySpec | None = None,
-        clock: Clock = time.monotonic,
+        clock: t.Clock = time.monotonic,
     ) -> None:
         self.id = session_id
         self.repository = repository  # cloned before the first agent starts (issue 23)
@@ -107,8 +102,9 @@ class AgentSession:
         self._reports = RunReports(self.machine, self._journal, redactor, clock, self._feed)
         self.spawned_pids: list[int] = []  # every agent process this session started
         self._prompt_sent = anyio.Event()
-        self._relay = UpdateRelay(log, session_id, self._agent_output)
-        self._permissions = PermissionFlow(
+        self._usage = UsageMeter(session_id)
+        self._relay = t.UpdateRelay(log, session_id, self._agent_output, self._usage.noted_update)
+        self._permissions = t.PermissionFlow(
             log, session_id, permissions, lambda: self.machine.state is SessionState.CANCELLING
         )
 
@@ -152,6 +148,7 @@ class AgentSession:
             "error": self.machine.error,
             "reservation": self.reservation,
             "owner": self.owner,
+            "usage": session_total(self.outcomes.values()),
             **self._reports.auth_fields(),
             **repository_fields(self.repository),
         }
@@ -201,7 +198,7 @@ class AgentSession:
             tg.cancel_scope.cancel()
 
     def close(self) -> None:
-        """Ends the session's life in this daemon: stops its agent and its tasks."""
+        """Ends the session's life in this daemon (stops its agent and tasks, no session/close)."""
         self._closed.set()
 
     async def abandon(self, reason: str) -> None:
@@ -291,21 +288,25 @@ class AgentSession:
             case a.SendPrompt(prompt_id=pid):
                 self._relay.replaying = False
                 prompt = self._book.take(pid)
+                self._usage.prompt_started()
                 await self._journal.prompt_started(pid, prompt)
                 self._task_group.start_soon(self._send_prompt, pid, prompt)
             case a.SendCancel():
                 self._task_group.start_soon(self._send_cancel)
             case a.StopAgent(reason=reason):
                 log.info("session %s: stopping the agent: %s", self.id, reason)
-                if self._run is not None:
-                    self._run.stop()
+                if self._run is not None:  # a session's end (not the daemon's) closes it
+                    self._run.stop(
+                        close=self.state is SessionState.STOPPED and not self._closed.is_set()
+                    )
             case a.Restart(delay_s=delay, load=load, attempt=attempt, why=why):
                 log.info(
                     "session %s: restart attempt %d in %.1fs (%s)", self.id, attempt, delay, why
                 )
                 self._start_run(delay, self.acp_session_id if load else None)
             case a.RecordOutcome():
-                outcome = Outcome.from_action(self.id, act, self._reports.auth_methods)
+                methods, usage = self._reports.auth_methods, self._usage.prompt_ended()
+                outcome = Outcome.from_action(self.id, act, methods, usage)
                 await self._journal.outcome(outcome)
                 self._book.finish(outcome)
             case a.EmitCrashReport():
@@ -357,6 +358,7 @@ class AgentSession:
             containment=self.containment,
         )
         self._run = run
+        self._usage.restart()
         self._task_group.start_soon(self._go, run, delay, load)
 
     async def _go(self, run: AgentRun, delay: float, load: str | None) -> None:
@@ -385,7 +387,9 @@ class AgentSession:
             await self._feed(ev.PromptErrored(self._clock(), INTERNAL_ERROR, "no agent process"))
             return
         self._prompt_sent = sent = anyio.Event()
-        fact = await exchange_prompt(run, acp_id, prompt, sent, self._clock)
+        fact = await t.exchange_prompt(
+            run, acp_id, prompt, sent, self._clock, on_usage=self._usage.answered
+        )
         if fact is not None:
             await self._feed(fact)
 
@@ -393,4 +397,4 @@ class AgentSession:
         self._permissions.cancel_all()
         run, acp_id = self._run, self.acp_session_id
         if run is not None and run.client is not None and acp_id is not None:
-            await send_cancel(run, acp_id, self._prompt_sent, self.config.policy.cancel_grace_s)
+            await t.send_cancel(run, acp_id, self._prompt_sent, self.config.policy.cancel_grace_s)

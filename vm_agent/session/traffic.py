@@ -42,10 +42,17 @@ class UpdateRelay:
     session can feed its machine's no-output deadline.
     """
 
-    def __init__(self, log: EventLog, session_id: str, on_output: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        log: EventLog,
+        session_id: str,
+        on_output: Callable[[], None],
+        on_update: Callable[[Any], None] | None = None,
+    ) -> None:
         self._log = log
         self._session_id = session_id
         self._on_output = on_output
+        self._on_update = on_update  # sees each new update (usage_update's cost)
         # While a session/load replays history, updates are counted, not re-broadcast.
         self.replaying = False
         self.replayed_updates = 0
@@ -58,6 +65,8 @@ class UpdateRelay:
             self.replayed_updates += 1
             return None
         self._on_output()
+        if self._on_update is not None:
+            self._on_update(params.get("update") if isinstance(params, dict) else None)
         # Pipelined: the seq is fixed now (arrival order); viewers see it after its commit.
         appended = self._log.submit(self._session_id, "acp.update", params)
         self._unconfirmed += 1
@@ -139,16 +148,23 @@ class PermissionFlow:
 
 
 async def exchange_prompt(
-    run: AgentRun, acp_id: str, prompt: list[dict[str, Any]], sent: anyio.Event, clock: Clock
+    run: AgentRun,
+    acp_id: str,
+    prompt: list[dict[str, Any]],
+    sent: anyio.Event,
+    clock: Clock,
+    *,
+    on_usage: Callable[[Any], None] | None = None,
 ) -> ev.Event | None:
     """Sends ``session/prompt`` and waits for its answer: the fact for the machine.
 
     None when the agent went away: its run reports the disconnect, with the exit's facts.
+    ``on_usage`` gets the answer's ``usage``, if it has one.
     """
     assert run.client is not None
     try:
         stop_reason = await run.request(
-            "session/prompt", run.client.prompt(acp_id, prompt, sent=sent)
+            "session/prompt", run.client.prompt(acp_id, prompt, sent=sent, on_usage=on_usage)
         )
     except JsonRpcError as exc:
         return ev.PromptErrored(clock(), exc.code, exc.message)
