@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.vm.booted import BootedNode
+from tests.vm.figures import FigureBook
 from tests.vm.github_host import ACME, AUTHOR_EMAIL, AUTHOR_NAME, REPOSITORY, GitHubHost
 from tests.vm.node.conftest import COMMIT_AGENT
 
@@ -60,7 +61,7 @@ def _wait_for_end(node: BootedNode, user: dict[str, str], github: GitHubHost) ->
 
 
 def test_a_task_s_commit_comes_back_from_the_node_as_its_branch_and_pull_request(
-    node: BootedNode, vm_github: GitHubHost
+    node: BootedNode, vm_github: GitHubHost, vm_figures: FigureBook
 ) -> None:
     plane = node.plane
     github = vm_github
@@ -91,10 +92,13 @@ def test_a_task_s_commit_comes_back_from_the_node_as_its_branch_and_pull_request
         # the VM is small (2 vCPU, 2-3 GiB): the platform's default would ask for a new node
         "requirements": {"minVcpu": 0.5, "minMemoryGb": 0.5, "minDiskGb": 1},
     }
+    began = time.monotonic()
     submitted = plane.http.post("/api/tasks", json=body, headers=user)
     assert submitted.status_code == 201, submitted.text
     assert submitted.json()["nodeId"] == node.node_id, submitted.json()
     task = _wait_for_end(node, user, github)
+    took = time.monotonic() - began
+    vm_figures.add("node", "repository task: submitted to completed (clone, turn, push)", took, "s")
 
     # the task branch, in the stand-in's bare repository on the host, is the task's head
     repo = github.state.repository(REPOSITORY)
