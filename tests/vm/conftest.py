@@ -14,6 +14,7 @@ from tests.vm.host_fixtures import (  # noqa: F401
     figures_summary,
     vm_artifacts,
     vm_figures,
+    vm_github,
     vm_plane,
     vm_portal,
 )

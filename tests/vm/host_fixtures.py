@@ -2,7 +2,9 @@
 
 - `vm_artifacts`: the artifacts `make artifacts` built (skips without them; fails under CI);
 - `vm_portal`: an anyio event loop in a thread of its own, for the control plane and viewers;
-- `vm_plane`: the control plane on HTTPS (plane_host.py), serving those artifacts;
+- `vm_github`: the GitHub stand-in on the host (github_host.py);
+- `vm_plane`: the control plane on HTTPS (plane_host.py), serving those artifacts, acting
+  as a GitHub App against that stand-in;
 - `vm_figures`: the figures the tests record, printed in the summary and written to
   `$VM_TEST_REPORT_DIR` (default `build/vm-test`) as figures.json and figures.md.
 """
@@ -30,6 +32,7 @@ from control_plane.provisioning.artifacts.manifest import (
 from control_plane.provisioning.artifacts.wheelhouse import OWN_PACKAGE, build_own_wheel
 from tests.capabilities import missing
 from tests.vm.figures import FigureBook
+from tests.vm.github_host import GitHubHost, github_stand_in
 from tests.vm.plane_host import HostPlane, host_plane, plane_tls
 
 # Node certificates for 10 minutes: the daemons renew theirs (at two-thirds of the life,
@@ -86,13 +89,29 @@ def vm_portal() -> Iterator[BlockingPortal]:
 
 
 @pytest.fixture(scope="session")
+def vm_github(
+    vm_portal: BlockingPortal, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GitHubHost]:
+    with github_stand_in(vm_portal, tmp_path_factory.mktemp("vm-github")) as github:
+        yield github
+
+
+@pytest.fixture(scope="session")
 def vm_plane(
-    vm_portal: BlockingPortal, vm_artifacts: Path, tmp_path_factory: pytest.TempPathFactory
+    vm_portal: BlockingPortal,
+    vm_artifacts: Path,
+    vm_github: GitHubHost,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[HostPlane]:
     base = tmp_path_factory.mktemp("vm-plane")
     tls = plane_tls(base / "tls")
     with host_plane(
-        vm_portal, base / "state", vm_artifacts, tls, node_cert_ttl_s=NODE_CERT_TTL_S
+        vm_portal,
+        base / "state",
+        vm_artifacts,
+        tls,
+        node_cert_ttl_s=NODE_CERT_TTL_S,
+        **vm_github.plane_settings(),
     ) as plane:
         yield plane
 

@@ -2,8 +2,10 @@
 boots a Debian VM unchanged, and the checks of tests/vm/node/ run against it.
 
 The boot's figures (to ready from qemu's and cloud-init's start, each install step) are
-recorded here, whatever tests run. After `ready` the fixture adds one agent to the VM's
-catalog (the hostile fake agent the containment checks drive) and restarts the unit once.
+recorded here, whatever tests run. After `ready` the fixture adds two agents to the VM's
+catalog (the hostile fake agent the containment checks drive, and the fake agent that
+commits for the repository check) and restarts the unit once. The guest reaches the
+control plane, the model stand-in and the GitHub stand-in through guest forwards.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pytest
 from tests.vm.booted import UNIT, VIEWER_PORT, BootedNode
 from tests.vm.figures import FigureBook
 from tests.vm.fixtures import VMLauncher
+from tests.vm.github_host import GitHubHost
 from tests.vm.model_host import ModelHost, anthropic_stand_in
 from tests.vm.plane_host import HostPlane
 
@@ -29,6 +32,11 @@ HOSTILE_COMMAND = (
     "/opt/vm-agent/bin/vm-agent",
     *("fake-agent", "--scenario", "hostile", "--state-dir", "~/.fake-hostile"),
 )
+COMMIT_AGENT = "fake-commit"
+COMMIT_COMMAND = (
+    "/opt/vm-agent/bin/vm-agent",
+    *("fake-agent", "--scenario", "commit", "--state-dir", "~/.fake-commit"),
+)
 MODEL_KEY = "sk-ant-vmtest-" + secrets.token_hex(12)
 
 
@@ -40,7 +48,11 @@ def model(vm_plane: HostPlane) -> Iterator[ModelHost]:
 
 @pytest.fixture(scope="package")
 def node(
-    vm_launcher: VMLauncher, vm_plane: HostPlane, model: ModelHost, vm_figures: FigureBook
+    vm_launcher: VMLauncher,
+    vm_plane: HostPlane,
+    model: ModelHost,
+    vm_github: GitHubHost,
+    vm_figures: FigureBook,
 ) -> Iterator[BootedNode]:
     # claude's key and where its provider is, as an operator keeps them: the secret store
     vm_plane.set_agent_secrets(
@@ -56,14 +68,17 @@ def node(
         label="node",
         hostname=created.answer["hostname"],
         guest_ports=[VIEWER_PORT],
-        guest_forwards=[forward, model.forward()],
+        guest_forwards=[forward, model.forward(), vm_github.forward()],
         memory_mb=MEMORY_MB,
     ) as vm:
         booted = BootedNode(vm, vm_plane, created, relay, "node")
         booted.record_boot(booted.wait_ready(), vm_figures)
         booted.cloud_init = vm.wait_cloud_init()
-        entry = f"\n[agents.hostile]\ncommand = {json.dumps(list(HOSTILE_COMMAND))}\n"
-        booted.append_text(AGENTS_FILE, entry)
+        entries = [("hostile", HOSTILE_COMMAND), (COMMIT_AGENT, COMMIT_COMMAND)]
+        booted.append_text(
+            AGENTS_FILE,
+            "".join(f"\n[agents.{n}]\ncommand = {json.dumps(list(c))}\n" for n, c in entries),
+        )
         booted.restart()
         booted.viewer_tls()
         vm.note(f"{UNIT}: {booted.unit('ActiveState', 'NRestarts')}")
