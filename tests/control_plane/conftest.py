@@ -1,5 +1,7 @@
 """Fixtures for control plane tests: every test that touches the database runs twice, on
-SQLite and on PostgreSQL (a fresh schema of the tests' server; see tests/postgres.py)."""
+SQLite and on PostgreSQL (a fresh schema of the tests' server; see tests/postgres.py). The
+PostgreSQL run is marked ``slow``: `make test` runs each once (on SQLite), `make test-slow`
+again on PostgreSQL, so the quick stage stays within its budget as the suite grows."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from control_plane.storage.db import make_engine
 from control_plane.storage.migrate import upgrade
 from tests.postgres import fresh_schema, postgres_url
 
-DATABASES = ["sqlite", "postgresql"]
+DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)]
 
 
 @pytest.fixture(params=DATABASES)
