@@ -16,6 +16,7 @@ import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -30,6 +31,10 @@ class AgentSpec(BaseModel):
     # gateway's URL): their absence is no warning.
     optional_credentials: tuple[str, ...] = ()
     env: Mapping[str, str] = Field(default_factory=dict)
+    # The MCP transports the agent takes at session/new: stdio is every ACP agent's; http and
+    # sse only where its `mcpCapabilities` say so. Known ahead of any node (the control plane
+    # refuses a task's MCP server at submission); the live initialize is checked at start.
+    mcp_transports: tuple[Literal["stdio", "http", "sse"], ...] = ("stdio",)
 
     @field_validator("command")
     @classmethod
@@ -59,6 +64,7 @@ def builtin_agents() -> dict[str, AgentSpec]:
             command=("claude-agent-acp",),
             credentials=("ANTHROPIC_API_KEY",),
             optional_credentials=("ANTHROPIC_BASE_URL",),
+            mcp_transports=("stdio", "http", "sse"),
         ),
         AgentSpec(
             name="codex",
