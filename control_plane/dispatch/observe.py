@@ -17,7 +17,7 @@ from control_plane.dispatch.views import placement_of
 from control_plane.dispatch.workspaces import ACTIVE
 from control_plane.github import access
 from control_plane.github.delivery import GitIdentity, repository_params
-from control_plane.storage.db import node_events, nodes, tasks, workspaces
+from control_plane.storage.db import node_events, node_requests, nodes, tasks, workspaces
 
 EVENTS_PER_PASS = 500
 
@@ -63,6 +63,9 @@ def observe(
         node = conn.execute(
             select(nodes.c.ready_at, nodes.c.last_heartbeat_at).where(nodes.c.node_id == node_id)
         ).first()
+        asked_at = conn.execute(
+            select(node_requests.c.created_at).where(node_requests.c.node_id == node_id)
+        ).scalar_one_or_none()
         of_session = (node_events.c.node_id == node_id, node_events.c.session_id == session_id)
         new = conn.execute(
             select(node_events.c.seq, node_events.c.type, node_events.c.ts, node_events.c.data)
@@ -103,6 +106,7 @@ def observe(
         status=st.Status(row["status"]),
         now=now,
         submitted_at=row["submitted_at"] or row["created_at"],
+        node_asked_at=asked_at,
         cancel_asked=row["cancel_asked_at"] is not None,
         cancel_sent=row["cancel_sent_at"] is not None,
         session_started=row["session_started_at"] is not None,

@@ -57,6 +57,9 @@ class Observed:
     in_flight: frozenset[str] = frozenset()  # prompt ids this replica has a call out for
     workspace_active: bool = False  # the task's room on its node is still taken
     delivery: DeliveryView | None = None  # None: the task has no repository
+    # When the task's current node was asked for: a node placed again (never ready) gets a
+    # whole wait of its own, not what is left of the first node's.
+    node_asked_at: float | None = None
 
 
 # -- steps ---------------------------------------------------------------------------------
@@ -139,7 +142,7 @@ Step = (
 
 def _silence(o: Observed, node_id: str, t: Timing) -> st.NodeSilent | None:
     if o.last_heard is None:
-        waited = o.now - o.submitted_at
+        waited = o.now - max(o.submitted_at, o.node_asked_at or o.submitted_at)
         return st.NodeSilent(node_id, waited) if waited > t.node_wait_s else None
     silent = o.now - o.last_heard
     return st.NodeSilent(node_id, silent) if silent > t.node_silent_after_s else None

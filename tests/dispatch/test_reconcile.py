@@ -42,6 +42,28 @@ CASES: list[tuple[str, rc.Observed, rc.Step]] = [
         rc.Record(st.NodeSilent("n1", 1801)),
     ),
     (
+        "a node placed again (the first never ready): its own whole wait",
+        replace(
+            BASE,
+            status=S.WAITING_FOR_NODE,
+            last_heard=None,
+            submitted_at=NOW - 1801,
+            node_asked_at=NOW - 900,
+        ),
+        rc.Wait("the node is not ready"),
+    ),
+    (
+        "a node placed again, past its own wait",
+        replace(
+            BASE,
+            status=S.WAITING_FOR_NODE,
+            last_heard=None,
+            submitted_at=NOW - 3700,
+            node_asked_at=NOW - 1801,
+        ),
+        rc.Record(st.NodeSilent("n1", 1801)),
+    ),
+    (
         "a node silent past the deadline",
         replace(BASE, last_heard=NOW - 301, prompts=(SENT,)),
         rc.Record(st.NodeSilent("n1", 301)),
