@@ -127,6 +127,9 @@ class UserDataParams(BaseModel):
     agent_users: AgentUsers = AgentUsers()
     # The CA that signed the control plane's certificate, when no public CA did.
     ca_certificate: str | None = None
+    # The daemon's bound on an agent's initialize plus session/new (its default: 60 s); a
+    # cold, emulated VM's first start of a large agent can take longer.
+    agent_start_timeout_s: float | None = Field(default=None, gt=0, le=3600)
 
     @field_validator("node_id")
     @classmethod

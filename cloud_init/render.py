@@ -79,6 +79,8 @@ def env_file_text(params: UserDataParams) -> str:
         settings["VM_AGENT_AGENTS_FILE"] = AGENTS_FILE
     if params.ca_certificate is not None:
         settings["VM_AGENT_CONTROL_PLANE_CA_FILE"] = install.CONTROL_PLANE_CA_FILE
+    if params.agent_start_timeout_s is not None:
+        settings["VM_AGENT_START_TIMEOUT_S"] = f"{params.agent_start_timeout_s:g}"
     settings["SSL_CERT_FILE"] = SYSTEM_CA_BUNDLE
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 

@@ -71,6 +71,7 @@ class NodeSettings(BaseSettings):
     create_grace_s: float = 120.0
     delete_grace_s: float = 120.0
     drain_deadline_s: float = 3600.0
+    agent_start_timeout_s: float | None = None  # the nodes' bound on an agent's start
     backoff_first_s: float = 5.0
     backoff_max_s: float = 300.0
     kill_at: FaultPoint | None = None  # FAULT INJECTION, tests only (node_faults.py)
@@ -304,13 +305,12 @@ class NodeLifecycle:
         await self._record(m, provider_id=vm.provider_id, phase=NodePhase.BOOTING, failures=0)
 
     def _user_data(self, m: Machine) -> str:
-        """The node's user-data with a fresh bootstrap token; its provisioning row made (or
-        its token replaced: a VM made again after a create that was never applied)."""
+        """User-data with a fresh bootstrap token, its provisioning row made (or replaced)."""
         manifest = self.kit.manifest()
         token = userdata.new_bootstrap_token()
         now = self.clock()
         expires = now + self.kit.bootstrap_ttl_s
-        request = userdata.NodeRequest()
+        request = userdata.NodeRequest(agent_start_timeout_s=self.settings.agent_start_timeout_s)
         agents = userdata.chosen_agents(None, manifest)
         params = userdata.user_data_params(
             node_id=m.node_id,

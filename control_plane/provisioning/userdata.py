@@ -37,6 +37,8 @@ class NodeRequest(BaseModel):
     agents: list[str] | None = None
     swap: SwapSettings = SwapSettings()
     port: int = Field(default=DEFAULT_PORT, ge=1, le=65535)
+    # The node daemon's bound on an agent's initialize plus session/new (default 60 s).
+    agent_start_timeout_s: float | None = Field(default=None, gt=0, le=3600)
 
     @field_validator("node_id", "hostname")
     @classmethod
@@ -133,5 +135,6 @@ def user_data_params(
             "port": request.port,
             "swap": request.swap,
             "ca_certificate": ca_certificate,
+            "agent_start_timeout_s": request.agent_start_timeout_s,
         }
     )

@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 import yaml
 
-from cloud_init import MAX_USER_DATA_BYTES, UserDataTooLarge, render, validate_params
+from cloud_init import (
+    MAX_USER_DATA_BYTES,
+    InvalidParameter,
+    UserDataTooLarge,
+    render,
+    validate_params,
+)
 from cloud_init.agents import AGENTS_FILE
 from cloud_init.firewall import FIREWALL_UNIT, RULES_FILE
 from cloud_init.install import CONTROL_PLANE_CA_FILE
@@ -82,6 +88,14 @@ def test_defaults() -> None:
     for step in ("fallocate", "dd if=/dev/zero", "chmod 0600", "mkswap", "swapon", "/etc/fstab"):
         assert step in swap
     assert "sysctl -q -w" in swap and "/etc/sysctl.d/" in swap
+
+
+def test_a_node_parameter_bounds_the_daemons_agent_start() -> None:
+    env = files_by_path(rendered(agent_start_timeout_s=240))[ENV_FILE]["content"]
+    assert "VM_AGENT_START_TIMEOUT_S=240\n" in env
+    assert "VM_AGENT_START_TIMEOUT_S" not in files_by_path(rendered())[ENV_FILE]["content"]
+    with pytest.raises(InvalidParameter):
+        rendered(agent_start_timeout_s=0)
 
 
 def test_runcmd_is_only_the_runner_naming_every_step_in_order() -> None:

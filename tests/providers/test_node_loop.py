@@ -35,6 +35,7 @@ MANIFEST = Manifest(
 SETTINGS = NodeSettings(
     ready_deadline_s=600, warm_window_s=300, stale_after_s=120, lost_after_s=900,
     create_grace_s=60, lease_s=30, sweep_interval_s=1e9, backoff_first_s=5,
+    agent_start_timeout_s=240,
 )  # fmt: skip
 
 
@@ -155,6 +156,7 @@ async def test_ask_create_boot_ready_warm_reap(engine: Engine, api: tuple[StandI
     assert server["labels"] == node_labels(PLANE, "n-1") and server["server_type"] == "cx22"
     assert server["user_data"].startswith("#cloud-config")
     assert TOKEN not in server["user_data"]  # the provider's credential never goes to the VM
+    assert "VM_AGENT_START_TIMEOUT_S=240\n" in server["user_data"]  # the nodes' start bound
     assert phase(engine, "n-1") == "booting"
     clock.now += 30
     assert (await nl.pass_once())["n-1"].step is Step.WAIT

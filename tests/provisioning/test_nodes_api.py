@@ -105,6 +105,9 @@ async def test_a_node_is_created_with_its_user_data(
         ({"node_id": "Bad_Name"}, 422),
         ({"swap": {"size_mb": -1}}, 422),
         ({"port": 0}, 422),
+        ({"agent_start_timeout_s": 0}, 422),
+        ({"agent_start_timeout_s": 86400}, 422),
+        ({"agent_start_timeout_s": "soon"}, 422),
         ({"callback_token": "x"}, 422),
     ],
 )
