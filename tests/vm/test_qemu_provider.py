@@ -16,17 +16,25 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from anyio.from_thread import BlockingPortal
 
 from control_plane.dispatch.nodes import NodeSettings
 from control_plane.providers.qemu import vmdir
-from control_plane.providers.qemu.driver import QemuProvider, QemuSettings
+from control_plane.providers.qemu.driver import QemuSettings
 from tests.vm.figures import FigureBook
 from tests.vm.image import VMImage
-from tests.vm.plane_host import GUEST_PLANE_PORT, HostPlane, host_plane, plane_tls
+from tests.vm.plane_host import HostPlane
+from tests.vm.qemu_plane import (
+    ENDS,
+    SMALL,
+    console_tail,
+    provider_plane,
+    qemu_settings_for,
+    qemus_of,
+    vm_dirs,
+)
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(2700)]
 
@@ -35,21 +43,11 @@ WARM_WINDOW_S = 30.0
 READY_S = 1500.0  # a boot that installs the artifacts under TCG on a loaded host
 TASK_S = 600.0
 GONE_S = 300.0  # the warm window, a heartbeat to learn of the drain, one to say drained
-ENDS = ("completed", "failed", "crashed", "cancelled", "timed_out", "auth_required")
-SMALL = {"minVcpu": 0.5, "minMemoryGb": 0.5, "minDiskGb": 1}
 
 
 @pytest.fixture(scope="module")
 def qemu_settings(vm_image: VMImage, tmp_path_factory: pytest.TempPathFactory) -> QemuSettings:
-    return QemuSettings(
-        state_dir=tmp_path_factory.mktemp("qemu-vms"),
-        image=vm_image.rootfs,
-        image_format="raw",
-        kernel=vm_image.kernel,
-        initrd=vm_image.initrd,
-        accel="auto",  # hardware KVM if its guest prints within the probe; here PVM: TCG
-        kvm_probe_s=20.0,
-    )
+    return qemu_settings_for(vm_image, tmp_path_factory.mktemp("qemu-vms"))
 
 
 @pytest.fixture(scope="module")
@@ -59,55 +57,15 @@ def plane(
     qemu_settings: QemuSettings,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[HostPlane]:
-    base = tmp_path_factory.mktemp("qemu-plane")
-
-    def app_options(port: int) -> dict[str, Any]:
-        # the guests reach this control plane, nothing else
-        forwards = {GUEST_PLANE_PORT: port}
-        return {
-            "qemu": qemu_settings.model_copy(update={"guest_forwards": forwards}),
-            "node_settings": NodeSettings(
-                pass_interval_s=1.0,
-                warm_window_s=WARM_WINDOW_S,
-                ready_deadline_s=READY_S,
-                sweep_interval_s=60.0,
-            ),
-        }
-
-    try:
-        with host_plane(
-            vm_portal, base / "state", vm_artifacts, plane_tls(base / "tls"),
-            app_options=app_options, default_provider="qemu", node_cert_ttl_s=600,
-        ) as served:  # fmt: skip
-            yield served
-    finally:  # whatever happened, no VM outlives the module
-        driver = QemuProvider(qemu_settings)
-        for vm in driver.list({}):
-            driver.delete(vm.provider_id)
-
-
-def qemus_of(state_dir: Path) -> list[int]:
-    """Live processes whose command line names a file under the state directory."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and str(state_dir).encode() in (proc / "cmdline").read_bytes():
-                found.append(int(proc.name))
-        except OSError:
-            continue
-    return found
-
-
-def vm_dirs(state_dir: Path) -> list[Path]:
-    return [d for d in state_dir.iterdir() if vmdir.valid_vm_id(d.name)]
-
-
-def console_tail(state_dir: Path) -> str:
-    return "\n".join(
-        f"--- {d.name} console ---\n{(d / vmdir.CONSOLE).read_text(errors='replace')[-4000:]}"
-        for d in vm_dirs(state_dir)
-        if (d / vmdir.CONSOLE).exists()
+    nodes = NodeSettings(
+        pass_interval_s=1.0,
+        warm_window_s=WARM_WINDOW_S,
+        ready_deadline_s=READY_S,
+        sweep_interval_s=60.0,
     )
+    base = tmp_path_factory.mktemp("qemu-plane")
+    with provider_plane(vm_portal, base, vm_artifacts, qemu_settings, nodes) as served:
+        yield served
 
 
 def wait_task(plane: HostPlane, user: dict[str, str], task_id: str, state_dir: Path) -> None:
