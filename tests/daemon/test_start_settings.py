@@ -210,7 +210,8 @@ async def test_settings_the_agent_cannot_take_refuse_the_start(tmp_path: Path) -
                 says = await refused("r1", "fake", {"mode": "plan"})
                 assert "agentSettings.mode: no mode 'plan' (it offers: ask, code)" in says
                 says = await refused("r2", "fake", {"model": "huge"})
-                assert "no value 'huge' for option 'model' (it offers: fast, smart)" in says
+                assert says.startswith("session/start: agentSettings.model: the agent refused")
+                assert "no value 'huge'" in says and says.endswith("; it offers: fast, smart")
                 says = await refused("r3", "fake-http", {"mcpServers": [HTTP]})
                 assert "server 'web' uses http, which the agent does not take" in says
                 assert entries(record, "session/new")  # r1, r2 got that far; r3 did not

@@ -30,6 +30,7 @@ class Change:
     method: str  # session/set_mode or session/set_config_option
     params: dict[str, Any]  # modeId, or configId and value (and type for a boolean)
     setting: str  # as agentSettings names it, for a refusal's message
+    offers: str = ""  # what the agent offers for it, for a refusal's message
 
 
 def mcp_refusal(settings: StartSettings, initialize: dict[str, Any]) -> str | None:
@@ -59,7 +60,12 @@ def _values(option: dict[str, Any]) -> list[str]:
     return out
 
 
-def _option_change(option: dict[str, Any], value: str | bool, setting: str) -> Change:
+def _option_change(
+    option: dict[str, Any], value: str | bool, setting: str, *, alias_ok: bool = False
+) -> Change:
+    """``alias_ok``: a value the option does not list is still sent (the agent may take it
+    as an alias, as claude-agent-acp takes "sonnet" for "sonnet[1m]"); its refusal is then
+    the start's, with what it offers."""
     config_id = str(option.get("id"))
     if option.get("type") == "boolean":
         if not isinstance(value, bool):
@@ -67,12 +73,13 @@ def _option_change(option: dict[str, Any], value: str | bool, setting: str) -> C
         params: dict[str, Any] = {"configId": config_id, "type": "boolean", "value": value}
         return Change("session/set_config_option", params, setting)
     values = _values(option)
-    if value not in values:
+    offers = f"it offers: {', '.join(values) or 'none'}"
+    if value not in values and not alias_ok:
         raise SettingRefused(
-            f"{setting}: the agent offers no value {value!r} for option {config_id!r} "
-            f"(it offers: {', '.join(values) or 'none'})"
+            f"{setting}: the agent offers no value {value!r} for option {config_id!r} ({offers})"
         )
-    return Change("session/set_config_option", {"configId": config_id, "value": value}, setting)
+    params = {"configId": config_id, "value": value}
+    return Change("session/set_config_option", params, setting, offers)
 
 
 def _by_category(options: list[dict[str, Any]], category: str) -> dict[str, Any] | None:
@@ -92,7 +99,10 @@ def plan(settings: StartSettings, offered: dict[str, Any]) -> list[Change]:
         if settings.mode not in ids:
             what = f"it offers: {', '.join(map(str, ids))}" if ids else "it offers no modes"
             raise SettingRefused(f"agentSettings.mode: no mode {settings.mode!r} ({what})")
-        changes.append(Change("session/set_mode", {"modeId": settings.mode}, "agentSettings.mode"))
+        offers = f"it offers: {', '.join(map(str, ids))}"
+        changes.append(
+            Change("session/set_mode", {"modeId": settings.mode}, "agentSettings.mode", offers)
+        )
     for setting, category, value in (
         ("model", "model", settings.model),
         ("effort", "thought_level", settings.effort),
@@ -105,7 +115,8 @@ def plan(settings: StartSettings, offered: dict[str, Any]) -> list[Change]:
                 f"agentSettings.{setting}: the agent offers no config option of category "
                 f"{category!r} (its options: {_ids(options)})"
             )
-        changes.append(_option_change(option, value, f"agentSettings.{setting}"))
+        where = f"agentSettings.{setting}"
+        changes.append(_option_change(option, value, where, alias_ok=setting == "model"))
     for config_id, given in settings.config_options.items():
         option = next((o for o in options if o.get("id") == config_id), None)
         if option is None:
@@ -134,7 +145,8 @@ async def apply(
                 call = client.set_config_option(acp_session_id, change.params)
             await track(change.method, call)
         except JsonRpcError as exc:
+            offers = f"; {change.offers}" if change.offers else ""
             raise SettingRefused(
                 f"{change.setting}: the agent refused {change.method} {change.params}: "
-                f"{exc.message} (JSON-RPC {exc.code})"
+                f"{exc.message} (JSON-RPC {exc.code}){offers}"
             ) from None
