@@ -104,6 +104,7 @@ def test_snake_case_is_not_the_wire_name() -> None:
 
 CLAUDE = builtin_agents()["claude"]
 CODEX = builtin_agents()["codex"]
+OPENCODE = builtin_agents()["opencode"]
 
 
 @pytest.mark.parametrize(
@@ -142,8 +143,17 @@ def test_env_never_overrides_the_operators_allow_list() -> None:
         (CLAUDE, HTTP, None),
         (CLAUDE, SSE, None),
         (CODEX, STDIO, None),
-        (CODEX, HTTP, "server 'web' uses http, which agent codex does not take (it takes stdio)"),
-        (CODEX, SSE, "server 'events' uses sse"),
+        (CODEX, HTTP, None),
+        (
+            CODEX,
+            SSE,
+            "server 'events' uses sse, which agent codex does not take (it takes stdio, http)",
+        ),
+        (
+            OPENCODE,
+            HTTP,
+            "server 'web' uses http, which agent opencode does not take (it takes stdio)",
+        ),
     ],
 )
 def test_the_catalog_refuses_a_transport_before_anything_runs(

@@ -71,8 +71,14 @@ def builtin_agents() -> dict[str, AgentSpec]:
             command=("codex-acp",),
             credentials=("OPENAI_API_KEY",),
             optional_credentials=("OPENAI_BASE_URL",),
+            mcp_transports=("stdio", "http"),  # codex-acp 0.16: http, not sse
         ),
-        AgentSpec(name="gemini", command=("gemini", "--acp"), credentials=("GEMINI_API_KEY",)),
+        AgentSpec(
+            name="gemini",
+            command=("gemini", "--acp"),
+            credentials=("GEMINI_API_KEY",),
+            mcp_transports=("stdio", "http", "sse"),  # gemini-cli 0.61
+        ),
         AgentSpec(name="opencode", command=("opencode", "acp")),
         AgentSpec(name="fake", command=fake_agent_command("--scenario", "echo")),
     ]
