@@ -129,6 +129,26 @@ async def test_claude_starts_in_the_mode_of_its_start_settings(tmp_path: Path) -
         assert "plan mode" in turn.text.lower()  # Claude Code tells the model it plans
 
 
+async def test_gemini_gets_the_model_of_its_start_settings_in_its_environment(
+    tmp_path: Path,
+) -> None:
+    """gemini-cli offers no model config option; its catalog entry's model_env
+    (GEMINI_MODEL) carries the model, which is the one the model API is asked for."""
+    kit = KITS["gemini"]
+    async with rig(tmp_path, kit) as r:
+        r.script.add(Reply(text="Hello."))
+        async with daemon(r, r.agents_file()) as d, d.viewer() as v:
+            await start_with(v, r, {"model": "gemini-2.5-flash-lite", "mode": "plan"})
+            settings = await v.call("session/settings", {"session_id": "s1"})
+            assert settings["modes"]["currentModeId"] == "plan"
+            outcome = await run_prompt(v, "hello")
+        assert outcome["outcome"] == "completed", outcome
+        turns = [t for t in r.script.requests if "streamGenerateContent" in t.path]
+        assert turns and all("/models/gemini-2.5-flash-lite:" in t.path for t in turns), [
+            t.path for t in turns
+        ]
+
+
 async def live_initialize(kit: Kit, home: Path) -> dict[str, Any]:
     """The agent's own `initialize` answer (no credentials needed), in a namespace of its own."""
     env = kit.env(None, home)

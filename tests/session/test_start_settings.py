@@ -302,3 +302,14 @@ def test_a_setting_the_agent_does_not_offer_is_refused_with_what_it_offers(
     with pytest.raises(SettingRefused) as refused:
         plan(StartSettings.model_validate(given), offered)
     assert says in str(refused.value), str(refused.value)
+
+
+def test_a_model_by_env_needs_no_model_option() -> None:
+    """An agent whose catalog names its model variable (gemini: GEMINI_MODEL) gets the model
+    in its environment; a model option it does offer is still used."""
+    settings = StartSettings(model="gemini-2.5-pro")
+    assert plan(settings, {}, model_by_env=True) == []
+    (change,) = plan(settings, OFFERED, model_by_env=True)
+    assert change.params == {"configId": "model", "value": "gemini-2.5-pro"}
+    assert builtin_agents()["gemini"].model_env == "GEMINI_MODEL"
+    assert builtin_agents()["claude"].model_env is None

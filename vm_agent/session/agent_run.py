@@ -142,6 +142,8 @@ class AgentRun:
         # The start's own variables: after the catalog's, under the credentials (validated
         # never to name a credential or a variable the daemon sets).
         own_env.update(self.settings.env if self.settings else {})
+        if self.settings and self.settings.model and self.spec.model_env:
+            own_env[self.spec.model_env] = self.settings.model  # it has no model option
         try:
             if credentials is not None and self.spec.credential_names:
                 own_env.update(await credentials(self.session_id, self.spec))
@@ -237,7 +239,8 @@ class AgentRun:
                     method = "session/new"
                     acp_id = await self.request(method, client.new_session(cwd, servers))
                 # A new process starts in the agent's defaults: the start settings again.
-                self.applied = settings_plan.plan(settings, client.offered)
+                by_env = self.spec.model_env is not None
+                self.applied = settings_plan.plan(settings, client.offered, model_by_env=by_env)
                 await settings_plan.apply(client, acp_id, self.applied, self.request)
         except SettingRefused as exc:
             failure = StartFailure(

@@ -86,9 +86,13 @@ def _by_category(options: list[dict[str, Any]], category: str) -> dict[str, Any]
     return next((o for o in options if o.get("category") == category), None)
 
 
-def plan(settings: StartSettings, offered: dict[str, Any]) -> list[Change]:
+def plan(
+    settings: StartSettings, offered: dict[str, Any], *, model_by_env: bool = False
+) -> list[Change]:
     """The changes that give the session its settings, in order: mode, model, effort, then
-    the other config options. SettingRefused for the first one the agent does not offer."""
+    the other config options. SettingRefused for the first one the agent does not offer.
+    ``model_by_env``: the model went in the agent's environment (its catalog's
+    ``model_env``), unless the agent offers a model option after all."""
     changes: list[Change] = []
     raw_options = offered.get("configOptions")
     options = [o for o in raw_options or [] if isinstance(o, dict)]
@@ -110,6 +114,8 @@ def plan(settings: StartSettings, offered: dict[str, Any]) -> list[Change]:
         if value is None:
             continue
         option = _by_category(options, category)
+        if option is None and setting == "model" and model_by_env:
+            continue
         if option is None:
             raise SettingRefused(
                 f"agentSettings.{setting}: the agent offers no config option of category "
