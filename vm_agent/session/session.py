@@ -368,6 +368,8 @@ class AgentSession:
             on_permission=self._permissions,
             credentials=self._credentials,
         )
+        if self.start_refusal is not None:
+            self.close()  # the agent cannot take its settings: the session ends here
 
     # -- traffic with the agent -------------------------------------------------------------
 

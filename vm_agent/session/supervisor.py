@@ -173,8 +173,8 @@ class Supervisor:
             )
 
     async def drop_refused(self, session: AgentSession) -> None:
-        """A session whose agent could not take its start settings: ended and forgotten
-        (its registry row says so: a restart does not bring it back)."""
+        """A session whose agent could not take its start settings: ended (it closes itself)
+        and forgotten (its registry row says so: a restart does not bring it back)."""
         session.close()
         await session.stopped_for_good.wait()
         if self.sessions.get(session.id) is session:
@@ -267,9 +267,8 @@ class Supervisor:
             raise
         return session
 
-    @staticmethod
     async def _run_session(
-        session: AgentSession, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+        self, session: AgentSession, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """A session's life; what goes wrong inside it (a file it cannot open, a process it
         cannot spawn) ends that session only, never the supervisor and the daemon."""
@@ -288,6 +287,10 @@ class Supervisor:
             log.exception("session %s failed and is stopped; the others go on", session.id)
             leaf = first_leaf(exc)
             await session.abandon(f"internal error: {type(leaf).__name__}: {leaf}")
+        finally:
+            # Refused for its settings: no session, also when its starter left meanwhile.
+            if session.start_refusal is not None and self.sessions.get(session.id) is session:
+                del self.sessions[session.id]
 
     async def restore(self, *, recover: bool = False) -> list[AgentSession]:
         """Brings back the sessions an earlier daemon left in the log, as stopped sessions.
