@@ -31,7 +31,8 @@ def command_name(agent: str) -> str:
 
 
 def catalog_toml(agents: Iterable[str], agents_dir: str = AGENTS_DIR) -> str:
-    """``[agents.NAME]`` tables: the bundle's command, the built-in arguments and credentials."""
+    """``[agents.NAME]`` tables: the bundle's command, the built-in arguments, credentials,
+    MCP transports and model variable (an entry replaces the built-in one whole)."""
     builtin = builtin_agents()
     bin_dir = f"{agents_dir}/bin"
     lines = ["# vm-agent: the agents installed from the bundle (rendered by cloud_init)."]
@@ -47,5 +48,8 @@ def catalog_toml(agents: Iterable[str], agents_dir: str = AGENTS_DIR) -> str:
         ]
         if spec.optional_credentials:
             lines.append(f"optional_credentials = {json.dumps(list(spec.optional_credentials))}")
+        lines.append(f"mcp_transports = {json.dumps(list(spec.mcp_transports))}")
+        if spec.model_env:
+            lines.append(f"model_env = {json.dumps(spec.model_env)}")
         lines.append(f"env = {{ PATH = {json.dumps(f'{bin_dir}:{SYSTEM_PATH}')} }}")
     return "\n".join(lines) + "\n"

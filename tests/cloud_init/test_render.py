@@ -231,6 +231,7 @@ def test_the_catalog_points_at_the_bundle_and_the_daemon_accepts_it(tmp_path: Pa
         assert entry["command"] == [f"/opt/vm-agent-agents/bin/{builtin.command[0]}"]
         assert entry["credentials"] == list(builtin.credentials)
         assert entry["optional_credentials"] == list(builtin.optional_credentials)
+        assert entry["mcp_transports"] == list(builtin.mcp_transports)
         assert entry["env"]["PATH"].startswith("/opt/vm-agent-agents/bin:")
     path = tmp_path / "agents.toml"
     path.write_text(content)
@@ -238,6 +239,8 @@ def test_the_catalog_points_at_the_bundle_and_the_daemon_accepts_it(tmp_path: Pa
     assert catalog.get("codex").command == ("/opt/vm-agent-agents/bin/codex-acp",)
     assert catalog.get("claude").credential_names == ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL")
     assert catalog.get("fake").name == "fake"  # the built-in fake agent stays
+    for name in ("claude", "codex"):  # what the control plane knows of them holds on the VM
+        assert catalog.get(name).mcp_transports == builtin_agents()[name].mcp_transports
 
 
 def test_gemini_keeps_its_acp_flag() -> None:
@@ -247,6 +250,7 @@ def test_gemini_keeps_its_acp_flag() -> None:
         "/opt/vm-agent-agents/bin/gemini",
         "--acp",
     ]
+    assert tomllib.loads(content)["agents"]["gemini"]["model_env"] == "GEMINI_MODEL"
 
 
 def test_a_private_ca_is_trusted_for_the_control_plane_only_and_only_when_given() -> None:

@@ -24,6 +24,7 @@ from starlette.applications import Starlette
 from tests import capabilities
 from tests.real_agents import anthropic_api, gemini_api, openai_api
 from tests.real_agents.model_api import Recorded, Script, ToolCall
+from vm_agent.process.catalog import builtin_agents
 
 REPO = Path(__file__).resolve().parents[2]
 AGENTS_DIR = REPO / "agents"
@@ -207,6 +208,11 @@ def catalog_entry(
     if read_only is not None or mask is not None:
         unshare.append("--mount")
     entry: dict[str, Any] = {"command": [*unshare, "--", *jail, "--", *kit.program], "env": env}
+    # What the built-in entry knows of the agent beyond its command (an entry replaces it).
+    builtin = builtin_agents()[kit.name]
+    entry["mcp_transports"] = list(builtin.mcp_transports)
+    if builtin.model_env:
+        entry["model_env"] = builtin.model_env
     if credentials:
         entry["credentials"] = [kit.key_var]
     return entry
@@ -218,8 +224,9 @@ def write_agents_file(path: Path, entries: Mapping[str, dict[str, Any]]) -> Path
         # JSON strings and arrays are valid TOML (the same escapes).
         lines.append(f"[agents.{name}]")
         lines.append(f"command = {json.dumps(entry['command'])}")
-        if "credentials" in entry:
-            lines.append(f"credentials = {json.dumps(entry['credentials'])}")
+        for key in ("credentials", "mcp_transports", "model_env"):
+            if key in entry:
+                lines.append(f"{key} = {json.dumps(entry[key])}")
         pairs = ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in entry["env"].items())
         lines.append(f"env = {{ {pairs} }}")
         lines.append("")

@@ -85,11 +85,15 @@ async def _stream(n: int, reply: Reply, script: Script, recorded: Recorded) -> A
         elif reply.hold:
             await script.hold()
         if reply.tool is not None:
+            # "namespace/name": a tool of a namespace (Codex puts each MCP server's tools in
+            # one, `mcp__<server>`), called with the item's `namespace`.
+            namespace, _, name = reply.tool.name.rpartition("/")
             call = {
                 "type": "function_call",
                 "id": f"fc_standin_{n:04d}",
                 "call_id": f"call_standin_{n:04d}",
-                "name": reply.tool.name,
+                **({"namespace": namespace} if namespace else {}),
+                "name": name,
                 "arguments": json.dumps(reply.tool.arguments),
                 "status": "completed",
             }

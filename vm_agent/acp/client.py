@@ -195,23 +195,25 @@ class AcpClient:
     async def authenticate(self, method_id: str) -> None:
         await self.conn.request("authenticate", {"methodId": method_id})
 
-    async def new_session(self, cwd: str) -> str:
-        raw = await self.conn.request("session/new", {"cwd": cwd, "mcpServers": []})
+    # `mcp_servers`: ACP McpServer objects (the session's start settings), the same at
+    # every load and resume as at session/new: a new process knows only what it is given.
+    async def new_session(self, cwd: str, mcp_servers: list[dict[str, Any]] | None = None) -> str:
+        raw = await self.conn.request("session/new", {"cwd": cwd, "mcpServers": mcp_servers or []})
         session_id = _validated(schema.NewSessionResponse, raw, "session/new").session_id
         self._keep_offered(raw)
         return session_id
 
-    async def load_session(self, session_id: str, cwd: str) -> None:
-        raw = await self.conn.request(
-            "session/load", {"sessionId": session_id, "cwd": cwd, "mcpServers": []}
-        )
-        self._keep_offered(raw)
+    async def load_session(
+        self, session_id: str, cwd: str, mcp_servers: list[dict[str, Any]] | None = None
+    ) -> None:
+        params = {"sessionId": session_id, "cwd": cwd, "mcpServers": mcp_servers or []}
+        self._keep_offered(await self.conn.request("session/load", params))
 
-    async def resume_session(self, session_id: str, cwd: str) -> None:
-        raw = await self.conn.request(
-            "session/resume", {"sessionId": session_id, "cwd": cwd, "mcpServers": []}
-        )
-        self._keep_offered(raw)
+    async def resume_session(
+        self, session_id: str, cwd: str, mcp_servers: list[dict[str, Any]] | None = None
+    ) -> None:
+        params = {"sessionId": session_id, "cwd": cwd, "mcpServers": mcp_servers or []}
+        self._keep_offered(await self.conn.request("session/resume", params))
 
     def _keep_offered(self, raw: Any) -> None:
         if isinstance(raw, dict):

@@ -10,6 +10,7 @@ import anyio
 from vm_agent import __version__
 from vm_agent.fake_agent.config import Config
 from vm_agent.fake_agent.modes import Modes
+from vm_agent.fake_agent.record import record
 from vm_agent.fake_agent.scenarios import behaviours
 from vm_agent.fake_agent.transcript import USER, TranscriptStore, first_time
 from vm_agent.fake_agent.turn import Session, Turn, prompt_text, text_chunk
@@ -82,6 +83,7 @@ class FakeAgent:
             await anyio.sleep_forever()
         if method == self.config.auth_on:
             raise RpcError(-32000, "Authentication required: set FAKE_AGENT_KEY")
+        record(self.config.record, method, params)
         return await handler(_params(params))
 
     def on_request_arrival(self, method: str, params: Any) -> None:

@@ -74,6 +74,7 @@ class Config:
     hang_on: str | None = None  # never answer this method (a start that hangs)
     usage: str | None = None  # report usage after each turn: "good" or "bad" (hostile numbers)
     close: bool = False  # advertise and answer session/close (recorded in --state-dir)
+    record: str | None = None  # append what it was given to this file (record.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +151,7 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("--auth-on", _start_method, "refuse session/new or session/load with -32000"),
     _Option("--hang-on", _hang_method, "never answer a start method (or session/close)"),
     _Option("--usage", _usage_kind, "report usage each turn: good, or bad (hostile numbers)"),
+    _Option("--record", str, "file getting a JSON line for each session or settings method"),
 )
 
 

@@ -1,12 +1,13 @@
-"""The fake agent's session modes and config option (``--modes``): offered in the answers
-to session/new, session/load and session/resume, changed by ``session/set_mode`` and
-``session/set_config_option`` (each change is also announced as a ``session/update``, as
-ACP agents do). A mode or value it does not offer is -32602. A new agent process starts
-each session in the first mode again: what was set is not remembered across processes."""
+"""The fake agent's session modes and config options (``--modes``: a model and an effort):
+offered in the answers to session/new, session/load and session/resume, changed by
+``session/set_mode`` and ``session/set_config_option`` (each change is also announced as a
+``session/update``, as ACP agents do). A mode or value it does not offer is -32602. A new
+agent process starts each session in the first mode again: nothing set is remembered
+across processes."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from vm_agent.fake_agent.wire import LinePeer, RpcError
@@ -14,12 +15,21 @@ from vm_agent.fake_agent.wire import LinePeer, RpcError
 MODES = ({"id": "ask", "name": "Ask"}, {"id": "code", "name": "Code"})
 MODEL_ID = "model"
 MODELS = ({"value": "fast", "name": "Fast"}, {"value": "smart", "name": "Smart"})
+EFFORT_ID = "effort"
+EFFORTS = ({"value": "low", "name": "Low"}, {"value": "high", "name": "High"})
+# Each option: (id, name, category, values).
+OPTIONS = (
+    (MODEL_ID, "Model", "model", MODELS),
+    (EFFORT_ID, "Effort", "thought_level", EFFORTS),
+)
 
 
 @dataclass
 class Settings:
     mode: str = MODES[0]["id"]
-    model: str = MODELS[0]["value"]
+    values: dict[str, str] = field(
+        default_factory=lambda: {oid: values[0]["value"] for oid, _, _, values in OPTIONS}
+    )
 
     def offered(self) -> dict[str, Any]:
         """What session/new (load, resume) answers besides the session id."""
@@ -31,13 +41,14 @@ class Settings:
     def config_options(self) -> list[dict[str, Any]]:
         return [
             {
-                "id": MODEL_ID,
-                "name": "Model",
-                "category": "model",
+                "id": oid,
+                "name": name,
+                "category": category,
                 "type": "select",
-                "currentValue": self.model,
-                "options": list(MODELS),
+                "currentValue": self.values[oid],
+                "options": list(values),
             }
+            for oid, name, category, values in OPTIONS
         ]
 
 
@@ -69,12 +80,14 @@ class Modes:
 
     async def set_config_option(self, params: dict[str, Any]) -> dict[str, Any]:
         session_id, settings = self._settings(params)
-        if params.get("configId") != MODEL_ID:
-            raise RpcError(-32602, f"Invalid params: no config option {params.get('configId')!r}")
+        config_id = params.get("configId")
+        offered = {oid: values for oid, _, _, values in OPTIONS}
+        if config_id not in offered:
+            raise RpcError(-32602, f"Invalid params: no config option {config_id!r}")
         value = params.get("value")
-        if value not in {m["value"] for m in MODELS}:
-            raise RpcError(-32602, f"Invalid params: no value {value!r} for {MODEL_ID}")
-        settings.model = str(value)
+        if value not in {m["value"] for m in offered[str(config_id)]}:
+            raise RpcError(-32602, f"Invalid params: no value {value!r} for {config_id}")
+        settings.values[str(config_id)] = str(value)
         options = settings.config_options()
         update = {"sessionUpdate": "config_option_update", "configOptions": options}
         self.peer.notify("session/update", {"sessionId": session_id, "update": update})

@@ -7,6 +7,8 @@ The override file (``AGENTS_FILE``) is TOML::
     credentials = ["ANTHROPIC_API_KEY"]   # variables fetched from the control plane at spawn
     optional_credentials = ["ANTHROPIC_BASE_URL"]  # passed on when the control plane has them
     env = { CLAUDE_CODE_MAX_OUTPUT_TOKENS = "8192" }  # fixed, non-secret variables
+    mcp_transports = ["stdio", "http", "sse"]  # MCP servers it takes at session/new
+    model_env = "SOME_MODEL"  # where agentSettings.model goes when it has no model option
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ class AgentSpec(BaseModel):
     # sse only where its `mcpCapabilities` say so. Known ahead of any node (the control plane
     # refuses a task's MCP server at submission); the live initialize is checked at start.
     mcp_transports: tuple[Literal["stdio", "http", "sse"], ...] = ("stdio",)
+    # For an agent that offers no config option of category "model": the variable its
+    # process reads its model from, where a start's `agentSettings.model` goes instead.
+    model_env: str | None = None
 
     @field_validator("command")
     @classmethod
@@ -71,8 +76,15 @@ def builtin_agents() -> dict[str, AgentSpec]:
             command=("codex-acp",),
             credentials=("OPENAI_API_KEY",),
             optional_credentials=("OPENAI_BASE_URL",),
+            mcp_transports=("stdio", "http"),  # codex-acp 0.16: http, not sse
         ),
-        AgentSpec(name="gemini", command=("gemini", "--acp"), credentials=("GEMINI_API_KEY",)),
+        AgentSpec(
+            name="gemini",
+            command=("gemini", "--acp"),
+            credentials=("GEMINI_API_KEY",),
+            mcp_transports=("stdio", "http", "sse"),  # gemini-cli 0.61
+            model_env="GEMINI_MODEL",  # gemini-cli 0.61 offers no model config option
+        ),
         AgentSpec(name="opencode", command=("opencode", "acp")),
         AgentSpec(name="fake", command=fake_agent_command("--scenario", "echo")),
     ]

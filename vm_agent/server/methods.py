@@ -136,6 +136,7 @@ class ViewerMethods:
                     owner=owner,
                     node_scope=self.ctx.grant.node,
                     repository=args.repository,
+                    settings=args.agent_settings,
                 )
         except NotYours as exc:
             raise errors.forbidden(str(exc)) from None
@@ -146,6 +147,11 @@ class ViewerMethods:
         except ValueError as exc:
             raise JsonRpcError.invalid_params(f"session/start: {exc}") from None
         await session.wait_settled()
+        if (refusal := session.start_refusal) is not None:
+            # The agent cannot take a start setting: no session (its process is stopped).
+            with anyio.CancelScope(shield=True):
+                await self.ctx.supervisor.drop_refused(session)
+            raise JsonRpcError.invalid_params(f"session/start: {refusal}")
         return session.describe()
 
     async def prompt(self, raw: Any) -> dict[str, Any]:

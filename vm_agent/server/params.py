@@ -10,6 +10,7 @@ from vm_agent.gitwork.spec import RepositorySpec
 from vm_agent.jsonrpc.errors import JsonRpcError
 from vm_agent.jsonrpc.validation import short_validation_message
 from vm_agent.session.start_policy import StartPolicy, effective_reservation
+from vm_agent.session.start_settings import StartSettings
 
 
 class _Params(BaseModel):
@@ -28,6 +29,9 @@ class StartParams(_Params):
     owner: str | None = Field(default=None, min_length=1, max_length=256)
     # The task's repository, cloned before the agent starts: the node scope only.
     repository: RepositorySpec | None = None
+    # The agent's MCP servers, mode, model, effort, options and extra env (camelCase as
+    # ACP's names are): docs/viewer-api.md, *Agent settings at start*.
+    agent_settings: StartSettings | None = Field(default=None, alias="agentSettings")
 
     @field_validator("reservation")
     @classmethod

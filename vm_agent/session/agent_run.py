@@ -21,11 +21,14 @@ from vm_agent.acp.terminals import TerminalManager
 from vm_agent.containment.session import SessionContainment
 from vm_agent.core.classifier import ExitFacts
 from vm_agent.jsonrpc.connection import PeerClosed
-from vm_agent.jsonrpc.errors import JsonRpcError
+from vm_agent.jsonrpc.errors import INVALID_PARAMS, JsonRpcError
 from vm_agent.process.agent_env import build_agent_env
 from vm_agent.process.agent_process import AgentProcess, AgentStartError, spawn_agent
 from vm_agent.process.catalog import AgentSpec
+from vm_agent.session import settings_plan
 from vm_agent.session.config import CredentialsProvider, SessionConfig
+from vm_agent.session.settings_plan import SettingRefused
+from vm_agent.session.start_settings import StartSettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -41,6 +44,7 @@ class StartFailure:
     error_code: int | None = None  # the agent's JSON-RPC error, when it refused
     timed_out: bool = False  # the start deadline passed
     auth_methods: tuple[dict[str, Any], ...] = ()  # what `initialize` advertised, if it ran
+    settings_refused: bool = False  # the agent cannot take a start setting (agentSettings)
 
 
 class RunReport(Protocol):
@@ -69,8 +73,12 @@ class AgentRun:
         on_spawned: Callable[[int], None] | None = None,
         *,
         containment: SessionContainment | None = None,
+        settings: StartSettings | None = None,
     ) -> None:
         self.session_id = session_id
+        self.settings = settings
+        # The mode and option changes that gave this process the start settings.
+        self.applied: list[settings_plan.Change] = []
         self.containment = containment
         self._on_spawned = on_spawned
         self.spec = spec
@@ -131,6 +139,11 @@ class AgentRun:
     ) -> None:
         cfg = self.config
         own_env: dict[str, str] = dict(self.spec.env)
+        # The start's own variables: after the catalog's, under the credentials (validated
+        # never to name a credential or a variable the daemon sets).
+        own_env.update(self.settings.env if self.settings else {})
+        if self.settings and self.settings.model and self.spec.model_env:
+            own_env[self.spec.model_env] = self.settings.model  # it has no model option
         try:
             if credentials is not None and self.spec.credential_names:
                 own_env.update(await credentials(self.session_id, self.spec))
@@ -206,21 +219,33 @@ class AgentRun:
     ) -> bool:
         cwd = str(self.cwd)
         method = "initialize"
+        settings = self.settings or StartSettings()
+        servers = settings.acp_mcp_servers()
         try:
             with anyio.fail_after(self.config.start_timeout_s):
                 info = await self.request(method, client.initialize())
+                if refusal := settings_plan.mcp_refusal(settings, info.raw):
+                    raise SettingRefused(refusal)
                 if load is not None and info.resume_session:
                     # Resume restores the session without replaying history we would drop.
                     method = "session/resume"
-                    await self.request(method, client.resume_session(load, cwd))
+                    await self.request(method, client.resume_session(load, cwd, servers))
                     acp_id = load
                 elif load is not None:
                     method = "session/load"
-                    await self.request(method, client.load_session(load, cwd))
+                    await self.request(method, client.load_session(load, cwd, servers))
                     acp_id = load
                 else:
                     method = "session/new"
-                    acp_id = await self.request(method, client.new_session(cwd))
+                    acp_id = await self.request(method, client.new_session(cwd, servers))
+                # A new process starts in the agent's defaults: the start settings again.
+                by_env = self.spec.model_env is not None
+                self.applied = settings_plan.plan(settings, client.offered, model_by_env=by_env)
+                await settings_plan.apply(client, acp_id, self.applied, self.request)
+        except SettingRefused as exc:
+            failure = StartFailure(
+                str(exc), retryable=False, error_code=INVALID_PARAMS, settings_refused=True
+            )
         except JsonRpcError as exc:
             failure = StartFailure(
                 f"the agent refused {method}: {exc.message} (JSON-RPC {exc.code})",

@@ -16,9 +16,10 @@ from typing import Any
 
 from vm_agent.jsonrpc.connection import PeerClosed
 from vm_agent.session.prompt_book import SessionRefused
+from vm_agent.session.run_reports import SETTINGS_EVENT as EVENT
 from vm_agent.session.session import AgentSession
 
-EVENT = "agent.settings_changed"
+__all__ = ["EVENT", "change", "offered"]
 
 
 def offered(session: AgentSession) -> dict[str, Any]:

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 # The session's feed: an event, and facts for the `session.state` event it may cause.
 Feed = Callable[..., Awaitable[object]]
+SETTINGS_EVENT = "agent.settings_changed"
 # How long a recovered process may take over each mode or config change it is given again.
 REAPPLY_TIMEOUT_S = 10.0
 
@@ -52,6 +53,9 @@ class RunReports:
         # by (method, what): a process that takes the session up again starts in the
         # agent's defaults, so a recovery sets them again before the session takes prompts.
         self.changes: dict[tuple[str, str], dict[str, Any]] = {}
+        # Why the agent could not take the start's settings (agentSettings): the start is
+        # then refused as a whole (session/start answers an error, the session is dropped).
+        self.settings_refusal: str | None = None
 
     def auth_fields(self) -> dict[str, Any]:
         """What the agent advertised, while the session is in error for want of it."""
@@ -72,6 +76,9 @@ class RunReports:
             now = self._clock()
             await self._feed(ev.RecoverySucceeded(now, acp_session_id, loaded=loaded))
         else:
+            for change in run.applied:  # as a viewer's change is recorded, by "start"
+                data = {"method": change.method, "params": change.params, "by": "start"}
+                await self._journal.log.append(run.session_id, SETTINGS_EVENT, data)
             now = self._clock()
             await self._feed(ev.AgentReady(now, acp_session_id, info.load_session, loaded=loaded))
 
@@ -94,6 +101,8 @@ class RunReports:
         message = self._redactor.redact(failure.message)
         self.auth_methods = failure.auth_methods or self.auth_methods
         code, late = failure.error_code, failure.timed_out
+        if failure.settings_refused and self._machine.state is SessionState.STARTING:
+            self.settings_refusal = message
         if self._machine.state is SessionState.RECOVERING:
             if failure.stderr_tail:
                 self._journal.crashed_stderr = (failure.stderr_tail, False)

@@ -31,11 +31,13 @@ from vm_agent.session.agent_run import AgentRun
 from vm_agent.session.config import CredentialsProvider, SessionConfig, redacting
 from vm_agent.session.crash_report import CrashReport
 from vm_agent.session.journal import SessionJournal
+from vm_agent.session.metadata import description, registry_metadata
 from vm_agent.session.outcome import Outcome
 from vm_agent.session.prompt_book import PromptBook, SessionRefused
-from vm_agent.session.repository import clone_before_start, kept_metadata, repository_fields
+from vm_agent.session.repository import clone_before_start, kept_metadata
 from vm_agent.session.run_reports import RunReports
-from vm_agent.session.usage_meter import UsageMeter, session_total
+from vm_agent.session.start_settings import StartSettings, kept_settings
+from vm_agent.session.usage_meter import UsageMeter
 
 # SessionRefused lives with the prompt book; callers know it as the session's refusal.
 __all__ = ["AgentSession", "SessionRefused"]
@@ -61,9 +63,11 @@ class AgentSession:
         owner: str | None = None,
         containment: SessionContainment | None = None,
         repository: RepositorySpec | None = None,
+        settings: StartSettings | None = None,
         clock: t.Clock = time.monotonic,
     ) -> None:
         self.id = session_id
+        self.settings = settings  # agentSettings: given to every agent process it runs
         self.repository = repository  # cloned before the first agent starts (issue 23)
         self.containment = containment
         self.spec = spec
@@ -87,6 +91,9 @@ class AgentSession:
             self.machine.acp_session_id = restored.acp_session_id
             self.machine.load_session = bool(restored.metadata.get("load_session"))
             self.reservation, self.owner, self.repository = kept_metadata(restored.metadata)
+            self.settings = kept_settings(restored.metadata)
+        for secret in self.settings.secret_values() if self.settings else ():
+            redactor.add_secret(secret)  # MCP headers and server env: tokens, likely
         self._load_first = load_acp_session
         self._clock = clock
         self._run: AgentRun | None = None
@@ -137,21 +144,12 @@ class AgentSession:
         return run.process.pid if run and run.process and not run.done.is_set() else None
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "session_id": self.id,
-            "agent": self.spec.name,
-            "cwd": str(self.cwd),
-            "state": self.state.value,
-            "acp_session_id": self.acp_session_id,
-            "head_seq": self.log.head_seq(self.id),
-            "prompt_id": self.machine.prompt_id,
-            "error": self.machine.error,
-            "reservation": self.reservation,
-            "owner": self.owner,
-            "usage": session_total(self.outcomes.values()),
-            **self._reports.auth_fields(),
-            **repository_fields(self.repository),
-        }
+        return description(self)
+
+    @property
+    def start_refusal(self) -> str | None:
+        """Why the agent could not take the start's settings (the start is then refused)."""
+        return self._reports.settings_refusal
 
     def start_outcome(self, prompt_id: str) -> Outcome | None:
         """What a prompt meets in a session whose agent could not be started (else None)."""
@@ -324,13 +322,7 @@ class AgentSession:
             state,
             note,
             acp_session_id=self.machine.acp_session_id,
-            metadata={
-                "load_session": self.machine.load_session,
-                "error": self.machine.error,
-                "reservation": self.reservation,
-                "owner": self.owner,
-                "repository": self.repository and self.repository.model_dump(mode="json"),
-            },
+            metadata=registry_metadata(self),
             extra={**self._reports.auth_fields(), **extra},
         )
         self._state_changed.set()
@@ -356,6 +348,7 @@ class AgentSession:
             self.config,
             self.spawned_pids.append,
             containment=self.containment,
+            settings=self.settings,
         )
         self._run = run
         self._usage.restart()
@@ -375,6 +368,8 @@ class AgentSession:
             on_permission=self._permissions,
             credentials=self._credentials,
         )
+        if self.start_refusal is not None:
+            self.close()  # the agent cannot take its settings: the session ends here
 
     # -- traffic with the agent -------------------------------------------------------------
 

@@ -22,11 +22,11 @@ from vm_agent.common.redact import Redactor
 from vm_agent.containment.host import Containment, machine_memory_mb
 from vm_agent.containment.session import SessionContainment
 from vm_agent.core.vocabulary import SessionState
-from vm_agent.eventlog import EventLog, EventsDropped
+from vm_agent.eventlog import EventLog
 from vm_agent.gitwork.spec import RepositorySpec
 from vm_agent.process.catalog import AgentSpec, Catalog
 from vm_agent.session.config import CredentialsProvider, SessionConfig
-from vm_agent.session.outcome import Outcome
+from vm_agent.session.restore import close_orphan_prompt, load_outcomes
 from vm_agent.session.session import AgentSession, SessionRefused
 from vm_agent.session.start_gate import AT_REST, StartGate
 from vm_agent.session.start_policy import (
@@ -36,6 +36,7 @@ from vm_agent.session.start_policy import (
     effective_reservation,
     owner_from_record,
 )
+from vm_agent.session.start_settings import StartSettings, check_env_for, check_transports_for
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ class Supervisor:
         owner: str | None = None,
         node_scope: bool = False,
         repository: RepositorySpec | None = None,
+        settings: StartSettings | None = None,
     ) -> AgentSession:
         """Starts a session (see ``start_policy`` for what is refused and how).
 
@@ -130,6 +132,8 @@ class Supervisor:
         only, and it may start a session it made without naming the owner)."""
         self._check_not_draining()
         spec = self.catalog.get(agent)
+        check_env_for(settings, spec, self.config.env_allow)  # ValueErrors: -32602
+        check_transports_for(settings, spec)
         path = Path(cwd)
         sid = session_id or f"s-{uuid.uuid4().hex[:16]}"
         if not sid or len(sid) > 128 or not set(sid) <= _SESSION_ID_CHARS:
@@ -165,7 +169,16 @@ class Supervisor:
                 reservation=reservation,
                 owner=owner,
                 repository=repository,
+                settings=settings,
             )
+
+    async def drop_refused(self, session: AgentSession) -> None:
+        """A session whose agent could not take its start settings: ended (it closes itself)
+        and forgotten (its registry row says so: a restart does not bring it back)."""
+        session.close()
+        await session.stopped_for_good.wait()
+        if self.sessions.get(session.id) is session:
+            del self.sessions[session.id]
 
     async def recover_session(self, session: AgentSession, *, node_scope: bool = False) -> None:
         """``session.recover()``, counted against the caps like a start (a session at rest
@@ -215,6 +228,7 @@ class Supervisor:
         reservation: str | dict[str, Any] | None,
         owner: str | None,
         repository: RepositorySpec | None = None,
+        settings: StartSettings | None = None,
     ) -> AgentSession:
         contained: SessionContainment | None = None
         if self.containment is not None:
@@ -241,6 +255,7 @@ class Supervisor:
             owner=owner,
             containment=contained,
             repository=repository,
+            settings=settings,
         )
         self.sessions[sid] = session
         try:
@@ -252,9 +267,8 @@ class Supervisor:
             raise
         return session
 
-    @staticmethod
     async def _run_session(
-        session: AgentSession, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+        self, session: AgentSession, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """A session's life; what goes wrong inside it (a file it cannot open, a process it
         cannot spawn) ends that session only, never the supervisor and the daemon."""
@@ -273,6 +287,10 @@ class Supervisor:
             log.exception("session %s failed and is stopped; the others go on", session.id)
             leaf = first_leaf(exc)
             await session.abandon(f"internal error: {type(leaf).__name__}: {leaf}")
+        finally:
+            # Refused for its settings: no session, also when its starter left meanwhile.
+            if session.start_refusal is not None and self.sessions.get(session.id) is session:
+                del self.sessions[session.id]
 
     async def restore(self, *, recover: bool = False) -> list[AgentSession]:
         """Brings back the sessions an earlier daemon left in the log, as stopped sessions.
@@ -281,7 +299,7 @@ class Supervisor:
         """
         restored: list[AgentSession] = []
         for record in await self.log.list_sessions():
-            if record.session_id in self.sessions:
+            if record.session_id in self.sessions or record.metadata.get("start_refused"):
                 continue
             try:
                 spec = self.catalog.get(record.agent)
@@ -304,7 +322,7 @@ class Supervisor:
                 except ValueError as exc:  # never run it unconfined: leave it out
                     log.warning("session %s: not restored: %s", record.session_id, exc)
                     continue
-            await self._close_orphan_prompt(record.session_id, record.state)
+            await close_orphan_prompt(self.log, record.session_id, record.state)
             session = AgentSession(
                 session_id=record.session_id,
                 spec=spec,
@@ -317,7 +335,7 @@ class Supervisor:
                 restored=record,
                 containment=contained,
             )
-            await self._load_outcomes(session)
+            await load_outcomes(self.log, session)
             self.sessions[record.session_id] = session
             await self._group.start(self._run_session, session)
             restored.append(session)
@@ -327,46 +345,6 @@ class Supervisor:
                 except SessionRefused as exc:  # one session must not stop the daemon's start
                     log.warning("session %s: not recovered at start: %s", session.id, exc)
         return restored
-
-    async def _load_outcomes(self, session: AgentSession) -> None:
-        """Outcomes by prompt id, so a prompt retried after a daemon restart never runs twice."""
-        after = 0
-        while True:
-            try:
-                page = await self.log.read(session.id, after, 5000)
-            except EventsDropped as exc:
-                after = exc.first_available_seq - 1
-                continue
-            if not page:
-                return
-            for event in page:
-                if event.type == "prompt.finished":
-                    outcome = Outcome.model_validate(event.data)
-                    session.outcomes[outcome.prompt_id] = outcome
-            after = page[-1].seq
-
-    async def _close_orphan_prompt(self, session_id: str, state: str) -> None:
-        if state not in ("prompting", "cancelling", "recovering"):
-            return
-        head = self.log.head_seq(session_id)
-        try:
-            tail = await self.log.read(session_id, max(0, head - 500), 500)
-        except EventsDropped:
-            return
-        started = [e.data["prompt_id"] for e in tail if e.type == "prompt.started"]
-        finished = {e.data["prompt_id"] for e in tail if e.type == "prompt.finished"}
-        for prompt_id in started:
-            if prompt_id not in finished:
-                await self.log.append(
-                    session_id,
-                    "prompt.finished",
-                    {
-                        "session_id": session_id,
-                        "prompt_id": prompt_id,
-                        "outcome": "crashed",
-                        "reason": "the daemon stopped while this prompt was running",
-                    },
-                )
 
     async def shutdown(self, within_s: float = 10.0) -> None:
         """Stops every session's agent, concurrently, within a bound."""
