@@ -1,7 +1,7 @@
 """What one dispatch pass reads of a task, in one go: its row, its node (reports and
 address), the session's new events as facts, its prompts, the permission answers to
-deliver, its repository (for `session/start` and the delivery at its end). Read only;
-the pass records and acts on it (loop.py)."""
+deliver, its repository and agent settings (for `session/start`) and the delivery at its
+end. Read only; the pass records and acts on it (loop.py)."""
 
 from __future__ import annotations
 
@@ -137,6 +137,8 @@ def observe(
             "owner": row["owner"],
             "reservation": json.loads(row["reservation_json"]),
         }
+        if row["agent_settings_json"]:  # the resolved values only; none set: no field
+            start["agentSettings"] = json.loads(row["agent_settings_json"])
         if delivery is not None:
             if git is None:
                 raise RuntimeError(f"task {task_id} has a repository and the dispatcher no git")

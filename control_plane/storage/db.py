@@ -129,6 +129,10 @@ tasks = Table(
     Column("lease_owner", String(64), nullable=True),
     Column("lease_until", Float, nullable=True),
     Column("row_version", Integer, nullable=False, server_default="0"),
+    # 0023: the resolved agent settings (what `session/start` carries, every value) and
+    # what answers show (each field's value and provenance, MCP env/header names only).
+    Column("agent_settings_json", Text, nullable=True),
+    Column("agent_settings_provenance_json", Text, nullable=True),
     Index("ix_tasks_status_lease", "status", "lease_until"),
     UniqueConstraint("owner", "client_task_id", name="uq_tasks_owner_client_task"),
 )
@@ -240,6 +244,7 @@ layer_defaults = Table(
     Column("requirements_json", Text, nullable=False),
     Column("updated_by", String(128), nullable=False),
     Column("updated_at", Float, nullable=False),
+    Column("agent_settings_json", Text, nullable=True),  # 0023; NULL: none
 )
 
 # Where a task runs: a workspace on a node, with the audit of its demand and placement
