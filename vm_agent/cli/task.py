@@ -299,8 +299,8 @@ def _verb(client: TaskClient, args: argparse.Namespace) -> int:
         view = client.call("GET", f"/api/tasks/{task}")
         print(json.dumps(view, indent=None if args.json else 2))
         if not args.json:  # its settings and what came back of its repository, in words
-            for line in task_settings.lines(view):
-                print(line, file=sys.stderr)
+            for said in task_settings.lines(view):
+                print(said, file=sys.stderr)
             for line in [*repository_lines(view), usage_line(view)]:
                 if line:
                     print(line.strip(), file=sys.stderr)
