@@ -52,14 +52,14 @@ _HOW_SECRETS_COME = (
 Transport = Literal["stdio", "http", "sse"]
 
 
-def _bounded(value: str) -> str:
+def bounded(value: str) -> str:
     if len(value.encode()) > MAX_STRING_BYTES:
         raise ValueError(f"longer than {MAX_STRING_BYTES} bytes")
     return value
 
 
-Text = Annotated[str, AfterValidator(_bounded)]
-Name = Annotated[str, Field(min_length=1), AfterValidator(_bounded)]
+Text = Annotated[str, AfterValidator(bounded)]
+Name = Annotated[str, Field(min_length=1), AfterValidator(bounded)]
 
 _strict = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -101,7 +101,7 @@ class RemoteServer(BaseModel):
     model_config = _strict
     type: Literal["http", "sse"]
     name: Name
-    url: Annotated[str, Field(pattern=r"^https?://\S+$"), AfterValidator(_bounded)]
+    url: Annotated[str, Field(pattern=r"^https?://\S+$"), AfterValidator(bounded)]
     headers: list[NameValue] = Field(default_factory=list, max_length=MAX_ITEMS)
 
     @property

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from control_plane.dispatch import addresses, reconcile, runs
+from control_plane.dispatch import addresses, reconcile, runs, setting_changes
 from control_plane.dispatch import status as st
 from control_plane.dispatch.views import placement_of
 from control_plane.dispatch.workspaces import ACTIVE
@@ -89,6 +89,7 @@ def observe(
         requests = runs.permission_requests(conn, node_id, session_id)
         given = runs.answers(conn, task_id)
         delivery = access.delivery_of(conn, row["workspace_id"])
+        changes = setting_changes.pending(conn, task_id)
     answers: list[tuple[str, str]] = []
     for r in requests.values():
         if r.resolved:
@@ -120,6 +121,7 @@ def observe(
         answers=tuple(answers),
         in_flight=in_flight,
         workspace_active=ws_state == ACTIVE,
+        changes=changes,
         delivery=None
         if delivery is None
         else reconcile.DeliveryView(

@@ -180,6 +180,22 @@ task_permission_answers = Table(
     Column("sent_at", Float, nullable=True),
 )
 
+# A mode or model change a task's owner asked for while it runs, until the dispatcher
+# relayed it to the node (`sent_at`), with the node's or agent's refusal if any (0023).
+task_setting_changes = Table(
+    "task_setting_changes",
+    metadata,
+    Column("change_id", String(64), primary_key=True),
+    Column("task_id", String(128), nullable=False),
+    Column("field", String(16), nullable=False),  # mode, model
+    Column("value", Text, nullable=False),
+    Column("asked_by", String(128), nullable=False),
+    Column("asked_at", Float, nullable=False),
+    Column("sent_at", Float, nullable=True),
+    Column("error", Text, nullable=True),
+    Index("ix_task_setting_changes_task", "task_id", "asked_at"),
+)
+
 # Where the control plane reaches a node's `/v1/ws`, and its workspace root (0014).
 node_addresses = Table(
     "node_addresses",

@@ -1,10 +1,12 @@
 """The start the dispatcher sends a real daemon carries the task's resolved agent settings
 (`agentSettings`, the values only), and none when nothing is set. Asserted on what was
 sent (each `session/start` recorded on its way out), not on what the agent made of it:
-that is the node's (tests/daemon)."""
+that is the node's (tests/daemon). And the owner's mode/model change of a running task
+reaches its session (the fake agent with modes takes what it offers, refuses the rest)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import pytest
 
 from control_plane.nodes_link.links import NodeLinks
 from tests.dispatch.harness import WAIT_S, stack
+from vm_agent.process.catalog import fake_agent_command
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -73,3 +76,49 @@ async def test_start_params_carry_the_resolved_agent_settings(
         }
         # Whatever the node made of it, the task moves on (not left starting).
         await s.until("set", *ENDED, "running", "awaiting_follow_up")
+
+
+def _modes_agent(tmp_path: Path) -> str:
+    """A catalog entry (TOML) for the fake agent offering modes and a model option."""
+    command = fake_agent_command(
+        "--scenario", "echo", "--modes", "--state-dir", str(tmp_path / "agent-state")
+    )
+    return f"[agents.fake-modes]\ncommand = {json.dumps(list(command))}\n"
+
+
+async def test_a_mode_and_model_change_reaches_the_running_session(tmp_path: Path) -> None:
+    async with stack(tmp_path, extra_agents=_modes_agent(tmp_path)) as s:
+        await s.submit(taskId="m", agent="fake-modes", prompt="hi", followUps=True)
+        await s.until("m", "awaiting_follow_up")
+        path = "/api/tasks/m/settings"
+        for body in ({}, {"mode": ""}, {"effort": "high"}, {"mode": 1}):
+            r = await s.client.post(path, json=body, headers=s.user())
+            assert r.status_code == 422, (body, r.text)
+        # The owner only: another user, and an admin naming the owner, get no such task.
+        admin = {"Authorization": f"Bearer {s.plane.tokens.mint_user_token('ops', admin=True)}"}
+        for headers, query in ((s.user("bob"), ""), (admin, "?owner=alice")):
+            r = await s.client.post(path + query, json={"mode": "code"}, headers=headers)
+            assert (r.status_code, r.json()["error"]) == (404, "no such task")
+        r = await s.client.post(path, json={"mode": "code", "model": "smart"}, headers=s.user())
+        assert r.status_code == 202, r.text
+        asked = r.json()["changes"]
+        assert [(c["field"], c["value"]) for c in asked] == [("mode", "code"), ("model", "smart")]
+
+        def relayed(t: dict[str, Any]) -> bool:
+            changes = t.get("settingChanges") or []
+            return bool(changes) and all(c["sentAt"] for c in changes)
+
+        seen = await s.eventually("m", relayed)
+        assert [(c["field"], c["value"], c["error"]) for c in seen["settingChanges"]] == [
+            ("mode", "code", None),  # the agent took both (it refuses what it does not offer)
+            ("model", "smart", None),
+        ]
+        r = await s.client.post(path, json={"mode": "no-such-mode"}, headers=s.user())
+        assert r.status_code == 202
+        seen = await s.eventually("m", lambda t: relayed(t) and len(t["settingChanges"]) == 3)
+        assert "the node refused" in seen["settingChanges"][2]["error"]
+        assert seen["status"] == "awaiting_follow_up"  # a refused change ends nothing
+        r = await s.client.post("/api/tasks/m/close", headers=s.user())
+        await s.until("m", "completed")
+        r = await s.client.post(path, json={"mode": "ask"}, headers=s.user())
+        assert r.status_code == 409 and "task ended (completed)" in r.json()["error"]
