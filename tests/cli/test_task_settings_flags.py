@@ -79,6 +79,17 @@ def test_show_lines_say_where_each_came_from() -> None:
         "   env A=1 (from task t1)",
     ]
     assert task_settings.lines({"agentSettings": {}}) == task_settings.lines({}) == []
+    changes = [
+        {"field": "mode", "value": "code", "sentAt": "2026-…", "error": None},
+        {"field": "model", "value": "x", "sentAt": None, "error": None},
+        {"field": "mode", "value": "y", "sentAt": "2026-…", "error": "the node refused: no"},
+    ]
+    assert task_settings.lines({"agentSettings": {}, "settingChanges": changes}) == [
+        "agent settings:",
+        "   changed mode to code (relayed)",
+        "   changed model to x (pending)",
+        "   changed mode to y (refused: the node refused: no)",
+    ]
 
 
 @pytest.mark.anyio

@@ -3,7 +3,8 @@
 The flags make the task's own layer of agent settings (`agentSettings` of
 `POST /api/tasks`, docs/control-plane.md); the control plane resolves it over the stored
 layers and refuses what the node would. ``task show`` says each resolved field and the
-layer it came from (an MCP server's env and header names only: the API shows no values).
+layer it came from (an MCP server's env and header names only: the API shows no values),
+and the mode/model changes asked of the running task (`POST /api/tasks/{id}/settings`).
 """
 
 from __future__ import annotations
@@ -96,11 +97,20 @@ def _server(entry: dict[str, Any]) -> str:
     return what + (f", env {', '.join(names)}" if names else "")
 
 
+def _change(c: dict[str, Any]) -> str:
+    state = "pending" if not c.get("sentAt") else "relayed"
+    if c.get("error"):
+        state = f"refused: {c['error']}"
+    return f"   changed {c.get('field')} to {c.get('value')} ({state})"
+
+
 def lines(view: dict[str, Any]) -> list[str]:
-    """The resolved agent settings with where each came from (nothing when none)."""
+    """The resolved agent settings with where each came from, then the mode/model changes
+    asked of the running task (nothing when none)."""
+    changes = [_change(c) for c in view.get("settingChanges") or [] if isinstance(c, dict)]
     shown = view.get("agentSettings")
     if not isinstance(shown, dict) or not shown:
-        return []
+        return ["agent settings:", *changes] if changes else []
     out = ["agent settings:"]
     for name in ("model", "mode", "effort"):
         if isinstance(entry := shown.get(name), dict):
@@ -111,4 +121,4 @@ def lines(view: dict[str, Any]) -> list[str]:
         out.append(f"   MCP server {entry.get('name')}: {_server(entry)} {_origin(entry)}")
     for key, entry in (shown.get("env") or {}).items():
         out.append(f"   env {key}={entry.get('value')} {_origin(entry)}")
-    return out
+    return out + changes
