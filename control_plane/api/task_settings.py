@@ -10,17 +10,17 @@ from __future__ import annotations
 from typing import Annotated
 
 from anyio import to_thread
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from control_plane.api.common import ApiError, parse_body, plane_of, require_user
 from control_plane.api.task_events import wake_dispatcher
-from control_plane.demand.agent_settings import bounded
+from control_plane.demand.agent_settings import MAX_SHORT
 from control_plane.dispatch import setting_changes, views
 
-Value = Annotated[str, Field(min_length=1), AfterValidator(bounded)]
+Value = Annotated[str, Field(min_length=1, max_length=MAX_SHORT)]
 
 
 class SettingsChange(BaseModel):

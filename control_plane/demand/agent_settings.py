@@ -28,17 +28,23 @@ from pydantic.alias_generators import to_camel
 from control_plane.demand.reservations import LayerKind
 from vm_agent.process.agent_env import DEFAULT_ALLOWED
 
-MAX_STRING_BYTES = 4096  # any one string (UTF-8)
+# The node's bounds (vm_agent/session/start_settings.py), so that what passes here passes
+# there: a value at most 4 KiB (counted in UTF-8 bytes here, stricter than characters),
+# a name, id, model, mode or effort at most 256 characters.
+MAX_STRING_BYTES = 4096
+MAX_SHORT = 256
 MAX_MCP_SERVERS = 32  # in a layer, and resolved
 MAX_ENV = 64  # entries of `env`, in a layer and resolved
-MAX_CONFIG_OPTIONS = 64
-MAX_ITEMS = 256  # an MCP server's args, env or headers
+MAX_CONFIG_OPTIONS = 32
+MAX_ARGS = 64  # an MCP server's args
+MAX_PAIRS = 64  # an MCP server's env or headers
 
-# The daemon's own variables (what it passes to every agent), and prefixes it keeps to
-# itself or that change how programs load (LD_PRELOAD): never an agent setting.
-DAEMON_ENV = frozenset(n.upper() for n in DEFAULT_ALLOWED)
-RESERVED_PREFIXES = ("LD_", "VM_AGENT_", "CONTROL_PLANE_")
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+# The daemon's own variables (what it passes to every agent, and what it or its
+# containment sets), and prefixes it keeps to itself or that change how programs load
+# (LD_PRELOAD): never an agent setting.
+DAEMON_ENV = frozenset({*DEFAULT_ALLOWED, "LOGNAME", "PWD", "SHLVL"})
+RESERVED_PREFIXES = ("LD_", "VM_AGENT_", "CONTROL_PLANE_", "FAKE_AGENT_")
+ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
 # Names that say "secret": secrets reach an agent as its credentials, never as settings.
 SECRET_NAME = re.compile(
     r"(?:^|_)(?:KEY|APIKEY|TOKEN|SECRET|SECRETS|PASSWORD|PASSWD|PASS|CREDENTIAL|CREDENTIALS|PAT)$",
@@ -59,7 +65,7 @@ def bounded(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(bounded)]
-Name = Annotated[str, Field(min_length=1), AfterValidator(bounded)]
+Name = Annotated[str, Field(min_length=1, max_length=MAX_SHORT)]
 
 _strict = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -73,13 +79,14 @@ class NameValue(BaseModel):
 
 
 class StdioServer(BaseModel):
-    """ACP's stdio `McpServer` (it has no `type`)."""
+    """ACP's stdio `McpServer`: it has no `type` (`"stdio"` is taken, and left out)."""
 
     model_config = _strict
+    type: Literal["stdio"] | None = Field(default=None, exclude=True)
     name: Name
-    command: Name
-    args: list[Text] = Field(default_factory=list, max_length=MAX_ITEMS)
-    env: list[NameValue] = Field(default_factory=list, max_length=MAX_ITEMS)
+    command: Annotated[str, Field(min_length=1), AfterValidator(bounded)]
+    args: list[Text] = Field(default_factory=list, max_length=MAX_ARGS)
+    env: list[NameValue] = Field(default_factory=list, max_length=MAX_PAIRS)
 
     @property
     def transport(self) -> Transport:
@@ -102,7 +109,7 @@ class RemoteServer(BaseModel):
     type: Literal["http", "sse"]
     name: Name
     url: Annotated[str, Field(pattern=r"^https?://\S+$"), AfterValidator(bounded)]
-    headers: list[NameValue] = Field(default_factory=list, max_length=MAX_ITEMS)
+    headers: list[NameValue] = Field(default_factory=list, max_length=MAX_PAIRS)
 
     @property
     def transport(self) -> Transport:
@@ -144,7 +151,7 @@ class AgentSettings(BaseModel):
     model: Name | None = None
     mode: Name | None = None
     effort: Name | None = None
-    config_options: Annotated[dict[Name, Text], Field(max_length=MAX_CONFIG_OPTIONS)] | None = None
+    config_options: Annotated[dict[Name, Name], Field(max_length=MAX_CONFIG_OPTIONS)] | None = None
     mcp_servers: Annotated[list[McpServer], Field(max_length=MAX_MCP_SERVERS)] | None = None
     env: Annotated[dict[str, Text], Field(max_length=MAX_ENV)] | None = None
 
@@ -193,7 +200,7 @@ def parse_settings(layer: LayerKind, raw: Mapping[str, Any] | None) -> AgentSett
         problem = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
         problem = problem.removeprefix("Value error, ")
         if name.startswith("mcpServers.") and name.endswith(".type"):
-            problem = "an MCP server's type is 'http' or 'sse' (a stdio server has none)"
+            problem = "an MCP server's type is 'stdio' (or none), 'http' or 'sse'"
         raise SettingsError(layer, name, problem) from exc
     seen: set[str] = set()
     for i, server in enumerate(settings.mcp_servers or []):
@@ -207,11 +214,10 @@ def env_refusal(name: str, credentials: Iterable[str] = ()) -> str | None:
     """Why `name` may not be an agent setting's environment variable; None if it may.
     `credentials`: the agent's credential names (the control plane supplies those)."""
     if not ENV_NAME.fullmatch(name):
-        return "an environment variable's name is 1-128 of [A-Za-z0-9_], not starting with a digit"
-    upper = name.upper()
-    if upper in DAEMON_ENV or upper.startswith(RESERVED_PREFIXES):
+        return "an environment variable's name is 1-128 of [A-Z0-9_], not starting with a digit"
+    if name in DAEMON_ENV or name.startswith(RESERVED_PREFIXES):
         return f"{name} is the node's own; agent settings may not override it"
-    if upper in {c.upper() for c in credentials}:
+    if name in set(credentials):
         return f"{name} is one of the agent's credentials: {_HOW_SECRETS_COME}"
     if SECRET_NAME.search(name):
         return f"{name} looks like a secret: {_HOW_SECRETS_COME}"

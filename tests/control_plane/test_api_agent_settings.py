@@ -172,13 +172,15 @@ async def test_another_users_layer_gives_nothing(settings: ControlPlaneSettings)
 REFUSED: list[tuple[str, dict[str, Any], str, str, str]] = [
     # agent, the task's agentSettings, layer, field, a phrase of the message
     ("fake", {"tools": []}, "task", "tools", "unknown field"),
-    ("fake", {"model": "x" * 4097}, "task", "model", "longer than 4096 bytes"),
+    ("fake", {"model": "x" * 257}, "task", "model", "at most 256 characters"),
+    ("fake", {"env": {"A": "x" * 4097}}, "task", "env.A", "longer than 4096 bytes"),
+    ("fake", {"env": {"rust_log": "x"}}, "task", "env.rust_log", "[A-Z0-9_]"),
     ("fake", {"env": {"PATH": "/evil"}}, "task", "env.PATH", "node's own"),
     ("fake", {"env": {"LD_PRELOAD": "x.so"}}, "task", "env.LD_PRELOAD", "node's own"),
     ("fake", {"env": {"MY_API_TOKEN": "x"}}, "task", "env.MY_API_TOKEN", "as its credentials"),
     ("claude", {"env": {"ANTHROPIC_BASE_URL": "x"}}, "task", "env.ANTHROPIC_BASE_URL", "agent's"),
-    ("codex", {"mcpServers": [SEARCH]}, "task", "mcpServers.search", "stdio only, not http"),
-    ("fake", {"mcpServers": [{**GITHUB, "type": "stdio"}]}, "task", "mcpServers.0.type", "none"),
+    ("fake", {"mcpServers": [SEARCH]}, "task", "mcpServers.search", "stdio only, not http"),
+    ("fake", {"mcpServers": [{**GITHUB, "type": "ws"}]}, "task", "mcpServers.0.type", "'sse'"),
     ("fake", {"mcpServers": [GITHUB, GITHUB]}, "task", "mcpServers.1.name", "given twice"),
     (
         "fake",
@@ -223,7 +225,7 @@ async def test_refusals_name_layer_and_field_and_store_nothing(
         assert (await put(cp, "agent-profiles/web", {"mcpServers": [SEARCH]}, "alice"))[0] == 201
         r = await cp.client.post(
             "/api/tasks",
-            json={"agent": "gemini", "prompt": "hi", "agentProfileId": "web"},
+            json={"agent": "fake", "prompt": "hi", "agentProfileId": "web"},
             headers=h,
         )
         found = r.json()
@@ -232,7 +234,7 @@ async def test_refusals_name_layer_and_field_and_store_nothing(
             "agent_profile",
             "mcpServers.search",
         )
-        assert "agent 'gemini' takes MCP servers over stdio only" in found["error"]
+        assert "agent 'fake' takes MCP servers over stdio only" in found["error"]
         r = await cp.client.post(
             "/api/tasks",
             json={"agent": "claude", "prompt": "hi", "agentProfileId": "web"},
