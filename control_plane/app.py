@@ -34,6 +34,7 @@ from control_plane.api import (
     task_connection,
     task_events,
     task_nodes,
+    task_settings,
     tasks,
     usage,
 )
@@ -107,6 +108,7 @@ def create_app(
         *task_events.routes,
         *task_connection.routes,
         *task_asks.routes,
+        *task_settings.routes,
         *task_nodes.routes,
         *usage.routes,
         *sessions.routes,

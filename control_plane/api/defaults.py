@@ -25,6 +25,7 @@ from control_plane.api.common import (
     query_int,
     require_user,
 )
+from control_plane.demand.agent_settings import SettingsError
 from control_plane.demand.reservations import LayerKind
 from control_plane.demand.resolver import RequirementsError
 from control_plane.identity.tokens import ADMIN_SCOPE
@@ -33,7 +34,9 @@ from control_plane.storage import layers
 
 class DefaultsBody(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    requirements: dict[str, Any]
+    # A new version is the whole layer: what is absent is not defined in it.
+    requirements: dict[str, Any] = Field(default_factory=dict)
+    agent_settings: dict[str, Any] | None = Field(default=None, alias="agentSettings")
     expected_version: int | None = Field(default=None, alias="expectedVersion", ge=0, le=INT32_MAX)
 
 
@@ -79,6 +82,7 @@ async def put_defaults(request: Request) -> JSONResponse:
                 kind,
                 request.path_params["layer_id"],
                 body.requirements,
+                settings_raw=body.agent_settings,
                 owner=owner,
                 actor=str(claims.sub),
                 admin=ADMIN_SCOPE in claims.scopes,
@@ -86,7 +90,7 @@ async def put_defaults(request: Request) -> JSONResponse:
                 expected_version=body.expected_version,
             )
         )
-    except RequirementsError as exc:
+    except (RequirementsError, SettingsError) as exc:
         raise ApiError(422, str(exc), layer=exc.layer.value, field=exc.field) from exc
     except layers.LayerError as exc:
         raise ApiError(exc.status, str(exc)) from exc

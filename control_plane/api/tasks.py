@@ -17,6 +17,7 @@ from starlette.routing import Route
 from control_plane.api.common import ApiError, parse_body, plane_of, require_user
 from control_plane.api.github import github_app_of
 from control_plane.api.task_events import task_owner, wake_dispatcher
+from control_plane.demand.agent_settings import SettingsError
 from control_plane.demand.placement import user_copy
 from control_plane.demand.resolver import RequirementsError
 from control_plane.dispatch import catalog, runs, tasks, views, workspaces
@@ -98,7 +99,7 @@ async def submit_task(request: Request) -> JSONResponse:
         record = await to_thread.run_sync(
             tasks.submit_task, plane.engine, sub, str(claims.sub), ctx, repository
         )
-    except RequirementsError as exc:
+    except (RequirementsError, SettingsError) as exc:
         raise ApiError(422, str(exc), layer=exc.layer.value, field=exc.field) from exc
     except tasks.TaskError as exc:
         detail = dict(exc.detail)

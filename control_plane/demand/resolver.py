@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from control_plane.demand.agent_settings import AgentSettings
 from control_plane.demand.reservations import (
     LAYER_PRECEDENCE,
     PLATFORM_DEFAULTS,
@@ -42,6 +43,8 @@ class Layer:
     id: str | None = None
     requirements: ResourceRequirements = field(default_factory=ResourceRequirements)
     version: int | None = None  # of stored defaults; None for the task's own
+    # The layer's agent settings (resolved by settings_resolver.py, the same precedence).
+    settings: AgentSettings = field(default_factory=AgentSettings)
 
 
 # Version 1 of the stored platform layer (migration 0005 seeds the same values).

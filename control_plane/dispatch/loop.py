@@ -22,13 +22,14 @@ from anyio import to_thread
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Engine, update
 
-from control_plane.dispatch import deliver, runs, workspaces
+from control_plane.dispatch import deliver, runs, setting_changes, workspaces
 from control_plane.dispatch import status as st
 from control_plane.dispatch.leases import claim, release
 from control_plane.dispatch.observe import Snapshot, observe
 from control_plane.dispatch.reconcile import (
     AnswerPermission,
     CancelPrompt,
+    ChangeSetting,
     ForgetSession,
     OpenPullRequest,
     PushWorkspace,
@@ -281,6 +282,8 @@ class Dispatcher:
                 await to_thread.run_sync(
                     _mark_answer, self.engine, task_id, request_id, option_id, self.clock()
                 )
+            case ChangeSetting():
+                await setting_changes.relay(self, snap.target, snap.session_id, step)
             case CancelPrompt():
                 params = {"session_id": snap.session_id}
                 await self.nodes.call(snap.target, "session/cancel", params, limit_s=s.call_limit_s)

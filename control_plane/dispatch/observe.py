@@ -1,7 +1,7 @@
 """What one dispatch pass reads of a task, in one go: its row, its node (reports and
 address), the session's new events as facts, its prompts, the permission answers to
-deliver, its repository (for `session/start` and the delivery at its end). Read only;
-the pass records and acts on it (loop.py)."""
+deliver, its repository and agent settings (for `session/start`) and the delivery at its
+end. Read only; the pass records and acts on it (loop.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from control_plane.dispatch import addresses, reconcile, runs
+from control_plane.dispatch import addresses, reconcile, runs, setting_changes
 from control_plane.dispatch import status as st
 from control_plane.dispatch.views import placement_of
 from control_plane.dispatch.workspaces import ACTIVE
@@ -89,6 +89,7 @@ def observe(
         requests = runs.permission_requests(conn, node_id, session_id)
         given = runs.answers(conn, task_id)
         delivery = access.delivery_of(conn, row["workspace_id"])
+        changes = setting_changes.pending(conn, task_id)
     answers: list[tuple[str, str]] = []
     for r in requests.values():
         if r.resolved:
@@ -120,6 +121,7 @@ def observe(
         answers=tuple(answers),
         in_flight=in_flight,
         workspace_active=ws_state == ACTIVE,
+        changes=changes,
         delivery=None
         if delivery is None
         else reconcile.DeliveryView(
@@ -137,6 +139,8 @@ def observe(
             "owner": row["owner"],
             "reservation": json.loads(row["reservation_json"]),
         }
+        if row["agent_settings_json"]:  # the resolved values only; none set: no field
+            start["agentSettings"] = json.loads(row["agent_settings_json"])
         if delivery is not None:
             if git is None:
                 raise RuntimeError(f"task {task_id} has a repository and the dispatcher no git")

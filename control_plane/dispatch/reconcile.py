@@ -60,6 +60,8 @@ class Observed:
     # When the task's current node was asked for: a node placed again (never ready) gets a
     # whole wait of its own, not what is left of the first node's.
     node_asked_at: float | None = None
+    # Mode/model changes the owner asked for, not yet relayed: (change id, field, value).
+    changes: tuple[tuple[str, str, str], ...] = ()
 
 
 # -- steps ---------------------------------------------------------------------------------
@@ -104,6 +106,15 @@ class StopSession:
 
 
 @dataclass(frozen=True)
+class ChangeSetting:
+    """Relay the owner's mode or model change to the session (setting_changes.py)."""
+
+    change_id: str
+    field: str
+    value: str
+
+
+@dataclass(frozen=True)
 class PushWorkspace:
     """The node pushes the task's branch (`workspace/push`: idempotent, a second call for
     the same head answers the same); the answer is recorded on the repository's row."""
@@ -137,6 +148,7 @@ Step = (
     | ReleaseWorkspace
     | PushWorkspace
     | OpenPullRequest
+    | ChangeSetting
 )
 
 
@@ -169,6 +181,9 @@ def next_step(o: Observed, node_id: str, t: Timing) -> Step:
     if o.answers and s is Status.RUNNING:
         request_id, option_id = o.answers[0]
         return AnswerPermission(request_id, option_id)
+    # A change goes to the live session, before a follow-up it should apply to.
+    if o.changes and o.session_started and s in (Status.RUNNING, Status.AWAITING_FOLLOW_UP):
+        return ChangeSetting(*o.changes[0])
     if s is Status.AWAITING_FOLLOW_UP:
         return Wait("awaiting a follow-up")
     if s is Status.DELIVERING:

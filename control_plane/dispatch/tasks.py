@@ -11,6 +11,7 @@ checked in the same transaction, under the placement lock. `plan_size` is pure.
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -33,7 +34,7 @@ from control_plane.demand.reservations import (
     ResolvedResourceReservation,
 )
 from control_plane.demand.resolver import Layer, parse_requirements, resolve
-from control_plane.dispatch import runs, sessions, workspaces
+from control_plane.dispatch import runs, sessions, task_settings, workspaces
 from control_plane.github import access, rules
 from control_plane.storage import layers
 from control_plane.storage.db import agent_sessions, tasks
@@ -71,6 +72,8 @@ class TaskSubmission(BaseModel):
     repository: str | None = Field(default=None, max_length=141)
     base_branch: str | None = Field(default=None, min_length=1, max_length=200)
     pull_request: bool = False
+    # The task's own agent settings (issue 25): the first layer of the agent's settings.
+    agent_settings: dict[str, Any] | None = None
 
 
 class TaskRecord(workspaces.DemandAudit):
@@ -89,6 +92,9 @@ class TaskRecord(workspaces.DemandAudit):
     branch: str | None = None  # the task branch the node pushes
     base_branch: str | None = None
     pull_request: bool = False
+    # Each resolved field's value and provenance (task_settings.py; MCP env and header
+    # names only). Null for tasks from before 0023.
+    agent_settings: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -206,7 +212,12 @@ def submit_task(
     if repository is not None and repository.base_branch == branch:
         raise TaskError(f"baseBranch may not be the task's own branch ({branch})")
     key = new_task_key()
-    own = Layer(LayerKind.TASK, task_id, parse_requirements(LayerKind.TASK, sub.requirements))
+    own = Layer(
+        LayerKind.TASK,
+        task_id,
+        parse_requirements(LayerKind.TASK, sub.requirements),
+        settings=task_settings.own_settings(sub.agent_settings),
+    )
     provider = sub.provider or ctx.default_provider
     workspace_id = f"ws-{uuid.uuid4().hex}"
     with engine.begin() as conn:
@@ -222,6 +233,7 @@ def submit_task(
         stored, platform, project = _stored_layers(conn, sub, owner, ctx.admin)
         resolution = resolve([own, *stored], platform)
         res = resolution.reservation
+        settings = task_settings.resolve_for_task([own, *stored, platform], sub.agent)
         size, size_source = plan_size(provider, sub.vm_size, res)
         try:
             placed = placement.place(
@@ -293,9 +305,10 @@ def submit_task(
             branch=branch,
             base_branch=None if repository is None else repository.base_branch,
             pull_request=repository is not None and repository.pull_request,
+            agent_settings=settings.shown(),
             **audit,
         )
-        _insert_task(conn, record, ctx.now)
+        _insert_task(conn, record, ctx.now, task_settings.columns(settings))
         runs.begin(
             conn,
             key,
@@ -308,7 +321,9 @@ def submit_task(
     return record.model_copy(update={"status": runs.STATUS_AFTER_SUBMISSION})
 
 
-def _insert_task(conn: Connection, record: TaskRecord, now: float) -> None:
+def _insert_task(
+    conn: Connection, record: TaskRecord, now: float, settings: dict[str, Any]
+) -> None:
     conn.execute(
         insert(tasks).values(
             task_id=record.key,
@@ -318,6 +333,7 @@ def _insert_task(conn: Connection, record: TaskRecord, now: float) -> None:
             workspace_id=record.workspace_id,
             created_at=now,
             **record.audit_columns(),
+            **settings,
         )
     )
 
@@ -332,6 +348,9 @@ def _task_record(row: RowMapping, node_id: str | None, session_id: str | None) -
         node_id=node_id,
         session_id=session_id,
         status=row.get("status"),
+        agent_settings=json.loads(shown)
+        if (shown := row.get("agent_settings_provenance_json"))
+        else None,
         **workspaces.DemandAudit.audit_of(row),
     )
 

@@ -12,7 +12,13 @@ from sqlalchemy import Connection, Engine, func, select
 from control_plane.dispatch import runs, usage
 from control_plane.dispatch import status as st
 from control_plane.github import access
-from control_plane.storage.db import agent_sessions, node_events, tasks, workspaces
+from control_plane.storage.db import (
+    agent_sessions,
+    node_events,
+    task_setting_changes,
+    tasks,
+    workspaces,
+)
 
 EVENTS_PAGE_MAX = 1000
 
@@ -67,6 +73,7 @@ def task_view(engine: Engine, task_id: str) -> dict[str, Any] | None:
         history = runs.transitions(conn, task_id)
         spent = usage.task_usage(conn, task_id)
         delivery = access.delivery_of(conn, row["workspace_id"])
+        changes = setting_changes(conn, task_id)
         first_update = row["first_update_at"]
         if first_update is None and node_id is not None and session_id is not None:
             # The dispatcher records it as it reads the events; one that came through the
@@ -100,10 +107,28 @@ def task_view(engine: Engine, task_id: str) -> dict[str, Any] | None:
         **repository_view(delivery),
         "pendingPermissions": pending,
         "usage": spent,
+        "settingChanges": changes,
         "transitions": [
             {"status": t["status"], "at": iso(t["at"]), "cause": t["cause"]} for t in history
         ],
     }
+
+
+def setting_changes(conn: Connection, task_id: str) -> list[dict[str, Any]]:
+    """The mode/model changes asked of a running task, and whether each was relayed."""
+    c = task_setting_changes.c
+    query = select(task_setting_changes).where(c.task_id == task_id).order_by(c.asked_at)
+    return [
+        {
+            "changeId": r["change_id"],
+            "field": r["field"],
+            "value": r["value"],
+            "askedAt": iso(r["asked_at"]),
+            "sentAt": iso(r["sent_at"]),
+            "error": r["error"],
+        }
+        for r in conn.execute(query).mappings()
+    ]
 
 
 def repository_view(d: access.Delivery | None) -> dict[str, Any]:

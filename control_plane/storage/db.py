@@ -129,6 +129,10 @@ tasks = Table(
     Column("lease_owner", String(64), nullable=True),
     Column("lease_until", Float, nullable=True),
     Column("row_version", Integer, nullable=False, server_default="0"),
+    # 0023: the resolved agent settings (what `session/start` carries, every value) and
+    # what answers show (each field's value and provenance, MCP env/header names only).
+    Column("agent_settings_json", Text, nullable=True),
+    Column("agent_settings_provenance_json", Text, nullable=True),
     Index("ix_tasks_status_lease", "status", "lease_until"),
     UniqueConstraint("owner", "client_task_id", name="uq_tasks_owner_client_task"),
 )
@@ -174,6 +178,22 @@ task_permission_answers = Table(
     Column("answered_by", String(128), nullable=False),
     Column("answered_at", Float, nullable=False),
     Column("sent_at", Float, nullable=True),
+)
+
+# A mode or model change a task's owner asked for while it runs, until the dispatcher
+# relayed it to the node (`sent_at`), with the node's or agent's refusal if any (0023).
+task_setting_changes = Table(
+    "task_setting_changes",
+    metadata,
+    Column("change_id", String(64), primary_key=True),
+    Column("task_id", String(128), nullable=False),
+    Column("field", String(16), nullable=False),  # mode, model
+    Column("value", Text, nullable=False),
+    Column("asked_by", String(128), nullable=False),
+    Column("asked_at", Float, nullable=False),
+    Column("sent_at", Float, nullable=True),
+    Column("error", Text, nullable=True),
+    Index("ix_task_setting_changes_task", "task_id", "asked_at"),
 )
 
 # Where the control plane reaches a node's `/v1/ws`, and its workspace root (0014).
@@ -240,6 +260,7 @@ layer_defaults = Table(
     Column("requirements_json", Text, nullable=False),
     Column("updated_by", String(128), nullable=False),
     Column("updated_at", Float, nullable=False),
+    Column("agent_settings_json", Text, nullable=True),  # 0023; NULL: none
 )
 
 # Where a task runs: a workspace on a node, with the audit of its demand and placement

@@ -1,7 +1,8 @@
 """Stored defaults of each layer: projects, users, agent profiles, triggers, the platform.
 
-Every change is a new row with the next version; the newest is the one in force, and a
-task's provenance names the version it ran under, which stays readable.
+A layer holds resource requirements and agent settings (issue 25). Every change is a new
+row with the next version (both together); the newest is the one in force, and a task's
+provenance names the version it ran under, which stays readable.
 
 Names are scoped per owner: a project, agent profile or trigger is (owner, id), so alice's
 `p` and bob's `p` are two layers and nobody can take a name from anyone. A user's own
@@ -17,16 +18,18 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Engine, RowMapping, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from control_plane.demand.agent_settings import AgentSettings, check_env, parse_settings
 from control_plane.demand.reservations import PLATFORM_LAYER_ID, LayerKind, ResourceRequirements
 from control_plane.demand.resolver import Layer, parse_requirements
 from control_plane.storage.db import layer_defaults as ld
 from control_plane.storage.db import layer_shares as shares
+from vm_agent.process.catalog import builtin_agents
 
 # The stored layers and their names in API paths (/api/defaults/{path}/{id}).
 STORED_KINDS: dict[str, LayerKind] = {
@@ -60,10 +63,13 @@ class StoredDefaults:
     owner: str
     updated_by: str
     updated_at: float
+    agent_settings: AgentSettings = field(default_factory=AgentSettings)
 
     def layer(self, name: str | None = None) -> Layer:
-        """As the resolver takes it; `name` is how the task named it (`owner/id`)."""
-        return Layer(self.kind, name or self.layer_id, self.requirements, self.version)
+        """As the resolvers take it; `name` is how the task named it (`owner/id`)."""
+        return Layer(
+            self.kind, name or self.layer_id, self.requirements, self.version, self.agent_settings
+        )
 
     def to_api(self) -> dict[str, Any]:
         return {
@@ -71,6 +77,9 @@ class StoredDefaults:
             "id": self.layer_id,
             "version": self.version,
             "requirements": self.requirements.to_json_dict(),
+            # MCP servers' env and header values are not shown (they may hold tokens; a
+            # shared layer is read by others): names only. A PUT gives the whole again.
+            "agentSettings": self.agent_settings.shown(),
             "owner": self.owner,
             "updatedBy": self.updated_by,
             "updatedAt": self.updated_at,
@@ -135,6 +144,7 @@ def _stored(row: RowMapping) -> StoredDefaults:
         owner=row["owner"],
         updated_by=row["updated_by"],
         updated_at=row["updated_at"],
+        agent_settings=parse_settings(kind, json.loads(row["agent_settings_json"] or "null")),
     )
 
 
@@ -257,6 +267,7 @@ def put_defaults(
     layer_id: str,
     raw: Mapping[str, Any] | None,
     *,
+    settings_raw: Mapping[str, Any] | None = None,
     owner: str | None = None,
     actor: str,
     admin: bool,
@@ -264,13 +275,18 @@ def put_defaults(
     expected_version: int | None = None,
 ) -> StoredDefaults:
     """Store a new version of a layer's defaults under `owner`'s name (the actor's own
-    when None). RequirementsError names a bad field; LayerError carries the HTTP status:
-    403 not yours, 409 not at `expected_version`."""
+    when None), with its agent settings. RequirementsError and SettingsError name a bad
+    field; LayerError carries the HTTP status: 403 not yours, 409 not at
+    `expected_version`."""
     check_layer_id(kind, layer_id)
     if why := change_refusal(kind, layer_id, owner, actor, admin):
         raise LayerError(403, why)
     scope = namespace(kind, layer_id, owner, actor)
     requirements = parse_requirements(kind, raw)  # after the permission check
+    settings = parse_settings(kind, settings_raw)
+    # Which agent the layer's tasks run is not known here: every built-in agent's
+    # credential names are refused (a task checks its own agent's again).
+    check_env(kind, settings, (c for a in builtin_agents().values() for c in a.credential_names))
     if kind is LayerKind.PLATFORM and (missing := requirements.missing()):
         raise LayerError(422, f"the platform defaults must define every field; missing {missing}")
     for _ in range(_MAX_ATTEMPTS):
@@ -282,7 +298,7 @@ def put_defaults(
                 409,
                 f"{kind.value} {layer_id!r} is at version {version - 1}, not {expected_version}",
             )
-        made = StoredDefaults(kind, layer_id, version, requirements, scope, actor, now)
+        made = StoredDefaults(kind, layer_id, version, requirements, scope, actor, now, settings)
         try:
             with engine.begin() as conn:
                 conn.execute(
@@ -291,6 +307,9 @@ def put_defaults(
                         layer_id=layer_id,
                         version=version,
                         requirements_json=json.dumps(requirements.to_json_dict()),
+                        agent_settings_json=None
+                        if settings.empty()
+                        else json.dumps(settings.to_json_dict()),
                         owner=scope,
                         updated_by=actor,
                         updated_at=now,

@@ -18,6 +18,7 @@ PENDING = rc.PromptView("p1", "pending", None, seen=False)
 SENT = rc.PromptView("p1", "sent", NOW - 1, seen=False)
 STALE = rc.PromptView("p1", "sent", NOW - 11, seen=False)
 SEEN = rc.PromptView("p1", "sent", NOW - 60, seen=True)
+CHG, CHG2 = ("c1", "mode", "code"), ("c2", "model", "smart")
 
 CASES: list[tuple[str, rc.Observed, rc.Step]] = [
     ("queued waits", replace(BASE, status=S.QUEUED), rc.Wait("not placed")),
@@ -145,6 +146,60 @@ CASES: list[tuple[str, rc.Observed, rc.Step]] = [
     (
         "ended: a silent node does not matter",
         replace(BASE, status=S.COMPLETED, last_heard=NOW - 10_000),
+        rc.Wait("ended"),
+    ),
+    # The owner's mode/model changes: to the live session, oldest first, before a follow-up.
+    (
+        "running: a change goes to the session",
+        replace(BASE, session_started=True, prompts=(SEEN,), changes=(CHG, CHG2)),
+        rc.ChangeSetting("c1", "mode", "code"),
+    ),
+    (
+        "awaiting a follow-up: the change before the next prompt",
+        replace(BASE, status=S.AWAITING_FOLLOW_UP, session_started=True, changes=(CHG,)),
+        rc.ChangeSetting("c1", "mode", "code"),
+    ),
+    (
+        "a new follow-up and a change: the change first",
+        replace(BASE, session_started=True, prompts=(PENDING,), changes=(CHG,)),
+        rc.ChangeSetting("c1", "mode", "code"),
+    ),
+    (
+        "a permission answer before a change",
+        replace(BASE, session_started=True, answers=(("r1", "o1"),), changes=(CHG,)),
+        rc.AnswerPermission("r1", "o1"),
+    ),
+    (
+        "a cancel before a change",
+        replace(BASE, session_started=True, cancel_asked=True, changes=(CHG,)),
+        rc.CancelPrompt(),
+    ),
+    (
+        "starting: the session first, the change after",
+        replace(BASE, status=S.STARTING, changes=(CHG,)),
+        rc.StartSession(),
+    ),
+    (
+        "waiting for the node: a change waits",
+        replace(BASE, status=S.WAITING_FOR_NODE, changes=(CHG,)),
+        rc.Wait("the node is not ready"),
+    ),
+    (
+        "delivering: no change",
+        replace(
+            BASE,
+            status=S.DELIVERING,
+            session_started=True,
+            changes=(CHG,),
+            delivery=rc.DeliveryView(),
+        ),
+        rc.PushWorkspace(),
+    ),
+    (
+        "ended: a change left is never sent",
+        replace(
+            BASE, status=S.COMPLETED, session_started=True, session_stopped=True, changes=(CHG,)
+        ),
         rc.Wait("ended"),
     ),
 ]

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from vm_agent.cli import task_settings
 from vm_agent.cli.render import HumanRenderer
 from vm_agent.cli.sse import SseDecoder
 
@@ -53,6 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--pull-request", action="store_true", help="open a pull request of the pushed branch"
     )
+    task_settings.add_arguments(run)
     for name, text in [
         ("show", "print a task's record"),
         ("follow", "stream a task's events until it ends"),
@@ -278,6 +280,11 @@ def _verb(client: TaskClient, args: argparse.Namespace) -> int:
                 body["baseBranch"] = args.base_branch
         elif args.base_branch or args.pull_request:
             raise TaskCommandError("--base-branch and --pull-request need --repository")
+        try:
+            if (settings := task_settings.body_of(args)) is not None:
+                body["agentSettings"] = settings
+        except ValueError as exc:
+            raise TaskCommandError(str(exc)) from None
         record = client.call("POST", "/api/tasks", body)
         task_id = str(record["taskId"])
         print(json.dumps(record) if args.json else f"task {task_id}: {record.get('status')}"
@@ -291,7 +298,9 @@ def _verb(client: TaskClient, args: argparse.Namespace) -> int:
     if args.verb == "show":
         view = client.call("GET", f"/api/tasks/{task}")
         print(json.dumps(view, indent=None if args.json else 2))
-        if not args.json:  # what came back of its repository, in words
+        if not args.json:  # its settings and what came back of its repository, in words
+            for said in task_settings.lines(view):
+                print(said, file=sys.stderr)
             for line in [*repository_lines(view), usage_line(view)]:
                 if line:
                     print(line.strip(), file=sys.stderr)
