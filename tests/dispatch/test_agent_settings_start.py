@@ -15,6 +15,7 @@ import pytest
 
 from control_plane.nodes_link.links import NodeLinks
 from tests.dispatch.harness import WAIT_S, stack
+from vm_agent.fake_agent.record import read_record
 from vm_agent.process.catalog import fake_agent_command
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -122,3 +123,37 @@ async def test_a_mode_and_model_change_reaches_the_running_session(tmp_path: Pat
         await s.until("m", "completed")
         r = await s.client.post(path, json={"mode": "ask"}, headers=s.user())
         assert r.status_code == 409 and "task ended (completed)" in r.json()["error"]
+
+
+async def test_a_tasks_settings_reach_its_agent(tmp_path: Path) -> None:
+    """The whole path: layers resolved at submission, carried by the dispatcher, applied by
+    the daemon (MCP servers at session/new, the environment, mode and options set), and the
+    task completes."""
+    log = tmp_path / "agent-record.jsonl"
+    command = fake_agent_command(
+        "--scenario", "echo", "--modes", "--record", str(log),
+        "--state-dir", str(tmp_path / "agent-state"),
+    )  # fmt: skip
+    entry = f"[agents.fake-rec]\ncommand = {json.dumps(list(command))}\n"
+    async with stack(tmp_path, extra_agents=entry) as s:
+        r = await s.client.put(
+            "/api/defaults/users/alice",
+            json={"agentSettings": {"model": "smart", "env": {"RUST_LOG": "debug"}}},
+            headers=s.user("alice"),
+        )
+        assert r.status_code == 201, r.text
+        settings = {"mode": "code", "effort": "high", "mcpServers": [FILES]}
+        await s.submit(taskId="rec", agent="fake-rec", prompt="hi", agentSettings=settings)
+        done = await s.until("rec", *ENDED)
+        assert done["status"] == "completed", done
+    seen = read_record(log)
+    [env] = [e["env"] for e in seen if e["method"] == "initialize"]
+    assert env.get("RUST_LOG") == "debug"
+    [new] = [e["params"] for e in seen if e["method"] == "session/new"]
+    assert new["mcpServers"] == [FILES]  # every value reaches the agent, and only there
+    assert [e["params"]["modeId"] for e in seen if e["method"] == "session/set_mode"] == ["code"]
+    options = [e["params"] for e in seen if e["method"] == "session/set_config_option"]
+    assert {(o["configId"], o["value"]) for o in options} == {
+        ("model", "smart"),
+        ("effort", "high"),
+    }
