@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from vm_agent.core.classifier import ExitFacts
 
@@ -46,6 +47,9 @@ class PromptErrored:
     now: float
     code: int
     message: str
+    data: Any = None  # the error's ``data``, as the agent gave it (codex puts the detail here)
+    tool_started: bool = False  # a tool_call update came during this attempt of the prompt
+    random: float = 0.0  # a draw in [0, 1) for a retry's jitter (the machine has no dice)
 
 
 @dataclass(frozen=True, slots=True)

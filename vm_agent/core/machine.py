@@ -12,15 +12,15 @@ from enum import Enum
 
 from vm_agent.core import actions as a
 from vm_agent.core import events as e
+from vm_agent.core.answers import failure_note, failure_outcome, prompt_answer
 from vm_agent.core.classifier import Classification, DisconnectFacts, ExitFacts, classify
 from vm_agent.core.policy import SessionPolicy
+from vm_agent.core.provider_errors import AUTH_REQUIRED_CODE
 from vm_agent.core.vocabulary import DisconnectClass, OutcomeKind, SessionState
 
 __all__ = ["SessionMachine", "SessionPolicy"]
 
 S = SessionState
-AUTH_REQUIRED_CODE = -32000
-REQUEST_CANCELLED_CODE = -32800
 
 
 class _Stopping(Enum):
@@ -54,6 +54,9 @@ class SessionMachine:
     _prompt_deadline: float | None = None
     _output_deadline: float | None = None
     _grace_deadline: float | None = None
+    # A transient provider error's backoff: the prompt is sent again then (issue 25).
+    _retry_at: float | None = None
+    prompt_attempt: int = 0  # sends of the running prompt so far
     _restarts: list[float] = field(default_factory=list)
     _restart_kind: _RestartKind = _RestartKind.CRASH
     _attempt: int = 0
@@ -64,11 +67,8 @@ class SessionMachine:
 
     def next_deadline(self) -> float | None:
         """When the shell should send the next ``Tick`` (None: no deadline is armed)."""
-        times = [
-            t
-            for t in (self._prompt_deadline, self._output_deadline, self._grace_deadline)
-            if t is not None
-        ]
+        armed = (self._prompt_deadline, self._output_deadline, self._grace_deadline)
+        times = [t for t in (*armed, self._retry_at) if t is not None]
         return min(times) if times else None
 
     def restarts_in_window(self, now: float) -> int:
@@ -85,13 +85,12 @@ class SessionMachine:
             case e.PromptRequested():
                 return self._on_prompt(event)
             case e.AgentOutput():
-                if self.state is S.PROMPTING and self.policy.no_output_timeout_s:
+                waiting = self._retry_at is not None  # late output of a failed attempt
+                if self.state is S.PROMPTING and self.policy.no_output_timeout_s and not waiting:
                     self._arm_output_deadline(event.now)
                 return []
-            case e.PromptAnswered():
-                return self._on_answer(event.stop_reason, None, "")
-            case e.PromptErrored():
-                return self._on_answer(None, event.code, event.message)
+            case e.PromptAnswered() | e.PromptErrored():
+                return self._on_answer(event)
             case e.CancelRequested():
                 return self._on_cancel(event)
             case e.Tick():
@@ -123,9 +122,9 @@ class SessionMachine:
         if self.state is not S.STARTING:
             return []
         self.error = ev.message
-        self.error_outcome = _failure_outcome(ev.error_code, ev.timed_out)
+        self.error_outcome = failure_outcome(ev.error_code, ev.timed_out)
         self.error_code = ev.error_code
-        return self._enter(S.ERROR, _failure_note(self.error_outcome, ev.message))
+        return self._enter(S.ERROR, failure_note(self.error_outcome, ev.message))
 
     def _on_prompt(self, ev: e.PromptRequested) -> list[a.Action]:
         if self.state is not S.READY:
@@ -139,6 +138,7 @@ class SessionMachine:
             }[self.state]
             return [a.Refuse(why)]
         self.prompt_id = ev.prompt_id
+        self.prompt_attempt = 1
         self._stopping = _Stopping.NO
         p = self.policy
         self._prompt_deadline = ev.now + p.prompt_timeout_s if p.prompt_timeout_s else None
@@ -147,35 +147,41 @@ class SessionMachine:
             self._arm_output_deadline(ev.now)
         return [*self._enter(S.PROMPTING), a.SendPrompt(ev.prompt_id)]
 
-    def _on_answer(self, stop_reason: str | None, code: int | None, msg: str) -> list[a.Action]:
+    def _on_answer(self, ev: e.PromptAnswered | e.PromptErrored) -> list[a.Action]:
         if self.state not in (S.PROMPTING, S.CANCELLING) or self.prompt_id is None:
             return []
-        if self._stopping is not _Stopping.NO:
+        if self._stopping is not _Stopping.NO or self._retry_at is not None:
             return []  # we already decided to stop it; the disconnect will settle the outcome
-        cancelling = self.state is S.CANCELLING
-        if stop_reason is not None:
-            kind = OutcomeKind.CANCELLED if stop_reason == "cancelled" else OutcomeKind.COMPLETED
-            outcome = a.RecordOutcome(self.prompt_id, kind, stop_reason=stop_reason)
-            note = None
-        elif code == AUTH_REQUIRED_CODE:
-            outcome = a.RecordOutcome(
-                self.prompt_id, OutcomeKind.AUTH_REQUIRED, reason=msg, error_code=code
-            )
-            note = "the agent needs authentication"
-        elif cancelling and code == REQUEST_CANCELLED_CODE:
-            outcome = a.RecordOutcome(
-                self.prompt_id, OutcomeKind.CANCELLED, reason=msg, error_code=code
-            )
-            note = None
-        else:
-            outcome = a.RecordOutcome(
-                self.prompt_id, OutcomeKind.FAILED, reason=msg, error_code=code
-            )
-            note = None
+        end = prompt_answer(
+            self.prompt_id,
+            ev,
+            cancelling=self.state is S.CANCELLING,
+            attempt=self.prompt_attempt,
+            retry=self.policy.retry,
+        )
+        if isinstance(end, a.RetryPrompt):
+            # The turn is over on the agent's side; the prompt waits, still running, for
+            # its next send. No output is expected meanwhile.
+            self._retry_at = ev.now + end.delay_s
+            self._output_deadline = None
+            return [end]
         self._end_prompt()
-        return [outcome, *self._enter(S.READY, note)]
+        needs_auth = end.outcome is OutcomeKind.AUTH_REQUIRED
+        return [
+            end,
+            *self._enter(S.READY, "the agent needs authentication" if needs_auth else None),
+        ]
 
     def _on_cancel(self, ev: e.CancelRequested) -> list[a.Action]:
+        if self.state is S.PROMPTING and self._retry_at is not None and self.prompt_id:
+            # Between two attempts no turn runs on the agent: nothing to send a cancel to.
+            pid = self.prompt_id
+            self._end_prompt()
+            reason = "cancelled while waiting to send the prompt again"
+            return [
+                a.RecordOutcome(pid, OutcomeKind.CANCELLED, reason=reason),
+                *self._enter(S.READY),
+            ]
         if self.state is S.PROMPTING:
             self._grace_deadline = ev.now + self.policy.cancel_grace_s
             return [*self._enter(S.CANCELLING), a.SendCancel()]
@@ -198,6 +204,12 @@ class SessionMachine:
         if self._grace_deadline is not None and now >= self._grace_deadline:
             self._stopping = _Stopping.CANCEL
             return [a.StopAgent("the agent did not answer the cancel within the grace period")]
+        if self._retry_at is not None and now >= self._retry_at and self.prompt_id is not None:
+            self._retry_at = None
+            self.prompt_attempt += 1
+            if self.policy.no_output_timeout_s:
+                self._arm_output_deadline(now)
+            return [a.ResendPrompt(self.prompt_id, self.prompt_attempt)]
         return []
 
     def _on_disconnect(self, ev: e.Disconnected) -> list[a.Action]:
@@ -304,9 +316,9 @@ class SessionMachine:
             )
         self.prompt_id = None
         self.error = reason
-        self.error_outcome = _failure_outcome(ev.error_code, ev.timed_out)
+        self.error_outcome = failure_outcome(ev.error_code, ev.timed_out)
         self.error_code = ev.error_code
-        return out + self._enter(S.ERROR, _failure_note(self.error_outcome, reason))
+        return out + self._enter(S.ERROR, failure_note(self.error_outcome, reason))
 
     def _on_stop(self) -> list[a.Action]:
         if self.state is S.STOPPED:
@@ -373,22 +385,9 @@ class SessionMachine:
 
     def _clear_deadlines(self) -> None:
         self._prompt_deadline = self._output_deadline = self._grace_deadline = None
+        self._retry_at = None
 
     def _end_prompt(self) -> None:
         self.prompt_id = None
         self._clear_deadlines()
         self._stopping = _Stopping.NO
-
-
-def _failure_outcome(error_code: int | None, timed_out: bool) -> OutcomeKind:
-    if error_code == AUTH_REQUIRED_CODE:
-        return OutcomeKind.AUTH_REQUIRED
-    if timed_out:
-        return OutcomeKind.TIMEOUT
-    return OutcomeKind.FAILED
-
-
-def _failure_note(outcome: OutcomeKind, message: str) -> str:
-    if outcome is OutcomeKind.AUTH_REQUIRED:
-        return f"the agent needs authentication: {message}"
-    return message
