@@ -34,6 +34,8 @@ SCENARIOS: tuple[str, ...] = (
     "prompt-error",
     "hostile",
     "commit",
+    "provider-error",
+    "tool-then-provider-error",
 )
 
 # Scenarios that stream with a pause by default; every other one streams at full speed.
@@ -74,6 +76,8 @@ class Config:
     hang_on: str | None = None  # never answer this method (a start that hangs)
     usage: str | None = None  # report usage after each turn: "good" or "bad" (hostile numbers)
     close: bool = False  # advertise and answer session/close (recorded in --state-dir)
+    fail_times: int = 1  # provider-error: prompts that fail before one succeeds
+    fail_status: int = 529  # provider-error: the provider's HTTP status (529 or 429)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +126,12 @@ def _usage_kind(text: str) -> str:
     return text
 
 
+def _provider_status(text: str) -> int:
+    if text not in ("529", "429"):
+        raise ValueError("must be 529 or 429")
+    return int(text)
+
+
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0:  # also rejects NaN
@@ -150,6 +160,8 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("--auth-on", _start_method, "refuse session/new or session/load with -32000"),
     _Option("--hang-on", _hang_method, "never answer a start method (or session/close)"),
     _Option("--usage", _usage_kind, "report usage each turn: good, or bad (hostile numbers)"),
+    _Option("--fail-times", _non_negative_int, "provider-error: prompts that fail (default 1)"),
+    _Option("--fail-status", _provider_status, "provider-error: 529 (default) or 429"),
 )
 
 

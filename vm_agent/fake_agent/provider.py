@@ -1,0 +1,47 @@
+"""Scenarios whose model provider refuses: the prompt fails as a real agent's does after its
+own retries (issue 25; what each agent answers is in docs/agents.md).
+
+``provider-error``: the first ``--fail-times`` prompts this process runs end with
+claude-agent-acp's answer to a 529 (``--fail-status 429``: to a rate limit), the later ones
+echo. ``tool-then-provider-error``: the same, after the turn began a tool.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+from vm_agent.fake_agent.turn import Turn
+from vm_agent.fake_agent.wire import RpcError
+
+# Anthropic's bodies, as Claude Code quotes them in its "API Error: <status> <body>".
+BODIES = {
+    529: {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+    429: {
+        "type": "error",
+        "error": {"type": "rate_limit_error", "message": "Number of request tokens exceeded"},
+    },
+}
+TOOL_CALL_ID = "fake-provider-tool-1"
+_prompts = itertools.count(1)  # prompts this process has run (the agent's own count)
+
+
+def provider_failure(status: int) -> RpcError:
+    body = json.dumps(BODIES.get(status, BODIES[529]), separators=(",", ":"))
+    return RpcError(-32603, f"Internal error: API Error: {status} {body}")
+
+
+async def provider_error(turn: Turn, text: str) -> str:
+    if next(_prompts) <= turn.config.fail_times:
+        raise provider_failure(turn.config.fail_status)
+    return await turn.stream([text])
+
+
+async def tool_then_provider_error(turn: Turn, text: str) -> str:
+    if next(_prompts) <= turn.config.fail_times:
+        turn.chunk("Running it.")
+        call = {"toolCallId": TOOL_CALL_ID, "title": "echo hi", "kind": "execute"}
+        turn.update({"sessionUpdate": "tool_call", **call, "status": "in_progress"})
+        turn.update({"sessionUpdate": "tool_call_update", **call, "status": "completed"})
+        raise provider_failure(turn.config.fail_status)
+    return await turn.stream([text])
