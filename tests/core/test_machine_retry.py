@@ -43,7 +43,7 @@ def test_a_529_then_success_is_one_retry_and_one_outcome() -> None:
     assert m.next_deadline() is None
     out = m.handle(e.PromptAnswered(5, "end_turn"))
     assert out[0] == a.RecordOutcome("p1", O.COMPLETED, stop_reason="end_turn")
-    assert m.state is S.READY
+    assert out[-1] == a.StateChanged(S.READY)
 
 
 def test_attempts_spent_end_failed_with_the_reason() -> None:

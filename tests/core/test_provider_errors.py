@@ -14,7 +14,7 @@ from vm_agent.core.provider_errors import (
     classify_prompt_error,
 )
 
-O, R = Transience.OVERLOADED, Transience.RATE_LIMITED
+OV, RL = Transience.OVERLOADED, Transience.RATE_LIMITED
 CLAUDE_529 = (
     'Internal error: API Error: 529 {"type":"error","error":{"type":"overloaded_error",'
     '"message":"Overloaded"}}'
@@ -29,8 +29,8 @@ CLAUDE_429 = (
     ("code", "message", "data", "expected"),
     [
         # claude-agent-acp 0.23.1 after Claude Code's own retries
-        (-32603, CLAUDE_529, None, ProviderError(O, 529)),
-        (-32603, CLAUDE_429, None, ProviderError(R, 429)),
+        (-32603, CLAUDE_529, None, ProviderError(OV, 529)),
+        (-32603, CLAUDE_429, None, ProviderError(RL, 429)),
         # codex-acp 0.16.0: the detail in data
         (
             -32603,
@@ -39,16 +39,18 @@ CLAUDE_429 = (
                 "message": "Selected model is at capacity. Please try a different model.",
                 "codex_error_info": "server_overloaded",
             },
-            ProviderError(O, None),
+            ProviderError(OV, None),
         ),
         (
             -32603,
             "Internal error",
             {
                 "message": "exceeded retry limit, last status: 429 Too Many Requests",
-                "codex_error_info": {"response_too_many_failed_attempts": {"http_status_code": 429}},
+                "codex_error_info": {
+                    "response_too_many_failed_attempts": {"http_status_code": 429}
+                },
             },
-            ProviderError(R, 429),
+            ProviderError(RL, 429),
         ),
         (
             -32603,
@@ -58,19 +60,19 @@ CLAUDE_429 = (
                 "overloaded. Please try again later., url: http://127.0.0.1:18765/v1/responses",
                 "codex_error_info": "other",
             },
-            ProviderError(O, 529),
+            ProviderError(OV, 529),
         ),
         # gemini-cli 0.61.0: the HTTP status as the code
-        (503, "The model is overloaded. Please try again later.", None, ProviderError(O, 503)),
-        (429, "Resource has been exhausted (e.g. check quota).", None, ProviderError(R, 429)),
+        (503, "The model is overloaded. Please try again later.", None, ProviderError(OV, 503)),
+        (429, "Resource has been exhausted (e.g. check quota).", None, ProviderError(RL, 429)),
         # a wait the provider asked for, when the text carries it
         (
             -32603,
             "Rate limit reached for requests. Please try again in 20s.",
             None,
-            ProviderError(R, 429, 20.0),
+            ProviderError(RL, 429, 20.0),
         ),
-        (-32603, "API Error: 429 retry-after: 1500ms", None, ProviderError(R, 429, 1.5)),
+        (-32603, "API Error: 429 retry-after: 1500ms", None, ProviderError(RL, 429, 1.5)),
         # not transient: a limit that does not pass by itself, another failure, our own codes
         (-32603, "Internal error", {"codex_error_info": "usage_limit_exceeded"}, None),
         (429, "You exceeded your current quota, check your plan and billing.", None, None),
@@ -87,7 +89,7 @@ def test_classifier(code: int, message: str, data: Any, expected: ProviderError 
 
 
 P = RetryPolicy(attempts=3, base_s=2.0, max_s=60.0, jitter=0.25)
-OVER = ProviderError(O, 529)
+OVER = ProviderError(OV, 529)
 
 
 @pytest.mark.parametrize(
@@ -102,15 +104,15 @@ OVER = ProviderError(O, 529)
         # the cap bounds the backoff, its jitter too
         (RetryPolicy(attempts=10, base_s=2, max_s=5), OVER, 6, False, 0.9, True, 5.0, ""),
         # retry-after: honoured when longer than the backoff and within the cap
-        (P, ProviderError(R, 429, 10.0), 1, False, 0.0, True, 10.0, "rate limit (429)"),
-        (P, ProviderError(R, 429, 0.5), 1, False, 0.0, True, 2.0, ""),
-        (P, ProviderError(R, 429, 61.0), 1, False, 0.0, False, 0.0, "asks to wait 61 s"),
+        (P, ProviderError(RL, 429, 10.0), 1, False, 0.0, True, 10.0, "rate limit (429)"),
+        (P, ProviderError(RL, 429, 0.5), 1, False, 0.0, True, 2.0, ""),
+        (P, ProviderError(RL, 429, 61.0), 1, False, 0.0, False, 0.0, "asks to wait 61 s"),
         # a draw out of range is clamped, never a negative or endless wait
         (P, OVER, 1, False, -5.0, True, 2.0, ""),
         (P, OVER, 1, False, 7.0, True, 2.5, ""),
     ],
 )
-def test_policy(
+def test_policy(  # noqa: PLR0917 - one parameter per column of the table
     policy: RetryPolicy,
     error: ProviderError,
     attempt: int,

@@ -78,6 +78,7 @@ class Config:
     close: bool = False  # advertise and answer session/close (recorded in --state-dir)
     fail_times: int = 1  # provider-error: prompts that fail before one succeeds
     fail_status: int = 529  # provider-error: the provider's HTTP status (529 or 429)
+    retry_after: float | None = None  # provider-error: "Please try again in Ns." in the message
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +163,7 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("--usage", _usage_kind, "report usage each turn: good, or bad (hostile numbers)"),
     _Option("--fail-times", _non_negative_int, "provider-error: prompts that fail (default 1)"),
     _Option("--fail-status", _provider_status, "provider-error: 529 (default) or 429"),
+    _Option("--retry-after", _non_negative_float, "provider-error: the wait the error asks"),
 )
 
 

@@ -26,14 +26,16 @@ TOOL_CALL_ID = "fake-provider-tool-1"
 _prompts = itertools.count(1)  # prompts this process has run (the agent's own count)
 
 
-def provider_failure(status: int) -> RpcError:
+def provider_failure(status: int, retry_after: float | None = None) -> RpcError:
     body = json.dumps(BODIES.get(status, BODIES[529]), separators=(",", ":"))
-    return RpcError(-32603, f"Internal error: API Error: {status} {body}")
+    # OpenAI's words for the wait it asks (Claude Code's message never carries one).
+    wait = "" if retry_after is None else f" Please try again in {retry_after:g}s."
+    return RpcError(-32603, f"Internal error: API Error: {status} {body}{wait}")
 
 
 async def provider_error(turn: Turn, text: str) -> str:
     if next(_prompts) <= turn.config.fail_times:
-        raise provider_failure(turn.config.fail_status)
+        raise provider_failure(turn.config.fail_status, turn.config.retry_after)
     return await turn.stream([text])
 
 
@@ -43,5 +45,5 @@ async def tool_then_provider_error(turn: Turn, text: str) -> str:
         call = {"toolCallId": TOOL_CALL_ID, "title": "echo hi", "kind": "execute"}
         turn.update({"sessionUpdate": "tool_call", **call, "status": "in_progress"})
         turn.update({"sessionUpdate": "tool_call_update", **call, "status": "completed"})
-        raise provider_failure(turn.config.fail_status)
+        raise provider_failure(turn.config.fail_status, turn.config.retry_after)
     return await turn.stream([text])
