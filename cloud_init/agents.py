@@ -47,5 +47,8 @@ def catalog_toml(agents: Iterable[str], agents_dir: str = AGENTS_DIR) -> str:
         ]
         if spec.optional_credentials:
             lines.append(f"optional_credentials = {json.dumps(list(spec.optional_credentials))}")
-        lines.append(f"env = {{ PATH = {json.dumps(f'{bin_dir}:{SYSTEM_PATH}')} }}")
+        # The file's entry replaces the built-in one whole: its fixed variables come along.
+        env = {"PATH": f"{bin_dir}:{SYSTEM_PATH}", **spec.env}
+        pairs = ", ".join(f"{name} = {json.dumps(value)}" for name, value in env.items())
+        lines.append(f"env = {{ {pairs} }}")
     return "\n".join(lines) + "\n"

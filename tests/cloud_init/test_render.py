@@ -218,12 +218,14 @@ def test_the_catalog_points_at_the_bundle_and_the_daemon_accepts_it(tmp_path: Pa
         assert entry["credentials"] == list(builtin.credentials)
         assert entry["optional_credentials"] == list(builtin.optional_credentials)
         assert entry["env"]["PATH"].startswith("/opt/vm-agent-agents/bin:")
+        assert entry["env"] == {"PATH": entry["env"]["PATH"], **builtin.env}
     path = tmp_path / "agents.toml"
     path.write_text(content)
     catalog = Catalog.load(path)
     assert catalog.get("codex").command == ("/opt/vm-agent-agents/bin/codex-acp",)
     assert catalog.get("claude").credential_names == ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL")
     assert catalog.get("fake").name == "fake"  # the built-in fake agent stays
+    assert catalog.get("claude").env["CLAUDE_CODE_MAX_RETRIES"] == "4"
 
 
 def test_gemini_keeps_its_acp_flag() -> None:

@@ -1,6 +1,8 @@
 """Issue 25 in the machine: a transient provider error sends the prompt again after a
 backoff, under the same prompt id, until the attempts are spent; never after a tool; a
-cancel or a stop during the backoff ends it; a disconnect then is a crash, not a retry."""
+cancel or a stop during the backoff ends it. An agent that can load sessions gets the
+prompt again in a new process (no crash, no restart budget spent); one that cannot, in the
+same process, where a disconnect during the backoff is a crash, not a retry."""
 
 from __future__ import annotations
 
@@ -19,9 +21,9 @@ OVERLOADED = (
 POLICY = SessionPolicy(retry=RetryPolicy(attempts=3, base_s=2.0, max_s=60.0))
 
 
-def prompting(policy: SessionPolicy = POLICY) -> SessionMachine:
+def prompting(policy: SessionPolicy = POLICY, *, load: bool = False) -> SessionMachine:
     m = SessionMachine(policy)
-    m.handle(e.AgentReady(0, "acp-1", load_session=True))
+    m.handle(e.AgentReady(0, "acp-1", load_session=load))
     m.handle(e.PromptRequested(1, "p1"))
     return m
 
@@ -108,7 +110,10 @@ def test_stop_during_the_backoff() -> None:
 
 
 def test_a_disconnect_during_the_backoff_is_recovery_not_a_retry() -> None:
-    m = prompting()
+    m = prompting(load=True)
+    m.load_session = False
+    m.handle(overloaded(2))
+    m.load_session = True  # it could load after all: the crash is recovered
     m.handle(overloaded(2))
     out = m.handle(e.Disconnected(3, ExitFacts(exit_code=1, uptime_s=100.0)))
     assert isinstance(out[-1], a.Restart)
@@ -132,3 +137,62 @@ def test_no_output_deadline_sleeps_during_the_backoff() -> None:
     assert m.next_deadline() == 12.0
     assert m.handle(e.Tick(12.0)) == [a.ResendPrompt("p1", 2)]
     assert m.next_deadline() == 15.0  # armed again with the new send
+
+
+RETRY = a.RetryPrompt("p1", 2, 2.0, "model provider overloaded (529)", -32603, OVERLOADED)
+STOP = a.StopAgent("sending the prompt again in a new agent process")
+
+
+def test_a_loading_agent_gets_the_retry_in_a_new_process() -> None:
+    m = prompting(load=True)
+    assert m.handle(overloaded(2)) == [RETRY, STOP]
+    assert m.handle(e.Tick(100)) == []  # nothing more until the process is gone
+    out = m.handle(e.Disconnected(3, ExitFacts(exit_code=None, signal=15, uptime_s=9.0)))
+    assert out[-1] == a.Restart(2.0, load=True, attempt=1, why=out[-1].why)  # type: ignore[union-attr]
+    assert m.state is S.RECOVERING and m.prompt_id == "p1"
+    out = m.handle(e.RecoverySucceeded(6, "acp-1", loaded=True))
+    assert out[-2:] == [
+        a.StateChanged(
+            S.PROMPTING, "a new agent process loaded the session; the prompt goes again"
+        ),
+        a.ResendPrompt("p1", 2),
+    ]
+    assert m.restarts_in_window(6) == 0
+    out = m.handle(e.PromptAnswered(7, "end_turn"))
+    assert out[0] == a.RecordOutcome("p1", O.COMPLETED, stop_reason="end_turn")
+    assert not any(isinstance(x, a.EmitCrashReport) for x in out)
+
+
+def test_a_cancel_while_the_retry_s_process_goes() -> None:
+    m = prompting(load=True)
+    m.handle(overloaded(2))
+    out = m.handle(e.CancelRequested(2.5))
+    assert out == [
+        a.RecordOutcome(
+            "p1", O.CANCELLED, reason="cancelled while waiting to send the prompt again"
+        )
+    ]
+    m.handle(e.Disconnected(3, ExitFacts(exit_code=None, signal=15, uptime_s=9.0)))
+    out = m.handle(e.RecoverySucceeded(6, "acp-1", loaded=True))
+    assert m.state is S.READY and not any(isinstance(x, a.ResendPrompt) for x in out)
+
+
+def test_a_cancel_while_the_retry_s_process_starts() -> None:
+    m = prompting(load=True)
+    m.handle(overloaded(2))
+    m.handle(e.Disconnected(3, ExitFacts(exit_code=None, signal=15, uptime_s=9.0)))
+    (end,) = m.handle(e.CancelRequested(4))
+    assert isinstance(end, a.RecordOutcome) and end.outcome is O.CANCELLED
+    m.handle(e.RecoverySucceeded(6, "acp-1", loaded=True))
+    assert m.state is S.READY
+
+
+def test_the_retry_s_process_fails_to_start() -> None:
+    m = prompting(load=True)
+    m.handle(overloaded(2))
+    m.handle(e.Disconnected(3, ExitFacts(exit_code=None, signal=15, uptime_s=9.0)))
+    out = m.handle(e.RecoveryFailed(4, "exited with code 1", retryable=True))
+    end = out[0]
+    assert isinstance(end, a.RecordOutcome) and end.outcome is O.FAILED
+    assert (end.reason or "").startswith("the prompt could not be sent again")
+    assert m.state is S.ERROR

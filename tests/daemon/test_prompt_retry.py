@@ -1,7 +1,8 @@
 """Issue 25 through `vm-agent serve`: a viewer sees each retry of a prompt its agent failed
 with a transient provider error (the fake agent answers as claude-agent-acp does on a 529),
 one prompt.started and one prompt.finished; a prompt whose turn began a tool is not sent
-again; the attempts are bounded; a cancel during the backoff cancels the prompt."""
+again; the attempts are bounded; a cancel during the backoff cancels the prompt. The fake
+agent loads sessions, as claude-agent-acp and codex-acp do: each retry is a new process."""
 
 from __future__ import annotations
 
@@ -39,7 +40,10 @@ def write_agents(tmp: Path) -> Path:
     path = tmp / "agents.toml"
     lines = []
     for name, args in AGENTS.items():
-        command = fake_agent_command("--scenario", *args)
+        # A state directory: the agent loads sessions, so a retry goes to a new process,
+        # and the prompts it failed are counted over its processes.
+        state = ("--state-dir", str(tmp / f"agent-{name}"))
+        command = fake_agent_command("--scenario", *args, *state)
         lines += [f"[agents.{name}]", f"command = {json.dumps(list(command))}", ""]
     path.write_text("\n".join(lines))
     return path

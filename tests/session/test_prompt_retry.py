@@ -1,6 +1,7 @@
 """Issue 25 with real fake-agent processes: a prompt failed the way claude-agent-acp fails
-it on a 529 is sent again to the same process under the same prompt id; a cancel during the
-backoff ends it at once."""
+it on a 529 is sent again under the same prompt id: to a new process that loads the session
+when the agent can load sessions, else to the same process; a cancel during the backoff ends
+it at once."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def policy(base_s: float) -> SessionPolicy:
 
 
 async def test_two_529s_then_success_in_the_same_process(tmp_path: Path) -> None:
-    agent = fake("provider-error", "--fail-times", "2")
+    agent = fake("provider-error", "--fail-times", "2", "--no-load")
     async with running(tmp_path, [agent], policy=policy(0.01)) as h:
         s = await h.ready("provider-error")
         pid = s.agent_pid
@@ -38,8 +39,27 @@ async def test_two_529s_then_success_in_the_same_process(tmp_path: Path) -> None
         assert await h.states(s) == ["starting", "ready", "prompting", "ready"]
 
 
+async def test_an_agent_that_loads_gets_the_retry_in_a_new_process(tmp_path: Path) -> None:
+    agent = fake("provider-error", "--fail-times", "1", "--state-dir", str(tmp_path / "agent"))
+    async with running(tmp_path, [agent], policy=policy(0.01)) as h:
+        s = await h.ready("provider-error")
+        pid = s.agent_pid
+        outcome = await s.prompt("p1", text_prompt("hello"))
+        assert (outcome.outcome, outcome.stop_reason) == ("completed", "end_turn")
+        assert s.agent_pid != pid
+        assert [r["attempt"] for r in await h.of_type(s, "prompt.retry")] == [2]
+        assert len(await h.of_type(s, "prompt.started")) == 1
+        assert len(await h.of_type(s, "prompt.finished")) == 1
+        assert not await h.of_type(s, "agent.crash_report")  # a retry is no crash
+        assert await h.states(s) == [
+            "starting", "ready", "prompting", "recovering", "prompting", "ready"
+        ]  # fmt: skip
+        texts = [u["update"]["content"]["text"] for u in await h.of_type(s, "acp.update")]
+        assert "hello" in "".join(texts)
+
+
 async def test_cancel_during_the_backoff(tmp_path: Path) -> None:
-    agent = fake("provider-error", "--fail-times", "1")
+    agent = fake("provider-error", "--fail-times", "1", "--no-load")
     async with running(tmp_path, [agent], policy=policy(60)) as h:
         s = await h.ready("provider-error")
         async with anyio.create_task_group() as tg:

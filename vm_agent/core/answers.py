@@ -13,7 +13,7 @@ from vm_agent.core.provider_errors import (
     RetryPolicy,
     classify_prompt_error,
 )
-from vm_agent.core.vocabulary import OutcomeKind
+from vm_agent.core.vocabulary import OutcomeKind, SessionState
 
 
 def prompt_answer(
@@ -83,3 +83,15 @@ def failure_note(outcome: OutcomeKind, message: str) -> str:
     if outcome is OutcomeKind.AUTH_REQUIRED:
         return f"the agent needs authentication: {message}"
     return message
+
+
+def refusal(state: SessionState, error: str | None) -> str:
+    """Why a prompt is refused in ``state`` (only ``ready`` takes one)."""
+    return {
+        SessionState.PROMPTING: "a prompt is already running in this session",
+        SessionState.CANCELLING: "a prompt is being cancelled in this session",
+        SessionState.STARTING: "the session is still starting",
+        SessionState.RECOVERING: "the session is recovering its agent",
+        SessionState.ERROR: f"the session is in error: {error}",
+        SessionState.STOPPED: "the session is stopped",
+    }.get(state, f"the session is {state.value}")

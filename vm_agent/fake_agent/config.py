@@ -76,6 +76,7 @@ class Config:
     hang_on: str | None = None  # never answer this method (a start that hangs)
     usage: str | None = None  # report usage after each turn: "good" or "bad" (hostile numbers)
     close: bool = False  # advertise and answer session/close (recorded in --state-dir)
+    no_load: bool = False  # advertise no loadSession, whatever the scenario
     fail_times: int = 1  # provider-error: prompts that fail before one succeeds
     fail_status: int = 529  # provider-error: the provider's HTTP status (529 or 429)
     retry_after: float | None = None  # provider-error: "Please try again in Ns." in the message
@@ -172,6 +173,7 @@ _SWITCHES: tuple[tuple[str, str], ...] = (
     ("--resume", "advertise sessionCapabilities.resume and answer session/resume"),
     ("--once", "crash scenarios crash only the first time per --state-dir"),
     ("--modes", "offer modes (ask, code) and a config option (model), answer set_mode/_config"),
+    ("--no-load", "advertise no loadSession (a session that cannot go to a new process)"),
     ("--timestamps", "put time.time() of each update's send in its _meta (vm_agent/sent_at)"),
     (
         "--close",
@@ -210,7 +212,7 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         except ValueError as exc:
             raise ConfigError(f"{source}: invalid value {raw!r} ({exc})") from None
     for flag, _ in _SWITCHES:
-        dest = flag.removeprefix("--")
+        dest = flag.removeprefix("--").replace("-", "_")
         switch = args[dest]
         env_name = ENV_PREFIX + dest.upper()
         if switch is None and env_name in environ:

@@ -3,7 +3,9 @@ own retries (issue 25; what each agent answers is in docs/agents.md).
 
 ``provider-error``: the first ``--fail-times`` prompts this process runs end with
 claude-agent-acp's answer to a 529 (``--fail-status 429``: to a rate limit), the later ones
-echo. ``tool-then-provider-error``: the same, after the turn began a tool.
+echo. ``tool-then-provider-error``: the same, after the turn began a tool. With
+``--state-dir`` the prompts are counted there, over every process of the session (a retry
+in a new process is the next prompt, as for a real agent whose provider recovered).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 
+from vm_agent.fake_agent.transcript import first_time
 from vm_agent.fake_agent.turn import Turn
 from vm_agent.fake_agent.wire import RpcError
 
@@ -33,14 +36,24 @@ def provider_failure(status: int, retry_after: float | None = None) -> RpcError:
     return RpcError(-32603, f"Internal error: API Error: {status} {body}{wait}")
 
 
+def _fails(turn: Turn) -> bool:
+    """Whether this prompt is one of the first ``--fail-times``."""
+    state_dir = turn.config.state_dir
+    if state_dir is None:
+        return next(_prompts) <= turn.config.fail_times
+    # The first unclaimed number is this prompt's (claims are atomic: O_EXCL).
+    count = next(n for n in itertools.count(1) if first_time(state_dir, f"provider-{n}"))
+    return count <= turn.config.fail_times
+
+
 async def provider_error(turn: Turn, text: str) -> str:
-    if next(_prompts) <= turn.config.fail_times:
+    if _fails(turn):
         raise provider_failure(turn.config.fail_status, turn.config.retry_after)
     return await turn.stream([text])
 
 
 async def tool_then_provider_error(turn: Turn, text: str) -> str:
-    if next(_prompts) <= turn.config.fail_times:
+    if _fails(turn):
         turn.chunk("Running it.")
         call = {"toolCallId": TOOL_CALL_ID, "title": "echo hi", "kind": "execute"}
         turn.update({"sessionUpdate": "tool_call", **call, "status": "in_progress"})

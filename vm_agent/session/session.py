@@ -300,6 +300,7 @@ class AgentSession:
             case a.RetryPrompt():
                 await self._journal.prompt_retry(act)
             case a.ResendPrompt(prompt_id=pid):
+                self._relay.replaying = False  # a new process's load replay is over
                 self._task_group.start_soon(self._exchange.send, self._book.again(pid))
             case a.SendCancel():
                 self._permissions.cancel_all()
