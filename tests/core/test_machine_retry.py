@@ -23,7 +23,7 @@ POLICY = SessionPolicy(retry=RetryPolicy(attempts=3, base_s=2.0, max_s=60.0))
 
 def prompting(policy: SessionPolicy = POLICY, *, load: bool = False) -> SessionMachine:
     m = SessionMachine(policy)
-    m.handle(e.AgentReady(0, "acp-1", load_session=load))
+    m.handle(e.AgentReady(0, "acp-1", load_session=load, resume=load))
     m.handle(e.PromptRequested(1, "p1"))
     return m
 
@@ -111,9 +111,8 @@ def test_stop_during_the_backoff() -> None:
 
 def test_a_disconnect_during_the_backoff_is_recovery_not_a_retry() -> None:
     m = prompting(load=True)
-    m.load_session = False
+    m.resume_session = False  # load only: the retry stays in this process
     m.handle(overloaded(2))
-    m.load_session = True  # it could load after all: the crash is recovered
     m.handle(overloaded(2))
     out = m.handle(e.Disconnected(3, ExitFacts(exit_code=1, uptime_s=100.0)))
     assert isinstance(out[-1], a.Restart)

@@ -42,7 +42,7 @@ def write_agents(tmp: Path) -> Path:
     for name, args in AGENTS.items():
         # A state directory: the agent loads sessions, so a retry goes to a new process,
         # and the prompts it failed are counted over its processes.
-        state = ("--state-dir", str(tmp / f"agent-{name}"))
+        state = ("--state-dir", str(tmp / f"agent-{name}"), "--resume")
         command = fake_agent_command("--scenario", *args, *state)
         lines += [f"[agents.{name}]", f"command = {json.dumps(list(command))}", ""]
     path.write_text("\n".join(lines))

@@ -40,7 +40,8 @@ async def test_two_529s_then_success_in_the_same_process(tmp_path: Path) -> None
 
 
 async def test_an_agent_that_loads_gets_the_retry_in_a_new_process(tmp_path: Path) -> None:
-    agent = fake("provider-error", "--fail-times", "1", "--state-dir", str(tmp_path / "agent"))
+    state = ("--state-dir", str(tmp_path / "agent"))
+    agent = fake("provider-error", "--fail-times", "1", "--resume", *state)
     async with running(tmp_path, [agent], policy=policy(0.01)) as h:
         s = await h.ready("provider-error")
         pid = s.agent_pid

@@ -16,6 +16,7 @@ class AgentReady:
     acp_session_id: str
     load_session: bool
     loaded: bool = False  # the session was loaded (session/load), not opened anew
+    resume: bool = False  # the agent advertises session/resume (a retry may go to a new process)
 
 
 @dataclass(frozen=True, slots=True)

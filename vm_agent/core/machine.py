@@ -29,6 +29,7 @@ class SessionMachine:
     state: SessionState = S.STARTING
     acp_session_id: str | None = None
     load_session: bool = False
+    resume_session: bool = False
     prompt_id: str | None = None
     error: str | None = None
     # What a start or recovery failure means to someone who wanted a prompt: the agent
@@ -100,6 +101,7 @@ class SessionMachine:
             return []
         self.acp_session_id = ev.acp_session_id
         self.load_session = ev.load_session
+        self.resume_session = ev.resume
         self._recovered_process = False
         note = "ACP session loaded" if ev.loaded else "ACP session opened"
         return self._enter(S.READY, note)
@@ -141,10 +143,11 @@ class SessionMachine:
             attempt=self.prompt_attempt,
             retry=self.policy.retry,
         )
-        if isinstance(end, a.RetryPrompt) and self.load_session and self.acp_session_id:
-            # A new process loads the session and gets the prompt: an agent's state after
+        if isinstance(end, a.RetryPrompt) and self.resume_session and self.acp_session_id:
+            # A new process resumes the session and gets the prompt: an agent's state after
             # a failed turn is its own (claude-agent-acp 0.23.1 answers the next prompt in
-            # that process with the failed turn's stale end, at once and empty).
+            # that process with the failed turn's stale end, at once and empty). Only with
+            # session/resume: gemini-cli advertises loadSession, but its load fails.
             self._stopping, self._retry_delay = Stopping.RETRY, end.delay_s
             self._clear_deadlines()
             return [end, a.StopAgent("sending the prompt again in a new agent process")]
@@ -155,11 +158,8 @@ class SessionMachine:
             self._output_deadline = None
             return [end]
         self._end_prompt()
-        needs_auth = end.outcome is OutcomeKind.AUTH_REQUIRED
-        return [
-            end,
-            *self._enter(S.READY, "the agent needs authentication" if needs_auth else None),
-        ]
+        auth = end.outcome is OutcomeKind.AUTH_REQUIRED
+        return [end, *self._enter(S.READY, "the agent needs authentication" if auth else None)]
 
     def _on_cancel(self, ev: e.CancelRequested) -> list[a.Action]:
         if self.state is S.PROMPTING and self._retry_at is not None and self.prompt_id:

@@ -73,7 +73,15 @@ class RunReports:
             await self._feed(ev.RecoverySucceeded(now, acp_session_id, loaded=loaded))
         else:
             now = self._clock()
-            await self._feed(ev.AgentReady(now, acp_session_id, info.load_session, loaded=loaded))
+            await self._feed(
+                ev.AgentReady(
+                    now,
+                    acp_session_id,
+                    info.load_session,
+                    loaded=loaded,
+                    resume=info.resume_session,
+                )
+            )
 
     async def _reapply(self, run: AgentRun, acp_session_id: str) -> None:
         client = run.client
