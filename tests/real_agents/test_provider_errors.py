@@ -16,7 +16,14 @@ from typing import Any
 
 import pytest
 
-from tests.real_agents.agents import CLAUDE, CODEX, Kit, require_real_agents, write_agents_file
+from tests.real_agents.agents import (
+    CLAUDE,
+    CODEX,
+    GEMINI,
+    Kit,
+    require_real_agents,
+    write_agents_file,
+)
 from tests.real_agents.harness import (
     WAIT_S,
     Rig,
@@ -68,8 +75,10 @@ def of(events: list[Any], kind: str) -> list[dict[str, Any]]:
     [
         (CLAUDE, OVERLOADED, CLAUDE_TRIES, "model provider overloaded (529)"),
         (CODEX, Failure(503), 1, "model provider overloaded"),
+        # gemini-cli tries 3 times itself; it cannot load sessions: the same process again
+        (GEMINI, Failure(503), 3, "model provider overloaded (503)"),
     ],
-    ids=["claude", "codex"],
+    ids=["claude", "codex", "gemini"],
 )
 async def test_overloaded_then_an_answer_is_one_retry(
     tmp_path: Path, kit: Kit, fail: Failure, tries: int, reason: str
