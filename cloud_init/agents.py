@@ -51,5 +51,8 @@ def catalog_toml(agents: Iterable[str], agents_dir: str = AGENTS_DIR) -> str:
         lines.append(f"mcp_transports = {json.dumps(list(spec.mcp_transports))}")
         if spec.model_env:
             lines.append(f"model_env = {json.dumps(spec.model_env)}")
-        lines.append(f"env = {{ PATH = {json.dumps(f'{bin_dir}:{SYSTEM_PATH}')} }}")
+        # The file's entry replaces the built-in one whole: its fixed variables come along.
+        env = {"PATH": f"{bin_dir}:{SYSTEM_PATH}", **spec.env}
+        pairs = ", ".join(f"{name} = {json.dumps(value)}" for name, value in env.items())
+        lines.append(f"env = {{ {pairs} }}")
     return "\n".join(lines) + "\n"

@@ -253,6 +253,7 @@ def test_the_bootstrap_token_is_the_only_secret_field() -> None:
         "swap",
         "agent_users",
         "ca_certificate",
+        "agent_start_timeout_s",
     }
     assert "callback_token" not in UserDataParams.model_fields
 

@@ -233,6 +233,7 @@ def test_the_catalog_points_at_the_bundle_and_the_daemon_accepts_it(tmp_path: Pa
         assert entry["optional_credentials"] == list(builtin.optional_credentials)
         assert entry["mcp_transports"] == list(builtin.mcp_transports)
         assert entry["env"]["PATH"].startswith("/opt/vm-agent-agents/bin:")
+        assert entry["env"] == {"PATH": entry["env"]["PATH"], **builtin.env}
     path = tmp_path / "agents.toml"
     path.write_text(content)
     catalog = Catalog.load(path)
@@ -241,6 +242,7 @@ def test_the_catalog_points_at_the_bundle_and_the_daemon_accepts_it(tmp_path: Pa
     assert catalog.get("fake").name == "fake"  # the built-in fake agent stays
     for name in ("claude", "codex"):  # what the control plane knows of them holds on the VM
         assert catalog.get(name).mcp_transports == builtin_agents()[name].mcp_transports
+    assert catalog.get("claude").env["CLAUDE_CODE_MAX_RETRIES"] == "4"
 
 
 def test_gemini_keeps_its_acp_flag() -> None:

@@ -253,6 +253,8 @@ def test_random_walk_every_prompt_ends_in_exactly_one_outcome() -> None:
         e.AgentOutput,
         lambda t: e.PromptAnswered(t, rng.choice(["end_turn", "cancelled", "refusal"])),
         lambda t: e.PromptErrored(t, rng.choice([-32000, -32603, -32800]), "err"),
+        # a transient provider error (issue 25): retried, sometimes after a tool
+        lambda t: e.PromptErrored(t, 529, "overloaded", tool_started=rng.random() < 0.3),
         e.CancelRequested,
         e.Tick,
         lambda t: e.Disconnected(t, ExitFacts(exit_code=1, uptime_s=rng.choice([0.5, 50.0]))),

@@ -20,9 +20,30 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.real_agents.model_api import Recorded, Reply, Script, main, recorded_request, sse
+from tests.real_agents.model_api import (
+    Failure,
+    Recorded,
+    Reply,
+    Script,
+    main,
+    recorded_request,
+    sse,
+)
 
 MODEL_FALLBACK = "claude-stand-in"
+# Anthropic's error types and messages by HTTP status (its API reference, *Errors*).
+ERRORS = {
+    429: ("rate_limit_error", "Number of request tokens has exceeded your rate limit."),
+    500: ("api_error", "Internal server error"),
+    529: ("overloaded_error", "Overloaded"),
+}
+
+
+def error_response(fail: Failure) -> JSONResponse:
+    """Anthropic's error body: ``{"type": "error", "error": {"type", "message"}}``."""
+    kind, message = ERRORS.get(fail.status, ("api_error", "Internal server error"))
+    body = {"type": "error", "error": {"type": kind, "message": message}}
+    return JSONResponse(body, status_code=fail.status, headers=fail.headers())
 
 
 def _usage(output_tokens: int) -> dict[str, int]:
@@ -45,6 +66,8 @@ def app(script: Script) -> Starlette:
         is_turn = bool(raw.get("stream")) and bool(raw.get("tools"))
         recorded = await recorded_request(request, script, turn=is_turn)
         reply = script.take() if is_turn else script.default
+        if reply.fail is not None:
+            return error_response(reply.fail)
         model = str(raw.get("model") or MODEL_FALLBACK)
         if not raw.get("stream"):
             return JSONResponse(_message(ids, model, reply))

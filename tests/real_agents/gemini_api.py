@@ -18,7 +18,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.real_agents.model_api import Recorded, Reply, Script, main, recorded_request
+from tests.real_agents.model_api import (
+    Failure,
+    Recorded,
+    Reply,
+    Script,
+    main,
+    recorded_request,
+)
 
 USAGE = {"promptTokenCount": 12, "candidatesTokenCount": 5, "totalTokenCount": 17}
 # What the side calls parse: the router wants `model_choice`, the next-speaker check
@@ -27,6 +34,21 @@ SIDE_ANSWER = json.dumps(
     {"reasoning": "scripted stand-in", "model_choice": "pro", "next_speaker": "user"}
 )
 
+# Google's error statuses by HTTP status (the Gemini API's troubleshooting page).
+ERRORS = {
+    429: ("RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."),
+    500: ("INTERNAL", "An internal error has occurred."),
+    503: ("UNAVAILABLE", "The model is overloaded. Please try again later."),
+    529: ("UNAVAILABLE", "The model is overloaded. Please try again later."),
+}
+
+
+def error_response(fail: Failure) -> JSONResponse:
+    """Google's error body: ``{"error": {"code", "message", "status"}}``."""
+    status, message = ERRORS.get(fail.status, ERRORS[500])
+    body = {"error": {"code": fail.status, "message": message, "status": status}}
+    return JSONResponse(body, status_code=fail.status, headers=fail.headers())
+
 
 def app(script: Script) -> Starlette:
     async def models(request: Request) -> Response:
@@ -34,6 +56,8 @@ def app(script: Script) -> Starlette:
         if action == "streamGenerateContent":
             recorded = await recorded_request(request, script, turn=True)
             reply = script.take()
+            if reply.fail is not None:
+                return error_response(reply.fail)
             return StreamingResponse(
                 _stream(reply, script, recorded), media_type="text/event-stream"
             )

@@ -42,16 +42,40 @@ class ToolCall:
 
 
 @dataclass(frozen=True)
+class Failure:
+    """The provider refuses the request, as its cloud does when it cannot serve it.
+
+    ``status``: 529 (overloaded), 429 (rate limited), 503 (unavailable); each provider's
+    stand-in gives it the body and the error type that provider uses for that status.
+    ``retry_after``: seconds, sent as the ``retry-after`` header.
+    """
+
+    status: int
+    retry_after: float | None = None
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return {}
+        return {"retry-after": f"{self.retry_after:g}"}
+
+
+OVERLOADED = Failure(529)
+RATE_LIMITED = Failure(429, retry_after=1)
+
+
+@dataclass(frozen=True)
 class Reply:
-    """One model answer: some text, then maybe a tool call.
+    """One model answer: some text, then maybe a tool call; or the provider's refusal.
 
     ``hold``: stream the first piece of text, then keep the stream open without finishing
     until the script releases it (or the agent goes away): an answer still being written.
+    ``fail``: no answer at all: the request is refused with that HTTP error.
     """
 
     text: str = ""
     tool: ToolCall | None = None
     hold: bool = False
+    fail: Failure | None = None
 
     def pieces(self, count: int = 3) -> list[str]:
         """The text in up to ``count`` pieces, as a stream of tokens would bring it."""
@@ -62,11 +86,12 @@ class Reply:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Reply:
-        tool = data.get("tool")
+        tool, fail = data.get("tool"), data.get("fail")
         return cls(
             text=str(data.get("text", "")),
             tool=ToolCall(str(tool["name"]), dict(tool.get("arguments", {}))) if tool else None,
             hold=bool(data.get("hold", False)),
+            fail=Failure(int(fail["status"]), fail.get("retry_after")) if fail else None,
         )
 
 
@@ -255,7 +280,8 @@ def main(make_app: Callable[[Script], Starlette], argv: Sequence[str] | None = N
 
     Prints ``listening on URL`` (and the socket path) once it serves; stops on SIGTERM or
     SIGINT. The script file is a JSON list of replies (``{"text", "tool": {"name",
-    "arguments"}, "hold"}``); without one, every turn gets ``--text``.
+    "arguments"}, "hold", "fail": {"status", "retry_after"}}``); without one, every
+    turn gets ``--text``.
     """
     parser = argparse.ArgumentParser(description="a scripted model API stand-in on loopback")
     parser.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")

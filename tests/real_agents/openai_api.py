@@ -15,10 +15,18 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.real_agents.model_api import Recorded, Reply, Script, main, recorded_request, sse
+from tests.real_agents.model_api import (
+    Failure,
+    Recorded,
+    Reply,
+    Script,
+    main,
+    recorded_request,
+    sse,
+)
 
 USAGE = {
     "input_tokens": 12,
@@ -28,6 +36,22 @@ USAGE = {
     "total_tokens": 17,
 }
 
+# OpenAI's error codes by HTTP status (its API reference, *Error codes*).
+ERRORS = {
+    429: ("rate_limit_exceeded", "Rate limit reached for requests. Please try again later."),
+    500: ("server_error", "The server had an error while processing your request."),
+    503: ("server_is_overloaded", "The server is overloaded. Please try again later."),
+    529: ("server_is_overloaded", "The server is overloaded. Please try again later."),
+}
+
+
+def error_response(fail: Failure) -> JSONResponse:
+    """OpenAI's error body: ``{"error": {"message", "type", "param", "code"}}``."""
+    code, message = ERRORS.get(fail.status, ERRORS[500])
+    kind = "requests" if fail.status == 429 else "server_error"
+    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return JSONResponse(body, status_code=fail.status, headers=fail.headers())
+
 
 def app(script: Script) -> Starlette:
     ids = itertools.count(1)
@@ -35,6 +59,8 @@ def app(script: Script) -> Starlette:
     async def responses(request: Request) -> Response:
         recorded = await recorded_request(request, script, turn=True)
         reply = script.take()
+        if reply.fail is not None:
+            return error_response(reply.fail)
         return StreamingResponse(
             _stream(next(ids), reply, script, recorded), media_type="text/event-stream"
         )

@@ -26,7 +26,7 @@ from tests.capabilities import require_netns
 from tests.processes import child_process, stopped_by
 from tests.real_agents import anthropic_api, gemini_api, openai_api
 from tests.real_agents.agents import JAIL, REPO
-from tests.real_agents.model_api import Reply, Script, ToolCall, serve
+from tests.real_agents.model_api import RATE_LIMITED, Failure, Reply, Script, ToolCall, serve
 
 pytestmark = pytest.mark.anyio
 
@@ -137,6 +137,35 @@ async def test_gemini_streams_chunks_and_answers_side_calls() -> None:
     assert side["model_choice"] == "pro" and side["next_speaker"] == "user"
     assert counted.json()["totalTokens"] > 0
     assert [r.turn for r in script.requests] == [True, False, False]
+
+
+@pytest.mark.parametrize(
+    ("app_factory", "path", "body", "error"),
+    [
+        (
+            anthropic_api.app,
+            "/v1/messages",
+            ANTHROPIC_TURN,
+            {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+        ),
+        (openai_api.app, "/v1/responses", {"input": []}, None),
+        (gemini_api.app, "/v1beta/models/g:streamGenerateContent", {}, None),
+    ],
+)
+async def test_a_provider_refusal_then_an_answer(
+    app_factory: Any, path: str, body: dict[str, Any], error: dict[str, Any] | None
+) -> None:
+    script = Script([Reply(fail=Failure(529)), Reply(fail=RATE_LIMITED), Reply(text="ok")])
+    async with client_for(app_factory, script) as client:
+        overloaded = await client.post(path, json=body)
+        limited = await client.post(path, json=body)
+        answered = await client.post(path, json=body)
+    assert overloaded.status_code == 529
+    if error is not None:
+        assert overloaded.json() == error
+    assert (limited.status_code, limited.headers["retry-after"]) == (429, "1")
+    assert answered.status_code == 200 and "ok" in answered.text
+    assert len(script.turns()) == 3
 
 
 async def test_a_held_answer_waits_for_its_release_and_knows_when_the_client_left() -> None:

@@ -27,6 +27,28 @@ class SendPrompt:
 
 
 @dataclass(frozen=True, slots=True)
+class RetryPrompt:
+    """The prompt failed with a transient provider error: it is sent again (``ResendPrompt``)
+    after ``delay_s``, as attempt number ``attempt``. Tell the viewers."""
+
+    prompt_id: str
+    attempt: int
+    delay_s: float
+    reason: str
+    error_code: int
+    message: str
+    retry_after_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResendPrompt:
+    """Send the running prompt's content again (its backoff is over)."""
+
+    prompt_id: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
 class SendCancel:
     """Send ``session/cancel`` and answer pending permission requests with ``cancelled``."""
 
@@ -67,6 +89,8 @@ Action = (
     StateChanged
     | Refuse
     | SendPrompt
+    | RetryPrompt
+    | ResendPrompt
     | SendCancel
     | StopAgent
     | Restart

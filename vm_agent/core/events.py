@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from vm_agent.core.classifier import ExitFacts
 
@@ -15,6 +16,7 @@ class AgentReady:
     acp_session_id: str
     load_session: bool
     loaded: bool = False  # the session was loaded (session/load), not opened anew
+    resume: bool = False  # the agent advertises session/resume (a retry may go to a new process)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,9 @@ class PromptErrored:
     now: float
     code: int
     message: str
+    data: Any = None  # the error's ``data``, as the agent gave it (codex puts the detail here)
+    tool_started: bool = False  # a tool_call update came during this attempt of the prompt
+    random: float = 0.0  # a draw in [0, 1) for a retry's jitter (the machine has no dice)
 
 
 @dataclass(frozen=True, slots=True)

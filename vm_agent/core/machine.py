@@ -8,34 +8,19 @@ ends in exactly one ``RecordOutcome``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
 
 from vm_agent.core import actions as a
 from vm_agent.core import events as e
+from vm_agent.core.answers import failure_note, failure_outcome, prompt_answer, refusal
 from vm_agent.core.classifier import Classification, DisconnectFacts, ExitFacts, classify
+from vm_agent.core.kinds import RestartKind, Stopping
 from vm_agent.core.policy import SessionPolicy
+from vm_agent.core.provider_errors import AUTH_REQUIRED_CODE
 from vm_agent.core.vocabulary import DisconnectClass, OutcomeKind, SessionState
 
 __all__ = ["SessionMachine", "SessionPolicy"]
 
 S = SessionState
-AUTH_REQUIRED_CODE = -32000
-REQUEST_CANCELLED_CODE = -32800
-
-
-class _Stopping(Enum):
-    """Why we are stopping the agent ourselves, if we are."""
-
-    NO = 0
-    DEADLINE = 1
-    CANCEL = 2
-    SESSION = 3
-
-
-class _RestartKind(Enum):
-    CRASH = "crash"  # recovery of a resumable disconnect: counts against the budget
-    RESET = "reset"  # a new process after we stopped one (cancel grace, deadline)
-    MANUAL = "manual"  # someone asked a stopped or failed session to come back
 
 
 @dataclass
@@ -44,31 +29,33 @@ class SessionMachine:
     state: SessionState = S.STARTING
     acp_session_id: str | None = None
     load_session: bool = False
+    resume_session: bool = False
     prompt_id: str | None = None
     error: str | None = None
     # What a start or recovery failure means to someone who wanted a prompt: the agent
     # needs authentication, it missed the start deadline, or it failed. None: no such error.
     error_outcome: OutcomeKind | None = None
     error_code: int | None = None
-    _stopping: _Stopping = _Stopping.NO
+    _stopping: Stopping = Stopping.NO
     _prompt_deadline: float | None = None
     _output_deadline: float | None = None
     _grace_deadline: float | None = None
+    # A transient provider error's backoff: the prompt is sent again then (issue 25).
+    _retry_at: float | None = None
+    prompt_attempt: int = 0  # sends of the running prompt so far
     _restarts: list[float] = field(default_factory=list)
-    _restart_kind: _RestartKind = _RestartKind.CRASH
+    _restart_kind: RestartKind = RestartKind.CRASH
     _attempt: int = 0
     _crash: tuple[Classification, ExitFacts] | None = None  # waits for the recovery's result
+    _retry_delay: float = 0.0  # the backoff before a retry's new process starts
     _recovered_process: bool = False  # the running process was started by a crash recovery
 
     # -- queries ----------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
         """When the shell should send the next ``Tick`` (None: no deadline is armed)."""
-        times = [
-            t
-            for t in (self._prompt_deadline, self._output_deadline, self._grace_deadline)
-            if t is not None
-        ]
+        armed = (self._prompt_deadline, self._output_deadline, self._grace_deadline)
+        times = [t for t in (*armed, self._retry_at) if t is not None]
         return min(times) if times else None
 
     def restarts_in_window(self, now: float) -> int:
@@ -85,13 +72,12 @@ class SessionMachine:
             case e.PromptRequested():
                 return self._on_prompt(event)
             case e.AgentOutput():
-                if self.state is S.PROMPTING and self.policy.no_output_timeout_s:
+                waiting = self._retry_at is not None  # late output of a failed attempt
+                if self.state is S.PROMPTING and self.policy.no_output_timeout_s and not waiting:
                     self._arm_output_deadline(event.now)
                 return []
-            case e.PromptAnswered():
-                return self._on_answer(event.stop_reason, None, "")
-            case e.PromptErrored():
-                return self._on_answer(None, event.code, event.message)
+            case e.PromptAnswered() | e.PromptErrored():
+                return self._on_answer(event)
             case e.CancelRequested():
                 return self._on_cancel(event)
             case e.Tick():
@@ -115,6 +101,7 @@ class SessionMachine:
             return []
         self.acp_session_id = ev.acp_session_id
         self.load_session = ev.load_session
+        self.resume_session = ev.resume
         self._recovered_process = False
         note = "ACP session loaded" if ev.loaded else "ACP session opened"
         return self._enter(S.READY, note)
@@ -123,59 +110,72 @@ class SessionMachine:
         if self.state is not S.STARTING:
             return []
         self.error = ev.message
-        self.error_outcome = _failure_outcome(ev.error_code, ev.timed_out)
+        self.error_outcome = failure_outcome(ev.error_code, ev.timed_out)
         self.error_code = ev.error_code
-        return self._enter(S.ERROR, _failure_note(self.error_outcome, ev.message))
+        return self._enter(S.ERROR, failure_note(self.error_outcome, ev.message))
 
     def _on_prompt(self, ev: e.PromptRequested) -> list[a.Action]:
         if self.state is not S.READY:
-            why = {
-                S.PROMPTING: "a prompt is already running in this session",
-                S.CANCELLING: "a prompt is being cancelled in this session",
-                S.STARTING: "the session is still starting",
-                S.RECOVERING: "the session is recovering its agent",
-                S.ERROR: f"the session is in error: {self.error}",
-                S.STOPPED: "the session is stopped",
-            }[self.state]
-            return [a.Refuse(why)]
+            return [a.Refuse(refusal(self.state, self.error))]
         self.prompt_id = ev.prompt_id
-        self._stopping = _Stopping.NO
-        p = self.policy
-        self._prompt_deadline = ev.now + p.prompt_timeout_s if p.prompt_timeout_s else None
-        self._output_deadline = None
-        if p.no_output_timeout_s:
-            self._arm_output_deadline(ev.now)
+        self.prompt_attempt = 1
+        self._arm_prompt(ev.now)
         return [*self._enter(S.PROMPTING), a.SendPrompt(ev.prompt_id)]
 
-    def _on_answer(self, stop_reason: str | None, code: int | None, msg: str) -> list[a.Action]:
+    def _arm_prompt(self, now: float) -> None:
+        """A send of the prompt: its deadlines start now."""
+        self._stopping = Stopping.NO
+        p = self.policy
+        self._prompt_deadline = now + p.prompt_timeout_s if p.prompt_timeout_s else None
+        self._output_deadline = None
+        if p.no_output_timeout_s:
+            self._arm_output_deadline(now)
+
+    def _on_answer(self, ev: e.PromptAnswered | e.PromptErrored) -> list[a.Action]:
         if self.state not in (S.PROMPTING, S.CANCELLING) or self.prompt_id is None:
             return []
-        if self._stopping is not _Stopping.NO:
+        if self._stopping is not Stopping.NO or self._retry_at is not None:
             return []  # we already decided to stop it; the disconnect will settle the outcome
-        cancelling = self.state is S.CANCELLING
-        if stop_reason is not None:
-            kind = OutcomeKind.CANCELLED if stop_reason == "cancelled" else OutcomeKind.COMPLETED
-            outcome = a.RecordOutcome(self.prompt_id, kind, stop_reason=stop_reason)
-            note = None
-        elif code == AUTH_REQUIRED_CODE:
-            outcome = a.RecordOutcome(
-                self.prompt_id, OutcomeKind.AUTH_REQUIRED, reason=msg, error_code=code
-            )
-            note = "the agent needs authentication"
-        elif cancelling and code == REQUEST_CANCELLED_CODE:
-            outcome = a.RecordOutcome(
-                self.prompt_id, OutcomeKind.CANCELLED, reason=msg, error_code=code
-            )
-            note = None
-        else:
-            outcome = a.RecordOutcome(
-                self.prompt_id, OutcomeKind.FAILED, reason=msg, error_code=code
-            )
-            note = None
+        end = prompt_answer(
+            self.prompt_id,
+            ev,
+            cancelling=self.state is S.CANCELLING,
+            attempt=self.prompt_attempt,
+            retry=self.policy.retry,
+        )
+        if isinstance(end, a.RetryPrompt) and self.resume_session and self.acp_session_id:
+            # A new process resumes the session and gets the prompt: an agent's state after
+            # a failed turn is its own (claude-agent-acp 0.23.1 answers the next prompt in
+            # that process with the failed turn's stale end, at once and empty). Only with
+            # session/resume: gemini-cli advertises loadSession, but its load fails.
+            self._stopping, self._retry_delay = Stopping.RETRY, end.delay_s
+            self._clear_deadlines()
+            return [end, a.StopAgent("sending the prompt again in a new agent process")]
+        if isinstance(end, a.RetryPrompt):
+            # The turn is over on the agent's side; the prompt waits, still running, for
+            # its next send in the same process. No output is expected meanwhile.
+            self._retry_at = ev.now + end.delay_s
+            self._output_deadline = None
+            return [end]
         self._end_prompt()
-        return [outcome, *self._enter(S.READY, note)]
+        auth = end.outcome is OutcomeKind.AUTH_REQUIRED
+        return [end, *self._enter(S.READY, "the agent needs authentication" if auth else None)]
 
     def _on_cancel(self, ev: e.CancelRequested) -> list[a.Action]:
+        if self.state is S.PROMPTING and self._retry_at is not None and self.prompt_id:
+            # Between two attempts no turn runs on the agent: nothing to send a cancel to.
+            pid = self.prompt_id
+            self._end_prompt()
+            reason = "cancelled while waiting to send the prompt again"
+            return [
+                a.RecordOutcome(pid, OutcomeKind.CANCELLED, reason=reason),
+                *self._enter(S.READY),
+            ]
+        if self.state is S.PROMPTING and self._stopping is Stopping.RETRY and self.prompt_id:
+            # The process is going for a retry: the prompt ends now, the new process stays.
+            pid, self.prompt_id = self.prompt_id, None
+            reason = "cancelled while waiting to send the prompt again"
+            return [a.RecordOutcome(pid, OutcomeKind.CANCELLED, reason=reason)]
         if self.state is S.PROMPTING:
             self._grace_deadline = ev.now + self.policy.cancel_grace_s
             return [*self._enter(S.CANCELLING), a.SendCancel()]
@@ -187,17 +187,23 @@ class SessionMachine:
         return []
 
     def _on_tick(self, now: float) -> list[a.Action]:
-        if self.state not in (S.PROMPTING, S.CANCELLING) or self._stopping is not _Stopping.NO:
+        if self.state not in (S.PROMPTING, S.CANCELLING) or self._stopping is not Stopping.NO:
             return []
         if self._prompt_deadline is not None and now >= self._prompt_deadline:
-            self._stopping = _Stopping.DEADLINE
+            self._stopping = Stopping.DEADLINE
             return [a.StopAgent("the prompt deadline passed")]
         if self._output_deadline is not None and now >= self._output_deadline:
-            self._stopping = _Stopping.DEADLINE
+            self._stopping = Stopping.DEADLINE
             return [a.StopAgent("the agent produced no output before the no-output deadline")]
         if self._grace_deadline is not None and now >= self._grace_deadline:
-            self._stopping = _Stopping.CANCEL
+            self._stopping = Stopping.CANCEL
             return [a.StopAgent("the agent did not answer the cancel within the grace period")]
+        if self._retry_at is not None and now >= self._retry_at and self.prompt_id is not None:
+            self._retry_at = None
+            self.prompt_attempt += 1
+            if self.policy.no_output_timeout_s:
+                self._arm_output_deadline(now)
+            return [a.ResendPrompt(self.prompt_id, self.prompt_attempt)]
         return []
 
     def _on_disconnect(self, ev: e.Disconnected) -> list[a.Action]:
@@ -209,12 +215,16 @@ class SessionMachine:
             return self._on_start_failed(e.StartFailed(ev.exit.describe()))
         if self.state not in (S.READY, S.PROMPTING, S.CANCELLING):
             return []
+        if self._stopping is Stopping.RETRY:  # we stopped it to retry: not a crash
+            self._stopping = Stopping.NO
+            why = "a new process for the prompt's next attempt"
+            return self._restart(ev.now, RestartKind.RETRY, why, delay=self._retry_delay)
         verdict = classify(
             DisconnectFacts(
                 exit=ev.exit,
-                stop_requested=self._stopping is _Stopping.SESSION,
+                stop_requested=self._stopping is Stopping.SESSION,
                 cancel_pending=self.state is S.CANCELLING,
-                deadline_passed=self._stopping is _Stopping.DEADLINE,
+                deadline_passed=self._stopping is Stopping.DEADLINE,
                 load_session_supported=self.load_session,
                 acp_session_id_known=self.acp_session_id is not None,
                 restarts_in_window=self.restarts_in_window(ev.now),
@@ -225,10 +235,10 @@ class SessionMachine:
         )
         pid = self.prompt_id
         self._clear_deadlines()
-        self._stopping = _Stopping.NO
+        self._stopping = Stopping.NO
         if verdict.kind is DisconnectClass.RESUMABLE:
             self._crash = (verdict, ev.exit)
-            return self._restart(ev.now, _RestartKind.CRASH, verdict.reason)
+            return self._restart(ev.now, RestartKind.CRASH, verdict.reason)
         if verdict.kind is DisconnectClass.CRASHED:
             self.prompt_id = None
             self.error = verdict.reason
@@ -245,13 +255,13 @@ class SessionMachine:
             else OutcomeKind.CANCELLED
         )
         out = [a.RecordOutcome(pid, kind, reason=verdict.reason)] if pid is not None else []
-        return out + self._restart(ev.now, _RestartKind.RESET, verdict.reason)
+        return out + self._restart(ev.now, RestartKind.RESET, verdict.reason)
 
     def _on_recovered(self, ev: e.RecoverySucceeded) -> list[a.Action]:
         if self.state is not S.RECOVERING:
             return []
         self.acp_session_id = ev.acp_session_id
-        self._recovered_process = self._restart_kind is _RestartKind.CRASH
+        self._recovered_process = self._restart_kind is RestartKind.CRASH
         out: list[a.Action] = []
         if self._crash is not None:
             verdict, exit_facts = self._crash
@@ -261,14 +271,17 @@ class SessionMachine:
                     a.RecordOutcome(self.prompt_id, OutcomeKind.RECOVERED, reason=verdict.reason)
                 )
             out.append(a.EmitCrashReport(verdict, exit_facts, recovered=True, recovery_error=None))
+        elif self._restart_kind is RestartKind.RETRY and self.prompt_id is not None:
+            self.prompt_attempt += 1
+            self._arm_prompt(ev.now)
+            note = "a new agent process loaded the session; the prompt goes again"
+            resend = a.ResendPrompt(self.prompt_id, self.prompt_attempt)
+            return [*self._enter(S.PROMPTING, note), resend]
         self.prompt_id = None
         self.error = None
         self.error_outcome = self.error_code = None
-        note = (
-            "a new agent process loaded the session"
-            if ev.loaded
-            else ("a new agent process opened a new ACP session (the agent cannot load sessions)")
-        )
+        new = "opened a new ACP session (the agent cannot load sessions)"
+        note = f"a new agent process {'loaded the session' if ev.loaded else new}"
         return out + self._enter(S.READY, note)
 
     def _on_recovery_failed(self, ev: e.RecoveryFailed) -> list[a.Action]:
@@ -277,12 +290,12 @@ class SessionMachine:
         now, message = ev.now, ev.message
         needs_auth = ev.error_code == AUTH_REQUIRED_CODE
         if (
-            self._restart_kind is _RestartKind.CRASH
+            self._restart_kind is RestartKind.CRASH
             and ev.retryable
             and not needs_auth
             and self.restarts_in_window(now) < self.policy.restart_budget
         ):
-            return self._restart(now, _RestartKind.CRASH, message)
+            return self._restart(now, RestartKind.CRASH, message)
         out: list[a.Action] = []
         reason = f"recovery failed: {message}"
         if self._crash is not None:
@@ -302,11 +315,15 @@ class SessionMachine:
             out.append(
                 a.EmitCrashReport(crashed, exit_facts, recovered=False, recovery_error=message)
             )
+        elif self.prompt_id is not None:  # the new process of a retry did not come up
+            kind = failure_outcome(ev.error_code, timed_out=False)
+            why = f"the prompt could not be sent again: {reason}"
+            out.append(a.RecordOutcome(self.prompt_id, kind, reason=why, error_code=ev.error_code))
         self.prompt_id = None
         self.error = reason
-        self.error_outcome = _failure_outcome(ev.error_code, ev.timed_out)
+        self.error_outcome = failure_outcome(ev.error_code, ev.timed_out)
         self.error_code = ev.error_code
-        return out + self._enter(S.ERROR, _failure_note(self.error_outcome, reason))
+        return out + self._enter(S.ERROR, failure_note(self.error_outcome, reason))
 
     def _on_stop(self) -> list[a.Action]:
         if self.state is S.STOPPED:
@@ -326,7 +343,7 @@ class SessionMachine:
             self._crash = None
         self.prompt_id = None
         self._clear_deadlines()
-        self._stopping = _Stopping.SESSION
+        self._stopping = Stopping.SESSION
         return [*out, a.StopAgent("the session was stopped"), *self._enter(S.STOPPED)]
 
     def _on_recover_requested(self) -> list[a.Action]:
@@ -334,9 +351,9 @@ class SessionMachine:
             return [a.Refuse(f"the session is {self.state.value}, not stopped or in error")]
         if not (self.load_session and self.acp_session_id):
             return [a.Refuse("the agent cannot load this session (no loadSession or no ACP id)")]
-        self._stopping = _Stopping.NO
+        self._stopping = Stopping.NO
         self.error_outcome = self.error_code = None
-        self._restart_kind = _RestartKind.MANUAL
+        self._restart_kind = RestartKind.MANUAL
         self._attempt = 1
         return [
             *self._enter(S.RECOVERING, "loading the session in a new agent process"),
@@ -345,10 +362,11 @@ class SessionMachine:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _restart(self, now: float, kind: _RestartKind, why: str) -> list[a.Action]:
+    def _restart(
+        self, now: float, kind: RestartKind, why: str, delay: float = 0.0
+    ) -> list[a.Action]:
         load = self.load_session and self.acp_session_id is not None
-        delay = 0.0
-        if kind is _RestartKind.CRASH:
+        if kind is RestartKind.CRASH:
             delay = self.policy.backoff(self.restarts_in_window(now))
             self._restarts.append(now)
             self._attempt = self._attempt + 1 if self._restart_kind is kind else 1
@@ -373,22 +391,9 @@ class SessionMachine:
 
     def _clear_deadlines(self) -> None:
         self._prompt_deadline = self._output_deadline = self._grace_deadline = None
+        self._retry_at = None
 
     def _end_prompt(self) -> None:
         self.prompt_id = None
         self._clear_deadlines()
-        self._stopping = _Stopping.NO
-
-
-def _failure_outcome(error_code: int | None, timed_out: bool) -> OutcomeKind:
-    if error_code == AUTH_REQUIRED_CODE:
-        return OutcomeKind.AUTH_REQUIRED
-    if timed_out:
-        return OutcomeKind.TIMEOUT
-    return OutcomeKind.FAILED
-
-
-def _failure_note(outcome: OutcomeKind, message: str) -> str:
-    if outcome is OutcomeKind.AUTH_REQUIRED:
-        return f"the agent needs authentication: {message}"
-    return message
+        self._stopping = Stopping.NO

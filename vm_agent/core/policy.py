@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from vm_agent.core.provider_errors import RetryPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,6 +17,8 @@ class SessionPolicy:
     min_uptime_s: float = 3.0
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
+    # Prompts failed by a transient model-provider error (issue 25); not crash recovery.
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def backoff(self, restarts_in_window: int) -> float:
         """Zero for the first restart in the window, then doubling up to the cap."""

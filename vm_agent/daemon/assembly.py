@@ -18,6 +18,7 @@ from vm_agent.containment.limits import LimitDefaults
 from vm_agent.containment.users import PoolSpec
 from vm_agent.control_link import CallbackTokenStore, InsecureTokenFile, TokenFileError
 from vm_agent.core.machine import SessionPolicy
+from vm_agent.core.provider_errors import RetryPolicy
 from vm_agent.edge.exposure import ListenerMode
 from vm_agent.edge.tls import TlsConfigError, server_context
 from vm_agent.runtime.settings import DEFAULT_ENV_FILE, ENV_PREFIX, Settings
@@ -39,6 +40,11 @@ def session_config(settings: Settings, daemon_env: Mapping[str, str]) -> Session
         cancel_grace_s=settings.cancel_grace_s,
         restart_budget=settings.restart_budget,
         restart_window_s=settings.restart_window_s,
+        retry=RetryPolicy(
+            attempts=settings.prompt_retry_attempts,
+            base_s=settings.prompt_retry_base_s,
+            max_s=settings.prompt_retry_max_s,
+        ),
     )
     return SessionConfig(
         policy=policy,

@@ -72,7 +72,7 @@ class FakeAgent:
 
     @property
     def load_session(self) -> bool:
-        return self.config.scenario != "no-load"
+        return self.config.scenario != "no-load" and not self.config.no_load
 
     async def on_request(self, method: str, params: Any) -> Any:
         handler = self._methods.get(method)

@@ -34,6 +34,8 @@ SCENARIOS: tuple[str, ...] = (
     "prompt-error",
     "hostile",
     "commit",
+    "provider-error",
+    "tool-then-provider-error",
 )
 
 # Scenarios that stream with a pause by default; every other one streams at full speed.
@@ -75,6 +77,10 @@ class Config:
     usage: str | None = None  # report usage after each turn: "good" or "bad" (hostile numbers)
     close: bool = False  # advertise and answer session/close (recorded in --state-dir)
     record: str | None = None  # append what it was given to this file (record.py)
+    no_load: bool = False  # advertise no loadSession, whatever the scenario
+    fail_times: int = 1  # provider-error: prompts that fail before one succeeds
+    fail_status: int = 529  # provider-error: the provider's HTTP status (529 or 429)
+    retry_after: float | None = None  # provider-error: "Please try again in Ns." in the message
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +129,12 @@ def _usage_kind(text: str) -> str:
     return text
 
 
+def _provider_status(text: str) -> int:
+    if text not in ("529", "429"):
+        raise ValueError("must be 529 or 429")
+    return int(text)
+
+
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0:  # also rejects NaN
@@ -152,6 +164,9 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("--hang-on", _hang_method, "never answer a start method (or session/close)"),
     _Option("--usage", _usage_kind, "report usage each turn: good, or bad (hostile numbers)"),
     _Option("--record", str, "file getting a JSON line for each session or settings method"),
+    _Option("--fail-times", _non_negative_int, "provider-error: prompts that fail (default 1)"),
+    _Option("--fail-status", _provider_status, "provider-error: 529 (default) or 429"),
+    _Option("--retry-after", _non_negative_float, "provider-error: the wait the error asks"),
 )
 
 
@@ -160,6 +175,7 @@ _SWITCHES: tuple[tuple[str, str], ...] = (
     ("--resume", "advertise sessionCapabilities.resume and answer session/resume"),
     ("--once", "crash scenarios crash only the first time per --state-dir"),
     ("--modes", "offer modes (ask, code) and a config option (model), answer set_mode/_config"),
+    ("--no-load", "advertise no loadSession (a session that cannot go to a new process)"),
     ("--timestamps", "put time.time() of each update's send in its _meta (vm_agent/sent_at)"),
     (
         "--close",
@@ -198,7 +214,7 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         except ValueError as exc:
             raise ConfigError(f"{source}: invalid value {raw!r} ({exc})") from None
     for flag, _ in _SWITCHES:
-        dest = flag.removeprefix("--")
+        dest = flag.removeprefix("--").replace("-", "_")
         switch = args[dest]
         env_name = ENV_PREFIX + dest.upper()
         if switch is None and env_name in environ:

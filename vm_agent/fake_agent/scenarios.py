@@ -11,6 +11,7 @@ import anyio
 
 from vm_agent.fake_agent.commit import commit
 from vm_agent.fake_agent.hostile import hostile
+from vm_agent.fake_agent.provider import provider_error, tool_then_provider_error
 from vm_agent.fake_agent.tools import tools
 from vm_agent.fake_agent.transcript import AGENT
 from vm_agent.fake_agent.turn import CANCELLED, END_TURN, Turn, split_text
@@ -191,4 +192,6 @@ def behaviours() -> dict[str, PromptBehaviour]:
         "prompt-error": prompt_error,
         "hostile": hostile,
         "commit": commit,
+        "provider-error": provider_error,
+        "tool-then-provider-error": tool_then_provider_error,
     }

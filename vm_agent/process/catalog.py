@@ -70,6 +70,11 @@ def builtin_agents() -> dict[str, AgentSpec]:
             credentials=("ANTHROPIC_API_KEY",),
             optional_credentials=("ANTHROPIC_BASE_URL",),
             mcp_transports=("stdio", "http", "sse"),
+            # Claude Code retries a refused model request 10 times over about 3 minutes,
+            # unseen; 4 (about 8 s) still absorbs a blip, even mid-turn after a tool, and
+            # leaves longer trouble to the daemon's prompt retries, which viewers see
+            # (docs/agents.md, *Provider errors*).
+            env={"CLAUDE_CODE_MAX_RETRIES": "4"},
         ),
         AgentSpec(
             name="codex",

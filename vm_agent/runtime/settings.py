@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     start_timeout_s: float = Field(default=60.0, gt=0)
     restart_budget: int = Field(default=3, ge=0)
     restart_window_s: float = Field(default=300.0, gt=0)
+    # A prompt failed by a transient model-provider error (overloaded, rate limited) is
+    # sent again: this many sends in all (1: never again), backoff from BASE doubling to MAX.
+    prompt_retry_attempts: int = Field(default=3, ge=1, le=20)
+    prompt_retry_base_s: float = Field(default=2.0, ge=0)
+    prompt_retry_max_s: float = Field(default=60.0, gt=0)
     shutdown_timeout_s: float = Field(default=10.0, gt=0)
     heartbeat_interval_s: float = Field(default=30.0, gt=0)
     recover_on_start: bool = False

@@ -60,6 +60,20 @@ class SessionJournal:
             self.session_id, "prompt.started", {"prompt_id": prompt_id, "prompt": prompt}
         )
 
+    async def prompt_retry(self, act: a.RetryPrompt) -> None:
+        """A transient provider error: the prompt is sent again after ``delay_s``."""
+        data: dict[str, Any] = {
+            "prompt_id": act.prompt_id,
+            "attempt": act.attempt,
+            "delay_s": round(act.delay_s, 3),
+            "reason": act.reason,
+            "error_code": act.error_code,
+            "message": self.redactor.redact(act.message),
+        }
+        if act.retry_after_s is not None:
+            data["retry_after_s"] = act.retry_after_s
+        await self.log.append(self.session_id, "prompt.retry", data)
+
     async def outcome(self, outcome: Outcome) -> None:
         await self.log.append(self.session_id, "prompt.finished", outcome.to_json())
 

@@ -29,6 +29,8 @@ class PromptBook:
     def __init__(self) -> None:
         self.outcomes: dict[str, Outcome] = {}  # restored ones too, after a daemon restart
         self._unsent: dict[str, list[dict[str, Any]]] = {}
+        # Sent and not ended: kept, as a transient provider error sends it again (issue 25).
+        self._running: dict[str, list[dict[str, Any]]] = {}
         self._waits: dict[str, PromptWait] = {}
 
     def waiting(self, prompt_id: str) -> PromptWait | None:
@@ -52,12 +54,18 @@ class PromptBook:
             self.refuse(prompt_id, reason)
 
     def take(self, prompt_id: str) -> list[dict[str, Any]]:
-        """The prompt's content, once, as it is sent."""
-        return self._unsent.pop(prompt_id)
+        """The prompt's content, once, as it is first sent."""
+        prompt = self._running[prompt_id] = self._unsent.pop(prompt_id)
+        return prompt
+
+    def again(self, prompt_id: str) -> list[dict[str, Any]]:
+        """The running prompt's content, to send it again."""
+        return self._running[prompt_id]
 
     def finish(self, outcome: Outcome) -> None:
         self.outcomes[outcome.prompt_id] = outcome
         self._unsent.pop(outcome.prompt_id, None)
+        self._running.pop(outcome.prompt_id, None)
         wait = self._waits.pop(outcome.prompt_id, None)
         if wait is not None:
             wait.done.set()

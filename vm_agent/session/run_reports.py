@@ -80,7 +80,15 @@ class RunReports:
                 data = {"method": change.method, "params": change.params, "by": "start"}
                 await self._journal.log.append(run.session_id, SETTINGS_EVENT, data)
             now = self._clock()
-            await self._feed(ev.AgentReady(now, acp_session_id, info.load_session, loaded=loaded))
+            await self._feed(
+                ev.AgentReady(
+                    now,
+                    acp_session_id,
+                    info.load_session,
+                    loaded=loaded,
+                    resume=info.resume_session,
+                )
+            )
 
     async def _reapply(self, run: AgentRun, acp_session_id: str) -> None:
         client = run.client

@@ -24,12 +24,12 @@ from vm_agent.core.machine import SessionMachine
 from vm_agent.core.vocabulary import SessionState
 from vm_agent.eventlog import EventLog, SessionRecord
 from vm_agent.gitwork.spec import RepositorySpec
-from vm_agent.jsonrpc.errors import INTERNAL_ERROR
 from vm_agent.process.catalog import AgentSpec
 from vm_agent.session import traffic as t
 from vm_agent.session.agent_run import AgentRun
 from vm_agent.session.config import CredentialsProvider, SessionConfig, redacting
 from vm_agent.session.crash_report import CrashReport
+from vm_agent.session.exchange import PromptExchange
 from vm_agent.session.journal import SessionJournal
 from vm_agent.session.metadata import description, registry_metadata
 from vm_agent.session.outcome import Outcome
@@ -108,9 +108,15 @@ class AgentSession:
         self._journal = SessionJournal(log, session_id, spec.name, cwd, redactor)
         self._reports = RunReports(self.machine, self._journal, redactor, clock, self._feed)
         self.spawned_pids: list[int] = []  # every agent process this session started
-        self._prompt_sent = anyio.Event()
         self._usage = UsageMeter(session_id)
-        self._relay = t.UpdateRelay(log, session_id, self._agent_output, self._usage.noted_update)
+        self._exchange = PromptExchange(
+            self._feed,
+            lambda: (self._run, self.acp_session_id),
+            clock,
+            self._usage.answered,
+            config.policy.cancel_grace_s,
+        )
+        self._relay = t.UpdateRelay(log, session_id, self._agent_output, self._noted_update)
         self._permissions = t.PermissionFlow(
             log, session_id, permissions, lambda: self.machine.state is SessionState.CANCELLING
         )
@@ -288,9 +294,15 @@ class AgentSession:
                 prompt = self._book.take(pid)
                 self._usage.prompt_started()
                 await self._journal.prompt_started(pid, prompt)
-                self._task_group.start_soon(self._send_prompt, pid, prompt)
+                self._task_group.start_soon(self._exchange.send, prompt)
+            case a.RetryPrompt():
+                await self._journal.prompt_retry(act)
+            case a.ResendPrompt(prompt_id=pid):
+                self._relay.replaying = False  # a new process's load replay is over
+                self._task_group.start_soon(self._exchange.send, self._book.again(pid))
             case a.SendCancel():
-                self._task_group.start_soon(self._send_cancel)
+                self._permissions.cancel_all()
+                self._task_group.start_soon(self._exchange.cancel)
             case a.StopAgent(reason=reason):
                 log.info("session %s: stopping the agent: %s", self.id, reason)
                 if self._run is not None:  # a session's end (not the daemon's) closes it
@@ -376,20 +388,6 @@ class AgentSession:
     def _agent_output(self) -> None:
         self.machine.handle(ev.AgentOutput(self._clock()))
 
-    async def _send_prompt(self, prompt_id: str, prompt: list[dict[str, Any]]) -> None:
-        run, acp_id = self._run, self.acp_session_id
-        if run is None or run.client is None or acp_id is None:
-            await self._feed(ev.PromptErrored(self._clock(), INTERNAL_ERROR, "no agent process"))
-            return
-        self._prompt_sent = sent = anyio.Event()
-        fact = await t.exchange_prompt(
-            run, acp_id, prompt, sent, self._clock, on_usage=self._usage.answered
-        )
-        if fact is not None:
-            await self._feed(fact)
-
-    async def _send_cancel(self) -> None:
-        self._permissions.cancel_all()
-        run, acp_id = self._run, self.acp_session_id
-        if run is not None and run.client is not None and acp_id is not None:
-            await t.send_cancel(run, acp_id, self._prompt_sent, self.config.policy.cancel_grace_s)
+    def _noted_update(self, update: Any) -> None:
+        self._usage.noted_update(update)
+        self._exchange.noted_update(update)

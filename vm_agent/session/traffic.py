@@ -167,7 +167,7 @@ async def exchange_prompt(
             "session/prompt", run.client.prompt(acp_id, prompt, sent=sent, on_usage=on_usage)
         )
     except JsonRpcError as exc:
-        return ev.PromptErrored(clock(), exc.code, exc.message)
+        return ev.PromptErrored(clock(), exc.code, exc.message, exc.data)
     except AgentProtocolError as exc:
         return ev.PromptErrored(clock(), INTERNAL_ERROR, str(exc))
     except PeerClosed:

@@ -1,0 +1,119 @@
+"""Issue 25 with the pinned real agents: a model provider that is overloaded or rate limits.
+
+The stand-in answers the provider's own error (Anthropic's 529 ``overloaded_error``, the
+Responses API's 503 ``server_is_overloaded``) for some requests, then answers. Each agent
+retries a request itself first (claude: ``CLAUDE_CODE_MAX_RETRIES`` from the built-in
+catalog, 4; codex: none here, its kit sets ``request_max_retries = stream_max_retries = 0``);
+only when it gives up does the prompt fail, and the daemon sends it again (``prompt.retry``,
+3 attempts by default) in a new process that resumes the session. What each agent answers
+is in docs/agents.md, *Provider errors*.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.real_agents.agents import (
+    CLAUDE,
+    CODEX,
+    GEMINI,
+    Kit,
+    require_real_agents,
+    write_agents_file,
+)
+from tests.real_agents.harness import (
+    WAIT_S,
+    Rig,
+    agent_text,
+    daemon,
+    event,
+    rig,
+    send_prompt,
+    start_session,
+)
+from tests.real_agents.model_api import OVERLOADED, Failure, Reply
+from vm_agent.process.catalog import builtin_agents
+
+pytestmark = [pytest.mark.real_agents, pytest.mark.anyio, pytest.mark.timeout(600)]
+
+# Requests Claude Code makes for one model call: the first and its own retries.
+CLAUDE_TRIES = int(builtin_agents()["claude"].env["CLAUDE_CODE_MAX_RETRIES"]) + 1
+ATTEMPTS = 3  # the daemon's default PROMPT_RETRY_ATTEMPTS
+
+
+@pytest.fixture(autouse=True)
+def _real_agents() -> None:
+    require_real_agents()
+
+
+def agents_file(r: Rig) -> Path:
+    """The kit's entry, with the built-in catalog's fixed variables (as a VM has them)."""
+    entry = r.entry()
+    entry["env"].update(builtin_agents()[r.kit.name].env)
+    return write_agents_file(r.root / "agents.toml", {r.kit.name: entry})
+
+
+async def run_prompt(r: Rig) -> tuple[dict[str, Any], list[Any]]:
+    """One prompt through `vm-agent serve`: its outcome and the viewer's events."""
+    async with daemon(r, agents_file(r)) as d, d.viewer() as v:
+        await start_session(v, r)
+        asked = await send_prompt(v, "Say hello.", "p1")
+        outcome = await v.answer(asked, timeout=WAIT_S)
+        await event(v, "prompt.finished")
+        return dict(outcome), list(v.events)
+
+
+def of(events: list[Any], kind: str) -> list[dict[str, Any]]:
+    return [e["data"] for e in events if e["type"] == kind]
+
+
+@pytest.mark.parametrize(
+    ("kit", "fail", "tries", "reason"),
+    [
+        (CLAUDE, OVERLOADED, CLAUDE_TRIES, "model provider overloaded (529)"),
+        (CODEX, Failure(503), 1, "model provider overloaded"),
+        # gemini-cli tries 3 times itself; it cannot load sessions: the same process again
+        (GEMINI, Failure(503), 3, "model provider overloaded (503)"),
+    ],
+    ids=["claude", "codex", "gemini"],
+)
+async def test_overloaded_then_an_answer_is_one_retry(
+    tmp_path: Path, kit: Kit, fail: Failure, tries: int, reason: str
+) -> None:
+    # Enough refusals to outlast the agent's own retries once, then the answer.
+    replies = [Reply(fail=fail)] * tries + [Reply(text="Hello after the retry.")]
+    async with rig(tmp_path, kit, replies) as r:
+        outcome, events = await run_prompt(r)
+    assert (outcome["outcome"], outcome["stop_reason"]) == ("completed", "end_turn"), outcome
+    (retry,) = of(events, "prompt.retry")
+    assert (retry["prompt_id"], retry["attempt"], retry["reason"]) == ("p1", 2, reason)
+    assert len(of(events, "prompt.started")) == len(of(events, "prompt.finished")) == 1
+    assert len(r.script.turns()) == tries + 1
+    assert "Hello after the retry." in agent_text(events)  # the answer reached the viewer
+
+
+async def test_claude_overloaded_for_ever_fails_after_bounded_attempts(tmp_path: Path) -> None:
+    async with rig(tmp_path, CLAUDE) as r:
+        r.script.default = Reply(fail=OVERLOADED)
+        outcome, events = await run_prompt(r)
+    assert outcome["outcome"] == "failed", outcome
+    assert outcome["reason"].startswith(
+        f"model provider overloaded (529) after {ATTEMPTS} attempts: Internal error: API Error: 529"
+    )
+    assert [x["attempt"] for x in of(events, "prompt.retry")] == list(range(2, ATTEMPTS + 1))
+    assert len(r.script.turns()) == ATTEMPTS * CLAUDE_TRIES  # the bound, as computed
+
+
+async def test_claude_is_not_sent_again_after_a_tool(tmp_path: Path) -> None:
+    async with rig(
+        tmp_path, CLAUDE, [Reply(text="Running it.", tool=CLAUDE.shell("echo hi"))]
+    ) as r:
+        r.script.default = Reply(fail=OVERLOADED)
+        outcome, events = await run_prompt(r)
+    assert outcome["outcome"] == "failed", outcome
+    assert "after the agent started a tool" in outcome["reason"]
+    assert of(events, "prompt.retry") == []
+    assert len(r.script.turns()) == 1 + CLAUDE_TRIES
