@@ -195,6 +195,15 @@ class ControlLink:
             )
         return {k: v for k, v in env.items() if k in wanted}
 
+    async def mcp_secrets_provider(self, session_id: str) -> dict[str, str]:
+        """A `McpSecretsProvider`: the secrets the session's MCP servers name, fetched at
+        each spawn, into the agent's `session/new` only (never to disk), and known to the
+        redactor from here on. Raises `CallbackError` when they cannot be fetched."""
+        values = await self.client.mcp_secrets(session_id)
+        for value in values.values():
+            self.redactor.add_secret(value)
+        return values
+
     async def session_details(self, session_id: str, agent: str) -> Recorded | None:
         """A `SessionDetailsProvider`: what the control plane recorded for ``session_id``
         (None when it made no such session); raises `CallbackError` when it cannot say."""
