@@ -11,10 +11,13 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Engine, delete, insert, select, update
 
 from control_plane.identity.sealing import Sealer
 from control_plane.storage.db import user_secrets as table
+from control_plane.storage.secret_names import missing
+
+__all__ = ["MAX_VALUE_BYTES", "NAME", "listing", "missing", "open_values", "put", "remove"]
 
 NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 MAX_VALUE_BYTES = 8192
@@ -77,17 +80,6 @@ def listing(engine: Engine, owner: str) -> list[dict[str, Any]]:
 def remove(engine: Engine, owner: str, name: str) -> bool:
     with engine.begin() as conn:
         return conn.execute(delete(table).where(_key(owner, name))).rowcount > 0
-
-
-def missing(conn: Connection, owner: str, names: Iterable[str]) -> list[str]:
-    """Which of `names` `owner` has no secret of, sorted."""
-    wanted = set(names)
-    if not wanted:
-        return []
-    found = conn.execute(
-        select(table.c.name).where(table.c.owner == owner, table.c.name.in_(sorted(wanted)))
-    ).scalars()
-    return sorted(wanted - set(found))
 
 
 def open_values(engine: Engine, sealer: Sealer, owner: str, names: Iterable[str]) -> dict[str, str]:

@@ -32,9 +32,9 @@ from control_plane.demand.agent_settings import (
 )
 from control_plane.demand.reservations import PLATFORM_LAYER_ID, LayerKind, ResourceRequirements
 from control_plane.demand.resolver import Layer, parse_requirements
-from control_plane.identity import user_secrets
 from control_plane.storage.db import layer_defaults as ld
 from control_plane.storage.db import layer_shares as shares
+from control_plane.storage.secret_names import missing
 from vm_agent.process.catalog import builtin_agents
 
 # The stored layers and their names in API paths (/api/defaults/{path}/{id}).
@@ -334,5 +334,5 @@ def _check_secrets(conn: Connection, kind: LayerKind, scope: str, settings: Agen
     for where, name in settings.secret_refs():
         if kind is LayerKind.PLATFORM:
             raise SettingsError(kind, where, "the platform's layer cannot name a user's secret")
-        if user_secrets.missing(conn, scope, [name]):
+        if missing(conn, scope, [name]):
             raise SettingsError(kind, where, f"no secret {name!r} of {scope}'s")
