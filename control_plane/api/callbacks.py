@@ -220,7 +220,10 @@ async def mcp_secrets(request: Request) -> JSONResponse:
         )
     except user_secrets.MissingSecretError as exc:
         raise ApiError(404, str(exc)) from exc
-    return JSONResponse({"values": values}, headers={"Cache-Control": "no-store"})
+    # The owner, as agent-credentials gives it: the node checks the session is the one it
+    # runs before the agent gets the values.
+    answer = {"values": values, "owner": session.owner}
+    return JSONResponse(answer, headers={"Cache-Control": "no-store"})
 
 
 def _details(engine: Any, session_id: str, node_id: str) -> dict[str, Any] | None:

@@ -235,7 +235,7 @@ async def test_the_node_gets_the_values_for_its_sessions_task_only(
         node, sid = task["nodeId"], task["sessionId"]
         r = await callback(cp, node, sid)
         assert r.status_code == 200, r.text
-        assert r.json() == {"values": {"gh": VALUE}}  # "unused" is not this task's
+        assert r.json() == {"values": {"gh": VALUE}, "owner": "alice"}  # not "unused"
         assert r.headers["cache-control"] == "no-store"
         # Another node's token, another node's path, an unknown session: refused.
         assert (await callback(cp, node, sid, token_node="n2")).status_code in {401, 403}
@@ -243,7 +243,7 @@ async def test_the_node_gets_the_values_for_its_sessions_task_only(
         assert (await callback(cp, node, "s-unknown")).status_code == 404
         # A session made without a task names nothing: no values.
         other = cp.make_session(node, "fake")
-        assert (await callback(cp, node, other)).json() == {"values": {}}
+        assert (await callback(cp, node, other)).json() == {"values": {}, "owner": "admin"}
         # A secret deleted since: 404 naming it, no value.
         assert (
             await cp.client.delete("/api/secrets/gh", headers=cp.user("alice"))
