@@ -27,6 +27,7 @@ SWAP_MB = 512
 SWAPPINESS = 17
 # Node agents (claude-agent-acp starts Claude Code: two Node processes) beside the daemon
 MEMORY_MB = 3072
+AGENT_START_S = 300.0  # the node's bound on an agent's initialize plus session/new
 AGENTS_FILE = "/etc/vm-agent/agents.toml"
 HOSTILE_COMMAND = (
     "/opt/vm-agent/bin/vm-agent",
@@ -61,6 +62,9 @@ def node(
     created = vm_plane.create_node(
         node_id=f"vmt-{secrets.token_hex(3)}",
         swap={"size_mb": SWAP_MB, "swappiness": SWAPPINESS},
+        # claude's first start in a cold, emulated guest (Node loading its bundle) takes
+        # minutes on a loaded host, past the daemon's default 60 s: the node parameter
+        agent_start_timeout_s=AGENT_START_S,
     )
     forward, relay = vm_plane.forward()
     with vm_launcher.boot(
