@@ -37,6 +37,7 @@ from control_plane.api import (
     task_settings,
     tasks,
     usage,
+    user_secrets,
 )
 from control_plane.api.common import (
     ApiError,
@@ -111,6 +112,7 @@ def create_app(
         *task_settings.routes,
         *task_nodes.routes,
         *usage.routes,
+        *user_secrets.routes,
         *sessions.routes,
         *github.routes,
         *git_tokens.routes,

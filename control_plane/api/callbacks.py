@@ -23,7 +23,8 @@ from control_plane.api.common import (
     require_callback,
 )
 from control_plane.demand.placement import MAX_NODE_BYTES, MAX_NODE_CPUS
-from control_plane.dispatch import sessions, workspaces
+from control_plane.dispatch import sessions, task_settings, workspaces
+from control_plane.identity import user_secrets
 from control_plane.identity.secrets import SecretStoreError
 from control_plane.storage import machines, node_store
 
@@ -99,6 +100,10 @@ class EventIn(BaseModel):
 class EventsBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
     events: list[EventIn] = Field(max_length=MAX_EVENTS_PER_BATCH)
+
+
+class EmptyBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
 
 
 class CredentialsBody(BaseModel):
@@ -192,6 +197,35 @@ async def agent_credentials(request: Request) -> JSONResponse:
     return JSONResponse(answer, headers={"Cache-Control": "no-store"})
 
 
+async def mcp_secrets(request: Request) -> JSONResponse:
+    """The secrets the settings of the task a session runs name, of the session's owner:
+    only for a session the control plane made on this node, not ended (issue 25)."""
+    node_id = request.path_params["node_id"]
+    session_id = request.path_params["session_id"]
+    await require_callback(request, node_id)
+    await parse_body(request, EmptyBody, optional=True)
+    plane = plane_of(request)
+    session = await to_thread.run_sync(sessions.get_session, plane.engine, session_id)
+    agent = session.agent if session is not None else ""
+    refusal = sessions.credentials_refusal(session, session_id, node_id, agent)
+    if refusal is not None:
+        raise ApiError(refusal.status, refusal.message)
+    assert session is not None
+    names = await to_thread.run_sync(
+        task_settings.session_secret_names, plane.engine, session.workspace_id, session.owner
+    )
+    try:
+        values = await to_thread.run_sync(
+            user_secrets.open_values, plane.engine, plane.sealer, session.owner, names
+        )
+    except user_secrets.MissingSecretError as exc:
+        raise ApiError(404, str(exc)) from exc
+    # The owner, as agent-credentials gives it: the node checks the session is the one it
+    # runs before the agent gets the values.
+    answer = {"values": values, "owner": session.owner}
+    return JSONResponse(answer, headers={"Cache-Control": "no-store"})
+
+
 def _details(engine: Any, session_id: str, node_id: str) -> dict[str, Any] | None:
     session = sessions.get_session(engine, session_id)
     if session is None or session.node_id != node_id:
@@ -230,6 +264,11 @@ routes = [
     Route(
         "/api/nodes/{node_id}/sessions/{session_id}/agent-credentials",
         agent_credentials,
+        methods=["POST"],
+    ),
+    Route(
+        "/api/nodes/{node_id}/sessions/{session_id}/mcp-secrets",
+        mcp_secrets,
         methods=["POST"],
     ),
     Route(

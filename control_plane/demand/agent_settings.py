@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
@@ -70,12 +71,24 @@ Name = Annotated[str, Field(min_length=1, max_length=MAX_SHORT)]
 _strict = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+SecretRef = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+
+
 class NameValue(BaseModel):
-    """ACP's `EnvVariable` and `HttpHeader`."""
+    """ACP's `EnvVariable` and `HttpHeader`; or, instead of the value, `secret`: the name
+    of one of the task owner's secrets (identity/user_secrets.py), which the node fetches
+    for the session at spawn. Exactly one of the two."""
 
     model_config = _strict
     name: Name
-    value: Text
+    value: Text | None = None
+    secret: SecretRef | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> NameValue:
+        if (self.value is None) == (self.secret is None):
+            raise ValueError("give exactly one of value and secret")
+        return self
 
 
 class StdioServer(BaseModel):
@@ -99,6 +112,7 @@ class StdioServer(BaseModel):
             "command": self.command,
             "args": list(self.args),
             "envNames": [e.name for e in self.env],
+            **_secret_names(self.env),
         }
 
 
@@ -122,7 +136,14 @@ class RemoteServer(BaseModel):
             "name": self.name,
             "url": self.url,
             "headerNames": [h.name for h in self.headers],
+            **_secret_names(self.headers),
         }
+
+
+def _secret_names(pairs: list[NameValue]) -> dict[str, Any]:
+    """Which entries are secrets, and whose names (not a value): `{"secrets": {entry: name}}`."""
+    refs = {p.name: p.secret for p in pairs if p.secret is not None}
+    return {"secrets": refs} if refs else {}
 
 
 def _server_kind(raw: Any) -> str:
@@ -159,8 +180,13 @@ class AgentSettings(BaseModel):
         return not self.model_dump(exclude_none=True)
 
     def to_json_dict(self) -> dict[str, Any]:
-        """As stored and as the node takes it (every value, for the node only)."""
+        """As stored and as the node takes it (every value, for the node only; a secret
+        as its reference)."""
         return self.model_dump(by_alias=True, exclude_none=True)
+
+    def secret_refs(self) -> list[tuple[str, str]]:
+        """Each referenced secret: (the field that names it, the secret's name)."""
+        return server_secret_refs(self.mcp_servers or [])
 
     def shown(self) -> dict[str, Any]:
         """As answers show a layer: MCP servers' env and header names only."""
@@ -168,6 +194,19 @@ class AgentSettings(BaseModel):
         if self.mcp_servers is not None:
             out["mcpServers"] = [s.shown() for s in self.mcp_servers]
         return out
+
+
+def server_secret_refs(servers: Iterable[StdioServer | RemoteServer]) -> list[tuple[str, str]]:
+    """(field, secret name) for each `secret` entry of the servers' env and headers."""
+    out: list[tuple[str, str]] = []
+    for server in servers:
+        pairs, what = (
+            (server.env, "env") if isinstance(server, StdioServer) else (server.headers, "headers")
+        )
+        for pair in pairs:
+            if pair.secret is not None:
+                out.append((f"mcpServers.{server.name}.{what}.{pair.name}", pair.secret))
+    return out
 
 
 SETTINGS_SCALARS: tuple[str, ...] = ("model", "mode", "effort")

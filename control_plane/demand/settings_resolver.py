@@ -55,7 +55,7 @@ class SettingsResolution:
         if self.config_options:
             out["configOptions"] = {k: v for k, (v, _) in self.config_options.items()}
         if self.mcp_servers:
-            out["mcpServers"] = [s.model_dump() for s, _ in self.mcp_servers]
+            out["mcpServers"] = [s.model_dump(exclude_none=True) for s, _ in self.mcp_servers]
         if self.env:
             out["env"] = {k: v for k, (v, _) in self.env.items()}
         return out

@@ -8,7 +8,15 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from control_plane.demand.agent_settings import AgentSettings, Transport, check_env
+from sqlalchemy import Connection, Engine, select
+
+from control_plane.demand.agent_settings import (
+    AgentSettings,
+    SettingsError,
+    Transport,
+    check_env,
+    server_secret_refs,
+)
 from control_plane.demand.agent_settings import parse_settings as parse
 from control_plane.demand.reservations import LayerKind
 from control_plane.demand.resolver import Layer
@@ -17,6 +25,8 @@ from control_plane.demand.settings_resolver import (
     check_for_agent,
     resolve_settings,
 )
+from control_plane.identity import user_secrets
+from control_plane.storage.db import tasks as tasks_table
 from vm_agent.process.catalog import builtin_agents
 
 
@@ -45,6 +55,20 @@ def resolve_for_task(layers: list[Layer], agent: str) -> SettingsResolution:
     return resolved
 
 
+def check_secrets(conn: Connection, owner: str, resolved: SettingsResolution) -> None:
+    """Refuse a reference to a secret `owner` does not have (SettingsError naming the
+    layer the MCP server came from and the entry): a task uses its owner's secrets only,
+    whichever layer names them."""
+    for server, origin in resolved.mcp_servers:
+        for where, name in server_secret_refs([server]):
+            if user_secrets.missing(conn, owner, [name]):
+                raise SettingsError(origin.layer, where, no_secret(name))
+
+
+def no_secret(name: str) -> str:
+    return f"no secret {name!r} of yours (PUT /api/secrets/{name} first)"
+
+
 def columns(resolved: SettingsResolution) -> dict[str, Any]:
     """The task row's columns: NULL values when nothing is set (the start carries none)."""
     values = resolved.values()
@@ -52,3 +76,17 @@ def columns(resolved: SettingsResolution) -> dict[str, Any]:
         "agent_settings_json": json.dumps(values) if values else None,
         "agent_settings_provenance_json": json.dumps(resolved.shown()),
     }
+
+
+def session_secret_names(engine: Engine, workspace_id: str | None, owner: str) -> set[str]:
+    """The secrets the settings of the task a session runs name (its workspace's task, of
+    the session's owner); none for a session made without a task."""
+    if workspace_id is None:
+        return set()
+    t = tasks_table.c
+    with engine.connect() as conn:
+        stored = conn.execute(
+            select(t.agent_settings_json).where(t.workspace_id == workspace_id, t.owner == owner)
+        ).scalars()
+        found = [json.loads(raw) for raw in stored if raw]
+    return {name for values in found for _, name in parse(LayerKind.TASK, values).secret_refs()}

@@ -234,6 +234,7 @@ def submit_task(
         resolution = resolve([own, *stored], platform)
         res = resolution.reservation
         settings = task_settings.resolve_for_task([own, *stored, platform], sub.agent)
+        task_settings.check_secrets(conn, owner, settings)
         size, size_source = plan_size(provider, sub.vm_size, res)
         try:
             placed = placement.place(

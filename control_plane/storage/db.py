@@ -353,6 +353,17 @@ provider_credentials = Table(
     Column("updated_at", Float, nullable=False),
 )
 
+# A user's secrets for their MCP servers (issue 25), sealed, bound to owner and name (0024).
+user_secrets = Table(
+    "user_secrets",
+    metadata,
+    Column("owner", String(128), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("sealed", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
 # A node's life at its provider, kept by the lifecycle loop (control_plane/dispatch/nodes.py;
 # decisions in control_plane/providers/lifecycle.py) (0019; drain_started_at 0021).
 node_machines = Table(

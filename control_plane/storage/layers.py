@@ -24,11 +24,17 @@ from typing import Any
 from sqlalchemy import Connection, Engine, RowMapping, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from control_plane.demand.agent_settings import AgentSettings, check_env, parse_settings
+from control_plane.demand.agent_settings import (
+    AgentSettings,
+    SettingsError,
+    check_env,
+    parse_settings,
+)
 from control_plane.demand.reservations import PLATFORM_LAYER_ID, LayerKind, ResourceRequirements
 from control_plane.demand.resolver import Layer, parse_requirements
 from control_plane.storage.db import layer_defaults as ld
 from control_plane.storage.db import layer_shares as shares
+from control_plane.storage.secret_names import missing
 from vm_agent.process.catalog import builtin_agents
 
 # The stored layers and their names in API paths (/api/defaults/{path}/{id}).
@@ -291,6 +297,7 @@ def put_defaults(
         raise LayerError(422, f"the platform defaults must define every field; missing {missing}")
     for _ in range(_MAX_ATTEMPTS):
         with engine.connect() as conn:
+            _check_secrets(conn, kind, scope, settings)
             now_stored = current(conn, kind, scope, layer_id)
         version = 1 if now_stored is None else now_stored.version + 1
         if expected_version is not None and expected_version != version - 1:
@@ -319,3 +326,13 @@ def put_defaults(
         except IntegrityError:
             continue  # a concurrent change took this version: look again
     raise LayerError(409, f"{kind.value} {layer_id!r} is changing too often; try again")
+
+
+def _check_secrets(conn: Connection, kind: LayerKind, scope: str, settings: AgentSettings) -> None:
+    """A layer names its owner's secrets (each task using it: its own owner's, checked at
+    submission); the platform's has no owner, so it names none."""
+    for where, name in settings.secret_refs():
+        if kind is LayerKind.PLATFORM:
+            raise SettingsError(kind, where, "the platform's layer cannot name a user's secret")
+        if missing(conn, scope, [name]):
+            raise SettingsError(kind, where, f"no secret {name!r} of {scope}'s")

@@ -119,6 +119,7 @@ CALLBACK_CALLS = [
     ("/api/nodes/n1/heartbeat", HEARTBEAT),
     ("/api/nodes/n1/events", events("s1", 1)),
     ("/api/nodes/n1/sessions/s1/agent-credentials", {"agent": "fake"}),
+    ("/api/nodes/n1/sessions/s1/mcp-secrets", {}),
 ]
 
 

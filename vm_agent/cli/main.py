@@ -13,7 +13,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vm-agent", description="Supervisor for ACP agents.")
     parser.add_argument("--version", action="version", version=f"vm-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    from vm_agent.cli import acp, agent_users, attach, dev, prompt, serve, task
+    from vm_agent.cli import acp, agent_users, attach, dev, prompt, secrets, serve, task
 
     prompt.add_arguments(sub.add_parser("prompt", help="run one prompt against one agent"))
     serve.add_arguments(sub.add_parser("serve", help="run the daemon (configured by VM_AGENT_*)"))
@@ -28,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     task.add_arguments(
         sub.add_parser("task", help="submit a task to the control plane and follow it")
+    )
+    secrets.add_arguments(
+        sub.add_parser("secrets", help="your secrets for MCP servers in the control plane")
     )
     acp.add_arguments(sub.add_parser("acp", help="the ACP gateway: be a remote session's agent"))
     sub.add_parser("fake-agent", help="the fake ACP agent (for dev and tests)", add_help=False)
@@ -69,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         from vm_agent.cli import attach
 
         return attach.run(args)
+    if args.command == "secrets":
+        from vm_agent.cli import secrets
+
+        return secrets.run(args)
     if args.command == "acp":
         from vm_agent.cli import acp
 

@@ -95,6 +95,8 @@ class TaskClient:
             raise TaskCommandError(f"control plane unreachable: {exc}", EXIT_UNREACHABLE) from exc
         if answer.status_code >= 400:
             raise TaskCommandError(f"{answer.status_code}: {_error_text(answer)}")
+        if answer.status_code == 204:
+            return {}  # no content: a delete
         result: dict[str, Any] = answer.json()
         return result
 

@@ -178,6 +178,20 @@ class ControlPlaneClient:
             raise CallbackProtocolError("agent-credentials answer: owner is not a string")
         return Credentials(dict(env), owner)
 
+    async def mcp_secrets(self, session_id: str) -> Credentials:
+        """The secrets the MCP servers of the session's task name, for its agent's spawn
+        (by secret name), and whose session it is."""
+        answer = await self._post(f"sessions/{session_id}/mcp-secrets", b"{}")
+        values, owner = answer.get("values"), answer.get("owner")
+        if owner is not None and not isinstance(owner, str):
+            raise CallbackProtocolError("mcp-secrets answer: owner is not a string")
+        if not isinstance(values, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in values.items()
+        ):
+            # Never echo the body: it holds secrets.
+            raise CallbackProtocolError("mcp-secrets answer: values is not a map of strings")
+        return Credentials(dict(values), owner)
+
     async def session_details(self, session_id: str) -> dict[str, Any] | None:
         """What the control plane recorded for a session it made on this node; None (its
         404) when it made no such session."""

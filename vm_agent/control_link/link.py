@@ -171,13 +171,7 @@ class ControlLink:
         # Before the values reach an agent: a user's session must be the one the control
         # plane made for that user (a session restored from an older log could say
         # otherwise). A session without an owner is the node scope's, the control plane's.
-        running = self.supervisor.sessions.get(session_id) if self.supervisor else None
-        theirs = running.owner if running is not None else None
-        if theirs is not None and owner is not None and theirs != owner:
-            raise CallbackError(
-                f"session {session_id}: the control plane made it for another user "
-                "than the one it runs for here; its credentials are not used"
-            )
+        self._check_owner(session_id, owner)
         wanted = set(spec.credential_names)
         if extra := sorted(set(env) - wanted):
             log.warning(
@@ -194,6 +188,25 @@ class ControlLink:
                 spec.name,
             )
         return {k: v for k, v in env.items() if k in wanted}
+
+    def _check_owner(self, session_id: str, owner: str | None) -> None:
+        running = self.supervisor.sessions.get(session_id) if self.supervisor else None
+        theirs = running.owner if running is not None else None
+        if theirs is not None and owner is not None and theirs != owner:
+            raise CallbackError(
+                f"session {session_id}: the control plane made it for another user "
+                "than the one it runs for here; its credentials are not used"
+            )
+
+    async def mcp_secrets_provider(self, session_id: str) -> dict[str, str]:
+        """A `McpSecretsProvider`: the secrets the session's MCP servers name, fetched at
+        each spawn, into the agent's `session/new` only (never to disk), and known to the
+        redactor from here on. Raises `CallbackError` when they cannot be fetched."""
+        values, owner = await self.client.mcp_secrets(session_id)
+        for value in values.values():
+            self.redactor.add_secret(value)
+        self._check_owner(session_id, owner)
+        return values
 
     async def session_details(self, session_id: str, agent: str) -> Recorded | None:
         """A `SessionDetailsProvider`: what the control plane recorded for ``session_id``

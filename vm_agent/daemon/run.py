@@ -8,6 +8,7 @@ every agent process group within a bound, cancel the rest, and let the log commi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import ssl
@@ -269,6 +270,9 @@ class _Parts:
             # Set before any session exists: a session keeps the provider it was made with.
             supervisor.credentials = link.credentials_provider
             supervisor.session_details = link.session_details
+            supervisor.config = dataclasses.replace(
+                supervisor.config, mcp_secrets=link.mcp_secrets_provider
+            )
             git = wire_git(
                 socket_path=s.git_credential_socket_path,
                 state_dir=s.state_dir,

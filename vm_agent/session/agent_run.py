@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -91,6 +91,7 @@ class AgentRun:
         self._close = False
         self.acp_session_id: str | None = None
         self.done = anyio.Event()
+        self._mcp_secrets: Mapping[str, str] = {}
 
     def stop(self, *, close: bool = False) -> None:
         """Ask the run to stop its process (the disconnect is then reported as usual);
@@ -150,6 +151,12 @@ class AgentRun:
         except Exception as exc:
             log.warning("session %s: credentials unavailable: %s", self.session_id, exc)
             await report.failed(StartFailure(f"agent credentials unavailable: {exc}", True))
+            return
+        try:
+            self._mcp_secrets = await self._fetch_mcp_secrets()
+        except Exception as exc:
+            log.warning("session %s: MCP secrets unavailable: %s", self.session_id, exc)
+            await report.failed(StartFailure(f"MCP server secrets unavailable: {exc}", True))
             return
         base_env = build_agent_env(cfg.daemon_env, allowed=cfg.env_allow)
         env = build_agent_env(cfg.daemon_env, own_env, allowed=cfg.env_allow)
@@ -214,13 +221,26 @@ class AgentRun:
         finally:
             fs.close()
 
+    async def _fetch_mcp_secrets(self) -> Mapping[str, str]:
+        """The secrets the MCP servers name, fetched for this process only (held in memory
+        for its `session/new`, load or resume; the redactor knows them from the provider)."""
+        names = self.settings.secret_names() if self.settings else set()
+        if not names:
+            return {}
+        if self.config.mcp_secrets is None:
+            raise RuntimeError("this node has no control plane to fetch them from")
+        values = await self.config.mcp_secrets(self.session_id)
+        if missing := sorted(names - set(values)):
+            raise RuntimeError(f"the control plane did not give {', '.join(missing)}")
+        return values
+
     async def _open(
         self, client: AcpClient, proc: AgentProcess, load: str | None, report: RunReport
     ) -> bool:
         cwd = str(self.cwd)
         method = "initialize"
         settings = self.settings or StartSettings()
-        servers = settings.acp_mcp_servers()
+        servers = settings.acp_mcp_servers(self._mcp_secrets)
         try:
             with anyio.fail_after(self.config.start_timeout_s):
                 info = await self.request(method, client.initialize())

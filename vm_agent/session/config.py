@@ -18,6 +18,10 @@ from vm_agent.process.stderr_tail import DEFAULT_TAIL_BYTES
 # Fetches an agent's own secret variables (its API key) at spawn time: (session id, spec).
 CredentialsProvider = Callable[[str, AgentSpec], Awaitable[Mapping[str, str]]]
 
+# Fetches the secrets a session's MCP servers name (its task's, from the control plane)
+# at spawn time: (session id) -> {secret name: value}; never kept.
+McpSecretsProvider = Callable[[str], Awaitable[Mapping[str, str]]]
+
 
 def redacting(provider: CredentialsProvider, redactor: Redactor) -> CredentialsProvider:
     """The same provider; each value it hands out is added to the redactor's secrets."""
@@ -46,3 +50,5 @@ class SessionConfig:
     terminal_output_limit: int = 1024 * 1024
     # A task's repository (issue 23): clone, credentials, push; None: no control plane.
     git: GitWork | None = None
+    # The secrets agentSettings' MCP servers name; None: no control plane (refused at start).
+    mcp_secrets: McpSecretsProvider | None = None

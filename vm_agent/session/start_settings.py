@@ -10,7 +10,7 @@ takes an HTTP MCP server, offers the mode asked for) is ``settings_plan``'s, at 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -21,6 +21,7 @@ from pydantic import (
     StringConstraints,
     Tag,
     field_validator,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
@@ -48,9 +49,22 @@ class _Strict(BaseModel):
     )
 
 
+REF_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"  # a secret's name, as the control plane has it
+
+
 class NameValue(_Strict):
+    """A value, or ``secret``: the name of the session owner's secret in the control plane,
+    fetched at each spawn and never kept (exactly one of the two)."""
+
     name: Short
-    value: Annotated[str, StringConstraints(max_length=MAX_STRING)]
+    value: Annotated[str, StringConstraints(max_length=MAX_STRING)] | None = None
+    secret: Annotated[str, StringConstraints(pattern=REF_PATTERN)] | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> NameValue:
+        if (self.value is None) == (self.secret is None):
+            raise ValueError("an MCP env or header entry has exactly one of value and secret")
+        return self
 
 
 class StdioServer(_Strict):
@@ -130,23 +144,48 @@ class StartSettings(_Strict):
         """As the viewer API has it (camelCase, only what was given): kept in the registry."""
         return self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
 
-    def acp_mcp_servers(self) -> list[dict[str, Any]]:
-        """``mcpServers`` as ACP's session/new, load and resume take them."""
+    def acp_mcp_servers(self, secrets: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        """``mcpServers`` as ACP's session/new, load and resume take them, each secret
+        reference replaced by its value from ``secrets`` (KeyError: one is missing)."""
         out = []
         for server in self.mcp_servers:
             shown = server.model_dump(mode="json", by_alias=True, exclude_none=True)
             if isinstance(server, StdioServer):
                 shown.pop("type", None)  # ACP's stdio server has no type field
+            key = "env" if isinstance(server, StdioServer) else "headers"
+            shown[key] = [
+                {
+                    "name": p.name,
+                    "value": p.value if p.secret is None else (secrets or {})[p.secret],
+                }
+                for p in _pairs(server)
+            ]
             out.append(shown)
         return out
 
     def secret_values(self) -> list[str]:
-        """MCP headers and server environment values: tokens, as likely as not."""
-        values: list[str] = []
-        for server in self.mcp_servers:
-            pairs = server.env if isinstance(server, StdioServer) else server.headers
-            values.extend(p.value for p in pairs)
-        return values
+        """MCP headers and server environment values given here: tokens, as likely as not."""
+        return [p.value for server in self.mcp_servers for p in _pairs(server) if p.value]
+
+    def secret_names(self) -> set[str]:
+        """The control plane's secrets the MCP servers name (fetched at each spawn)."""
+        return {p.secret for server in self.mcp_servers for p in _pairs(server) if p.secret}
+
+
+def _pairs(server: StdioServer | HttpServer | SseServer) -> list[NameValue]:
+    return server.env if isinstance(server, StdioServer) else server.headers
+
+
+def check_secrets_for(settings: StartSettings | None, can_fetch: bool) -> None:
+    """ValueError when the settings name a secret and the node has no control plane to
+    fetch it from (``vm-agent serve`` alone)."""
+    names = settings.secret_names() if settings is not None else set()
+    if names and not can_fetch:
+        raise ValueError(
+            "agentSettings.mcpServers: secret references ("
+            + ", ".join(sorted(names))
+            + ") need a control plane to fetch them from, and this node has none"
+        )
 
 
 def env_name_refusal(name: str) -> str | None:

@@ -36,7 +36,12 @@ from vm_agent.session.start_policy import (
     effective_reservation,
     owner_from_record,
 )
-from vm_agent.session.start_settings import StartSettings, check_env_for, check_transports_for
+from vm_agent.session.start_settings import (
+    StartSettings,
+    check_env_for,
+    check_secrets_for,
+    check_transports_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +139,7 @@ class Supervisor:
         spec = self.catalog.get(agent)
         check_env_for(settings, spec, self.config.env_allow)  # ValueErrors: -32602
         check_transports_for(settings, spec)
+        check_secrets_for(settings, self.config.mcp_secrets is not None)
         path = Path(cwd)
         sid = session_id or f"s-{uuid.uuid4().hex[:16]}"
         if not sid or len(sid) > 128 or not set(sid) <= _SESSION_ID_CHARS:
