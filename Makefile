@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: dev test test-slow test-quick lint typecheck bench lock artifacts clean vm-image vm-test
+.PHONY: dev test test-slow test-quick lint typecheck bench lock artifacts clean vm-image vm-test node-image
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ test-quick: $(STAMP)
 # the Debian image the VM tests boot, built once per recipe (tests/vm/recipe.py) and cached
 vm-image: $(STAMP)
 	$(BIN)/python -m tests.vm.image
+
+# vm-image with vm-agent and the agents installed from $(ARTIFACTS) by the install steps
+# themselves (tests/vm/node_image.py; root: a loop mount and a chroot), cached by the hashes
+node-image: vm-image
+	$(BIN)/python -m tests.vm.node_image --artifacts $(ARTIFACTS)
 
 vm-test: vm-image
 	$(BIN)/pytest -m vm

@@ -51,7 +51,17 @@ fetch_verified() {
 }
 """
 
+# A node image (docs/provisioning.md) has run these steps already; each leaves a marker of
+# what it installed, and a marker naming this boot's artifacts plus a quick check that the
+# install still runs skips the step. Anything else installs as on a plain image.
 _WHEELHOUSE_BODY = r"""
+marker="$venv/.installed-wheelhouse-sha256"
+installed=""
+if [ -f "$marker" ]; then read -r installed < "$marker" || true; fi
+if [ "$installed" = "$sha256" ] && "$venv/bin/vm-agent" --version >/dev/null 2>&1; then
+  echo "vm-agent: wheelhouse $sha256 already installed (node image): skipped"
+  exit 0
+fi
 export TMPDIR="$work" PIP_CONFIG_FILE=/dev/null PIP_NO_INPUT=1 \
   PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 rm -rf "$work"
@@ -71,16 +81,31 @@ rm -rf "$venv"
   --find-links "$work/wheelhouse/wheels" --require-hashes --only-binary=:all: \
   -r "$work/wheelhouse/requirements.txt"
 "$venv/bin/vm-agent" --version
+printf '%s\n' "$sha256" > "$marker"
+chmod 0644 "$marker"
 rm -rf "$work"
 """
 
 _AGENTS_BODY = r"""
+marker_name=.installed-bundle-sha256
+read -ra wanted <<< "$commands"
+installed=""
+if [ -f "$target/$marker_name" ]; then read -r installed < "$target/$marker_name" || true; fi
+if [ "$installed" = "$sha256 $commands" ] && "$target/bin/node" --version >/dev/null 2>&1; then
+  complete=yes
+  for command in "${wanted[@]}"; do
+    [ -x "$target/bin/$command" ] || complete=no
+  done
+  if [ "$complete" = yes ]; then
+    echo "vm-agent: agent bundle $sha256 ($commands) already installed (node image): skipped"
+    exit 0
+  fi
+fi
 rm -rf "$work" "$target.new"
 install -d -m 0700 "$work"
 fetch_verified "$url" "$sha256" "$work/agents.tar.gz"
 install -d -m 0755 "$target.new"
 tar -xzf "$work/agents.tar.gz" -C "$target.new" --no-same-owner
-read -ra wanted <<< "$commands"
 for command in node "${wanted[@]}"; do
   if [ ! -x "$target.new/bin/$command" ]; then
     echo "vm-agent: the agent bundle has no bin/$command" >&2
@@ -88,6 +113,9 @@ for command in node "${wanted[@]}"; do
   fi
 done
 "$target.new/bin/node" --version
+# The marker moves in with the install it describes.
+printf '%s %s\n' "$sha256" "$commands" > "$target.new/$marker_name"
+chmod 0644 "$target.new/$marker_name"
 rm -rf "$target"
 mv "$target.new" "$target"
 rm -rf "$work"

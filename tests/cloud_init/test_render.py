@@ -168,12 +168,16 @@ def test_vm_agent_step_checks_the_hash_then_installs_with_no_index_and_hashes() 
     in_order(
         script,
         [
+            # a node image's install is kept only when its marker names this wheelhouse
+            'if [ "$installed" = "$sha256" ] && "$venv/bin/vm-agent" --version',
+            "already installed (node image): skipped",
             'fetch_verified "$url" "$sha256" "$work/wheelhouse.tar"',
             'tar -xf "$work/wheelhouse.tar"',
             'rm -rf "$venv"',
             '"$python" -m venv --without-pip "$venv"',
             '"${pips[0]}/pip" install',
-            '"$venv/bin/vm-agent" --version',
+            '"$venv/bin/vm-agent" --version\n',
+            'printf \'%s\\n\' "$sha256" > "$marker"',
         ],
     )
     install = script[script.index('"${pips[0]}/pip" install') :]
@@ -189,9 +193,12 @@ def test_agents_step_checks_the_hash_and_moves_the_tree_in_whole() -> None:
     in_order(
         script,
         [
+            'if [ "$installed" = "$sha256 $commands" ] && "$target/bin/node" --version',
+            "already installed (node image): skipped",
             'fetch_verified "$url" "$sha256" "$work/agents.tar.gz"',
             'tar -xzf "$work/agents.tar.gz" -C "$target.new"',
             '"$target.new/bin/node" --version',
+            '> "$target.new/$marker_name"',
             'mv "$target.new" "$target"',
         ],
     )
