@@ -12,11 +12,11 @@ from typing import Any
 
 from vm_agent.cli.task import (
     EXIT_OK,
-    EXIT_USAGE,
     TOKEN_ENV,
     URL_ENV,
     TaskClient,
     TaskCommandError,
+    run_with_client,
 )
 
 
@@ -39,19 +39,7 @@ def read_value(text: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    token = args.token or os.environ.get(TOKEN_ENV)
-    if not args.url or not token:
-        print(f"vm-agent secrets: --url and --token (or ${URL_ENV}, ${TOKEN_ENV}) are needed",
-              file=sys.stderr)  # fmt: skip
-        return EXIT_USAGE
-    client = TaskClient(args.url, token, args.ca_file)
-    try:
-        return _verb(client, args)
-    except TaskCommandError as exc:
-        print(f"vm-agent secrets: {exc}", file=sys.stderr)
-        return exc.code
-    finally:
-        client.close()
+    return run_with_client("vm-agent secrets", args, _verb)
 
 
 def _verb(client: TaskClient, args: argparse.Namespace) -> int:

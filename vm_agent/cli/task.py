@@ -15,7 +15,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -248,16 +248,24 @@ class Follower:
 
 
 def run(args: argparse.Namespace) -> int:
+    return run_with_client("vm-agent task", args, _verb)
+
+
+def run_with_client(
+    command: str, args: argparse.Namespace, verb: Callable[[TaskClient, argparse.Namespace], int]
+) -> int:
+    """A control-plane command's verb with its client (``--url``, ``--token`` or the
+    environment); its errors said in one line with their exit code (``task``, ``secrets``)."""
     token = args.token or os.environ.get(TOKEN_ENV)
     if not args.url or not token:
-        print(f"vm-agent task: --url and --token (or ${URL_ENV}, ${TOKEN_ENV}) are needed",
+        print(f"{command}: --url and --token (or ${URL_ENV}, ${TOKEN_ENV}) are needed",
               file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
     client = TaskClient(args.url, token, args.ca_file)
     try:
-        return _verb(client, args)
+        return verb(client, args)
     except TaskCommandError as exc:
-        print(f"vm-agent task: {exc}", file=sys.stderr)
+        print(f"{command}: {exc}", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
         return 130
