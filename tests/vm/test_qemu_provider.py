@@ -42,6 +42,7 @@ RUN = "qemu-provider"
 WARM_WINDOW_S = 30.0
 READY_S = 1500.0  # a boot that installs the artifacts under TCG on a loaded host
 TASK_S = 600.0
+EVENTS_S = 60.0  # the outbox after the outcome: a flush or two
 GONE_S = 300.0  # the warm window, a heartbeat to learn of the drain, one to say drained
 
 
@@ -80,8 +81,16 @@ def wait_task(plane: HostPlane, user: dict[str, str], task_id: str, state_dir: P
 
 
 def echoed(plane: HostPlane, user: dict[str, str], task_id: str) -> str:
-    """The agent's message text in the task's events (what the node's outbox delivered)."""
-    events = plane.http.get(f"/api/tasks/{task_id}/events", headers=user).json()["events"]
+    """The agent's message text in the task's events (what the node's outbox delivered).
+
+    The outcome comes over the node's connection and may arrive before the outbox brings
+    the prompt's events (docs/control-plane.md), so this waits for the `prompt.finished` event."""
+    deadline = time.monotonic() + EVENTS_S
+    while True:
+        events = plane.http.get(f"/api/tasks/{task_id}/events", headers=user).json()["events"]
+        if any(e["type"] == "prompt.finished" for e in events) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     return "".join(
         e["data"]["update"]["content"].get("text", "")
         for e in events
