@@ -16,6 +16,7 @@ from control_plane.api.common import ApiError, parse_body, plane_of, require_use
 from control_plane.demand import quotas
 from control_plane.dispatch import sessions, workspaces
 from control_plane.identity.tokens import ADMIN_SCOPE
+from control_plane.storage import machines
 
 
 class SessionBody(BaseModel):
@@ -28,7 +29,7 @@ class SessionBody(BaseModel):
 
 def _check_session_quota(conn: Connection, limits: quotas.Limits, owner: str) -> None:
     """The owner's sessions quota, counted under the placement lock (replicas take turns)."""
-    workspaces.take_placement_lock(conn)
+    machines.take_placement_lock(conn)
     held = workspaces.user_holding(conn, owner)
     if refused := quotas.refusal(limits, held, quotas.Ask(None)):
         raise ApiError(429, refused.message, **refused.to_json())

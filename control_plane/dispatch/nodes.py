@@ -15,6 +15,7 @@ import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 
 import anyio
 from anyio import to_thread
@@ -219,16 +220,11 @@ class NodeLifecycle:
             decision = decide(facts, self.settings.timings)
         if decision.step is not Step.WAIT:
             log.info("node %s: %s (%s)", m.node_id, decision.step.value, decision.reason)
-        await self._take(m, decision, driver, found, facts.ready_at)
+        await self._take(m, decision, driver, found, facts)
         return decision
 
     async def _take(
-        self,
-        m: Machine,
-        d: Decision,
-        driver: Provider | None,
-        found: list[Vm],
-        ready_at: float | None,
+        self, m: Machine, d: Decision, driver: Provider | None, found: list[Vm], f: NodeFacts
     ) -> None:
         now = self.clock()
         match d.step:
@@ -239,14 +235,11 @@ class NodeLifecycle:
                 await to_thread.run_sync(record_vm_address, self.engine, m.node_id, found[0], now)
                 await self._record(m, provider_id=found[0].provider_id, phase=NodePhase.BOOTING)
             case Step.MARK_READY:
-                await self._record(
-                    m, phase=NodePhase.READY, ready_at=ready_at
-                )  # what the node said
-            case Step.DRAIN:
-                # the next heartbeat's answer tells the daemon (callbacks.heartbeat)
-                await self._record(
-                    m, phase=NodePhase.DRAINING, reason=d.reason, drain_started_at=now
-                )
+                await self._record(m, phase=NodePhase.READY, ready_at=f.ready_at)  # its own
+            case Step.DRAIN:  # the next heartbeat's answer tells the daemon
+                drain = partial(machines.record_drain, reason=d.reason, idle_since=f.idle_since)
+                if not await to_thread.run_sync(drain, self.engine, m, self.holder, now):
+                    log.info("node %s: a task was placed on it meanwhile: kept", m.node_id)
             case Step.DELETE:
                 assert driver is not None
                 if d.replace_tasks:  # before the delete is recorded: taken again if cut short

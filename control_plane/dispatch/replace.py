@@ -19,8 +19,9 @@ from sqlalchemy import Engine, insert, select, update
 
 from control_plane.dispatch import runs
 from control_plane.dispatch import status as st
-from control_plane.dispatch.workspaces import ACTIVE, take_placement_lock
+from control_plane.dispatch.workspaces import ACTIVE
 from control_plane.storage.db import agent_sessions, node_requests, tasks, workspaces
+from control_plane.storage.machines import take_placement_lock
 
 log = logging.getLogger("control_plane.nodes")
 

@@ -39,6 +39,7 @@ from control_plane.github import access, rules
 from control_plane.storage import layers
 from control_plane.storage.db import agent_sessions, tasks
 from control_plane.storage.db import workspaces as ws_table
+from control_plane.storage.machines import take_placement_lock
 
 _camel = ConfigDict(alias_generator=to_camel, validate_by_name=True, validate_by_alias=True)
 _ID = r"^[A-Za-z0-9._:@-]{1,128}$"
@@ -221,7 +222,7 @@ def submit_task(
     provider = sub.provider or ctx.default_provider
     workspace_id = f"ws-{uuid.uuid4().hex}"
     with engine.begin() as conn:
-        workspaces.take_placement_lock(conn)
+        take_placement_lock(conn)
         if task_key(conn, owner, task_id) is not None:
             raise TaskExistsError(f"task {task_id!r} exists")
         if repository is not None and branch is not None:

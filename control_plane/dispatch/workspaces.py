@@ -31,10 +31,9 @@ from control_plane.storage.db import (
     agent_sessions,
     node_requests,
     nodes,
-    placement_lock,
     workspaces,
 )
-from control_plane.storage.machines import retired_node_ids
+from control_plane.storage.machines import retired_node_ids, take_placement_lock
 
 ACTIVE = "active"
 RELEASED = "released"
@@ -96,16 +95,6 @@ class WorkspaceRecord(DemandAudit):
     # The project the task named: whose, and its id (for the project quotas).
     project_owner: str | None = None
     project_id: str | None = None
-
-
-def take_placement_lock(conn: Connection) -> None:
-    """Held until `conn`'s transaction ends: a row lock on PostgreSQL, the write lock on
-    SQLite. Take it before reading what placement decides on."""
-    conn.execute(
-        update(placement_lock)
-        .where(placement_lock.c.id == 1)
-        .values(placements=placement_lock.c.placements + 1)
-    )
 
 
 def _last_seen(row: RowMapping) -> float | None:

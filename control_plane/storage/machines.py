@@ -19,6 +19,7 @@ from control_plane.storage.db import (
     node_machines,
     node_requests,
     nodes,
+    placement_lock,
     workspaces,
 )
 
@@ -179,6 +180,51 @@ def record(engine: Engine, machine: Machine, holder: str, **values: Any) -> bool
             .values(**values, version=node_machines.c.version + 1)
         )
         if values.get("phase") in DRAINING_PHASES:
+            _retire(conn, machine.node_id)
+    return done.rowcount == 1
+
+
+def take_placement_lock(conn: Connection) -> None:
+    """Held until `conn`'s transaction ends: a row lock on PostgreSQL, the write lock on
+    SQLite. Placement takes it before reading what it decides on; a drain before it checks
+    that the node is still idle."""
+    conn.execute(
+        update(placement_lock)
+        .where(placement_lock.c.id == 1)
+        .values(placements=placement_lock.c.placements + 1)
+    )
+
+
+def record_drain(
+    engine: Engine, machine: Machine, holder: str, now: float, *, reason: str,
+    idle_since: float | None,
+) -> bool:  # fmt: skip
+    """DRAINING, unless placement put a task on the node after the facts were read (one
+    active there, or one that came and went: its release is later than `idle_since`).
+    Under placement's lock, so a placement comes either before (the drain sees its task
+    and loses) or after (it passes over a draining node): never a task on a node that
+    refuses it. False when the node stays as it was."""
+    w = workspaces.c
+    with engine.begin() as conn:
+        take_placement_lock(conn)
+        placed = conn.execute(
+            select(func.count()).where(w.node_id == machine.node_id).where(w.state == "active")
+        ).scalar_one()
+        released = conn.execute(
+            select(func.max(w.released_at)).where(w.node_id == machine.node_id)
+        ).scalar()
+        if placed or (released is not None and (idle_since is None or released > idle_since)):
+            return False
+        done = conn.execute(
+            update(node_machines)
+            .where(node_machines.c.node_id == machine.node_id)
+            .where(node_machines.c.lease_owner == holder)
+            .values(
+                phase="draining", reason=reason, drain_started_at=now,
+                version=node_machines.c.version + 1,
+            )
+        )  # fmt: skip
+        if done.rowcount == 1:
             _retire(conn, machine.node_id)
     return done.rowcount == 1
 
