@@ -8,13 +8,15 @@ inside the warm window takes the same node without a boot; once the warm window 
 passed the node is drained and deleted through the driver: no qemu left, its directory
 gone. No admin PUT of an address: the dispatcher reaches the node where the driver said.
 
-Figures: the accelerator, qemu start to ready, task submitted to ready and to completed
+Figures: the accelerator, qemu start to ready, task submitted to ready, to the first agent
+update and to completed
 (fresh node, warm node), completed to the VM's deletion."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -99,6 +101,18 @@ def echoed(plane: HostPlane, user: dict[str, str], task_id: str) -> str:
     )
 
 
+def first_update(
+    plane: HostPlane, user: dict[str, str], task_id: str, submitted_at: float, *, on: str,
+    figures: FigureBook,
+) -> None:  # fmt: skip
+    """Submitted to the agent's first update, as the node logged it (`firstUpdateAt`: the
+    guest's clock, set from this host's at boot; no NTP in the guest)."""
+    first = plane.http.get(f"/api/tasks/{task_id}", headers=user).json()["timings"]["firstUpdateAt"]
+    assert first is not None, f"task {task_id}: no agent update recorded"
+    at = datetime.fromisoformat(first).timestamp()
+    figures.add(RUN, f"task submitted to first agent update ({on})", at - submitted_at, "s")
+
+
 def test_a_task_boots_its_own_vm_runs_and_the_idle_node_is_deleted(
     plane: HostPlane, qemu_settings: QemuSettings, vm_figures: FigureBook
 ) -> None:
@@ -137,6 +151,7 @@ def test_a_task_boots_its_own_vm_runs_and_the_idle_node_is_deleted(
     # the task completes on it, reached where the driver said: no address was PUT
     wait_task(plane, user, "qemu-1", state_dir)
     vm_figures.add(RUN, "task submitted to completed (fresh node)", time.time() - submitted_at, "s")
+    first_update(plane, user, "qemu-1", submitted_at, on="fresh node", figures=vm_figures)
     assert prompt in echoed(plane, user, "qemu-1")
 
     # a second task inside the warm window: the same node, no second VM
@@ -148,6 +163,7 @@ def test_a_task_boots_its_own_vm_runs_and_the_idle_node_is_deleted(
     wait_task(plane, user, "qemu-2", state_dir)
     completed_at = time.time()
     vm_figures.add(RUN, "task submitted to completed (warm node)", completed_at - submitted_at, "s")
+    first_update(plane, user, "qemu-2", submitted_at, on="warm node", figures=vm_figures)
     assert vm_dirs(state_dir) == [directory]
 
     # idle past the warm window: drained, deleted, nothing left on this machine
