@@ -2,7 +2,8 @@
 
 ``PUT /api/providers/{provider}/credentials`` ``{"token": "..."}`` stores it sealed; ``GET``
 answers only whether one is set and since when; ``DELETE`` removes it. No answer, log line
-or error ever carries the credential itself.
+or error ever carries the credential itself. `qemu` takes none (its VMs run on the control
+plane's own machine, which no user's credential opens): a PUT for it is refused, not kept.
 """
 
 from __future__ import annotations
@@ -30,10 +31,16 @@ def _provider(request: Request) -> str:
     return provider
 
 
+# providers whose VMs no user's credential opens (registry.credential_for ignores them)
+NO_CREDENTIAL = {"qemu": "qemu takes no credential: its VMs run on the control plane's machine"}
+
+
 async def put_credentials(request: Request) -> Response:
     claims = require_user(request)
     provider = _provider(request)
     body = await parse_body(request, CredentialBody)
+    if provider in NO_CREDENTIAL:
+        raise ApiError(422, NO_CREDENTIAL[provider])
     plane = plane_of(request)
     await to_thread.run_sync(
         lambda: credentials.store(

@@ -90,8 +90,14 @@ async def test_credentials_are_write_only_and_sealed_at_rest(
                 "/api/providers/nope/credentials", json={"token": TOKEN}, headers=cp.user("alice")
             ),
             await cp.client.put(url, json={"token": TOKEN}),
+            # the operator's own machine: no user's credential opens it, none is kept
+            await cp.client.put(
+                "/api/providers/qemu/credentials", json={"token": TOKEN}, headers=cp.user("alice")
+            ),
         ]
-        assert [b.status_code for b in bad] == [422, 422, 422, 404, 401]
+        assert [b.status_code for b in bad] == [422, 422, 422, 404, 401, 422]
+        assert "no credential" in bad[-1].json()["error"]
+        assert credentials.credential_for(cp.plane.engine, cp.plane.sealer, "alice", "qemu") is None
         assert all(TOKEN not in b.text for b in bad)
         assert (await cp.client.delete(url, headers=cp.user("bob"))).status_code == 404
         assert (await cp.client.delete(url, headers=cp.user("alice"))).status_code == 204
