@@ -6,7 +6,9 @@ is the very steps a node runs (`cloud_init.install`'s `vm-agent` and `agents` sc
 by chroot in a loop-mounted copy of the base image's disk and fetching from a loopback HTTP
 server, so the image's markers are written by the same code as a boot's. Cached beside the
 base images, keyed on the base image's key, both artifacts' sha256 and this file; its
-manifest records them. Needs root (mount, chroot) and nothing beyond loopback.
+manifest records them. A build removes the node images it makes stale (each is a copy of
+the base disk, about 1.4 GB, and rebuilt in seconds). Needs root (mount, chroot) and
+nothing beyond loopback.
 """
 
 from __future__ import annotations
@@ -147,7 +149,24 @@ def ensure_node_image(
         }
         (partial_dir / MANIFEST).write_text(json.dumps(record, indent=2, sort_keys=True))
         partial_dir.rename(directory)
+    for gone in prune_node_images(root, key):
+        print(f"node image {gone.name} removed: {key} replaces it", flush=True)
     return _load(directory, key), True
+
+
+def prune_node_images(root: Path, keep: str) -> list[Path]:
+    """Removes every node image in `root` but `keep` (each under its own lock, so one a
+    build or a boot holds is waited for); what it removed. Base images are left alone."""
+    removed = []
+    for directory in sorted(root.glob("node-*")):
+        key = directory.name
+        if key == keep or not directory.is_dir() or key.endswith(".partial"):
+            continue
+        with _locked(root / f"{key}.lock"):
+            shutil.rmtree(directory, ignore_errors=True)
+        (root / f"{key}.lock").unlink(missing_ok=True)
+        removed.append(directory)
+    return removed
 
 
 def _load(directory: Path, key: str) -> VMImage:

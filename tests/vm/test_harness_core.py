@@ -19,6 +19,7 @@ from control_plane.providers.qemu.command import (
 )
 from tests.vm import timeline as tl
 from tests.vm.launch import accelerators, kvm_not_tried, meta_data
+from tests.vm.node_image import prune_node_images
 from tests.vm.qga import exec_status, next_message
 from tests.vm.recipe import PACKAGES, Recipe, cache_key, debian_stanzas, sources_for
 
@@ -300,3 +301,16 @@ def test_exec_status_decodes_streams() -> None:
     assert (status.stdout, status.stderr, status.truncated) == (b"out\n", b"err\n", False)
     running = exec_status({"exited": False})
     assert not running.exited and running.stdout == b""
+
+
+def test_a_node_image_build_removes_the_stale_ones_and_nothing_else(tmp_path: Path) -> None:
+    for name in ("node-aaaa", "node-bbbb", "node-cccc", "bookworm-1234"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "rootfs.img").write_bytes(b"x")
+        (tmp_path / f"{name}.lock").touch()
+    (tmp_path / "node-dddd.partial").mkdir()  # another build's, in progress
+    removed = prune_node_images(tmp_path, "node-bbbb")
+    assert [p.name for p in removed] == ["node-aaaa", "node-cccc"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "bookworm-1234", "bookworm-1234.lock", "node-bbbb", "node-bbbb.lock", "node-dddd.partial",
+    ]  # fmt: skip
