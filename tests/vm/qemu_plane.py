@@ -42,21 +42,24 @@ def provider_plane(
     nodes: NodeSettings,
     *,
     reachable: bool = True,
+    forwards: dict[int, int] | None = None,
+    **settings: Any,
 ) -> Iterator[HostPlane]:
     """``reachable=False``: the guests get no forward to this control plane (their boot
-    cannot fetch the artifacts nor report ready)."""
+    cannot fetch the artifacts nor report ready). ``forwards``: more guest forwards (guest
+    port -> host port: the model and GitHub stand-ins); ``settings``: the plane's own."""
 
     def app_options(port: int) -> dict[str, Any]:
-        forwards = {GUEST_PLANE_PORT: port} if reachable else {}
+        guest = {**(forwards or {}), **({GUEST_PLANE_PORT: port} if reachable else {})}
         return {
-            "qemu": qemu.model_copy(update={"guest_forwards": forwards}),
+            "qemu": qemu.model_copy(update={"guest_forwards": guest}),
             "node_settings": nodes,
         }
 
     try:
         with host_plane(
             portal, base / "state", artifacts, plane_tls(base / "tls"),
-            app_options=app_options, default_provider="qemu", node_cert_ttl_s=600,
+            app_options=app_options, default_provider="qemu", node_cert_ttl_s=600, **settings,
         ) as served:  # fmt: skip
             yield served
     finally:  # whatever happened, no VM outlives the check
