@@ -4,11 +4,13 @@ directories, their qemu processes, their consoles)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from anyio.from_thread import BlockingPortal
 
 from control_plane.dispatch.nodes import NodeSettings
@@ -66,6 +68,22 @@ def provider_plane(
         driver = QemuProvider(qemu)
         for vm in driver.list({}):
             driver.delete(vm.provider_id)
+
+
+def wait_task(
+    plane: HostPlane, user: dict[str, str], task_id: str, timeout_s: float,
+    context: Callable[[], str],
+) -> None:  # fmt: skip
+    """Until the task ends; a failure unless `completed`, with `context()` (a console's
+    tail, a journal) after the task's status, reason, outcome and transitions."""
+    deadline = time.monotonic() + timeout_s
+    task = plane.http.get(f"/api/tasks/{task_id}", headers=user).json()
+    while task["status"] not in ENDS and time.monotonic() < deadline:
+        time.sleep(1)
+        task = plane.http.get(f"/api/tasks/{task_id}", headers=user).json()
+    if task["status"] != "completed":
+        why = {k: task.get(k) for k in ("status", "reason", "outcome", "transitions")}
+        pytest.fail(f"task {task_id}: {why}\n{context()}")
 
 
 def qemus_of(state_dir: Path) -> list[int]:

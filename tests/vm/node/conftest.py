@@ -35,7 +35,13 @@ from tests.vm.github_host import GUEST_GITHUB_PORT, GitHubHost
 from tests.vm.image import VMImage
 from tests.vm.model_host import GUEST_MODEL_PORT, ModelHost, anthropic_stand_in
 from tests.vm.plane_host import CreatedNode, HostPlane
-from tests.vm.qemu_plane import ENDS, SMALL, console_tail, provider_plane, qemu_settings_for
+from tests.vm.qemu_plane import (
+    SMALL,
+    console_tail,
+    provider_plane,
+    qemu_settings_for,
+    wait_task,
+)
 
 SWAP_MB = 512
 SWAPPINESS = 17
@@ -114,17 +120,6 @@ def the_vm(state_dir: Path, node_id: str) -> Path:
         time.sleep(0.5)
 
 
-def wait_task(plane: HostPlane, user: dict[str, str], task_id: str, node: BootedNode) -> None:
-    deadline = time.monotonic() + TASK_S
-    task = plane.http.get(f"/api/tasks/{task_id}", headers=user).json()
-    while task["status"] not in ENDS and time.monotonic() < deadline:
-        time.sleep(1)
-        task = plane.http.get(f"/api/tasks/{task_id}", headers=user).json()
-    if task["status"] != "completed":
-        why = {k: task.get(k) for k in ("status", "reason", "outcome", "transitions")}
-        pytest.fail(f"task {task_id}: {why}\nnode journal:\n{node.journal(lines=80)}")
-
-
 @pytest.fixture(scope="package")
 def node(
     vm_launcher: VMLauncher,
@@ -158,7 +153,7 @@ def node(
             user_data = vm.read_text("/var/lib/cloud/instance/user-data.txt")
             booted.created = CreatedNode(node_id, user_data, answer)
             booted.cloud_init = vm.wait_cloud_init()
-            wait_task(plane, user, FIRST_TASK, booted)
+            wait_task(plane, user, FIRST_TASK, TASK_S, lambda: booted.journal(lines=80))
             vm_figures.add("node", "task submitted to completed", time.time() - submitted_at, "s")
             entries = [("hostile", HOSTILE_COMMAND), (COMMIT_AGENT, COMMIT_COMMAND)]
             booted.append_text(
