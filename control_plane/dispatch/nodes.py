@@ -19,10 +19,12 @@ from functools import partial
 
 import anyio
 from anyio import to_thread
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Engine
 
 from cloud_init import render
+from cloud_init.params import SWAP_SIZE_MB_MAX, SWAPPINESS_MAX, SwapSettings
 from control_plane.dispatch.addresses import record_vm_address
 from control_plane.dispatch.node_faults import FaultPoint, fault
 from control_plane.dispatch.replace import place_again
@@ -73,6 +75,8 @@ class NodeSettings(BaseSettings):
     delete_grace_s: float = 120.0
     drain_deadline_s: float = 3600.0
     agent_start_timeout_s: float | None = None  # the nodes' bound on an agent's start
+    swap_mb: int = Field(default=SwapSettings().size_mb, ge=0, le=SWAP_SIZE_MB_MAX)
+    swappiness: int = Field(default=SwapSettings().swappiness, ge=0, le=SWAPPINESS_MAX)
     backoff_first_s: float = 5.0
     backoff_max_s: float = 300.0
     kill_at: FaultPoint | None = None  # FAULT INJECTION, tests only (node_faults.py)
@@ -303,7 +307,9 @@ class NodeLifecycle:
         token = userdata.new_bootstrap_token()
         now = self.clock()
         expires = now + self.kit.bootstrap_ttl_s
-        request = userdata.NodeRequest(agent_start_timeout_s=self.settings.agent_start_timeout_s)
+        s = self.settings
+        swap = SwapSettings(size_mb=s.swap_mb, swappiness=s.swappiness)
+        request = userdata.NodeRequest(agent_start_timeout_s=s.agent_start_timeout_s, swap=swap)
         agents = userdata.chosen_agents(None, manifest)
         params = userdata.user_data_params(
             node_id=m.node_id,

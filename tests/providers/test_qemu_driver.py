@@ -12,6 +12,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,6 +74,7 @@ def test_create_starts_a_detached_qemu_behind_its_loopback_forward(qemu: QemuPro
     assert ppid != os.getpid()
     argv = cmdline(pid)
     assert "restrict=on" in argv[argv.index("-netdev") + 1]
+    assert "virtio-serial-pci,id=vser0" not in argv  # no guest agent channel unless asked
     assert (
         "guestfwd=tcp:10.0.2.100:8700-cmd:socat - TCP:127.0.0.1:1"
         in argv[argv.index("-netdev") + 1]
@@ -193,3 +195,32 @@ def _names(proc: Path, directory: Path) -> bool:
         return str(directory / vmdir.PIDFILE).encode() in (proc / "cmdline").read_bytes()
     except OSError:
         return False
+
+
+def test_a_guest_agent_channel_only_when_asked_and_only_in_the_private_directory() -> None:
+    absent = [t for t in TOOLS if shutil.which(t) is None]
+    if absent:
+        missing(f"the qemu driver needs {', '.join(absent)}")
+    # a short state directory: a unix socket's path holds at most 107 bytes
+    short = Path(tempfile.mkdtemp(prefix="qd-", dir="/tmp"))
+    try:
+        base = short / "base.img"
+        base.write_bytes(b"\0" * (1 << 20))
+        settings = QemuSettings(state_dir=short / "vms", image=base, accel="tcg", guest_agent=True)
+        provider = QemuProvider(settings)
+        vm = provider.create(spec())
+        directory = settings.state_dir / vm.provider_id
+        sock = directory / vmdir.GUEST_AGENT
+        assert stat.S_ISSOCK(sock.stat().st_mode)
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700  # root's alone
+        pid = provider.running_pid(directory)
+        assert pid is not None and any(str(sock) in a for a in cmdline(pid))
+        provider.delete(vm.provider_id)
+        assert not directory.exists()
+        # a state directory whose socket path would not fit: refused before anything is made
+        deep = QemuSettings(state_dir=short / ("d" * 90), image=base, accel="tcg", guest_agent=True)
+        with pytest.raises(ProviderError, match="socket path") as refused:
+            QemuProvider(deep).create(spec())
+        assert refused.value.applied is False and not deep.state_dir.exists()
+    finally:
+        shutil.rmtree(short, ignore_errors=True)

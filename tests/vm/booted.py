@@ -56,7 +56,7 @@ class BootedNode:
     vm: VM
     plane: HostPlane
     created: CreatedNode
-    relay: Relay
+    relay: Relay | None  # the harness's relay to the control plane, if it made one
     label: str
     # host wall-clock time of qemu's start (the control plane's times are wall-clock)
     qemu_started_wall: float = field(init=False)

@@ -54,23 +54,32 @@ class VMLauncher:
         **options: Any,
     ) -> Iterator[VM]:
         """`boot_vm` (same options), with the VM's console and timings reported."""
-        with boot_vm(
-            self.image,
-            user_data,
-            guest_ports=guest_ports,
-            guest_forwards=guest_forwards,
-            **options,
-        ) as vm:
-            _live.append(vm)
-            try:
-                yield vm
-            except BaseException:
-                _ended_by_failure.append((vm.instance_id, vm.failure_report()))
-                raise
-            finally:
-                _live.remove(vm)
-                _summary.append(f"VM {label!r} ({vm.accel}, instance-id {vm.instance_id}):")
-                _summary.extend(f"  {line}" for line in vm.timeline.report() + vm.notes)
+        with (
+            boot_vm(
+                self.image,
+                user_data,
+                guest_ports=guest_ports,
+                guest_forwards=guest_forwards,
+                **options,
+            ) as vm,
+            self.reported(vm, label=label),
+        ):
+            yield vm
+
+    @contextmanager
+    def reported(self, vm: VM, *, label: str) -> Iterator[VM]:
+        """`vm` (this harness's or one the control plane's driver made: tests/vm/adopted.py)
+        with its console attached to a failure meanwhile and its timings in the summary."""
+        _live.append(vm)
+        try:
+            yield vm
+        except BaseException:
+            _ended_by_failure.append((vm.instance_id, vm.failure_report()))
+            raise
+        finally:
+            _live.remove(vm)
+            _summary.append(f"VM {label!r} ({vm.accel}, instance-id {vm.instance_id}):")
+            _summary.extend(f"  {line}" for line in vm.timeline.report() + vm.notes)
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 import yaml
 
@@ -116,6 +117,21 @@ class ConsoleWatcher:
         self._thread.join(timeout=5)
 
 
+class Running(Protocol):
+    """A running qemu as a VM is driven through it: this harness's (`Started`) or one the
+    control plane's qemu driver made (tests/vm/adopted.py)."""
+
+    spec: QemuSpec
+    origin: float  # time.monotonic() at qemu's start
+    timeline: tl.Timeline
+    qemu_log: Path
+    notes: list[str]
+
+    def alive(self) -> bool: ...
+
+    def kill(self) -> None: ...
+
+
 @dataclass
 class Started:
     process: subprocess.Popen[bytes]
@@ -195,7 +211,7 @@ def _wait_for(started: Started, mark: str, seconds: float) -> bool:
 _PORT_TAKEN = re.compile(r"host forwarding rule|Could not set up host forwarding", re.I)
 
 
-def boot_failure(started: Started, why: str) -> VMBootError:
+def boot_failure(started: Running, why: str) -> VMBootError:
     return VMBootError(
         f"{why}\n--- qemu ({started.qemu_log}) ---\n{tail(started.qemu_log, 40)}"
         f"\n--- console ({started.spec.console_log}) ---\n{tail(started.spec.console_log, 80)}"

@@ -24,7 +24,7 @@ from typing import TypedDict, Unpack
 from control_plane.providers.qemu.command import GUEST_FORWARD_ADDRESS, GuestForward, QemuSpec
 from tests.vm import timeline as tl
 from tests.vm.image import VMImage
-from tests.vm.launch import Started, VMBootError, boot_failure, make_seed, start, tail
+from tests.vm.launch import Running, VMBootError, boot_failure, make_seed, start, tail
 from tests.vm.qga import GuestAgent, GuestAgentTimeout
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -86,7 +86,7 @@ class VM:
     """One running guest. Made by `boot_vm`, which also stops it."""
 
     def __init__(
-        self, started: Started, agent: GuestAgent, run_dir: Path, instance_id: str
+        self, started: Running, agent: GuestAgent, run_dir: Path, instance_id: str
     ) -> None:
         self._started = started
         self.agent = agent

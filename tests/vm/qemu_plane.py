@@ -4,11 +4,13 @@ directories, their qemu processes, their consoles)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from anyio.from_thread import BlockingPortal
 
 from control_plane.dispatch.nodes import NodeSettings
@@ -42,27 +44,46 @@ def provider_plane(
     nodes: NodeSettings,
     *,
     reachable: bool = True,
+    forwards: dict[int, int] | None = None,
+    **settings: Any,
 ) -> Iterator[HostPlane]:
     """``reachable=False``: the guests get no forward to this control plane (their boot
-    cannot fetch the artifacts nor report ready)."""
+    cannot fetch the artifacts nor report ready). ``forwards``: more guest forwards (guest
+    port -> host port: the model and GitHub stand-ins); ``settings``: the plane's own."""
 
     def app_options(port: int) -> dict[str, Any]:
-        forwards = {GUEST_PLANE_PORT: port} if reachable else {}
+        guest = {**(forwards or {}), **({GUEST_PLANE_PORT: port} if reachable else {})}
         return {
-            "qemu": qemu.model_copy(update={"guest_forwards": forwards}),
+            "qemu": qemu.model_copy(update={"guest_forwards": guest}),
             "node_settings": nodes,
         }
 
     try:
         with host_plane(
             portal, base / "state", artifacts, plane_tls(base / "tls"),
-            app_options=app_options, default_provider="qemu", node_cert_ttl_s=600,
+            app_options=app_options, default_provider="qemu", node_cert_ttl_s=600, **settings,
         ) as served:  # fmt: skip
             yield served
     finally:  # whatever happened, no VM outlives the check
         driver = QemuProvider(qemu)
         for vm in driver.list({}):
             driver.delete(vm.provider_id)
+
+
+def wait_task(
+    plane: HostPlane, user: dict[str, str], task_id: str, timeout_s: float,
+    context: Callable[[], str],
+) -> None:  # fmt: skip
+    """Until the task ends; a failure unless `completed`, with `context()` (a console's
+    tail, a journal) after the task's status, reason, outcome and transitions."""
+    deadline = time.monotonic() + timeout_s
+    task = plane.http.get(f"/api/tasks/{task_id}", headers=user).json()
+    while task["status"] not in ENDS and time.monotonic() < deadline:
+        time.sleep(1)
+        task = plane.http.get(f"/api/tasks/{task_id}", headers=user).json()
+    if task["status"] != "completed":
+        why = {k: task.get(k) for k in ("status", "reason", "outcome", "transitions")}
+        pytest.fail(f"task {task_id}: {why}\n{context()}")
 
 
 def qemus_of(state_dir: Path) -> list[int]:

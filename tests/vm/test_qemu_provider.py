@@ -25,11 +25,11 @@ from anyio.from_thread import BlockingPortal
 from control_plane.dispatch.nodes import NodeSettings
 from control_plane.providers.qemu import vmdir
 from control_plane.providers.qemu.driver import QemuSettings
+from tests.vm import qemu_plane
 from tests.vm.figures import FigureBook
 from tests.vm.image import VMImage
 from tests.vm.plane_host import HostPlane
 from tests.vm.qemu_plane import (
-    ENDS,
     SMALL,
     console_tail,
     provider_plane,
@@ -72,14 +72,7 @@ def plane(
 
 
 def wait_task(plane: HostPlane, user: dict[str, str], task_id: str, state_dir: Path) -> None:
-    deadline = time.monotonic() + TASK_S
-    task = plane.http.get(f"/api/tasks/{task_id}", headers=user).json()
-    while task["status"] not in ENDS and time.monotonic() < deadline:
-        time.sleep(1)
-        task = plane.http.get(f"/api/tasks/{task_id}", headers=user).json()
-    if task["status"] != "completed":
-        why = {k: task.get(k) for k in ("status", "reason", "outcome", "transitions")}
-        pytest.fail(f"task {task_id}: {why}\n{console_tail(state_dir)}")
+    qemu_plane.wait_task(plane, user, task_id, TASK_S, lambda: console_tail(state_dir))
 
 
 def echoed(plane: HostPlane, user: dict[str, str], task_id: str) -> str:

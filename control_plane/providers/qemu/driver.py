@@ -49,6 +49,7 @@ from control_plane.providers.qemu.command import (
 
 log = logging.getLogger("control_plane.providers.qemu")
 PORT_ATTEMPTS = 3
+MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
 _PORT_TAKEN = re.compile(r"host forwarding rule|Could not set up host forwarding", re.I)
 
 
@@ -70,6 +71,9 @@ class QemuSettings(BaseSettings):
     # guest port on 10.0.2.100 -> a port on the host's 127.0.0.1 (the control plane's)
     guest_forwards: dict[int, int] = {}
     start_timeout_s: float = 60.0
+    # a qemu-guest-agent channel at <VM dir>/qga.sock (root's: the directory is 0700), for
+    # an operator's look inside a node and the VM test's checks; the guest runs the agent
+    guest_agent: bool = False
 
     @property
     def configured(self) -> bool:
@@ -157,8 +161,12 @@ class QemuProvider:
         except ValueError as exc:
             raise ProviderError(f"qemu: {exc}", transient=False, applied=False) from None
         vm_id = vmdir.vm_id_for(spec.name, secrets.token_hex(4))
-        s.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         directory = vmdir.vm_dir(s.state_dir, vm_id)
+        socket_path = len(os.fsencode(directory / vmdir.GUEST_AGENT))
+        if s.guest_agent and socket_path > MAX_SOCKET_PATH:
+            why = f"the guest agent's socket path is {socket_path} bytes, past {MAX_SOCKET_PATH}"
+            raise ProviderError(f"qemu: {why}: a shorter STATE_DIR", transient=False, applied=False)
+        s.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         directory.mkdir(mode=0o700)
         # the labels first: from here on a create cut short is found by them, and owned
         _write_private(directory / vmdir.LABELS, json.dumps(dict(spec.labels)))
@@ -285,7 +293,7 @@ class QemuProvider:
             rootfs=directory / vmdir.DISK,
             seed=directory / vmdir.SEED,
             console_log=directory / vmdir.CONSOLE,
-            agent_socket=None,
+            agent_socket=directory / vmdir.GUEST_AGENT if s.guest_agent else None,
             accel=accel,
             cpus=cpus,
             memory_mb=mem,

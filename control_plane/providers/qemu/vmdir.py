@@ -25,6 +25,7 @@ DISK = "disk.qcow2"
 SEED = "seed.img"
 CONSOLE = "console.log"
 QEMU_LOG = "qemu.log"
+GUEST_AGENT = "qga.sock"  # with `guest_agent` on: qemu-guest-agent's channel
 # a provider id is a directory name: no separators, no dot first (hidden: being removed)
 _VM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,100}")
 _NAME = re.compile(r"[^A-Za-z0-9_.-]+")

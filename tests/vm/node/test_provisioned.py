@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from control_plane.providers.qemu import vmdir
 from control_plane.provisioning.artifacts.lockfile import normalize, parse_lock
 from control_plane.provisioning.artifacts.wheelhouse import BOOTSTRAP_PACKAGE
 from tests.provisioning.pki import csr_pem
@@ -97,7 +98,7 @@ def test_the_bootstrap_token_is_spent_and_the_callback_token_stays_off_the_user_
     callback = vm.read_text(f"{ETC}/callback-token").strip()
     assert len(callback) > 100
     places = {
-        "the user-data the control plane gave": node.created.user_data,
+        "the seed the driver made": (node.vm.run_dir / vmdir.SEED).read_bytes().decode("latin-1"),
         "the user-data in the guest": vm.read_text("/var/lib/cloud/instance/user-data.txt"),
         "the journal": vm.run(["journalctl", "--no-pager", "-o", "cat"], timeout=120).stdout,
         "the console": vm.console(),
