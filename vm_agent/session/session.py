@@ -364,6 +364,7 @@ class AgentSession:
         )
         self._run = run
         self._usage.restart()
+        self._exchange.restart()
         self._task_group.start_soon(self._go, run, delay, load)
 
     async def _go(self, run: AgentRun, delay: float, load: str | None) -> None:
