@@ -32,7 +32,8 @@ def command_name(agent: str) -> str:
 
 def catalog_toml(agents: Iterable[str], agents_dir: str = AGENTS_DIR) -> str:
     """``[agents.NAME]`` tables: the bundle's command, the built-in arguments, credentials,
-    MCP transports and model variable (an entry replaces the built-in one whole)."""
+    MCP transports, model variable and cut-answer signal (an entry replaces the built-in
+    one whole)."""
     builtin = builtin_agents()
     bin_dir = f"{agents_dir}/bin"
     lines = ["# vm-agent: the agents installed from the bundle (rendered by cloud_init)."]
@@ -51,6 +52,8 @@ def catalog_toml(agents: Iterable[str], agents_dir: str = AGENTS_DIR) -> str:
         lines.append(f"mcp_transports = {json.dumps(list(spec.mcp_transports))}")
         if spec.model_env:
             lines.append(f"model_env = {json.dumps(spec.model_env)}")
+        if spec.empty_usage_means_cut:
+            lines.append("empty_usage_means_cut = true")
         # The file's entry replaces the built-in one whole: its fixed variables come along.
         env = {"PATH": f"{bin_dir}:{SYSTEM_PATH}", **spec.env}
         pairs = ", ".join(f"{name} = {json.dumps(value)}" for name, value in env.items())

@@ -249,6 +249,9 @@ def test_the_catalog_points_at_the_bundle_and_the_daemon_accepts_it(tmp_path: Pa
     assert catalog.get("fake").name == "fake"  # the built-in fake agent stays
     for name in ("claude", "codex"):  # what the control plane knows of them holds on the VM
         assert catalog.get(name).mcp_transports == builtin_agents()[name].mcp_transports
+        # and what the daemon knows of them: claude's signal of a cut answer
+        cut = builtin_agents()[name].empty_usage_means_cut
+        assert catalog.get(name).empty_usage_means_cut is cut is (name == "claude")
     assert catalog.get("claude").env["CLAUDE_CODE_MAX_RETRIES"] == "4"
 
 

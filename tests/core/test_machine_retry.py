@@ -2,9 +2,14 @@
 backoff, under the same prompt id, until the attempts are spent; never after a tool; a
 cancel or a stop during the backoff ends it. An agent that can load sessions gets the
 prompt again in a new process (no crash, no restart budget spent); one that cannot, in the
-same process, where a disconnect during the backoff is a crash, not a retry."""
+same process, where a disconnect during the backoff is a crash, not a retry. An answer cut
+mid-stream, as an agent that declares the signal reports one, is sent again the same way."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
 
 from vm_agent.core import actions as a
 from vm_agent.core import events as e
@@ -32,6 +37,20 @@ def overloaded(now: float, **kw: object) -> e.PromptErrored:
     return e.PromptErrored(now, -32603, OVERLOADED, **kw)  # type: ignore[arg-type]
 
 
+CUTTING = SessionPolicy(retry=POLICY.retry, empty_usage_means_cut=True)
+CUT = "model answer cut off mid-stream (the agent ended the turn with no tokens counted)"
+
+
+def cut(now: float, **kw: object) -> e.PromptAnswered:
+    """claude-agent-acp 0.23.1's answer to a turn whose stream the provider cut: text
+    shown, Claude Code's fallback request billed, no token counted (docs/agents.md)."""
+    facts = {"streamed_text": True, "input_tokens": 0, "output_tokens": 0, "cost_rose": True}
+    return e.PromptAnswered(now, "end_turn", **(facts | kw))  # type: ignore[arg-type]
+
+
+Failure = Callable[..., e.PromptErrored | e.PromptAnswered]
+
+
 def test_a_529_then_success_is_one_retry_and_one_outcome() -> None:
     m = prompting()
     out = m.handle(overloaded(2))
@@ -48,29 +67,51 @@ def test_a_529_then_success_is_one_retry_and_one_outcome() -> None:
     assert out[-1] == a.StateChanged(S.READY)
 
 
-def test_attempts_spent_end_failed_with_the_reason() -> None:
-    m = prompting()
+ERROR_END = f"model provider overloaded (529) after 3 attempts: {OVERLOADED}"
+
+
+@pytest.mark.parametrize(
+    ("policy", "fail", "end"),
+    [
+        (POLICY, overloaded, a.RecordOutcome("p1", O.FAILED, reason=ERROR_END, error_code=-32603)),
+        # a cut answer was no error: no code
+        (CUTTING, cut, a.RecordOutcome("p1", O.FAILED, reason=f"{CUT} after 3 attempts")),
+    ],
+    ids=["error", "cut"],
+)
+def test_attempts_spent_end_failed_with_the_reason(
+    policy: SessionPolicy, fail: Failure, end: a.RecordOutcome
+) -> None:
+    m = prompting(policy)
     now = 2.0
     for attempt in (2, 3):
-        (retry,) = m.handle(overloaded(now))
+        (retry,) = m.handle(fail(now))
         assert isinstance(retry, a.RetryPrompt) and retry.attempt == attempt
         now += retry.delay_s
         assert m.handle(e.Tick(now)) == [a.ResendPrompt("p1", attempt)]
-    out = m.handle(overloaded(now))
-    end = out[0]
-    assert isinstance(end, a.RecordOutcome) and end.outcome is O.FAILED
-    assert end.reason == f"model provider overloaded (529) after 3 attempts: {OVERLOADED}"
-    assert end.error_code == -32603 and m.state is S.READY
+    out = m.handle(fail(now))
+    assert out[0] == end and m.state is S.READY
     # the next prompt starts counting again
     m.handle(e.PromptRequested(now + 1, "p2"))
-    assert isinstance(m.handle(overloaded(now + 2))[0], a.RetryPrompt)
+    assert isinstance(m.handle(fail(now + 2))[0], a.RetryPrompt)
 
 
-def test_no_retry_after_a_tool() -> None:
-    m = prompting()
-    end = m.handle(overloaded(2, tool_started=True))[0]
+@pytest.mark.parametrize(
+    ("policy", "fail"), [(POLICY, overloaded), (CUTTING, cut)], ids=["error", "cut"]
+)
+def test_no_retry_after_a_tool(policy: SessionPolicy, fail: Failure) -> None:
+    m = prompting(policy)
+    end = m.handle(fail(2, tool_started=True))[0]
     assert isinstance(end, a.RecordOutcome) and end.outcome is O.FAILED
     assert "after the agent started a tool" in (end.reason or "")
+
+
+def test_a_cut_answer_is_completed_while_cancelling_or_for_an_agent_without_the_signal() -> None:
+    completed = a.RecordOutcome("p1", O.COMPLETED, stop_reason="end_turn")
+    m = prompting(CUTTING)
+    m.handle(e.CancelRequested(2))  # a cancel pending: no retry, as for an error
+    assert m.handle(cut(3))[0] == completed
+    assert prompting().handle(cut(2))[0] == completed
 
 
 def test_other_errors_fail_at_once_and_codex_s_detail_is_kept() -> None:
@@ -160,6 +201,15 @@ def test_a_loading_agent_gets_the_retry_in_a_new_process() -> None:
     out = m.handle(e.PromptAnswered(7, "end_turn"))
     assert out[0] == a.RecordOutcome("p1", O.COMPLETED, stop_reason="end_turn")
     assert not any(isinstance(x, a.EmitCrashReport) for x in out)
+
+
+def test_a_cut_answer_of_a_resuming_agent_goes_again_in_a_new_process() -> None:
+    m = prompting(CUTTING, load=True)
+    assert m.handle(cut(2)) == [a.RetryPrompt("p1", 2, 2.0, CUT, None, ""), STOP]
+    m.handle(e.Disconnected(3, ExitFacts(exit_code=None, signal=15, uptime_s=9.0)))
+    assert m.handle(e.RecoverySucceeded(6, "acp-1", loaded=True))[-1] == a.ResendPrompt("p1", 2)
+    whole = e.PromptAnswered(7, "end_turn", True, 12, 5, cost_rose=True)  # the same stand-in
+    assert m.handle(whole)[0] == a.RecordOutcome("p1", O.COMPLETED, stop_reason="end_turn")
 
 
 def test_a_cancel_while_the_retry_s_process_goes() -> None:

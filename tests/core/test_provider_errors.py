@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from vm_agent.core import events as e
+from vm_agent.core.answers import cut_answer
 from vm_agent.core.provider_errors import (
     ProviderError,
     RetryPolicy,
@@ -15,6 +17,7 @@ from vm_agent.core.provider_errors import (
 )
 
 OV, RL = Transience.OVERLOADED, Transience.RATE_LIMITED
+CUT = ProviderError(Transience.CUT)
 CLAUDE_529 = (
     'Internal error: API Error: 529 {"type":"error","error":{"type":"overloaded_error",'
     '"message":"Overloaded"}}'
@@ -107,6 +110,10 @@ OVER = ProviderError(OV, 529)
         (P, ProviderError(RL, 429, 10.0), 1, False, 0.0, True, 10.0, "rate limit (429)"),
         (P, ProviderError(RL, 429, 0.5), 1, False, 0.0, True, 2.0, ""),
         (P, ProviderError(RL, 429, 61.0), 1, False, 0.0, False, 0.0, "asks to wait 61 s"),
+        # an answer cut mid-stream: the same policy, its own reason
+        (P, CUT, 1, False, 0.0, True, 2.0, "model answer cut off mid-stream"),
+        (P, CUT, 3, False, 0.0, False, 0.0, "tokens counted) after 3 attempts"),
+        (P, CUT, 1, True, 0.0, False, 0.0, "tokens counted) after the agent started a tool"),
         # a draw out of range is clamped, never a negative or endless wait
         (P, OVER, 1, False, -5.0, True, 2.0, ""),
         (P, OVER, 1, False, 7.0, True, 2.5, ""),
@@ -128,3 +135,46 @@ def test_policy(  # noqa: PLR0917 - one parameter per column of the table
     assert words in decision.reason
     if not retry:
         assert decision.reason.endswith(": the agent's")
+
+
+def answered(
+    stop: str = "end_turn",
+    tokens: tuple[int | None, int | None] = (0, 0),
+    *,
+    text: bool = True,
+    billed: bool = True,
+) -> e.PromptAnswered:
+    """An answer, as claude-agent-acp 0.23.1 gave it for a turn the provider cut (the
+    defaults): ``end_turn``, text shown, a request billed, 0 input and 0 output tokens."""
+    return e.PromptAnswered(1.0, stop, text, *tokens, cost_rose=billed)
+
+
+@pytest.mark.parametrize(
+    ("answer", "declared", "expected"),
+    [
+        (answered(), True, CUT),
+        # the agent's catalog entry does not declare the signal
+        (answered(), False, None),
+        # the answer carried no usage, or only some of it
+        (answered(tokens=(None, None)), True, None),
+        (answered(tokens=(0, None)), True, None),
+        (answered(tokens=(None, 0)), True, None),
+        # tokens counted: a whole turn (the same stand-in: 12 and 5), or a cut after one
+        (answered(tokens=(12, 5)), True, None),
+        (answered(tokens=(12, 0)), True, None),
+        (answered(tokens=(0, 5)), True, None),
+        # no text streamed (claude's stale end of a failed turn: empty, at once)
+        (answered(text=False), True, None),
+        # nothing billed: no model request (claude's local /context: text, no token)
+        (answered(billed=False), True, None),
+        # another stop reason
+        (answered("cancelled"), True, None),
+        (answered("max_tokens"), True, None),
+        (answered("max_turn_requests"), True, None),
+        (answered("refusal"), True, None),
+    ],
+)
+def test_cut_answer(
+    answer: e.PromptAnswered, declared: bool, expected: ProviderError | None
+) -> None:
+    assert cut_answer(answer, empty_usage_means_cut=declared) == expected

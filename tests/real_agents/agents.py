@@ -213,6 +213,8 @@ def catalog_entry(
     entry["mcp_transports"] = list(builtin.mcp_transports)
     if builtin.model_env:
         entry["model_env"] = builtin.model_env
+    if builtin.empty_usage_means_cut:
+        entry["empty_usage_means_cut"] = True
     if credentials:
         entry["credentials"] = [kit.key_var]
     return entry
@@ -224,7 +226,7 @@ def write_agents_file(path: Path, entries: Mapping[str, dict[str, Any]]) -> Path
         # JSON strings and arrays are valid TOML (the same escapes).
         lines.append(f"[agents.{name}]")
         lines.append(f"command = {json.dumps(entry['command'])}")
-        for key in ("credentials", "mcp_transports", "model_env"):
+        for key in ("credentials", "mcp_transports", "model_env", "empty_usage_means_cut"):
             if key in entry:
                 lines.append(f"{key} = {json.dumps(entry[key])}")
         pairs = ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in entry["env"].items())

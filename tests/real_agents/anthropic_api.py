@@ -39,11 +39,15 @@ ERRORS = {
 }
 
 
-def error_response(fail: Failure) -> JSONResponse:
-    """Anthropic's error body: ``{"type": "error", "error": {"type", "message"}}``."""
+def error_body(fail: Failure) -> dict[str, Any]:
+    """Anthropic's error body: ``{"type": "error", "error": {"type", "message"}}`` (also
+    the data of a stream's ``event: error``)."""
     kind, message = ERRORS.get(fail.status, ("api_error", "Internal server error"))
-    body = {"type": "error", "error": {"type": kind, "message": message}}
-    return JSONResponse(body, status_code=fail.status, headers=fail.headers())
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def error_response(fail: Failure) -> JSONResponse:
+    return JSONResponse(error_body(fail), status_code=fail.status, headers=fail.headers())
 
 
 def _usage(output_tokens: int) -> dict[str, int]:
@@ -149,6 +153,9 @@ async def _stream(
                 )
                 if reply.hold and n == 0:
                     await script.hold()
+                if reply.fail_mid is not None:  # the stream cut by the provider's error
+                    yield sse(error_body(reply.fail_mid), "error")
+                    return
             yield sse({"type": "content_block_stop", "index": index}, "content_block_stop")
             index += 1
         elif reply.hold:

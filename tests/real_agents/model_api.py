@@ -70,12 +70,16 @@ class Reply:
     ``hold``: stream the first piece of text, then keep the stream open without finishing
     until the script releases it (or the agent goes away): an answer still being written.
     ``fail``: no answer at all: the request is refused with that HTTP error.
+    ``fail_mid``: the stream starts (200, the first piece of text), then the provider's
+    error event ends it (the Anthropic stand-in: ``event: error`` with that status's error
+    type, as its API sends one mid-stream).
     """
 
     text: str = ""
     tool: ToolCall | None = None
     hold: bool = False
     fail: Failure | None = None
+    fail_mid: Failure | None = None
 
     def pieces(self, count: int = 3) -> list[str]:
         """The text in up to ``count`` pieces, as a stream of tokens would bring it."""
@@ -86,12 +90,13 @@ class Reply:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Reply:
-        tool, fail = data.get("tool"), data.get("fail")
+        tool, fail, mid = data.get("tool"), data.get("fail"), data.get("fail_mid")
         return cls(
             text=str(data.get("text", "")),
             tool=ToolCall(str(tool["name"]), dict(tool.get("arguments", {}))) if tool else None,
             hold=bool(data.get("hold", False)),
             fail=Failure(int(fail["status"]), fail.get("retry_after")) if fail else None,
+            fail_mid=Failure(int(mid["status"]), mid.get("retry_after")) if mid else None,
         )
 
 

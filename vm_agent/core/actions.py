@@ -28,14 +28,16 @@ class SendPrompt:
 
 @dataclass(frozen=True, slots=True)
 class RetryPrompt:
-    """The prompt failed with a transient provider error: it is sent again (``ResendPrompt``)
-    after ``delay_s``, as attempt number ``attempt``. Tell the viewers."""
+    """The prompt failed with a transient provider error, or its answer was cut: it is sent
+    again (``ResendPrompt``) after ``delay_s``, as attempt number ``attempt``. Tell the
+    viewers. ``error_code`` and ``message``: the agent's error (None and empty for a cut
+    answer, which was none)."""
 
     prompt_id: str
     attempt: int
     delay_s: float
     reason: str
-    error_code: int
+    error_code: int | None
     message: str
     retry_after_s: float | None = None
 

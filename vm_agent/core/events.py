@@ -41,6 +41,13 @@ class AgentOutput:
 class PromptAnswered:
     now: float
     stop_reason: str
+    # What this attempt of the prompt showed, to tell a cut answer (core/answers.py):
+    streamed_text: bool = False  # a non-empty agent_message_chunk text came during it
+    input_tokens: int | None = None  # the answer's usage (None: it reported none)
+    output_tokens: int | None = None
+    cost_rose: bool = False  # the agent's cumulative cost rose: a model request was billed
+    tool_started: bool = False  # a tool_call update came during this attempt of the prompt
+    random: float = 0.0  # a draw in [0, 1) for a retry's jitter (the machine has no dice)
 
 
 @dataclass(frozen=True, slots=True)

@@ -141,7 +141,7 @@ class SessionMachine:
             ev,
             cancelling=self.state is S.CANCELLING,
             attempt=self.prompt_attempt,
-            retry=self.policy.retry,
+            policy=self.policy,
         )
         if isinstance(end, a.RetryPrompt) and self.resume_session and self.acp_session_id:
             # A new process resumes the session and gets the prompt: an agent's state after

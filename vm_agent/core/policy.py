@@ -19,6 +19,9 @@ class SessionPolicy:
     backoff_max_s: float = 30.0
     # Prompts failed by a transient model-provider error (issue 25); not crash recovery.
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # The session's agent ends a turn the provider cut mid-stream as a whole one, its usage
+    # counting no tokens: its catalog entry says so (AgentSpec.empty_usage_means_cut).
+    empty_usage_means_cut: bool = False
 
     def backoff(self, restarts_in_window: int) -> float:
         """Zero for the first restart in the window, then doubling up to the cap."""

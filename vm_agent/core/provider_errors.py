@@ -32,6 +32,9 @@ REQUEST_CANCELLED_CODE = -32800
 class Transience(StrEnum):
     OVERLOADED = "overloaded"  # the provider has no capacity now (529, 503)
     RATE_LIMITED = "rate_limited"  # too many requests for now (429)
+    # The provider ended the answer's stream with an error midway, and the agent ended the
+    # turn as if it were whole (core/answers.py, ``cut_answer``).
+    CUT = "cut"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +46,13 @@ class ProviderError:
     retry_after_s: float | None = None  # how long the provider asked to wait, if it said
 
     def describe(self) -> str:
-        what = (
-            "model provider overloaded"
-            if self.kind is Transience.OVERLOADED
-            else "model provider rate limit"
-        )
+        what = {
+            Transience.OVERLOADED: "model provider overloaded",
+            Transience.RATE_LIMITED: "model provider rate limit",
+            Transience.CUT: (
+                "model answer cut off mid-stream (the agent ended the turn with no tokens counted)"
+            ),
+        }[self.kind]
         return f"{what} ({self.status})" if self.status is not None else what
 
 

@@ -9,6 +9,7 @@ The override file (``AGENTS_FILE``) is TOML::
     env = { CLAUDE_CODE_MAX_OUTPUT_TOKENS = "8192" }  # fixed, non-secret variables
     mcp_transports = ["stdio", "http", "sse"]  # MCP servers it takes at session/new
     model_env = "SOME_MODEL"  # where agentSettings.model goes when it has no model option
+    empty_usage_means_cut = true  # a turn it ends with text, billed, no token counted: cut
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ class AgentSpec(BaseModel):
     # For an agent that offers no config option of category "model": the variable its
     # process reads its model from, where a start's `agentSettings.model` goes instead.
     model_env: str | None = None
+    # The agent ends a turn whose model stream the provider cut with an error as a whole
+    # one (`end_turn`) and counts no token of it: such a turn (text shown, a request billed,
+    # 0 input and 0 output tokens) is a transient provider failure (docs/outcomes.md). Only
+    # where measured: an agent whose whole turns count no tokens would fail every prompt.
+    empty_usage_means_cut: bool = False
 
     @field_validator("command")
     @classmethod
@@ -75,6 +81,11 @@ def builtin_agents() -> dict[str, AgentSpec]:
             # leaves longer trouble to the daemon's prompt retries, which viewers see
             # (docs/agents.md, *Provider errors*).
             env={"CLAUDE_CODE_MAX_RETRIES": "4"},
+            # A stream cut by Anthropic's mid-stream `overloaded_error`: claude-agent-acp
+            # 0.23.1 showed "Half of " and answered `end_turn` with usage 0 input, 0 output
+            # tokens, the cost of Claude Code's unseen non-streaming fallback request counted;
+            # a whole turn against the same stand-in: 12 and 5 (docs/agents.md).
+            empty_usage_means_cut=True,
         ),
         AgentSpec(
             name="codex",

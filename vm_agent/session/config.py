@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from vm_agent.common.redact import Redactor
 from vm_agent.core.machine import SessionPolicy
@@ -52,3 +52,7 @@ class SessionConfig:
     git: GitWork | None = None
     # The secrets agentSettings' MCP servers name; None: no control plane (refused at start).
     mcp_secrets: McpSecretsProvider | None = None
+
+    def policy_for(self, spec: AgentSpec) -> SessionPolicy:
+        """The policy of a session of that agent: with its own signal of a cut answer."""
+        return replace(self.policy, empty_usage_means_cut=spec.empty_usage_means_cut)

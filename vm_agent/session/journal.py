@@ -61,15 +61,17 @@ class SessionJournal:
         )
 
     async def prompt_retry(self, act: a.RetryPrompt) -> None:
-        """A transient provider error: the prompt is sent again after ``delay_s``."""
+        """A transient provider error or a cut answer: the prompt is sent again after
+        ``delay_s``."""
         data: dict[str, Any] = {
             "prompt_id": act.prompt_id,
             "attempt": act.attempt,
             "delay_s": round(act.delay_s, 3),
             "reason": act.reason,
-            "error_code": act.error_code,
-            "message": self.redactor.redact(act.message),
         }
+        if act.error_code is not None:  # a cut answer was no error
+            data["error_code"] = act.error_code
+            data["message"] = self.redactor.redact(act.message)
         if act.retry_after_s is not None:
             data["retry_after_s"] = act.retry_after_s
         await self.log.append(self.session_id, "prompt.retry", data)

@@ -78,7 +78,7 @@ class AgentSession:
         self.credentials = credentials
         # Whatever the provider hands out is a secret from then on: no log line shows it.
         self._credentials = None if credentials is None else redacting(credentials, redactor)
-        self.machine = SessionMachine(config.policy)
+        self.machine = SessionMachine(config.policy_for(spec))
         self._restored = restored
         # The control plane's reservation this session runs under, kept with the session.
         self.reservation = reservation
@@ -364,6 +364,7 @@ class AgentSession:
         )
         self._run = run
         self._usage.restart()
+        self._exchange.restart()
         self._task_group.start_soon(self._go, run, delay, load)
 
     async def _go(self, run: AgentRun, delay: float, load: str | None) -> None:
