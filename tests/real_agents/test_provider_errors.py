@@ -185,3 +185,29 @@ async def test_claude_s_local_command_is_no_cut_answer(tmp_path: Path) -> None:
     assert "Context Usage" in agent_text(events)
     assert of(events, "prompt.retry") == []
     assert r.script.turns() == []
+
+
+async def test_claude_after_a_failed_prompt_the_next_prompt_goes_to_a_new_process(
+    tmp_path: Path,
+) -> None:
+    """claude-agent-acp 0.23.1 answers the next prompt in the process of a failed turn with
+    that turn's stale end, at once and empty (the model never asked); the daemon sends it
+    to a new process that resumes the session instead."""
+    replies = [Reply(fail=Failure(400)), Reply(text="Back again.")]
+    async with rig(tmp_path, CLAUDE, replies) as r:
+        async with daemon(r, agents_file(r)) as d, d.viewer() as v:
+            await start_session(v, r)
+            first = await v.answer(await send_prompt(v, "Say hello.", "p1"), timeout=WAIT_S)
+            await event(v, "prompt.finished", prompt_id="p1")
+            failed_in = d.agent_pid()
+            since = len(v.events)
+            second = await v.answer(await send_prompt(v, "Once more.", "p2"), timeout=WAIT_S)
+            await event(v, "prompt.finished", prompt_id="p2")
+            events, answered_in = list(v.events)[since:], d.agent_pid()
+        turns = r.script.turns()
+    assert (first["outcome"], "API Error: 400" in first["reason"]) == ("failed", True), first
+    assert (second["outcome"], second["stop_reason"]) == ("completed", "end_turn"), second
+    assert "Back again." in agent_text(events)  # the model was asked, and its answer shown
+    assert len(turns) == 2 and "Once more." in turns[-1].text
+    assert answered_in != failed_in
+    assert of(events, "prompt.retry") == []  # not a retry: the first prompt had ended

@@ -23,7 +23,11 @@ class Refuse:
 
 @dataclass(frozen=True, slots=True)
 class SendPrompt:
+    """The prompt is running: log its start and send it (``send`` False: its first send is
+    a ``ResendPrompt`` once a new process is up)."""
+
     prompt_id: str
+    send: bool = True
 
 
 @dataclass(frozen=True, slots=True)

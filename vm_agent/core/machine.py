@@ -83,6 +83,14 @@ class SessionMachine(MachineState):
         if self.state is not S.READY:
             return [a.Refuse(refusal(self.state, self.error))]
         self.prompt_id = ev.prompt_id
+        if self._failed_turn and self.resume_session and self.acp_session_id:
+            # A failed turn's process is not used again (claude-agent-acp 0.23.1 ends the
+            # next prompt there at once, empty and stale): a new one resumes the session
+            # and gets this prompt, as a retry's does.
+            self.prompt_attempt, self._stopping, self._retry_delay = 0, Stopping.RETRY, 0.0
+            why = "a new agent process for the prompt after a failed turn"
+            return [*self._enter(S.PROMPTING), a.SendPrompt(ev.prompt_id, send=False),
+                    a.StopAgent(why)]  # fmt: skip
         self.prompt_attempt = 1
         self._arm_prompt(ev.now)
         return [*self._enter(S.PROMPTING), a.SendPrompt(ev.prompt_id)]
@@ -123,6 +131,7 @@ class SessionMachine(MachineState):
             self._output_deadline = None
             return [end]
         self._end_prompt()
+        self._failed_turn = end.outcome is OutcomeKind.FAILED
         auth = end.outcome is OutcomeKind.AUTH_REQUIRED
         return [end, *self._enter(S.READY, "the agent needs authentication" if auth else None)]
 
@@ -239,7 +248,8 @@ class SessionMachine(MachineState):
         elif self._restart_kind is RestartKind.RETRY and self.prompt_id is not None:
             self.prompt_attempt += 1
             self._arm_prompt(ev.now)
-            note = "a new agent process loaded the session; the prompt goes again"
+            again = " again" if self.prompt_attempt > 1 else ""
+            note = f"a new agent process loaded the session; the prompt goes{again}"
             resend = a.ResendPrompt(self.prompt_id, self.prompt_attempt)
             return [*self._enter(S.PROMPTING, note), resend]
         self.prompt_id = None

@@ -40,6 +40,7 @@ class MachineState:
     _crash: tuple[Classification, ExitFacts] | None = None  # waits for the recovery's result
     _retry_delay: float = 0.0  # the backoff before a retry's new process starts
     _recovered_process: bool = False  # the running process was started by a crash recovery
+    _failed_turn: bool = False  # the running process's last prompt ended `failed`
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -65,6 +66,7 @@ class MachineState:
         else:
             self._attempt = 1
         self._restart_kind = kind
+        self._failed_turn = False  # a new process: its state is fresh
         note = f"restarting the agent: {why}"
         if self.state is S.RECOVERING:
             return [a.Restart(delay, load=load, attempt=self._attempt, why=why)]

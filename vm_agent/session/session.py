@@ -289,12 +289,13 @@ class AgentSession:
         match act:
             case a.StateChanged(state=state, note=note):
                 await self._emit_state(state, note, **state_extra)
-            case a.SendPrompt(prompt_id=pid):
+            case a.SendPrompt(prompt_id=pid, send=send):
                 self._relay.replaying = False
                 prompt = self._book.take(pid)
                 self._usage.prompt_started()
                 await self._journal.prompt_started(pid, prompt)
-                self._task_group.start_soon(self._exchange.send, prompt)
+                if send:  # else a new process gets it first (ResendPrompt)
+                    self._task_group.start_soon(self._exchange.send, prompt)
             case a.RetryPrompt():
                 await self._journal.prompt_retry(act)
             case a.ResendPrompt(prompt_id=pid):
