@@ -80,6 +80,11 @@ def lock_file(path: Path) -> int:
     return fd
 
 
+# How long a statement waits for the write lock: the daemon is the log's only writer, so
+# only a stalled disk (or a test's lock) makes it wait at all.
+BUSY_TIMEOUT_MS = 10_000
+
+
 def connect(
     path: Path, *, synchronous: str, readonly: bool = False, autocheckpoint: bool = True
 ) -> sqlite3.Connection:
@@ -88,7 +93,7 @@ def connect(
     ``autocheckpoint=False`` is for the writer: the `Checkpointer` does it off the commit path.
     """
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_MS)}")
     if readonly:
         conn.execute("PRAGMA query_only = 1")
         return conn
