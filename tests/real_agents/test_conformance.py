@@ -135,7 +135,11 @@ async def test_sigkill_mid_answer_is_recovered_and_the_next_turn_carries_the_ear
         assert report["last_method"] == "session/prompt"
         if not kit.loads_sessions:
             # The daemon did its part: it classified the disconnect resumable, started a
-            # new process and asked it to load the session; the agent could not.
+            # new process and asked it to load the session; the agent could not (gemini-cli
+            # 0.61 answers -32603 in most runs; once, on a loaded machine, its load worked).
+            if second["outcome"] == "recovered":
+                assert report["recovered"] is True, report
+                return
             assert second["outcome"] == "crashed", second
             assert report["recovered"] is False
             assert "session/load" in report["recovery_error"]
