@@ -54,7 +54,8 @@ async def _run_acpx(tmp: Path, s: Stack, short: Path, task: str, user: str) -> t
         "VM_AGENT_USER_TOKEN": s.plane.tokens.mint_user_token(user),
     }
     with anyio.fail_after(300):
-        done = await anyio.run_process(argv, env=env, cwd=work, check=False)
+        # a group of its own, as the jail wants: its forwarder lives while the group does
+        done = await anyio.run_process(argv, env=env, cwd=work, check=False, start_new_session=True)
     return done.returncode, done.stdout.decode() + done.stderr.decode()
 
 
