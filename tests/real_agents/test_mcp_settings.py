@@ -5,7 +5,10 @@ each agent's live ``mcpCapabilities`` are what the catalog says (``mcp_transport
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,7 @@ import anyio
 import pytest
 
 from tests.daemon.harness import Viewer
+from tests.processes import with_variable
 from tests.real_agents.agents import BIN, KITS, SYSTEM_PATH, Kit, _unshare, require_real_agents
 from tests.real_agents.harness import WAIT_S, Rig, allow_once, daemon, rig, send_prompt
 from tests.real_agents.model_api import Reply, ToolCall
@@ -160,7 +164,10 @@ async def live_initialize(kit: Kit, home: Path) -> dict[str, Any]:
         "method": "initialize",
         "params": {"protocolVersion": 1, "clientCapabilities": {}},
     }
-    async with await anyio.open_process(argv, env={**env, "PATH": f"{BIN}:{SYSTEM_PATH}"}) as proc:
+    env = {**env, "PATH": f"{BIN}:{SYSTEM_PATH}"}
+    # a group of its own, killed whole: codex-acp's Node wrapper runs a native child that a
+    # kill of the wrapper alone left running, orphaned
+    async with await anyio.open_process(argv, env=env, start_new_session=True) as proc:
         assert proc.stdin is not None and proc.stdout is not None
         await proc.stdin.send((json.dumps(request) + "\n").encode())
         buffer = b""
@@ -174,12 +181,16 @@ async def live_initialize(kit: Kit, home: Path) -> dict[str, Any]:
                             answer: dict[str, Any] = message["result"]
                             return answer
         finally:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("kit", list(KITS.values()), ids=list(KITS))
 async def test_live_mcp_capabilities_are_the_catalogs(tmp_path: Path, kit: Kit) -> None:
     answer = await live_initialize(kit, tmp_path / "home")
+    with anyio.fail_after(10):  # what was just killed may take a moment to be reaped
+        while with_variable("HOME", str(tmp_path / "home")):
+            await anyio.sleep(0.1)
     mcp = answer.get("agentCapabilities", {}).get("mcpCapabilities", {})
     live = ("stdio", *(t for t in ("http", "sse") if mcp.get(t) is True))
     assert builtin_agents()[kit.name].mcp_transports == live, mcp
