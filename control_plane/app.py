@@ -47,7 +47,8 @@ from control_plane.api.common import (
 )
 from control_plane.dispatch import addresses
 from control_plane.dispatch.loop import Dispatcher, DispatchSettings
-from control_plane.dispatch.nodes import BootKit, NodeLifecycle, NodeSettings
+from control_plane.dispatch.node_boot import BootKit
+from control_plane.dispatch.nodes import NodeLifecycle, NodeSettings
 from control_plane.github.delivery import delivery_from_settings
 from control_plane.identity.keys import Clock
 from control_plane.identity.node_certs import certificate_on_record_refusal

@@ -14,7 +14,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 
 import anyio
@@ -23,9 +23,9 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Engine
 
-from cloud_init import render
 from cloud_init.params import SWAP_SIZE_MB_MAX, SWAPPINESS_MAX, SwapSettings
 from control_plane.dispatch.addresses import record_vm_address
+from control_plane.dispatch.node_boot import BootKit, node_user_data
 from control_plane.dispatch.node_faults import FaultPoint, fault
 from control_plane.dispatch.replace import place_again
 from control_plane.identity.sealing import Sealer
@@ -49,8 +49,7 @@ from control_plane.providers.registry import (
     platform_accounts,
 )
 from control_plane.provisioning import userdata
-from control_plane.provisioning.artifacts.manifest import Manifest
-from control_plane.storage import machines, provisioning_store
+from control_plane.storage import machines
 from control_plane.storage.machines import Machine, Reported
 
 log = logging.getLogger("control_plane.nodes")
@@ -93,18 +92,6 @@ class NodeSettings(BaseSettings):
             delete_grace_s=self.delete_grace_s,
             drain_deadline_s=self.drain_deadline_s,
         )
-
-
-@dataclass(frozen=True)
-class BootKit:
-    """What a node's user-data is made of (the plane's URL, its artifacts, its CA)."""
-
-    public_url: str
-    jwks_url: str
-    manifest: Callable[[], Manifest]
-    ca_certificate: str | None
-    dns_name: Callable[[str], str]
-    bootstrap_ttl_s: float
 
 
 class NodeLifecycle:
@@ -302,49 +289,10 @@ class NodeLifecycle:
         await self._record(m, provider_id=vm.provider_id, phase=NodePhase.BOOTING, failures=0)
 
     def _user_data(self, m: Machine) -> str:
-        """User-data with a fresh bootstrap token, its provisioning row made (or replaced)."""
-        manifest = self.kit.manifest()
-        token = userdata.new_bootstrap_token()
-        now = self.clock()
-        expires = now + self.kit.bootstrap_ttl_s
         s = self.settings
         swap = SwapSettings(size_mb=s.swap_mb, swappiness=s.swappiness)
         request = userdata.NodeRequest(agent_start_timeout_s=s.agent_start_timeout_s, swap=swap)
-        agents = userdata.chosen_agents(None, manifest)
-        params = userdata.user_data_params(
-            node_id=m.node_id,
-            hostname=m.node_id,
-            public_url=self.kit.public_url,
-            jwks_url=self.kit.jwks_url,
-            token=token,
-            manifest=manifest,
-            agents=agents,
-            request=request,
-            ca_certificate=self.kit.ca_certificate,
-        )
-        rendered = render(params)
-        record = provisioning_store.NewNode(
-            node_id=m.node_id,
-            hostname=m.node_id,
-            dns_name=self.kit.dns_name(m.node_id),
-            created_at=now,
-            created_by=f"lifecycle:{m.owner}",
-            params={
-                "agents": list(agents),
-                "swap": request.swap.model_dump(),
-                "port": request.port,
-            },
-            bootstrap_token_sha256=userdata.token_digest(token),
-            bootstrap_expires_at=expires,
-        )
-        try:
-            provisioning_store.create_node(self.engine, record)
-        except provisioning_store.NodeExists:
-            if not provisioning_store.refresh_bootstrap_token(
-                self.engine, m.node_id, record.bootstrap_token_sha256, expires
-            ):
-                raise RuntimeError("the node bootstrapped already: not made again") from None
-        return rendered
+        return node_user_data(self.engine, self.kit, request, m, self.clock())
 
     async def _backoff(self, m: Machine, exc: ProviderError) -> None:
         s = self.settings

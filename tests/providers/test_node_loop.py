@@ -15,7 +15,8 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import Engine, insert, select, update
 
-from control_plane.dispatch.nodes import BootKit, NodeLifecycle, NodeSettings
+from control_plane.dispatch.node_boot import BootKit
+from control_plane.dispatch.nodes import NodeLifecycle, NodeSettings
 from control_plane.identity.sealing import Sealer
 from control_plane.providers.base import node_labels
 from control_plane.providers.lifecycle import Step
