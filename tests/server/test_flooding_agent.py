@@ -53,9 +53,12 @@ def pipe_of(pid: int, fd: int) -> Iterator[int]:
 
 
 def _full(pipe: int) -> bool:
+    """Whether the writer cannot put more in: a pipe is full by its page slots, not by its
+    bytes, so the head page (partly read) and the tail page (partly written) may be short
+    of a page each while every slot is taken and the writer waits."""
     waiting = array.array("i", [0])
     fcntl.ioctl(pipe, termios.FIONREAD, waiting)
-    return waiting[0] >= fcntl.fcntl(pipe, fcntl.F_GETPIPE_SZ)
+    return waiting[0] >= fcntl.fcntl(pipe, fcntl.F_GETPIPE_SZ) - 2 * os.sysconf("SC_PAGESIZE")
 
 
 def _written(transcripts: Path) -> int:
