@@ -173,14 +173,20 @@ def claim(engine: Engine, holder: str, now: float, lease_s: float, limit: int) -
 def record(engine: Engine, machine: Machine, holder: str, **values: Any) -> bool:
     """Writes ``values`` if ``holder`` still holds the row's lease; False if it lost it."""
     with engine.begin() as conn:
-        done = conn.execute(
-            update(node_machines)
-            .where(node_machines.c.node_id == machine.node_id)
-            .where(node_machines.c.lease_owner == holder)
-            .values(**values, version=node_machines.c.version + 1)
-        )
+        done = _update_leased(conn, machine.node_id, holder, **values)
         if values.get("phase") in DRAINING_PHASES:
             _retire(conn, machine.node_id)
+    return done
+
+
+def _update_leased(conn: Connection, node_id: str, holder: str, **values: Any) -> bool:
+    """``values`` written (the version bumped) if ``holder`` holds the row's lease."""
+    done = conn.execute(
+        update(node_machines)
+        .where(node_machines.c.node_id == node_id)
+        .where(node_machines.c.lease_owner == holder)
+        .values(**values, version=node_machines.c.version + 1)
+    )
     return done.rowcount == 1
 
 
@@ -215,18 +221,12 @@ def record_drain(
         ).scalar()
         if placed or (released is not None and (idle_since is None or released > idle_since)):
             return False
-        done = conn.execute(
-            update(node_machines)
-            .where(node_machines.c.node_id == machine.node_id)
-            .where(node_machines.c.lease_owner == holder)
-            .values(
-                phase="draining", reason=reason, drain_started_at=now,
-                version=node_machines.c.version + 1,
-            )
-        )  # fmt: skip
-        if done.rowcount == 1:
+        done = _update_leased(
+            conn, machine.node_id, holder, phase="draining", reason=reason, drain_started_at=now
+        )
+        if done:
             _retire(conn, machine.node_id)
-    return done.rowcount == 1
+    return done
 
 
 def release(engine: Engine, node_id: str, holder: str) -> None:
