@@ -26,6 +26,7 @@ from control_plane.dispatch.nodes import NodeSettings
 from control_plane.providers.qemu import vmdir
 from control_plane.providers.qemu.driver import QemuSettings
 from tests.vm import qemu_plane
+from tests.vm.booted import message_text
 from tests.vm.figures import FigureBook
 from tests.vm.image import VMImage
 from tests.vm.plane_host import HostPlane
@@ -86,12 +87,7 @@ def echoed(plane: HostPlane, user: dict[str, str], task_id: str) -> str:
         if any(e["type"] == "prompt.finished" for e in events) or time.monotonic() > deadline:
             break
         time.sleep(1)
-    return "".join(
-        e["data"]["update"]["content"].get("text", "")
-        for e in events
-        if e["type"] == "acp.update"
-        and e["data"]["update"].get("sessionUpdate") == "agent_message_chunk"
-    )
+    return message_text(events)
 
 
 def first_update(

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.real_agents.model_api import Reply
-from tests.vm.booted import BootedNode
+from tests.vm.booted import BootedNode, message_text
 from tests.vm.model_host import ModelHost
 
 pytestmark = pytest.mark.vm
@@ -54,11 +54,6 @@ def test_a_task_runs_claude_on_the_node_through_the_dispatcher(
     text = ""
     while answer not in text and time.monotonic() < deadline:
         events = plane.http.get("/api/tasks/vm-task-1/events", headers=user).json()["events"]
-        text = "".join(
-            e["data"]["update"]["content"].get("text", "")
-            for e in events
-            if e["type"] == "acp.update"
-            and e["data"]["update"].get("sessionUpdate") == "agent_message_chunk"
-        )
+        text = message_text(events)
         time.sleep(1)
     assert answer in text
